@@ -1,0 +1,1 @@
+"""The dialer core: domain, scheduler, storage, daemon."""

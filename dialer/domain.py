@@ -1,0 +1,130 @@
+"""Domain values of the dialer: states, kinds, outcomes and the frozen settings of a campaign.
+
+Pure values: no SQLAlchemy, no pjsua2, no wall clock. The string values of the enums are what
+the database stores and what the CLI shows.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class CampaignState(str, enum.Enum):
+    """States of a campaign (SPEC section 2)."""
+
+    SCHEDULED = "scheduled"
+    ACTIVE = "active"
+    BLOCKED = "blocked"
+    SUSPENDED = "suspended"
+    INCOMPLETE = "incomplete"
+    COMPLETED = "completed"
+    TERMINATED = "terminated"
+
+    @property
+    def finished(self) -> bool:
+        return self in (CampaignState.COMPLETED, CampaignState.TERMINATED)
+
+
+class RecipientState(str, enum.Enum):
+    """States of one recipient of a campaign."""
+
+    IDLE = "idle"
+    ACTIVE = "active"
+    CONTACTED = "contacted"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+    @property
+    def done(self) -> bool:
+        return self in (RecipientState.CONTACTED, RecipientState.FAILED, RecipientState.STOPPED)
+
+
+class Kind(str, enum.Enum):
+    """Where a number is dialled: the internal trunk (extensions) or the external one."""
+
+    INTERNAL = "internal"
+    EXTERNAL = "external"
+
+
+class Outcome(str, enum.Enum):
+    """How one attempt (one call) ended."""
+
+    CONTACTED = "contacted"  # answered with every confirmation the campaign requires
+    BUSY = "busy"  # 486 / 600
+    NO_ANSWER = "no_answer"  # cancelled by us at the ring timeout (487), or 408/480
+    REJECTED = "rejected"  # 603 and other refusals
+    UNREACHABLE = "unreachable"  # 404, 484, 5xx, transport failure
+    HUNG_UP = "hung_up"  # answered, then hung up before the required confirmations
+    NOT_CONFIRMED = "not_confirmed"  # answered, but the confirmations never came: we hung up
+    FAILED = "failed"  # any other failure to place the call
+    WORKER_LOST = "worker_lost"  # the SIP worker holding the call died
+    DAEMON_LOST = "daemon_lost"  # the daemon died while the call was in progress
+
+    @property
+    def success(self) -> bool:
+        return self is Outcome.CONTACTED
+
+
+def outcome_from_status(code: int) -> Outcome:
+    """Classify a final SIP status of a call that was never answered."""
+    if code in (486, 600):
+        return Outcome.BUSY
+    if code in (487, 408, 480):
+        return Outcome.NO_ANSWER
+    if code in (603, 403, 401, 407):
+        return Outcome.REJECTED
+    if code in (404, 484, 410, 502, 503, 504) or code >= 500:
+        return Outcome.UNREACHABLE
+    return Outcome.FAILED
+
+
+DEFAULT_ANSWER_KEY = "1"
+DEFAULT_LISTEN_KEY = "9"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Concurrent-call limits: ``None`` means unlimited."""
+
+    total: int | None = None
+    internal: int | None = None
+    external: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DialogueSettings:
+    """What the per-call dialogue needs to know (a subset of the campaign snapshot)."""
+
+    answer_confirm: bool = True
+    listen_confirm: bool = True
+    answer_key: str = DEFAULT_ANSWER_KEY
+    listen_key: str = DEFAULT_LISTEN_KEY
+    max_repeats: int = 3  # how many times a prompt or the message is repeated at most
+    key_timeout: float = 5.0  # seconds to wait for a key after a prompt ends
+    message_seconds: float = 0.0  # duration of the message audio
+    answer_prompt_seconds: float = 0.0
+    listen_prompt_seconds: float = 0.0
+    goodbye_seconds: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class CampaignSettings:
+    """The frozen snapshot of a template's settings that a campaign runs with."""
+
+    caller_number: str | None = None
+    display_name: str = ""
+    priority: int = 0
+    attempts: int = 5
+    ring_timeout: float = 30.0
+    retry_delay: float = 60.0
+    answer_confirm: bool = True
+    listen_confirm: bool = True
+    answer_key: str = DEFAULT_ANSWER_KEY
+    listen_key: str = DEFAULT_LISTEN_KEY
+    max_repeats: int = 3
+    key_timeout: float = 5.0
+    threshold: int | None = None  # None: every recipient
+    limits: Limits = field(default_factory=Limits)
+    language: str = "en"
+    keep_calling_after_threshold: bool = True

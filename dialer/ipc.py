@@ -1,0 +1,109 @@
+"""The wire between the daemon and its SIP workers: JSON objects, one per line, over a socketpair.
+
+The daemon creates a ``socket.socketpair()`` per worker and passes the child's end as a file
+descriptor (``--ipc-fd N``); the worker's stdout and stderr stay free for logs. When the daemon
+dies the worker reads end-of-file, hangs its calls up and exits; when a worker dies the daemon
+reads end-of-file and accounts for the worker's calls.
+
+Daemon to worker (``op``):
+
+* ``init``: ``worker`` (index), ``bind`` (address for SIP and RTP), ``trunks`` (name ->
+  ``{uri, registrar, username, password, transport, register}``), ``allowed_sources`` (IP
+  addresses SIP is accepted from), ``log_level``, ``rtp_port`` (first RTP port of this worker)
+  and ``rtp_port_range``. The password travels only here, never on a command line.
+* ``dial``: ``call_id`` (the SIP Call-ID, also the attempt id), ``trunk``, ``uri``,
+  ``from_uri`` (or null), ``display``, ``ring_timeout``, ``media`` (prompt name -> WAV path),
+  ``dialogue`` (the fields of ``DialogueSettings``).
+* ``hangup``: ``call_id``.
+* ``shutdown``.
+
+Worker to daemon (``ev``):
+
+* ``ready``: ``worker``, ``pid``, ``sip_port``.
+* ``reg``: ``trunk``, ``code``, ``reason``, ``expires``: every registration state change.
+* ``ringing`` / ``answered``: ``call_id``, ``at``.
+* ``key``: ``call_id``, ``key``, ``at``;  ``confirmed``: ``call_id``, ``what``, ``at``.
+* ``ended``: ``call_id``, ``status``, ``reason``, ``q850``, ``outcome``, ``answered_at``,
+  ``keys``, ``answer_confirmed_at``, ``listen_confirmed_at``, ``at``. Exactly one per ``dial``.
+* ``log``: ``level``, ``message`` (worker-side problems worth the daemon's log).
+
+Times are POSIX timestamps (float seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any
+
+Message = dict[str, Any]
+
+MAX_LINE = 1 << 20
+
+
+class Channel:
+    """A non-blocking, line-framed JSON channel over a connected stream socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sock.setblocking(False)
+        self._buf = b""
+        self.closed = False
+
+    @classmethod
+    def from_fd(cls, fd: int) -> Channel:
+        return cls(socket.socket(fileno=fd))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, msg: Message) -> None:
+        """Send one message; blocks briefly if the peer's buffer is full."""
+        data = (json.dumps(msg, separators=(",", ":")) + "\n").encode()
+        self.sock.setblocking(True)
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            self.closed = True
+        finally:
+            if not self.closed:
+                self.sock.setblocking(False)
+
+    def receive(self) -> list[Message]:
+        """Read what has arrived and return the complete messages; sets ``closed`` at EOF."""
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.closed = True
+                break
+            if not chunk:
+                self.closed = True
+                break
+            self._buf += chunk
+            if len(self._buf) > MAX_LINE and b"\n" not in self._buf:
+                raise ValueError("IPC line too long")
+        messages: list[Message] = []
+        while b"\n" in self._buf:
+            line, self._buf = self._buf.split(b"\n", 1)
+            if line.strip():
+                messages.append(json.loads(line))
+        return messages
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def inheritable_pair() -> tuple[Channel, int]:
+    """A channel for the parent and a raw fd for the child (to pass with ``pass_fds``)."""
+    parent, child = socket.socketpair()
+    fd = child.detach()
+    os.set_inheritable(fd, True)
+    return Channel(parent), fd

@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy models, the SqlStore repository and Alembic migrations."""

@@ -1,0 +1,1 @@
+"""Audio import, validation and the default prompts."""

@@ -1,0 +1,1 @@
+"""Everything that imports pjsua2: the SIP worker processes and the simulated phones."""
