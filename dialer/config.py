@@ -1,0 +1,205 @@
+"""The daemon's TOML configuration (see the sample ``dialer.toml`` at the repository root)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from dialer.errors import ConfigError
+from dialer.recipients import DEFAULT_EXTENSION_PATTERN, DEFAULT_REGION, NumberRules
+
+MAX_CALLS_PER_WORKER = 4  # PJSUA_MAX_CALLS of the pjsua2 wheel
+
+
+class Secret:
+    """A password that never shows itself in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrunkConfig:
+    """One SIP trunk: where calls go, and the optional registration."""
+
+    name: str
+    uri: str
+    registrar: str | None = None
+    username: str | None = None
+    password: Secret | None = field(default=None, repr=False)
+    transport: str = "udp"
+    caller_id: str | None = None
+
+    @property
+    def host(self) -> str:
+        """``host[:port]`` of the trunk URI."""
+        return _hostport(self.uri)
+
+    def target(self, number: str) -> str:
+        """The request URI that dials ``number`` through this trunk."""
+        params = ";transport=tcp" if self.transport == "tcp" else ""
+        return f"sip:{number}@{self.host}{params}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Everything ``dialer serve`` needs."""
+
+    path: Path | None
+    database_url: str
+    bind: str = "127.0.0.1"
+    workers: int = 4
+    calls_per_worker: int = MAX_CALLS_PER_WORKER
+    rtp_port: int = 40000
+    sip_log_level: int = 1
+    trunks: dict[str, TrunkConfig] = field(default_factory=dict)
+    metrics_port: int | None = None
+    metrics_bind: str = "127.0.0.1"
+    numbers: NumberRules = field(default_factory=NumberRules)
+    node: str = field(default_factory=socket.gethostname)
+    data_dir: Path = Path("dialer-data")
+    language: str = "en"
+
+    def allowed_sources(self) -> list[str]:
+        """IP addresses SIP traffic is accepted from: those of the trunks' hosts."""
+        out: list[str] = []
+        for t in self.trunks.values():
+            for uri in (t.uri, t.registrar):
+                if not uri:
+                    continue
+                host = _hostport(uri).rsplit(":", 1)[0] if ":" in _hostport(uri) else _hostport(uri)
+                try:
+                    for info in socket.getaddrinfo(host, None):
+                        addr = str(info[4][0])
+                        if addr not in out:
+                            out.append(addr)
+                except OSError:
+                    pass
+        return out
+
+
+def _hostport(uri: str) -> str:
+    rest = uri.split(":", 1)[1] if uri.lower().startswith(("sip:", "sips:")) else uri
+    rest = rest.split(";", 1)[0].split("?", 1)[0]
+    return rest.rsplit("@", 1)[-1]
+
+
+def _int(d: dict[str, Any], key: str, default: int | None, where: str,
+         lo: int = 0, hi: int | None = None) -> int | None:
+    v = d.get(key, default)
+    if v is None:
+        return None
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
+        bound = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ConfigError(f"{where}.{key} must be an integer {bound}, not {v!r}")
+    return v
+
+
+def _password(t: dict[str, Any], where: str) -> Secret | None:
+    if "password" in t:
+        raise ConfigError(f"{where}: a password is never written in the config; "
+                          "use password_env or password_file")
+    if env := t.get("password_env"):
+        value = os.environ.get(str(env))
+        if value is None:
+            raise ConfigError(f"{where}.password_env: environment variable {env} is not set")
+        return Secret(value)
+    if pfile := t.get("password_file"):
+        try:
+            return Secret(Path(str(pfile)).read_text().strip())
+        except OSError as exc:
+            raise ConfigError(f"{where}.password_file: cannot read {pfile}: {exc.strerror}") from exc
+    return None
+
+
+def _trunk(name: str, t: Any) -> TrunkConfig:
+    where = f"[trunks.{name}]"
+    if not isinstance(t, dict):
+        raise ConfigError(f"{where} must be a table")
+    uri = t.get("uri")
+    if not isinstance(uri, str) or not urlsplit(uri).scheme.startswith("sip"):
+        raise ConfigError(f"{where}.uri must be a SIP URI such as \"sip:pbx.example.com\"")
+    transport = str(t.get("transport", "udp")).lower()
+    if transport not in ("udp", "tcp"):
+        raise ConfigError(f"{where}.transport must be udp or tcp, not {transport!r}")
+    registrar = t.get("registrar")
+    username = t.get("username")
+    password = _password(t, where)
+    if registrar and not isinstance(registrar, str):
+        raise ConfigError(f"{where}.registrar must be a SIP URI")
+    if password is not None and not username:
+        raise ConfigError(f"{where}: a password needs a username")
+    return TrunkConfig(name=name, uri=uri, registrar=registrar or None, username=username,
+                       password=password, transport=transport,
+                       caller_id=str(t["caller_id"]) if t.get("caller_id") else None)
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a config file; every problem is a one-line ConfigError."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {p} does not exist") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from exc
+    return parse(raw, p)
+
+
+def parse(raw: dict[str, Any], path: Path | None = None) -> Config:
+    """Validate an already-parsed config mapping."""
+    base = path.parent if path else Path.cwd()
+    name = str(path) if path else "config"
+    db = raw.get("database", {})
+    url = os.environ.get("DIALER_DB") or db.get("url") or "sqlite:///dialer.db"
+    sip = raw.get("sip", {})
+    trunks_raw = raw.get("trunks", {})
+    if not isinstance(trunks_raw, dict):
+        raise ConfigError(f"{name}: [trunks] must be a table")
+    for needed in ("internal", "external"):
+        if needed not in trunks_raw:
+            raise ConfigError(f"{name}: missing trunk [trunks.{needed}]")
+    trunks = {n: _trunk(n, t) for n, t in trunks_raw.items()}
+    unknown = set(trunks) - {"internal", "external"}
+    if unknown:
+        raise ConfigError(f"{name}: unknown trunk(s) {', '.join(sorted(unknown))}; "
+                          "use [trunks.internal] and [trunks.external]")
+    metrics = raw.get("metrics", {})
+    numbers = raw.get("numbers", {})
+    data_dir = Path(str(raw.get("data", {}).get("dir", "dialer-data")))
+    return Config(
+        path=path,
+        database_url=str(url),
+        bind=str(sip.get("bind", "127.0.0.1")),
+        workers=_int(sip, "workers", 4, "[sip]", 1, 1000) or 4,
+        calls_per_worker=_int(sip, "calls_per_worker", MAX_CALLS_PER_WORKER, "[sip]", 1,
+                              MAX_CALLS_PER_WORKER) or MAX_CALLS_PER_WORKER,
+        rtp_port=_int(sip, "rtp_port", 40000, "[sip]", 1024, 65000) or 40000,
+        sip_log_level=_int(sip, "log_level", 1, "[sip]", 0, 6) or 0,
+        trunks=trunks,
+        metrics_port=_int(metrics, "port", None, "[metrics]", 0, 65535),
+        metrics_bind=str(metrics.get("bind", "127.0.0.1")),
+        numbers=NumberRules(region=str(numbers.get("region", DEFAULT_REGION)),
+                            extension_pattern=str(numbers.get("extension_pattern",
+                                                              DEFAULT_EXTENSION_PATTERN))),
+        node=str(raw.get("node", socket.gethostname())),
+        data_dir=data_dir if data_dir.is_absolute() else base / data_dir,
+        language=str(raw.get("language", "en")),
+    )

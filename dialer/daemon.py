@@ -1,0 +1,309 @@
+"""``dialer serve``: the daemon. Wires the store, the scheduler, the worker pool and the metrics.
+
+One thread, one loop: wait on the workers' channels with a timeout that ends exactly when the next
+thing falls due (a scheduled start, a retry delay, a worker restart), at most one second so that
+changes made by the CLI in another process (new campaigns, settings) are seen within a second.
+Every call end, every new worker and every registration change reruns the scheduler at once.
+
+Nothing lost, nothing repeated: the attempt row is committed before the dial leaves for a worker
+(its id is the SIP Call-ID); a worker's death closes its calls as ``worker_lost`` attempts; calls
+left open by a previous run of this node are closed as ``daemon_lost`` at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dialer.config import Config, TrunkConfig
+from dialer.domain import DialogueSettings, Kind, Outcome
+from dialer.ipc import Message
+from dialer.metrics import Metrics
+from dialer.pool import Worker, WorkerPool
+from dialer.storage.store import ClaimedCall, EndReport, SqlStore
+
+logger = logging.getLogger(__name__)
+
+MAX_WAIT = 1.0
+
+
+@dataclass
+class TrunkState:
+    """Registration state of one trunk as the registering worker reports it."""
+
+    config: TrunkConfig
+    registered: bool
+    code: int | None = None
+    reason: str | None = None
+
+    @property
+    def needs_registration(self) -> bool:
+        return self.config.registrar is not None
+
+
+class Daemon:
+    """The long-running dialer process."""
+
+    def __init__(self, config: Config, store: SqlStore, *,
+                 clock: Callable[[], float] = time.time,
+                 prompts: Callable[[str], dict[str, Path]] | None = None,
+                 durations: Callable[[str], float] | None = None) -> None:
+        from media.audio import wav_seconds
+        from media.prompts import prompt_set
+
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self._prompts = prompts or prompt_set
+        self._seconds = durations or wav_seconds
+        self._seconds_cache: dict[str, float] = {}
+        self.trunks = {name: TrunkState(config=t, registered=t.registrar is None)
+                       for name, t in config.trunks.items()}
+        self.pool = WorkerPool(size=config.workers, calls_per_worker=config.calls_per_worker,
+                               init_message=self._init_message)
+        self.metrics = Metrics()
+        self.selector = selectors.DefaultSelector()
+        self.stopping = threading.Event()
+        self._dirty = True
+        self._next_due: float | None = None
+        self._last_tick = 0.0
+        self._registered_fds: dict[int, Worker] = {}
+
+    # ----- wiring -----
+
+    def _init_message(self, index: int) -> Message:
+        trunks: dict[str, Any] = {}
+        for name, t in self.config.trunks.items():
+            trunks[name] = {
+                "uri": t.uri, "registrar": t.registrar, "username": t.username,
+                "password": t.password.reveal() if t.password else None,
+                "transport": t.transport, "caller_id": t.caller_id,
+                # One registration per trunk, held by worker 0: a PBX often keeps one contact.
+                "register": bool(t.registrar) and index == 0,
+            }
+        per = 2 * self.config.calls_per_worker + 2
+        return {"worker": index, "bind": self.config.bind, "trunks": trunks,
+                "allowed_sources": self.config.allowed_sources(),
+                "log_level": self.config.sip_log_level,
+                "rtp_port": self.config.rtp_port + index * per, "rtp_port_range": per}
+
+    def kinds_available(self) -> frozenset[Kind]:
+        return frozenset(Kind(name) for name, t in self.trunks.items() if t.registered)
+
+    # ----- the loop -----
+
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT (or ``stopping`` is set)."""
+        self.store.check_ready()
+        recovered = self.store.recover(node=self.config.node, now=self.clock())
+        if recovered:
+            logger.warning("closed %d call(s) left open by a previous run as daemon_lost",
+                           recovered)
+        if self.config.metrics_port is not None:
+            self.metrics.serve(self.config.metrics_bind, self.config.metrics_port)
+        self._install_signals()
+        self.pool.start()
+        logger.info("dialer serving: node %s, %d worker(s) of %d call(s), database %s",
+                    self.config.node, self.config.workers, self.config.calls_per_worker,
+                    self.store.safe_url)
+        try:
+            while not self.stopping.is_set():
+                self._once()
+        finally:
+            self._shutdown()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+
+    def _sync_selector(self) -> None:
+        live = {ch.fileno(): w for w, ch in self.pool.channels()}
+        for fd in list(self._registered_fds):
+            if fd not in live or self._registered_fds[fd] is not live[fd]:
+                try:
+                    self.selector.unregister(fd)
+                except (KeyError, ValueError):
+                    pass
+                del self._registered_fds[fd]
+        for fd, w in live.items():
+            if fd not in self._registered_fds:
+                self.selector.register(fd, selectors.EVENT_READ, w)
+                self._registered_fds[fd] = w
+
+    def _timeout(self) -> float:
+        now = self.clock()
+        wait = MAX_WAIT - (now - self._last_tick)
+        if self._next_due is not None:
+            wait = min(wait, self._next_due - now)
+        restart = self.pool.next_restart_in()
+        if restart is not None:
+            wait = min(wait, restart)
+        return 0.0 if self._dirty else max(0.0, min(wait, MAX_WAIT))
+
+    def _once(self) -> None:
+        self._sync_selector()
+        for key, _ in self.selector.select(self._timeout()):
+            w: Worker = key.data
+            for msg in w.channel.receive():
+                self._handle(w, msg)
+        for w, calls in self.pool.reap():
+            self.metrics.worker_restarts.inc()
+            for call_id in sorted(calls):
+                self._finish(EndReport(attempt_id=call_id, outcome=Outcome.WORKER_LOST,
+                                       at=self.clock(),
+                                       reason=f"SIP worker {w.index} (pid {w.pid}) died"))
+            if any(t.needs_registration for t in self.trunks.values()) and w.index == 0:
+                for t in self.trunks.values():
+                    if t.needs_registration:
+                        t.registered = False
+            self._dirty = True
+        now = self.clock()
+        if (self._dirty or now - self._last_tick >= MAX_WAIT
+                or (self._next_due is not None and now >= self._next_due)):
+            self._tick()
+
+    def _tick(self) -> None:
+        self._dirty = False
+        started = time.perf_counter()
+        now = self.clock()
+        self._last_tick = now
+        tick = self.store.tick(now=now, node=self.config.node,
+                               kinds_available=self.kinds_available(),
+                               capacity=self.pool.free_slots())
+        self.metrics.scheduler_seconds.observe(time.perf_counter() - started)
+        self._next_due = tick.next_due
+        for call in tick.calls:
+            self._dial(call)
+        self._update_gauges()
+
+    def _dial(self, call: ClaimedCall) -> None:
+        trunk = self.config.trunks[call.kind.value]
+        st = call.settings
+        media = {name: str(path) for name, path in self._prompts(st.language).items()}
+        media["message"] = str(self.store.media_file(call.audio_sha, self.config.data_dir / "media"))
+        dialogue = DialogueSettings(
+            answer_confirm=st.answer_confirm, listen_confirm=st.listen_confirm,
+            answer_key=st.answer_key, listen_key=st.listen_key, max_repeats=st.max_repeats,
+            key_timeout=st.key_timeout, message_seconds=call.audio_seconds,
+            answer_prompt_seconds=self._duration(media["answer_prompt"]),
+            listen_prompt_seconds=self._duration(media["listen_prompt"]),
+            goodbye_seconds=self._duration(media["goodbye"]))
+        caller = st.caller_number or trunk.caller_id
+        msg: Message = {
+            "call_id": call.attempt_id, "trunk": trunk.name, "uri": trunk.target(call.number),
+            "from_uri": f"sip:{caller}@{trunk.host.split(':')[0]}" if caller else None,
+            "display": st.display_name, "ring_timeout": st.ring_timeout, "media": media,
+            "dialogue": {k: getattr(dialogue, k) for k in dialogue.__dataclass_fields__},
+        }
+        w = self.pool.dial(msg)
+        if w is None:  # cannot happen: the claim was bounded by free slots; never lose it
+            self._finish(EndReport(attempt_id=call.attempt_id, outcome=Outcome.FAILED,
+                                   at=self.clock(), reason="no free SIP worker slot"))
+            return
+        self.store.set_attempt_worker(call.attempt_id, w.index)
+        logger.info("dialing %s (%s) for campaign %d on worker %d", call.number, call.kind.value,
+                    call.campaign_id, w.index,
+                    extra={"campaign": call.campaign_id, "recipient": call.recipient_id,
+                           "attempt": call.attempt_id, "call_id": call.attempt_id})
+
+    def _duration(self, path: str) -> float:
+        if path not in self._seconds_cache:
+            self._seconds_cache[path] = self._seconds(path)
+        return self._seconds_cache[path]
+
+    def _handle(self, w: Worker, msg: Message) -> None:
+        self.pool.on_message(w, msg)
+        ev = msg.get("ev")
+        cid = str(msg.get("call_id", ""))
+        at = float(msg.get("at") or self.clock())
+        if ev == "ready":
+            self._dirty = True
+        elif ev == "reg":
+            self._on_registration(msg)
+        elif ev in ("ringing", "answered"):
+            self.store.record_progress(cid, ev, at)
+        elif ev == "key":
+            self.store.record_progress(cid, "key", at, key=msg.get("key"))
+        elif ev == "confirmed":
+            what = str(msg.get("what"))
+            self.store.record_progress(cid, "confirmed", at, what=what)
+            self.metrics.confirmations.labels(what).inc()
+        elif ev == "ended":
+            try:
+                outcome = Outcome(str(msg.get("outcome")))
+            except ValueError:
+                outcome = Outcome.FAILED
+            self._finish(EndReport(
+                attempt_id=cid, outcome=outcome, at=at, status=msg.get("status"),
+                reason=msg.get("reason"), q850=msg.get("q850"),
+                answered_at=msg.get("answered_at"),
+                answer_confirmed_at=msg.get("answer_confirmed_at"),
+                listen_confirmed_at=msg.get("listen_confirmed_at"), keys=str(msg.get("keys") or "")))
+        elif ev == "log":
+            logger.log(int(msg.get("level", logging.INFO)), "worker %d: %s", w.index,
+                       msg.get("message"))
+
+    def _on_registration(self, msg: Message) -> None:
+        t = self.trunks.get(str(msg.get("trunk")))
+        if t is None:
+            return
+        code = int(msg.get("code") or 0)
+        expires = int(msg.get("expires") or 0)
+        was = t.registered
+        t.registered = 200 <= code < 300 and expires > 0
+        t.code, t.reason = code, msg.get("reason")
+        self.metrics.trunk_registered.labels(t.config.name).set(1 if t.registered else 0)
+        if was != t.registered:
+            log = logger.info if t.registered else logger.warning
+            log("trunk %s %s (%s %s)", t.config.name,
+                "registered" if t.registered else "not registered", code, t.reason)
+            self._dirty = True
+
+    def _finish(self, report: EndReport) -> None:
+        if self.store.finish_attempt(report):
+            self.metrics.attempts.labels(report.outcome.value).inc()
+            logger.info("call %s ended: %s %s %s", report.attempt_id, report.outcome.value,
+                        report.status or "", report.reason or "",
+                        extra={"attempt": report.attempt_id, "call_id": report.attempt_id})
+        self._dirty = True
+
+    def _update_gauges(self) -> None:
+        counts = self.store.running_counts()
+        self.metrics.calls.labels("internal").set(counts.internal)
+        self.metrics.calls.labels("external").set(counts.external)
+        self.metrics.workers_busy.set(self.pool.busy_slots())
+        self.metrics.workers_ready.set(self.pool.ready_count())
+        for name, t in self.trunks.items():
+            self.metrics.trunk_registered.labels(name).set(1 if t.registered else 0)
+
+    def _shutdown(self) -> None:
+        """Hang every call up, record how each ended, stop the workers."""
+        logger.info("stopping: hanging up %d call(s)", self.pool.busy_slots())
+        self.pool.send_all({"op": "shutdown"})
+        deadline = time.monotonic() + 10.0
+        while self.pool.workers and time.monotonic() < deadline:
+            self._sync_selector()
+            for key, _ in self.selector.select(0.1):
+                w: Worker = key.data
+                for msg in w.channel.receive():
+                    self._handle(w, msg)
+            for w, calls in self.pool.reap():
+                for call_id in sorted(calls):
+                    self._finish(EndReport(attempt_id=call_id, outcome=Outcome.WORKER_LOST,
+                                           at=self.clock(), reason="daemon stopped"))
+            self.pool.stop_restarts()
+        self.pool.shutdown(timeout=2.0)
+        leftover = self.store.recover(node=self.config.node, now=self.clock())
+        if leftover:
+            logger.warning("%d call(s) had no end report: recorded as daemon_lost", leftover)
+        self.metrics.stop()
+

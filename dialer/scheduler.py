@@ -1,0 +1,144 @@
+"""The scheduling rule (SPEC section 3) as pure functions: which recipients get the free call slots.
+
+1. campaigns allowed to call, by priority (highest first), then start time (earliest first);
+2. from the first campaign, fill free slots up to its own limits and the global ones;
+3. within a campaign, never-called recipients first in list order; when one kind's limit is full,
+   only recipients of the other kind are taken;
+4. then recipients to retry, the one called longest ago first, once their retry delay has passed;
+5. then the next campaign.
+
+The storage adapter loads the candidates (already ordered as in 3 and 4, at most as many of each
+kind as could possibly be taken) and the counts of calls in progress; ``plan`` decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from dialer.domain import Kind, Limits
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Calls in progress, in total and by kind."""
+
+    internal: int = 0
+    external: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.internal + self.external
+
+    def add(self, kind: Kind) -> Counts:
+        if kind is Kind.INTERNAL:
+            return Counts(self.internal + 1, self.external)
+        return Counts(self.internal, self.external + 1)
+
+    def of(self, kind: Kind) -> int:
+        return self.internal if kind is Kind.INTERNAL else self.external
+
+
+@dataclass(frozen=True, kw_only=True)
+class CampaignLoad:
+    """A campaign allowed to place calls, as the scheduler sees it."""
+
+    id: int
+    priority: int
+    start_at: float
+    limits: Limits
+    running: Counts
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A recipient that may be called now. ``fresh``: never called before."""
+
+    recipient_id: int
+    kind: Kind
+    fresh: bool
+
+
+@dataclass(frozen=True)
+class Dial:
+    """The decision to call one recipient of one campaign."""
+
+    campaign_id: int
+    recipient_id: int
+    kind: Kind
+
+
+def rank(campaigns: Sequence[CampaignLoad]) -> list[CampaignLoad]:
+    """Priority first (highest first), then start time (earliest first); id breaks ties."""
+    return sorted(campaigns, key=lambda c: (-c.priority, c.start_at, c.id))
+
+
+def _room(limit: int | None, used: int) -> float:
+    return float("inf") if limit is None else max(0, limit - used)
+
+
+def room(limits: Limits, running: Counts) -> tuple[float, float, float]:
+    """Free slots (total, internal, external) under ``limits``; ``inf`` when unlimited."""
+    return (
+        _room(limits.total, running.total),
+        _room(limits.internal, running.internal),
+        _room(limits.external, running.external),
+    )
+
+
+def plan(
+    campaigns: Sequence[CampaignLoad],
+    global_limits: Limits,
+    global_running: Counts,
+    candidates: Mapping[int, Sequence[Candidate]],
+    *,
+    kinds_available: frozenset[Kind] = frozenset(Kind),
+    capacity: int | None = None,
+) -> list[Dial]:
+    """Decide the calls to place now.
+
+    ``candidates[campaign_id]`` lists the campaign's callable recipients in the campaign's own
+    order (fresh in list order, then retries longest-ago first). ``kinds_available`` leaves out a
+    kind whose trunk cannot place calls now (unregistered): its recipients are not touched, so no
+    attempt is burned. ``capacity`` bounds the total further (free worker slots of this node).
+    """
+    dials: list[Dial] = []
+    g_running = global_running
+    cap = float("inf") if capacity is None else capacity
+    for camp in rank(campaigns):
+        c_running = camp.running
+        for cand in candidates.get(camp.id, ()):
+            if cap <= 0:
+                return dials
+            g_total, g_int, g_ext = room(global_limits, g_running)
+            if g_total <= 0:
+                return dials
+            c_total, c_int, c_ext = room(camp.limits, c_running)
+            if c_total <= 0:
+                break
+            if cand.kind not in kinds_available:
+                continue
+            kind_room = min(g_int, c_int) if cand.kind is Kind.INTERNAL else min(g_ext, c_ext)
+            if kind_room <= 0:
+                continue  # this kind is full: keep looking for the other kind
+            dials.append(Dial(camp.id, cand.recipient_id, cand.kind))
+            g_running = g_running.add(cand.kind)
+            c_running = c_running.add(cand.kind)
+            cap -= 1
+    return dials
+
+
+def wanted(camp: CampaignLoad, global_limits: Limits, global_running: Counts,
+           capacity: int | None = None) -> tuple[int, int]:
+    """How many candidates of each kind (internal, external) are worth loading for ``camp``.
+
+    An upper bound on what ``plan`` could take from this campaign, so the storage adapter never
+    reads more rows than one decision can use.
+    """
+    g_total, g_int, g_ext = room(global_limits, global_running)
+    c_total, c_int, c_ext = room(camp.limits, camp.running)
+    total = min(g_total, c_total, float("inf") if capacity is None else capacity)
+    n_int = min(total, g_int, c_int)
+    n_ext = min(total, g_ext, c_ext)
+    big = 1_000_000
+    return int(min(n_int, big)), int(min(n_ext, big))

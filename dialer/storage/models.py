@@ -1,0 +1,195 @@
+"""SQLAlchemy 2 typed models. Only dialer.storage imports these; the core sees domain values."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    LargeBinary,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone: store naive UTC)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, dt.datetime)
+        return value.replace(tzinfo=dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the dialer's tables."""
+
+
+class MediaRow(Base):
+    """A normalised audio file (16-bit mono PCM WAV), kept in the database so that every node
+    sharing it can play it; nodes cache it on disk by its SHA-256."""
+
+    __tablename__ = "media"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rate: Mapped[int] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Float)
+    source: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class SettingsRow(Base):
+    """Global settings: one row, id 1. ``version`` grows on every change."""
+
+    __tablename__ = "settings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    max_campaigns: Mapped[int | None] = mapped_column(Integer)
+    max_calls: Mapped[int | None] = mapped_column(Integer)
+    max_internal: Mapped[int | None] = mapped_column(Integer)
+    max_external: Mapped[int | None] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class TemplateRow(Base):
+    """A campaign template ("campaign model")."""
+
+    __tablename__ = "templates"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    audio_sha: Mapped[str] = mapped_column(ForeignKey("media.sha256"))
+    audio_seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class TemplateRecipientRow(Base):
+    """One recipient of a template, in dialing order."""
+
+    __tablename__ = "template_recipients"
+    __table_args__ = (UniqueConstraint("template_id", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("templates.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    number: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    kind: Mapped[str] = mapped_column(String(10))
+
+
+class CampaignRow(Base):
+    """A launched campaign with its frozen settings snapshot."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (Index("ix_campaigns_state", "state"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    template_id: Mapped[int | None] = mapped_column(ForeignKey("templates.id", ondelete="SET NULL"))
+    template_name: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(12))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    audio_sha: Mapped[str] = mapped_column(ForeignKey("media.sha256"))
+    audio_seconds: Mapped[float] = mapped_column(Float)
+    priority: Mapped[int] = mapped_column(Integer)
+    start_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    created_by: Mapped[str] = mapped_column(String(64))
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class RecipientRow(Base):
+    """One recipient of a campaign (a copy of the list at launch) and its progress."""
+
+    __tablename__ = "recipients"
+    __table_args__ = (
+        Index("ix_recipients_fresh", "campaign_id", "state", "calls", "position"),
+        Index("ix_recipients_retry", "campaign_id", "state", "next_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    number: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    kind: Mapped[str] = mapped_column(String(10))
+    state: Mapped[str] = mapped_column(String(10), default="idle")
+    calls: Mapped[int] = mapped_column(Integer, default=0)  # every call placed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # unsuccessful calls
+    max_attempts: Mapped[int] = mapped_column(Integer)  # the campaign's, plus grants
+    next_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    last_call_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    last_outcome: Mapped[str | None] = mapped_column(String(20))
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_reason: Mapped[str | None] = mapped_column(String(200))
+    answered_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    answer_confirmed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class AttemptRow(Base):
+    """One call. Its id is the SIP Call-ID; the row exists before the INVITE leaves."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (
+        Index("ix_attempts_open", "ended_at", "node"),
+        Index("ix_attempts_recipient", "recipient_id"),
+        Index("ix_attempts_campaign", "campaign_id"),
+    )
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(Integer)
+    recipient_id: Mapped[int] = mapped_column(Integer)
+    number: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(10))
+    node: Mapped[str] = mapped_column(String(64))
+    worker: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    ringing_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    answered_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    answer_confirmed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    listen_confirmed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    status: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(String(200))
+    q850: Mapped[int | None] = mapped_column(Integer)
+    keys: Mapped[str] = mapped_column(String(100), default="")
+    outcome: Mapped[str | None] = mapped_column(String(20))
+
+
+class EventRow(Base):
+    """Append-only history. No foreign keys: it outlives templates and campaigns."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_campaign", "campaign_id", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    campaign_id: Mapped[int | None] = mapped_column(Integer)
+    recipient_id: Mapped[int | None] = mapped_column(Integer)
+    attempt_id: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

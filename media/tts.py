@@ -1,0 +1,79 @@
+"""Text to speech with espeak-ng, and the regeneration of the shipped prompts.
+
+``synthesize`` turns a text into a normalised WAV through ``import_audio``, so speech gets the
+same checks as any uploaded file. ``python -m media.tts`` rewrites ``media/prompts/*/*.wav``
+from ``media.prompts.PROMPT_TEXTS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from dialer.errors import AudioError
+from media.audio import AudioInfo, import_audio, wav_seconds
+from media.prompts import LANGUAGES, PROMPT_TEXTS, PROMPTS_DIR, normalise_language
+
+logger = logging.getLogger(__name__)
+
+ESPEAK = "espeak-ng"
+SPEED_WPM = 150  # espeak-ng's default 175 words a minute is hard to follow over a phone line
+
+
+def espeak_command(text: str, language: str, wav: Path) -> list[str]:
+    """The exact espeak-ng command that speaks ``text`` into ``wav`` (22.05 kHz WAV)."""
+    return [ESPEAK, "-v", normalise_language(language), "-s", str(SPEED_WPM), "-w", str(wav),
+            "--", text]
+
+
+def synthesize(text: str, language: str, dest_dir: Path, *, rate: int = 8000,
+               timeout: float = 60.0) -> AudioInfo:
+    """Speak ``text`` in ``language`` with espeak-ng and import it into ``dest_dir``.
+
+    Raises ``AudioError`` if espeak-ng is missing or fails, and whatever ``import_audio`` raises.
+    """
+    if shutil.which(ESPEAK) is None:
+        raise AudioError(f"{ESPEAK} is not installed: cannot synthesize speech")
+    with tempfile.TemporaryDirectory(prefix="dialer-tts-") as tmp:
+        wav = Path(tmp) / "speech.wav"
+        cmd = espeak_command(text, language, wav)
+        try:
+            subprocess.run(cmd, check=True, capture_output=True, timeout=timeout,
+                           env={**os.environ, "LC_ALL": "C.UTF-8"})
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise AudioError(f"{ESPEAK} failed on {text[:40]!r}: {exc}") from exc
+        return import_audio(wav, dest_dir, rate=rate)
+
+
+def regenerate_prompts(prompts_dir: Path = PROMPTS_DIR) -> dict[str, dict[str, float]]:
+    """Rewrite every shipped prompt from ``PROMPT_TEXTS``; return their durations in seconds."""
+    durations: dict[str, dict[str, float]] = {}
+    for language in LANGUAGES:
+        target = prompts_dir / language
+        target.mkdir(parents=True, exist_ok=True)
+        durations[language] = {}
+        for name, text in PROMPT_TEXTS[language].items():
+            info = synthesize(text, language, target)
+            final = target / f"{name}.wav"
+            os.replace(info.path, final)  # same directory: atomic
+            durations[language][name] = wav_seconds(final)
+    return durations
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python -m media.tts [--dir DIR]`` regenerates the shipped prompts."""
+    parser = argparse.ArgumentParser(description="Regenerate the shipped prompts with espeak-ng.")
+    parser.add_argument("--dir", type=Path, default=PROMPTS_DIR, help="prompts directory")
+    args = parser.parse_args(argv)
+    for language, prompts in regenerate_prompts(args.dir).items():
+        for name, seconds in prompts.items():
+            print(f"{language}/{name}.wav  {seconds:.3f} s")
+
+
+if __name__ == "__main__":
+    main()
