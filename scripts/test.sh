@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# From nothing to the whole test suite: system packages the SIP tests need (SIPp, Kamailio,
+# Prometheus' promtool), a venv with the test dependencies, then pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${need[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "warning: ${need[*]} missing and not root: the SIP tests that need them will be skipped" >&2
+  fi
+fi
+
+bash scripts/setup.sh test
+set +e
+.venv/bin/python -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then
+  echo "error: pytest collected no test" >&2
+fi
+exit "$rc"
