@@ -299,20 +299,31 @@ def campaign_list(json_out: bool = typer.Option(False, "--json")) -> None:
     out.print(t)
 
 
+def short_time(iso: str | None) -> str:
+    """Local time of day for today's timestamps, the date too for older ones."""
+    if not iso:
+        return ""
+    when = dt.datetime.fromisoformat(iso).astimezone()
+    if when.date() == dt.datetime.now().astimezone().date():
+        return when.strftime("%H:%M:%S")
+    return when.strftime("%Y-%m-%d %H:%M")
+
+
 def recipients_table(detail: dict[str, Any]) -> Table:
-    t = Table("#", "number", "name", "kind", "state", "attempts", "last call", "last outcome",
-              "answered", "confirmed", title=f"campaign {detail['id']} {detail['name']} "
-              f"({detail['state']})")
+    """The per-recipient table of a campaign, narrow enough for an 80-column terminal."""
+    t = Table("#", "number", "name", "kind", "state", "att", "last call", "outcome",
+              "answered", "confirmed",
+              title=f"campaign {detail['id']} {detail['name']} ({detail['state']})")
     colours = {"contacted": "green", "failed": "red", "active": "yellow", "stopped": "magenta"}
     for r in detail["recipients"]:
-        outcome = r["last_outcome"] or ""
-        if r["last_status"]:
-            outcome += f" ({r['last_status']} {r['last_reason'] or ''})".rstrip()
+        outcome = (r["last_outcome"] or "").replace("_", " ")
+        if r["last_status"] and r["last_status"] != 200:
+            outcome += f" {r['last_status']}"
         st = r["state"]
-        t.add_row(str(r["position"]), r["number"], r["name"] or "", r["kind"],
+        t.add_row(str(r["position"]), r["number"], r["name"] or "", r["kind"][:3],
                   f"[{colours.get(st, 'white')}]{st}[/]", str(r["attempts"]),
-                  local(r["last_call_at"]), outcome, local(r["answered_at"]),
-                  local(r["confirmed_at"]))
+                  short_time(r["last_call_at"]), outcome, short_time(r["answered_at"]),
+                  short_time(r["confirmed_at"]))
     return t
 
 

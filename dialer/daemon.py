@@ -288,6 +288,7 @@ class Daemon:
     def _shutdown(self) -> None:
         """Hang every call up, record how each ended, stop the workers."""
         logger.info("stopping: hanging up %d call(s)", self.pool.busy_slots())
+        self.pool.stop_restarts()
         self.pool.send_all({"op": "shutdown"})
         deadline = time.monotonic() + 10.0
         while self.pool.workers and time.monotonic() < deadline:
@@ -300,7 +301,6 @@ class Daemon:
                 for call_id in sorted(calls):
                     self._finish(EndReport(attempt_id=call_id, outcome=Outcome.WORKER_LOST,
                                            at=self.clock(), reason="daemon stopped"))
-            self.pool.stop_restarts()
         self.pool.shutdown(timeout=2.0)
         leftover = self.store.recover(node=self.config.node, now=self.clock())
         if leftover:

@@ -124,6 +124,7 @@ class DialogueState:
     repeats: int = 0
     token: int = 0
     keys: str = ""
+    answered_at: float | None = None  # None: not answered yet, keys and timers mean nothing
     answer_confirmed_at: float | None = None
     listen_confirmed_at: float | None = None
     success: bool = False
@@ -143,7 +144,11 @@ def step(state: DialogueState, event: Event) -> tuple[DialogueState, list[Comman
         outcome = Outcome.CONTACTED if state.success else Outcome.HUNG_UP
         return replace(state, phase=Phase.DONE, outcome=outcome), []
     if isinstance(event, Answered):
-        return _on_answered(state, event.at)
+        if state.answered_at is not None:
+            return state, []  # a repeated answer must not restart the dialogue (and its repeats)
+        return _on_answered(replace(state, answered_at=event.at), event.at)
+    if isinstance(event, (Digit, TimerFired)) and state.answered_at is None:
+        return state, []  # early-media keys or a stray timer before the answer: not a confirmation
     if isinstance(event, Digit):
         return _on_digit(replace(state, keys=state.keys + event.key), event)
     if isinstance(event, TimerFired):

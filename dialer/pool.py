@@ -58,6 +58,7 @@ class WorkerPool:
         self.restarts = 0
         self._restart_at: dict[int, float] = {}
         self._failures: dict[int, int] = {}
+        self.stopping = False
 
     def start(self) -> None:
         for i in range(self.size):
@@ -130,8 +131,9 @@ class WorkerPool:
                 w.proc.kill()
                 code = w.proc.wait()
             w.channel.close()
-            logger.error("worker %d (pid %d) exited with %s holding %d call(s)",
-                         index, w.pid, code, len(w.calls))
+            (logger.info if self.stopping else logger.error)(
+                "worker %d (pid %d) exited with %s holding %d call(s)",
+                index, w.pid, code, len(w.calls))
             lost.append((w, set(w.calls)))
             del self.workers[index]
             fails = self._failures.get(index, 0) + 1
@@ -139,6 +141,8 @@ class WorkerPool:
             delay = RESTART_BACKOFF[min(fails - 1, len(RESTART_BACKOFF) - 1)]
             self._restart_at[index] = time.monotonic() + delay
         now = time.monotonic()
+        if self.stopping:
+            self._restart_at.clear()
         for index, at in list(self._restart_at.items()):
             if at <= now:
                 del self._restart_at[index]
@@ -156,6 +160,7 @@ class WorkerPool:
 
     def stop_restarts(self) -> None:
         """No more replacements: the pool is being shut down."""
+        self.stopping = True
         self._restart_at.clear()
 
     def shutdown(self, timeout: float = 10.0) -> None:

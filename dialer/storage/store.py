@@ -177,11 +177,11 @@ class SqlStore:
     def dispose(self) -> None:
         self.engine.dispose()
 
-    def _event(self, s: Session, kind: str, *, at: float, campaign_id: int | None = None,
+    def _event(self, s: Session, event_kind: str, /, *, at: float, campaign_id: int | None = None,
                recipient_id: int | None = None, attempt_id: str | None = None,
                actor: str | None = None, **detail: Any) -> None:
         s.add(EventRow(at=to_dt(at), campaign_id=campaign_id, recipient_id=recipient_id,
-                       attempt_id=attempt_id, kind=kind, actor=actor, detail=detail))
+                       attempt_id=attempt_id, kind=event_kind, actor=actor, detail=detail))
 
     # ----- settings -----
 
