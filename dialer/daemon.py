@@ -75,6 +75,7 @@ class Daemon:
         self._next_due: float | None = None
         self._last_tick = 0.0
         self._registered_fds: dict[int, Worker] = {}
+        self._settings_version = -1
 
     # ----- wiring -----
 
@@ -94,6 +95,12 @@ class Daemon:
                 "log_level": self.config.sip_log_level,
                 "rtp_port": self.config.rtp_port + index * per, "rtp_port_range": per}
 
+    def _pool_size(self, total: int | None) -> int:
+        """Workers needed for the global call limit (all of ``[sip] workers`` if unlimited)."""
+        if total is None:
+            return self.config.workers
+        return min(self.config.workers, -(-total // self.config.calls_per_worker))
+
     def kinds_available(self) -> frozenset[Kind]:
         return frozenset(Kind(name) for name, t in self.trunks.items() if t.registered)
 
@@ -109,7 +116,7 @@ class Daemon:
         if self.config.metrics_port is not None:
             self.metrics.serve(self.config.metrics_bind, self.config.metrics_port)
         self._install_signals()
-        self.pool.start()
+        self.pool.start(self._pool_size(self.store.get_settings().limits.total))
         logger.info("dialer serving: node %s, %d worker(s) of %d call(s), database %s",
                     self.config.node, self.config.workers, self.config.calls_per_worker,
                     self.store.safe_url)
@@ -181,6 +188,10 @@ class Daemon:
                                capacity=self.pool.free_slots())
         self.metrics.scheduler_seconds.observe(time.perf_counter() - started)
         self._next_due = tick.next_due
+        if tick.settings.version != self._settings_version:
+            # The limits changed: grow the pool to match (warm workers before they are needed).
+            self._settings_version = tick.settings.version
+            self.pool.resize(self._pool_size(tick.settings.limits.total))
         for call in tick.calls:
             self._dial(call)
         self._update_gauges()

@@ -60,9 +60,17 @@ class WorkerPool:
         self._failures: dict[int, int] = {}
         self.stopping = False
 
-    def start(self) -> None:
-        for i in range(self.size):
-            self._spawn(i)
+    def start(self, size: int | None = None) -> None:
+        """Start ``size`` workers (default: the pool's maximum) ahead of any call."""
+        self.resize(self.size if size is None else size)
+
+    def resize(self, size: int) -> None:
+        """Grow to ``size`` workers (never above the maximum). Shrinking is left to a restart:
+        idle workers cost memory, not calls."""
+        want = max(1, min(size, self.size))
+        for i in range(want):
+            if i not in self.workers and i not in self._restart_at:
+                self._spawn(i)
 
     def _spawn(self, index: int) -> Worker:
         channel, child_fd = inheritable_pair()

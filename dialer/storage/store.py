@@ -96,6 +96,7 @@ class Tick:
     calls: list[ClaimedCall]
     next_due: float | None  # when a scheduled start or a retry delay falls due
     transitions: list[tuple[int, str, str]]  # (campaign, from, to)
+    settings: GlobalSettings  # the settings the pass decided with
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -471,7 +472,7 @@ class SqlStore:
                                    kinds_available=kinds_available, capacity=capacity)
             calls = self._claim(s, dials, by_id, settings_of, node=node, now=now)
             next_due = self._next_due(s, now)
-        return Tick(calls=calls, next_due=next_due, transitions=transitions)
+        return Tick(calls=calls, next_due=next_due, transitions=transitions, settings=gs)
 
     def _candidates(self, s: Session, load: scheduler.CampaignLoad, g_limits: Limits,
                     g_running: scheduler.Counts, capacity: int | None, now: float,
