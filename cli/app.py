@@ -19,6 +19,7 @@ from typing import Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -56,7 +57,9 @@ _state: dict[str, Any] = {"db": None}
 
 def fail(message: str) -> NoReturn:
     """One clear line, exit 1."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # escape: messages quote user text and TOML tables ("[trunks.external]") that Rich
+    # would otherwise take for markup tags and silently drop
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 

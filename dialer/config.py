@@ -110,7 +110,7 @@ def _int(d: dict[str, Any], key: str, default: int | None, where: str,
     return v
 
 
-def _password(t: dict[str, Any], where: str) -> Secret | None:
+def _password(t: dict[str, Any], where: str, base: Path) -> Secret | None:
     if "password" in t:
         raise ConfigError(f"{where}: a password is never written in the config; "
                           "use password_env or password_file")
@@ -121,13 +121,14 @@ def _password(t: dict[str, Any], where: str) -> Secret | None:
         return Secret(value)
     if pfile := t.get("password_file"):
         try:
-            return Secret(Path(str(pfile)).read_text().strip())
+            pf = Path(str(pfile))
+            return Secret((pf if pf.is_absolute() else base / pf).read_text().strip())
         except OSError as exc:
             raise ConfigError(f"{where}.password_file: cannot read {pfile}: {exc.strerror}") from exc
     return None
 
 
-def _trunk(name: str, t: Any) -> TrunkConfig:
+def _trunk(name: str, t: Any, base: Path) -> TrunkConfig:
     where = f"[trunks.{name}]"
     if not isinstance(t, dict):
         raise ConfigError(f"{where} must be a table")
@@ -139,7 +140,7 @@ def _trunk(name: str, t: Any) -> TrunkConfig:
         raise ConfigError(f"{where}.transport must be udp or tcp, not {transport!r}")
     registrar = t.get("registrar")
     username = t.get("username")
-    password = _password(t, where)
+    password = _password(t, where, base)
     if registrar and not isinstance(registrar, str):
         raise ConfigError(f"{where}.registrar must be a SIP URI")
     if password is not None and not username:
@@ -176,7 +177,7 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> Config:
     for needed in ("internal", "external"):
         if needed not in trunks_raw:
             raise ConfigError(f"{name}: missing trunk [trunks.{needed}]")
-    trunks = {n: _trunk(n, t) for n, t in trunks_raw.items()}
+    trunks = {n: _trunk(n, t, base) for n, t in trunks_raw.items()}
     unknown = set(trunks) - {"internal", "external"}
     if unknown:
         raise ConfigError(f"{name}: unknown trunk(s) {', '.join(sorted(unknown))}; "

@@ -275,7 +275,7 @@ class SqlStore:
     def list_templates(self) -> list[dict[str, Any]]:
         with self.session() as s:
             counts = dict(s.execute(select(TemplateRecipientRow.template_id, func.count())
-                                    .group_by(TemplateRecipientRow.template_id)).tuples().all())
+                                    .group_by(TemplateRecipientRow.template_id)).all())
             out = []
             for row in s.scalars(select(TemplateRow).order_by(TemplateRow.name)):
                 st = settings_from_dict(row.settings)
@@ -489,12 +489,12 @@ class SqlStore:
             q = base.add_columns(RecipientRow.position).where(
                 RecipientRow.kind == kind.value, RecipientRow.calls == 0
             ).order_by(RecipientRow.position).limit(n)
-            fresh += [(pos, rid, k) for rid, k, pos in s.execute(self._lock(q)).tuples()]
+            fresh += [(pos, rid, k) for rid, k, pos in s.execute(self._lock(q))]
             q2 = base.add_columns(RecipientRow.last_call_at).where(
                 RecipientRow.kind == kind.value, RecipientRow.calls > 0,
                 RecipientRow.next_at <= to_dt(now)
             ).order_by(RecipientRow.last_call_at).limit(n)
-            retry += [(to_ts(last) or 0.0, rid, k) for rid, k, last in s.execute(self._lock(q2)).tuples()]
+            retry += [(to_ts(last) or 0.0, rid, k) for rid, k, last in s.execute(self._lock(q2))]
         fresh.sort()
         retry.sort()
         out += [scheduler.Candidate(rid, Kind(k), True) for _, rid, k in fresh]
@@ -540,8 +540,11 @@ class SqlStore:
         with self.session() as s:
             s.execute(update(AttemptRow).where(AttemptRow.id == attempt_id).values(worker=worker))
 
-    def record_progress(self, attempt_id: str, what: str, at: float, **detail: Any) -> None:
-        """Ringing, answered, a key, a confirmation: stamp the attempt and append the event."""
+    def record_progress(self, attempt_id: str, what: str, at: float, /, **detail: Any) -> None:
+        """Ringing, answered, a key, a confirmation: stamp the attempt and append the event.
+
+        Positional-only: a confirmation's detail is itself named ``what`` (answer or listen).
+        """
         with self.session() as s:
             a = s.get(AttemptRow, attempt_id)
             if a is None or a.ended_at is not None:
@@ -637,7 +640,7 @@ def _tallies(s: Session, ids: list[int] | None) -> dict[int, lifecycle.Tally]:
     if ids is not None:
         q = q.where(RecipientRow.campaign_id.in_(ids))
     acc: dict[int, dict[str, int]] = {}
-    for cid, state, n in s.execute(q).tuples():
+    for cid, state, n in s.execute(q):
         acc.setdefault(cid, {})[state] = n
     return {cid: lifecycle.Tally(**{k: v for k, v in d.items()}) for cid, d in acc.items()}
 
@@ -646,7 +649,7 @@ def _running(s: Session) -> dict[int, scheduler.Counts]:
     q = select(AttemptRow.campaign_id, AttemptRow.kind, func.count()).where(
         AttemptRow.ended_at.is_(None)).group_by(AttemptRow.campaign_id, AttemptRow.kind)
     out: dict[int, scheduler.Counts] = {}
-    for cid, kind, n in s.execute(q).tuples():
+    for cid, kind, n in s.execute(q):
         cur = out.get(cid, scheduler.Counts())
         out[cid] = (scheduler.Counts(cur.internal + n, cur.external) if kind == "internal"
                     else scheduler.Counts(cur.internal, cur.external + n))

@@ -1,0 +1,194 @@
+"""The daemon's TOML configuration (dialer.config)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dialer import config
+from dialer.config import MAX_CALLS_PER_WORKER, Secret
+from dialer.errors import ConfigError
+from dialer.recipients import NumberRules
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "s3cr3t-Pa55word-xyzzy"
+
+VALID = """
+node = "node-a"
+language = "it"
+
+[database]
+url = "sqlite:///alerts.db"
+
+[data]
+dir = "cache"
+
+[sip]
+bind = "127.0.0.2"
+workers = 2
+calls_per_worker = 3
+rtp_port = 41000
+log_level = 0
+
+[numbers]
+region = "GB"
+extension_pattern = '\\d{3}'
+
+[trunks.internal]
+uri = "sip:pbx.example.com:5070"
+registrar = "sip:pbx.example.com:5070"
+username = "dialer"
+password_env = "TEST_DIALER_PW"
+transport = "TCP"
+caller_id = "100"
+
+[trunks.external]
+uri = "sip:gateway.example.com"
+
+[metrics]
+port = 9999
+bind = "0.0.0.0"
+"""
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DIALER_DB", raising=False)
+    monkeypatch.setenv("TEST_DIALER_PW", SECRET)
+
+
+def write(tmp_path: Path, text: str, name: str = "dialer.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_valid_config(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, VALID))
+    assert cfg.path == tmp_path / "dialer.toml"
+    assert cfg.database_url == "sqlite:///alerts.db"
+    assert (cfg.node, cfg.language, cfg.bind) == ("node-a", "it", "127.0.0.2")
+    assert (cfg.workers, cfg.calls_per_worker, cfg.rtp_port, cfg.sip_log_level) == (2, 3, 41000, 0)
+    assert (cfg.metrics_port, cfg.metrics_bind) == (9999, "0.0.0.0")
+    assert cfg.numbers == NumberRules(region="GB", extension_pattern=r"\d{3}")
+    assert cfg.data_dir == tmp_path / "cache"  # relative to the config file
+    internal, external = cfg.trunks["internal"], cfg.trunks["external"]
+    assert set(cfg.trunks) == {"internal", "external"}
+    assert internal.username == "dialer" and internal.password is not None
+    assert internal.password.reveal() == SECRET
+    assert internal.transport == "tcp" and internal.caller_id == "100"
+    assert internal.host == "pbx.example.com:5070"
+    assert internal.target("101") == "sip:101@pbx.example.com:5070;transport=tcp"
+    assert external.password is None and external.registrar is None
+    assert external.target("+390669820000") == "sip:+390669820000@gateway.example.com"
+
+
+def test_defaults(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, '[trunks.internal]\nuri = "sip:a"\n'
+                                      '[trunks.external]\nuri = "sip:b"\n'))
+    assert cfg.database_url == "sqlite:///dialer.db"
+    assert (cfg.workers, cfg.calls_per_worker, cfg.rtp_port) == (4, MAX_CALLS_PER_WORKER, 40000)
+    assert cfg.metrics_port is None and cfg.numbers == NumberRules()
+    assert cfg.data_dir == tmp_path / "dialer-data"
+
+
+def test_the_shipped_sample_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIALER_INTERNAL_PASSWORD", SECRET)
+    cfg = config.load(REPO / "dialer.toml")
+    assert set(cfg.trunks) == {"internal", "external"}
+    assert cfg.trunks["internal"].password is not None
+    assert SECRET not in repr(cfg)
+
+
+def test_dialer_db_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIALER_DB", "postgresql://x@y/z")
+    assert config.load(write(tmp_path, VALID)).database_url == "postgresql://x@y/z"
+
+
+@pytest.mark.parametrize("missing", ["internal", "external"])
+def test_missing_trunk(tmp_path: Path, missing: str) -> None:
+    other = "external" if missing == "internal" else "internal"
+    p = write(tmp_path, f'[trunks.{other}]\nuri = "sip:pbx"\n')
+    with pytest.raises(ConfigError, match=rf"missing trunk \[trunks\.{missing}\]") as info:
+        config.load(p)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_external_trunk_in_the_sample(tmp_path: Path) -> None:
+    text = VALID.split("[trunks.external]")[0] + "[metrics]\nport = 1\n"
+    with pytest.raises(ConfigError, match="missing trunk"):
+        config.load(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("[trunks.internal]\nuri = 'sip:a'\n[trunks.external]\nuri = 'sip:b'\n"
+         "[trunks.backup]\nuri = 'sip:c'\n", "unknown trunk"),
+        ("[trunks.internal]\nuri = 'http://a'\n[trunks.external]\nuri = 'sip:b'\n",
+         r"\[trunks.internal\].uri must be a SIP URI"),
+        ("[trunks.internal]\nuri = 'sip:a'\ntransport = 'tls'\n[trunks.external]\nuri = 'sip:b'\n",
+         "transport must be udp or tcp"),
+        ("trunks = 3\n", "must be a table"),
+        ("[trunks]\ninternal = 'sip:a'\nexternal = 'sip:b'\n", "must be a table"),
+        ("[trunks.internal]\nuri = 'sip:a'\npassword_env = 'TEST_DIALER_PW'\n"
+         "[trunks.external]\nuri = 'sip:b'\n", "needs a username"),
+        ("[sip]\nworkers = 0\n[trunks.internal]\nuri = 'sip:a'\n[trunks.external]\nuri = 'sip:b'\n",
+         r"\[sip\].workers must be an integer 1..1000"),
+        ("[sip]\ncalls_per_worker = 5\n[trunks.internal]\nuri = 'sip:a'\n"
+         "[trunks.external]\nuri = 'sip:b'\n", "calls_per_worker"),
+        ("[sip]\nworkers = true\n[trunks.internal]\nuri = 'sip:a'\n"
+         "[trunks.external]\nuri = 'sip:b'\n", "workers"),
+        ("[metrics]\nport = 70000\n[trunks.internal]\nuri = 'sip:a'\n"
+         "[trunks.external]\nuri = 'sip:b'\n", "port"),
+        ("this is = not toml [", "not valid TOML"),
+    ],
+)
+def test_invalid_configs(tmp_path: Path, text: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as info:
+        config.load(write(tmp_path, text))
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(tmp_path / "nope.toml")
+
+
+def test_password_from_a_file(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text(SECRET + "\n")
+    text = VALID.replace('password_env = "TEST_DIALER_PW"', f'password_file = "{pw}"')
+    cfg = config.load(write(tmp_path, text))
+    assert cfg.trunks["internal"].password is not None
+    assert cfg.trunks["internal"].password.reveal() == SECRET
+
+
+def test_password_file_unreadable(tmp_path: Path) -> None:
+    text = VALID.replace('password_env = "TEST_DIALER_PW"',
+                         f'password_file = "{tmp_path / "missing"}"')
+    with pytest.raises(ConfigError, match="password_file: cannot read"):
+        config.load(write(tmp_path, text))
+
+
+def test_password_env_not_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEST_DIALER_PW")
+    with pytest.raises(ConfigError, match="TEST_DIALER_PW is not set"):
+        config.load(write(tmp_path, VALID))
+
+
+def test_password_in_the_config_is_refused(tmp_path: Path) -> None:
+    text = VALID.replace('password_env = "TEST_DIALER_PW"', f'password = "{SECRET}"')
+    with pytest.raises(ConfigError, match="never written in the config") as info:
+        config.load(write(tmp_path, text))
+    assert SECRET not in str(info.value)
+
+
+def test_the_password_never_shows(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, VALID))
+    trunk = cfg.trunks["internal"]
+    for text in (repr(cfg), str(cfg), repr(trunk), str(trunk), repr(cfg.trunks),
+                 repr(trunk.password), str(trunk.password), f"{trunk.password}"):
+        assert SECRET not in text
+    assert repr(Secret(SECRET)) == "Secret('***')"
