@@ -1,0 +1,577 @@
+"""One SIP worker process: a single-threaded PJSUA2 endpoint with at most 4 calls.
+
+Run as ``python -m sip.worker --ipc-fd N``; the daemon speaks ``dialer.ipc`` on that socket. The
+main thread alternates between ``libHandleEvents`` (where every pjsua2 callback runs) and a
+non-blocking read of the IPC socket, then checks the calls' timers. Each answered call is driven
+by the pure ``dialer.dialogue`` state machine; this module only turns its commands into SIP and
+audio and SIP events back into dialogue events.
+
+Decisions worth knowing:
+
+* Caller ID: the From header of each call is set per call through ``SipTxOption.localUri``
+  (``"display" <from_uri>``), so one account per trunk serves every campaign's caller number.
+* Unsolicited INVITEs are refused with 403 Forbidden: a dial-out-only UA refuses service, it does
+  not "decline" (603, which means a human said no).
+* A call ended on the daemon's request (``hangup``) or by ``shutdown`` before the dialogue
+  finished ends ``failed`` (or ``contacted`` if every confirmation already came), never
+  ``no_answer``/``hung_up``: the recipient did nothing wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import select
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import pjsua2 as pj
+
+from dialer import dialogue as dlg
+from dialer.domain import DialogueSettings, Outcome, outcome_from_status
+from dialer.ipc import Channel, Message
+from sip.endpoint import (create_endpoint, create_transport, destroy_endpoint, guarded,
+                          pjsua_level, q850_cause, setup_logging)
+
+logger = logging.getLogger(__name__)
+
+MAX_CALLS = 4  # PJSUA_MAX_CALLS of the wheel
+MAX_ACCOUNTS = 8  # the 9th Account.create() aborts the process
+POLL_MS = 50  # SIP, RTP and timers still wake libHandleEvents earlier (PJSUA2-NOTES)
+MEDIA_GRACE = 5.0  # seconds an answered call may go without active audio before we give up
+SHUTDOWN_GRACE = 3.0  # seconds to wait for BYE/CANCEL transactions when shutting down
+
+
+def _sip_hostport(uri: str) -> str:
+    """``host[:port]`` of a SIP URI such as ``sip:user@pbx:5060;transport=tcp``."""
+    rest = uri.split(":", 1)[1] if uri.lower().startswith(("sip:", "sips:")) else uri
+    return rest.split(";", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+
+
+def _with_transport(uri: str, transport: str) -> str:
+    """Add ``;transport=tcp`` to a URI of a TCP trunk so pjsip resolves it to TCP."""
+    if transport == "udp" or not uri or ";transport=" in uri.lower():
+        return uri
+    return f"{uri};transport={transport}"
+
+
+def _name_addr(display: str, uri: str) -> str:
+    """A From value with a quoted display name (RFC 3261 quoted-string escaping)."""
+    if not display:
+        return f"<{uri}>"
+    quoted = display.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{quoted}" <{uri}>'
+
+
+@dataclass(eq=False)
+class Trunk:
+    """One configured trunk and the account that places its calls."""
+
+    name: str
+    uri: str
+    transport: str
+    id_uri: str
+    account: TrunkAccount | None = None
+
+
+@dataclass(eq=False)
+class Attempt:
+    """Worker-side state of one dialled call (one ``dial``, one ``ended``)."""
+
+    call_id: str
+    trunk: Trunk
+    media: dict[str, str]
+    ring_deadline: float  # monotonic
+    state: dlg.DialogueState
+    call: OutboundCall | None = None
+    player: pj.AudioMediaPlayer | None = None
+    timer: tuple[float, int] | None = None  # (monotonic deadline, token): one per call
+    sip_confirmed: bool = False
+    media_up: bool = False
+    answered_at: float | None = None
+    ringing_sent: bool = False
+    abort_reason: str | None = None  # why we hung up on our own (daemon request, shutdown)
+    keys: list[str] = field(default_factory=list)
+
+
+class TrunkAccount(pj.Account):  # type: ignore[misc]
+    """A trunk's account: registration events go to the daemon, incoming calls are refused."""
+
+    def __init__(self, worker: Worker, trunk: str) -> None:
+        super().__init__()
+        self._worker = worker
+        self._trunk = trunk
+
+    @guarded
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:
+        logger.info("trunk %s registration: %s %s (expires %s)", self._trunk, prm.code,
+                    prm.reason, prm.expiration)
+        self._worker.send({"ev": "reg", "trunk": self._trunk, "code": prm.code,
+                           "reason": prm.reason, "expires": prm.expiration})
+
+    @guarded
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        self._worker.reject_incoming(self, prm.callId)
+
+
+class RejectedCall(pj.Call):  # type: ignore[misc]
+    """An unsolicited incoming call, held only until pjsua reports it disconnected."""
+
+    def __init__(self, worker: Worker, account: pj.Account, call_id: int) -> None:
+        super().__init__(account, call_id)
+        self._worker = worker
+
+    @guarded
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        if self.getInfo().state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self._worker.drop_rejected(self)
+
+
+class OutboundCall(pj.Call):  # type: ignore[misc]
+    """A thin pjsua2 call: forwards each callback to the worker with the attempt's id.
+
+    It holds no reference to its Attempt, so dropping the Attempt frees it (issue 3856).
+    """
+
+    def __init__(self, worker: Worker, account: pj.Account, call_id: str) -> None:
+        super().__init__(account)
+        self._worker = worker
+        self.attempt_id = call_id
+
+    @guarded
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        self._worker.on_call_state(self, prm)
+
+    @guarded
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
+        self._worker.on_media_state(self)
+
+    @guarded
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
+        self._worker.on_digit(self.attempt_id, prm.digit)
+
+
+class Worker:
+    """Owns the endpoint, the trunk accounts and the calls of one worker process."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.ep: pj.Endpoint | None = None
+        self._writer: Any = None
+        self.index = 0
+        self.sip_port = 0
+        self.trunks: dict[str, Trunk] = {}
+        self.attempts: dict[str, Attempt] = {}
+        self._rejected: set[RejectedCall] = set()
+        self._to_reject: list[RejectedCall] = []
+        self._graveyard: list[pj.Call] = []  # disconnected calls, dropped after the callback
+        self._stopping = False
+
+    # ----- IPC -----
+
+    def send(self, msg: Message) -> None:
+        if not self.channel.closed:
+            self.channel.send(msg)
+
+    def _log_event(self, level: str, message: str) -> None:
+        self.send({"ev": "log", "level": level, "message": message})
+
+    # ----- start-up -----
+
+    def start(self, init: Message) -> None:
+        """Create the endpoint, transports and trunk accounts from the ``init`` message."""
+        level = pjsua_level(init.get("log_level"))
+        self.index = int(init.get("worker", 0))
+        bind = str(init.get("bind") or "127.0.0.1")
+        self.ep, self._writer = create_endpoint(level, f"alert-dialer worker {self.index}")
+        trunks: dict[str, Any] = init.get("trunks") or {}
+        transports = {str(t.get("transport") or "udp").lower() for t in trunks.values()}
+        udp_id, self.sip_port = create_transport(self.ep, pj.PJSIP_TRANSPORT_UDP, bind)
+        tp_ids = {"udp": udp_id}
+        if "tcp" in transports:
+            tp_ids["tcp"], _ = create_transport(self.ep, pj.PJSIP_TRANSPORT_TCP, bind)
+        self.ep.libStart()
+        if len(trunks) > MAX_ACCOUNTS:
+            raise ValueError(f"{len(trunks)} trunks: a worker holds at most {MAX_ACCOUNTS}")
+        for name, t in trunks.items():
+            try:
+                self._add_trunk(name, t, bind, init, tp_ids)
+            except (pj.Error, ValueError) as exc:
+                reason = exc.info() if isinstance(exc, pj.Error) else str(exc)
+                logger.error("trunk %s not usable: %s", name, reason)
+                self._log_event("error", f"trunk {name} not usable: {reason}")
+        if not self.trunks:
+            # Incoming INVITEs are offered to the default account; without any, have one that
+            # refuses them.
+            self._add_trunk("_local", {"uri": f"sip:{bind}:{self.sip_port}"}, bind, init, tp_ids)
+        logger.info("worker %d ready on %s:%d with trunks %s", self.index, bind, self.sip_port,
+                    ", ".join(self.trunks))
+        self.send({"ev": "ready", "worker": self.index, "pid": os.getpid(),
+                   "sip_port": self.sip_port})
+
+    def _add_trunk(self, name: str, t: dict[str, Any], bind: str, init: Message,
+                   tp_ids: dict[str, int]) -> None:
+        transport = str(t.get("transport") or "udp").lower()
+        if transport not in tp_ids:
+            raise ValueError(f"transport {transport!r} not supported (udp, tcp)")
+        uri = str(t["uri"])
+        user = str(t.get("username") or "dialer")
+        trunk = Trunk(name=name, uri=uri, transport=transport,
+                      id_uri=f"sip:{user}@{_sip_hostport(uri)}")
+        cfg = pj.AccountConfig()
+        cfg.idUri = trunk.id_uri
+        cfg.sipConfig.transportId = tp_ids[transport]
+        if t.get("username") and t.get("password"):
+            # Realm "*": answer whichever realm challenges (REGISTER or INVITE).
+            cfg.sipConfig.authCreds.append(
+                pj.AuthCredInfo("digest", "*", str(t["username"]), 0, str(t["password"])))
+        if t.get("proxy"):
+            cfg.sipConfig.proxies.append(_with_transport(str(t["proxy"]), transport))
+        if t.get("register") and t.get("registrar"):
+            cfg.regConfig.registrarUri = _with_transport(str(t["registrar"]), transport)
+            cfg.regConfig.timeoutSec = int(t.get("expires", 300))
+            cfg.regConfig.retryIntervalSec = 30
+        else:
+            cfg.regConfig.registrarUri = ""
+        tcfg = cfg.mediaConfig.transportConfig
+        tcfg.boundAddress = bind
+        if init.get("rtp_port"):
+            tcfg.port = int(init["rtp_port"])
+            tcfg.portRange = int(init.get("rtp_port_range") or 0)
+        trunk.account = TrunkAccount(self, name)
+        trunk.account.create(cfg, not self.trunks)  # the first one is the default account
+        self.trunks[name] = trunk
+
+    # ----- main loop -----
+
+    def run(self, pending: list[Message]) -> None:
+        """Handle ``pending`` (what arrived with ``init``), then loop until shutdown or EOF."""
+        assert self.ep is not None
+        for msg in pending:
+            self._handle(msg)
+        while not self._stopping:
+            self.ep.libHandleEvents(POLL_MS)
+            self._graveyard.clear()  # before any new makeCall can reuse a call slot
+            self._reject_pending()
+            try:
+                messages = self.channel.receive()
+            except ValueError as exc:  # malformed JSON or an over-long line: treat as EOF
+                logger.error("IPC: %s", exc)
+                messages, self.channel.closed = [], True
+            for msg in messages:
+                self._handle(msg)
+            if self.channel.closed:
+                logger.info("IPC socket closed: shutting down")
+                self._stopping = True
+            self._tick()
+        self.shutdown()
+
+    def _handle(self, msg: Message) -> None:
+        op = msg.get("op")
+        try:
+            if op == "dial":
+                self.dial(msg)
+            elif op == "hangup":
+                att = self.attempts.get(str(msg.get("call_id")))
+                if att is not None:
+                    self._hangup(att, abort="hung up on request")
+            elif op == "shutdown":
+                self._stopping = True
+            else:
+                logger.warning("unknown IPC op %r", op)
+        except Exception as exc:  # noqa: BLE001 - one bad message must not stop the worker
+            logger.exception("error handling %r", op)
+            if op == "dial" and msg.get("call_id") not in self.attempts:
+                self._send_failed(str(msg.get("call_id")), f"worker error: {exc}")
+
+    def _tick(self) -> None:
+        """Fire due ring timeouts and dialogue timers."""
+        now = time.monotonic()
+        for att in list(self.attempts.values()):
+            try:
+                if att.answered_at is None and now >= att.ring_deadline \
+                        and att.abort_reason is None:
+                    att.ring_deadline = float("inf")
+                    if att.sip_confirmed:  # 200 OK and ACK, but the audio never came up
+                        logger.warning("call %s: answered without audio", att.call_id)
+                        self._hangup(att, abort="answered without audio")
+                    else:
+                        logger.info("call %s: ring timeout, cancelling", att.call_id)
+                        self._hangup(att)  # CANCEL -> 487 -> no_answer
+                if att.timer is not None and now >= att.timer[0]:
+                    token, att.timer = att.timer[1], None
+                    self._feed(att, dlg.TimerFired(token, time.time()))
+            except Exception:  # noqa: BLE001 - contain the failure to this call
+                logger.exception("call %s: timer handling failed", att.call_id)
+                self._hangup(att, abort="worker error")
+
+    # ----- calls -----
+
+    def dial(self, msg: Message) -> None:
+        """Place one call; every path ends in exactly one ``ended`` for this ``call_id``."""
+        call_id = str(msg["call_id"])
+        trunk = self.trunks.get(str(msg.get("trunk")))
+        if call_id in self.attempts:
+            self._send_failed(call_id, "duplicate call_id")
+            return
+        if trunk is None or trunk.account is None:
+            self._send_failed(call_id, f"unknown trunk {msg.get('trunk')!r}")
+            return
+        if len(self.attempts) + len(self._rejected) >= MAX_CALLS:
+            self._send_failed(call_id, f"worker busy: {MAX_CALLS} calls already")
+            return
+        names = {f.name for f in fields(DialogueSettings)}
+        settings = DialogueSettings(**{k: v for k, v in (msg.get("dialogue") or {}).items()
+                                       if k in names})
+        att = Attempt(call_id=call_id, trunk=trunk, media=dict(msg.get("media") or {}),
+                      ring_deadline=time.monotonic() + float(msg.get("ring_timeout") or 30.0),
+                      state=dlg.start(settings))
+        from_uri = msg.get("from_uri")
+        if from_uri and not str(from_uri).lower().startswith(("sip:", "sips:", "tel:")):
+            from_uri = f"sip:{from_uri}@{_sip_hostport(trunk.uri)}"  # a bare caller number
+        target = _with_transport(str(msg["uri"]), trunk.transport)
+        prm = pj.CallOpParam(True)
+        prm.opt.customCallId = call_id  # the SIP Call-ID is the attempt id
+        prm.txOption.localUri = _name_addr(str(msg.get("display") or ""),
+                                           str(from_uri or trunk.id_uri))
+        att.call = OutboundCall(self, trunk.account, call_id)
+        self.attempts[call_id] = att  # before makeCall: callbacks may run inside it
+        try:
+            att.call.makeCall(target, prm)
+        except pj.Error as exc:
+            logger.warning("call %s: makeCall failed: %s", call_id, exc.info())
+            del self.attempts[call_id]
+            att.call = None
+            self._send_failed(call_id, f"makeCall failed: {exc.reason} ({exc.status})")
+            return
+        logger.info("call %s: dialling %s via %s", call_id, msg["uri"], trunk.name)
+
+    def _send_failed(self, call_id: str, reason: str) -> None:
+        logger.warning("call %s: failed: %s", call_id, reason)
+        self.send({"ev": "ended", "call_id": call_id, "status": None, "reason": reason,
+                   "q850": None, "outcome": Outcome.FAILED.value, "answered_at": None,
+                   "keys": "", "answer_confirmed_at": None, "listen_confirmed_at": None,
+                   "at": time.time()})
+
+    def on_call_state(self, call: OutboundCall, prm: pj.OnCallStateParam) -> None:
+        att = self.attempts.get(call.attempt_id)
+        if att is None:
+            return
+        ci = call.getInfo()  # still allowed inside the DISCONNECTED callback, not after
+        if ci.state == pj.PJSIP_INV_STATE_EARLY and not att.ringing_sent \
+                and ci.lastStatusCode in (180, 183):
+            att.ringing_sent = True
+            self.send({"ev": "ringing", "call_id": att.call_id, "at": time.time()})
+        elif ci.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            att.sip_confirmed = True
+            att.ring_deadline = time.monotonic() + MEDIA_GRACE  # now guards the audio
+            self._maybe_answered(att)
+        elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            q850 = None
+            if prm.e.type == pj.PJSIP_EVENT_TSX_STATE:
+                try:
+                    q850 = q850_cause(prm.e.body.tsxState.src.rdata.wholeMsg or "")
+                except Exception:  # noqa: BLE001 - no received message behind this event
+                    q850 = None
+            self._finish(att, ci.lastStatusCode, ci.lastReason, q850)
+
+    def on_media_state(self, call: OutboundCall) -> None:
+        att = self.attempts.get(call.attempt_id)
+        if att is None:
+            return
+        ci = call.getInfo()  # keep it: the media vector points into it (SWIG)
+        att.media_up = any(m.type == pj.PJMEDIA_TYPE_AUDIO
+                           and m.status == pj.PJSUA_CALL_MEDIA_ACTIVE for m in ci.media)
+        self._maybe_answered(att)
+
+    def _maybe_answered(self, att: Attempt) -> None:
+        if att.answered_at is not None or not (att.sip_confirmed and att.media_up):
+            return
+        if att.abort_reason is not None:
+            return  # answered just as we were hanging up: nothing to play
+        att.answered_at = time.time()
+        logger.info("call %s: answered", att.call_id)
+        self.send({"ev": "answered", "call_id": att.call_id, "at": att.answered_at})
+        self._feed(att, dlg.Answered(att.answered_at))
+
+    def on_digit(self, call_id: str, digit: str) -> None:
+        att = self.attempts.get(call_id)
+        if att is None or att.answered_at is None:
+            return
+        now = time.time()
+        logger.info("call %s: key %s", call_id, digit)
+        self.send({"ev": "key", "call_id": call_id, "key": digit, "at": now})
+        self._feed(att, dlg.Digit(digit, now))
+
+    def _feed(self, att: Attempt, event: dlg.Event) -> None:
+        """Step the dialogue and carry out its commands; the one place transitions are logged."""
+        before = att.state.phase
+        att.state, commands = dlg.step(att.state, event)
+        logger.debug("call %s: %s %s -> %s %s", att.call_id, type(event).__name__, before.value,
+                     att.state.phase.value, commands)
+        for cmd in commands:
+            if isinstance(cmd, dlg.Play):
+                self._play(att, cmd.prompt.value)
+            elif isinstance(cmd, dlg.StartTimer):
+                att.timer = (time.monotonic() + cmd.seconds, cmd.token)
+            elif isinstance(cmd, dlg.HangUp):
+                self._hangup(att)
+            elif isinstance(cmd, dlg.Confirmed):
+                self.send({"ev": "confirmed", "call_id": att.call_id, "what": cmd.what,
+                           "at": cmd.at})
+
+    def _play(self, att: Attempt, prompt: str) -> None:
+        """Replace the call's player with a fresh one on ``prompt`` (played once, from start)."""
+        self._stop_player(att)
+        path = att.media.get(prompt)
+        if not path or att.call is None:
+            logger.warning("call %s: no audio for %s", att.call_id, prompt)
+            return
+        try:
+            player = pj.AudioMediaPlayer()
+            player.createPlayer(path, pj.PJMEDIA_FILE_NO_LOOP)
+            player.startTransmit(att.call.getAudioMedia(-1))
+            att.player = player
+        except pj.Error as exc:
+            # The dialogue's timer still runs, so the call goes on (silently) and ends.
+            logger.error("call %s: cannot play %s: %s", att.call_id, path, exc.info())
+            self._log_event("error", f"cannot play {path}: {exc.reason}")
+
+    @staticmethod
+    def _stop_player(att: Attempt) -> None:
+        # Dropping the last reference destroys the player (pjsua_player_destroy), which also
+        # removes its conference port and so every connection: no stopTransmit needed.
+        att.player = None
+
+    def _hangup(self, att: Attempt, abort: str | None = None) -> None:
+        if abort is not None and att.abort_reason is None and att.state.outcome is None:
+            att.abort_reason = abort
+        if att.call is None:
+            return
+        try:
+            att.call.hangup(pj.CallOpParam(True))
+        except pj.Error as exc:  # already disconnecting: DISCONNECTED follows anyway
+            logger.debug("call %s: hangup: %s", att.call_id, exc.info())
+
+    def _finish(self, att: Attempt, status: int, reason: str, q850: int | None) -> None:
+        """The call is over: report it once and drop every reference to it."""
+        if att.answered_at is not None and att.abort_reason is None:
+            self._feed(att, dlg.RemoteHangup(time.time()))  # no-op if the dialogue ended it
+        if att.abort_reason is not None and att.state.outcome is not Outcome.CONTACTED:
+            outcome = Outcome.CONTACTED if att.state.success else Outcome.FAILED
+            reason = att.abort_reason
+        elif att.state.outcome is not None:
+            outcome = att.state.outcome
+        else:
+            outcome = outcome_from_status(status)
+        logger.info("call %s: ended %s %s (q850 %s): %s", att.call_id, status, reason, q850,
+                    outcome.value)
+        self.send({"ev": "ended", "call_id": att.call_id, "status": status, "reason": reason,
+                   "q850": q850, "outcome": outcome.value, "answered_at": att.answered_at,
+                   "keys": att.state.keys, "answer_confirmed_at": att.state.answer_confirmed_at,
+                   "listen_confirmed_at": att.state.listen_confirmed_at, "at": time.time()})
+        self._stop_player(att)
+        att.timer = None
+        self.attempts.pop(att.call_id, None)
+        if att.call is not None:
+            self._graveyard.append(att.call)  # freed once this callback has returned
+            att.call = None
+
+    # ----- incoming calls -----
+
+    def reject_incoming(self, account: pj.Account, pj_call_id: int) -> None:
+        """Take the call (so pjsua2 does not answer it itself); the loop refuses it."""
+        call = RejectedCall(self, account, pj_call_id)
+        self._rejected.add(call)
+        self._to_reject.append(call)
+
+    def _reject_pending(self) -> None:
+        # Not inside onIncomingCall: a final answer there to an INVITE without SDP makes
+        # pjsua 2.15 free the cloned rdata twice and abort the process (measured).
+        while self._to_reject:
+            call = self._to_reject.pop()
+            logger.warning("refusing an incoming call with 403")
+            prm = pj.CallOpParam(True)
+            prm.statusCode = 403
+            try:
+                call.hangup(prm)
+            except pj.Error as exc:
+                logger.warning("rejecting incoming call: %s", exc.info())
+                self.drop_rejected(call)
+
+    def drop_rejected(self, call: RejectedCall) -> None:
+        if call in self._rejected:
+            self._rejected.discard(call)
+            self._graveyard.append(call)
+
+    # ----- shutdown -----
+
+    def shutdown(self) -> None:
+        """Hang up every call, report them, drop every pjsua2 object, destroy the library."""
+        if self.ep is None:
+            return
+        for att in list(self.attempts.values()):
+            self._hangup(att, abort="worker shutting down")
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while (self.attempts or self._rejected) and time.monotonic() < deadline:
+            self.ep.libHandleEvents(POLL_MS)
+            self._graveyard.clear()
+            self._reject_pending()
+        for att in list(self.attempts.values()):  # no DISCONNECTED in time: report anyway
+            self._finish(att, 0, "worker shutting down", None)
+        self._graveyard.clear()
+        self._rejected.clear()
+        self._to_reject.clear()
+        for trunk in self.trunks.values():
+            trunk.account = None
+        self.trunks.clear()
+        gc.collect()
+        destroy_endpoint(self.ep)
+        self.ep = None
+        logger.info("worker %d stopped", self.index)
+
+
+def _read_first(channel: Channel) -> list[Message]:
+    """Block until the first messages (``init`` first) arrive; empty at EOF."""
+    while not channel.closed:
+        select.select([channel], [], [], 1.0)
+        messages = channel.receive()
+        if messages:
+            return messages
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ipc-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    setup_logging(3)
+    channel = Channel.from_fd(args.ipc_fd)
+    first = _read_first(channel)
+    if not first:
+        return 0  # the daemon went away before init
+    init = first[0]
+    if init.get("op") != "init":
+        logger.error("expected init, got %r", init.get("op"))
+        return 2
+    logging.getLogger().setLevel(logging.DEBUG if pjsua_level(init.get("log_level")) >= 4
+                                 else logging.INFO)
+    worker = Worker(channel)
+    try:
+        worker.start(init)
+        worker.run(first[1:])
+    except Exception as exc:  # noqa: BLE001 - report, then exit non-zero
+        logger.exception("worker failed")
+        worker.send({"ev": "log", "level": "error", "message": f"worker failed: {exc}"})
+        return 1
+    finally:
+        channel.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

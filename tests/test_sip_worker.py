@@ -1,0 +1,320 @@
+"""The real SIP worker over its IPC socket against the real phone simulator on loopback."""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import wave
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dialer.ipc import Channel, Message, inheritable_pair
+from sip.endpoint import q850_cause
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Prompt lengths (s) and the dialogue settings built on them; the phones' key delays below are
+# counted from the answer and land inside the right windows:
+#   answer prompt 0.5 + key wait 1.5 -> "1" at 0.5 -> message 0.5..1.5 -> listen window 1.5..3.5
+#   -> "9" at 2.2 -> goodbye 0.3 -> hang up at ~2.5 s.
+# wrong_key: "5" at 2.0 replays the message (2.0..3.0), the listen window reopens at 3.0, "9" at 3.6.
+LENGTHS = {"answer_prompt": 0.5, "message": 1.0, "listen_prompt": 0.5, "goodbye": 0.3}
+DIALOGUE = {"answer_confirm": True, "listen_confirm": True, "answer_key": "1",
+            "listen_key": "9", "max_repeats": 2, "key_timeout": 1.5,
+            "message_seconds": LENGTHS["message"],
+            "answer_prompt_seconds": LENGTHS["answer_prompt"],
+            "listen_prompt_seconds": LENGTHS["listen_prompt"],
+            "goodbye_seconds": LENGTHS["goodbye"]}
+SCRIPT = {
+    "default": {"behaviour": "confirm", "ring": 0.1, "answer_key_delay": 0.5,
+                "listen_key_delay": 2.2, "wrong_key_delay": 2.0, "wrong_key": "5"},
+    "numbers": {
+        "101": {"behaviour": "busy", "q850": 17},
+        "102": {"behaviour": "no_answer"},
+        "103": {"behaviour": "hangup_early", "hangup_after": 1.0},
+        "104": {"behaviour": "wrong_key", "listen_key_delay": 3.6},
+        "105": {"behaviour": ["busy", "confirm"]},
+    },
+}
+
+
+def write_tone(path: Path, seconds: float, freq: float) -> None:
+    """A 16-bit mono 8 kHz tone, what the media importer hands the worker."""
+    t = np.arange(int(8000 * seconds)) / 8000
+    samples = (0.3 * 32767 * np.sin(2 * np.pi * freq * t)).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(samples.tobytes())
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("media")
+    paths = {}
+    for i, (name, seconds) in enumerate(LENGTHS.items()):
+        write_tone(d / f"{name}.wav", seconds, 400 + 100 * i)
+        paths[name] = str(d / f"{name}.wav")
+    return paths
+
+
+class PhoneSim:
+    """The phone simulator process and its call log."""
+
+    def __init__(self, tmp: Path) -> None:
+        script, self.log, ready = tmp / "script.json", tmp / "calls.jsonl", tmp / "ready"
+        script.write_text(json.dumps(SCRIPT))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sip.phones", "--bind", "127.0.0.1", "--port", "0",
+             "--script", str(script), "--log", str(self.log), "--ready-file", str(ready)],
+            cwd=ROOT)
+        self.port = int(wait_until(lambda: ready.exists() and ready.read_text(), 10,
+                                   "the phone simulator"))
+
+    def record(self, call_id: str, timeout: float = 10) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            if not self.log.exists():
+                return None
+            for line in self.log.read_text().splitlines():
+                rec: dict[str, Any] = json.loads(line)
+                if rec["call_id"] == call_id:
+                    return rec
+            return None
+
+        return wait_until(find, timeout, f"the phone's record of {call_id}")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def phones(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PhoneSim]:
+    sim = PhoneSim(tmp_path_factory.mktemp("phones"))
+    yield sim
+    sim.proc.terminate()
+    sim.proc.wait(10)
+
+
+class WorkerProc:
+    """A worker process and the daemon's end of its IPC socket."""
+
+    def __init__(self, phones: PhoneSim, media: dict[str, str],
+                 trunk: dict[str, Any] | None = None) -> None:
+        self.chan, fd = inheritable_pair()
+        self.proc = subprocess.Popen([sys.executable, "-m", "sip.worker", "--ipc-fd", str(fd)],
+                                     pass_fds=[fd], cwd=ROOT)
+        socket.socket(fileno=fd).close()  # the child holds its copy; EOF must be observable
+        self.events: list[Message] = []
+        self.phones, self.media = phones, media
+        self.target = f"127.0.0.1:{phones.port}"  # where calls go: the phones or a PBX
+        if trunk is None:
+            trunk = {"uri": f"sip:{self.target}", "registrar": None, "username": "dialer",
+                     "password": "s3cret", "transport": "udp", "register": False}
+        else:
+            self.target = trunk["uri"].removeprefix("sip:")
+        self.chan.send({"op": "init", "worker": 7, "bind": "127.0.0.1",
+                        "trunks": {"internal": trunk}, "allowed_sources": ["127.0.0.1"],
+                        "log_level": 3, "rtp_port": None, "rtp_port_range": None})
+        self.ready = self.wait_for(lambda e: e["ev"] == "ready", 10)
+
+    def pump(self, timeout: float) -> None:
+        if not self.chan.closed and select.select([self.chan], [], [], timeout)[0]:
+            self.events.extend(self.chan.receive())
+
+    def wait_for(self, match: Callable[[Message], bool], timeout: float) -> Message:
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.events:
+                if match(event):
+                    return event
+            if time.monotonic() > deadline or self.chan.closed:
+                raise AssertionError(f"no matching event; got {self.events}")
+            self.pump(0.1)
+
+    def dial(self, number: str, ring_timeout: float = 5.0, **extra: Any) -> str:
+        call_id = f"{uuid.uuid4()}@alert-dialer"
+        self.chan.send({"op": "dial", "call_id": call_id, "trunk": "internal",
+                        "uri": f"sip:{number}@{self.target}",
+                        "from_uri": "sip:5551234@dialer.test", "display": "Alert Desk",
+                        "ring_timeout": ring_timeout, "media": self.media, "dialogue": DIALOGUE,
+                        **extra})  # `extra` may override any field
+        return call_id
+
+    def stop(self) -> None:
+        """Close the IPC socket (EOF) and expect a clean exit."""
+        self.chan.close()
+        try:
+            assert self.proc.wait(10) == 0  # also catches a worker that pjsua aborted mid-test
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+    def ended(self, call_id: str, timeout: float = 10) -> Message:
+        return self.wait_for(lambda e: e["ev"] == "ended" and e["call_id"] == call_id, timeout)
+
+    def of(self, call_id: str) -> list[tuple[str, Any]]:
+        """The (event, detail) sequence of one call."""
+        return [(e["ev"], e.get("key") or e.get("what") or e.get("outcome"))
+                for e in self.events if e.get("call_id") == call_id]
+
+
+@pytest.fixture
+def worker(phones: PhoneSim, media: dict[str, str]) -> Iterator[WorkerProc]:
+    w = WorkerProc(phones, media)
+    yield w
+    w.stop()
+
+
+def test_q850_cause_is_parsed_from_a_reason_header() -> None:
+    msg = "SIP/2.0 486 Busy Here\r\nReason: SIP;cause=486, Q.850;cause=17;text=\"busy\"\r\n\r\n"
+    assert q850_cause(msg) == 17
+    assert q850_cause("SIP/2.0 486 Busy Here\r\nReason: SIP;cause=486\r\n") is None
+
+
+@pytest.mark.sip
+def test_confirmed_call_is_contacted_with_both_keys(worker: WorkerProc, phones: PhoneSim) -> None:
+    assert worker.ready["worker"] == 7 and worker.ready["sip_port"] > 0
+    call_id = worker.dial("200")
+    ended = worker.ended(call_id)
+    assert ended["outcome"] == "contacted", ended
+    assert ended["keys"] == "19"
+    assert ended["answered_at"] < ended["answer_confirmed_at"] < ended["listen_confirmed_at"]
+    assert worker.of(call_id) == [("ringing", None), ("answered", None), ("key", "1"),
+                                  ("confirmed", "answer"), ("key", "9"),
+                                  ("confirmed", "listen"), ("ended", "contacted")]
+    rec = phones.record(call_id)  # the phone saw our Call-ID and caller ID on the wire
+    assert rec["call_id"] == call_id and rec["number"] == "200"
+    assert rec["keys"] == "19" and rec["hung_up_by"] == "caller"
+    assert rec["from"].startswith('"Alert Desk" <sip:5551234@dialer.test')
+
+
+@pytest.mark.sip
+def test_busy_keeps_status_and_q850(worker: WorkerProc) -> None:
+    ended = worker.ended(worker.dial("101"))
+    assert (ended["status"], ended["outcome"], ended["q850"]) == (486, "busy", 17)
+    assert ended["answered_at"] is None
+
+
+@pytest.mark.sip
+def test_ring_timeout_cancels_with_487(worker: WorkerProc, phones: PhoneSim) -> None:
+    started = time.time()
+    call_id = worker.dial("102", ring_timeout=1.0)
+    ended = worker.ended(call_id)
+    assert (ended["status"], ended["outcome"]) == (487, "no_answer")
+    assert 0.9 < ended["at"] - started < 3
+    assert phones.record(call_id)["status"] == 487
+
+
+@pytest.mark.sip
+def test_hanging_up_early_is_hung_up(worker: WorkerProc) -> None:
+    ended = worker.ended(worker.dial("103"))
+    assert (ended["outcome"], ended["keys"]) == ("hung_up", "1")
+    assert ended["answer_confirmed_at"] and ended["listen_confirmed_at"] is None
+
+
+@pytest.mark.sip
+def test_wrong_key_replays_the_message_then_contacted(worker: WorkerProc) -> None:
+    ended = worker.ended(worker.dial("104"), timeout=15)
+    assert (ended["outcome"], ended["keys"]) == ("contacted", "159")
+    # the replayed message pushed the "9" past one message length
+    assert ended["listen_confirmed_at"] - ended["answered_at"] > 3
+
+
+@pytest.mark.sip
+def test_behaviour_sequence_per_attempt(worker: WorkerProc) -> None:
+    first = worker.ended(worker.dial("105"))
+    second = worker.ended(worker.dial("105"))
+    assert (first["outcome"], second["outcome"]) == ("busy", "contacted")
+
+
+@pytest.mark.sip
+def test_a_fifth_call_fails_and_every_dial_ends_once(worker: WorkerProc) -> None:
+    ids = [worker.dial("102", ring_timeout=1.0) for _ in range(5)]
+    for call_id in ids:
+        worker.ended(call_id)
+    outcomes = sorted(worker.ended(c)["outcome"] for c in ids)
+    assert outcomes == ["failed", "no_answer", "no_answer", "no_answer", "no_answer"]
+    worker.pump(0.5)
+    assert sorted(e["call_id"] for e in worker.events if e["ev"] == "ended") == sorted(ids)
+
+
+@pytest.mark.sip
+def test_unknown_trunk_fails(worker: WorkerProc) -> None:
+    ended = worker.ended(worker.dial("200", trunk="nope"))
+    assert ended["outcome"] == "failed" and "trunk" in ended["reason"]
+
+
+@pytest.mark.sip
+def test_hangup_op_cancels_a_ringing_call(worker: WorkerProc) -> None:
+    call_id = worker.dial("102", ring_timeout=10)
+    worker.wait_for(lambda e: e["ev"] == "ringing" and e["call_id"] == call_id, 5)
+    worker.chan.send({"op": "hangup", "call_id": call_id})
+    ended = worker.ended(call_id)
+    assert (ended["status"], ended["outcome"]) == (487, "failed")
+
+
+@pytest.mark.sip
+def test_incoming_invite_is_refused_with_403(worker: WorkerProc) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(5)
+    port, local = worker.ready["sip_port"], sock.getsockname()[1]
+    sock.sendto((
+        f"INVITE sip:dialer@127.0.0.1:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:intruder@127.0.0.1>;tag=1\r\n"
+        f"To: <sip:dialer@127.0.0.1:{port}>\r\nCall-ID: {uuid.uuid4()}\r\nCSeq: 1 INVITE\r\n"
+        f"Contact: <sip:intruder@127.0.0.1:{local}>\r\nContent-Length: 0\r\n\r\n").encode(),
+        ("127.0.0.1", port))
+    codes = []
+    while not codes or codes[-1] < 200:
+        codes.append(int(sock.recv(65536).split(b" ", 2)[1]))
+    sock.close()
+    assert codes[-1] == 403
+    # An INVITE without SDP refused inside onIncomingCall would have aborted the worker.
+    assert worker.ended(worker.dial("101"))["outcome"] == "busy"
+
+
+@pytest.mark.sip
+def test_makecall_error_ends_failed(worker: WorkerProc) -> None:
+    call_id = worker.dial("200")
+    bad = worker.dial("x", uri="not a sip uri")
+    ended = worker.ended(bad)
+    assert ended["outcome"] == "failed" and "makeCall" in ended["reason"]
+    assert worker.ended(call_id)["outcome"] == "contacted"  # the other call is unaffected
+
+
+@pytest.mark.sip
+def test_shutdown_hangs_up_and_reports_an_answered_call(worker: WorkerProc) -> None:
+    call_id = worker.dial("200")
+    worker.wait_for(lambda e: e["ev"] == "answered", 5)
+    worker.chan.send({"op": "shutdown"})
+    ended = worker.ended(call_id)
+    assert (ended["outcome"], ended["reason"]) == ("failed", "worker shutting down")
+    assert worker.proc.wait(5) == 0
+
+
+@pytest.mark.sip
+def test_eof_on_ipc_ends_calls_and_exits(worker: WorkerProc, phones: PhoneSim) -> None:
+    call_id = worker.dial("102", ring_timeout=30)
+    worker.wait_for(lambda e: e["ev"] == "ringing", 5)
+    worker.chan.close()
+    assert worker.proc.wait(5) == 0
+    assert phones.record(call_id)["status"] == 487  # the phone saw the CANCEL
