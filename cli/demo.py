@@ -61,12 +61,12 @@ def _start_phones(tmp: Path, name: str, script: dict[str, Any]) -> tuple[subproc
     script_file = tmp / f"phones-{name}.json"
     script_file.write_text(json.dumps(script, indent=1))
     ready = tmp / f"phones-{name}.port"
-    log = open(tmp / f"phones-{name}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "sip.phones", "--bind", "127.0.0.1",
-                             "--port", "0", "--ready-file", str(ready), "--script",
-                             str(script_file), "--log", str(tmp / f"phones-{name}.jsonl"),
-                             "--log-level", "1"], stdout=log, stderr=log,
-                            stdin=subprocess.DEVNULL)
+    with open(tmp / f"phones-{name}.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "sip.phones", "--bind", "127.0.0.1",
+                                 "--port", "0", "--ready-file", str(ready), "--script",
+                                 str(script_file), "--log", str(tmp / f"phones-{name}.jsonl"),
+                                 "--log-level", "1"], stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if ready.exists() and ready.read_text().strip():
@@ -153,10 +153,11 @@ uri = "sip:127.0.0.1:{ports['external']}"
                            actor="demo")
         cid = store.start_campaign(template="Demo", name="Demo alert", now=now, start_at=now,
                                    actor="demo")
-        daemon = subprocess.Popen([sys.executable, "-m", "cli.app", "serve", "--config",
-                                   str(tmp / "dialer.toml")],
-                                  stdout=open(tmp / "daemon.log", "wb"), stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, env={**os.environ, "DIALER_DB": db_url})
+        with open(tmp / "daemon.log", "wb") as log:
+            daemon = subprocess.Popen([sys.executable, "-m", "cli.app", "serve", "--config",
+                                       str(tmp / "dialer.toml")], stdout=log,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      env={**os.environ, "DIALER_DB": db_url})
         detail = _follow(console, store, cid, recipients, daemon, tmp)
         console.print(recipients_table(detail))
         tally: dict[str, int] = {}

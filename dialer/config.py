@@ -44,6 +44,8 @@ class TrunkConfig:
     password: Secret | None = field(default=None, repr=False)
     transport: str = "udp"
     caller_id: str | None = None
+    expires: int = 300  # registration lifetime asked of the registrar
+    retry_interval: int = 30  # seconds between registration attempts after a failure
 
     @property
     def host(self) -> str:
@@ -147,7 +149,9 @@ def _trunk(name: str, t: Any, base: Path) -> TrunkConfig:
         raise ConfigError(f"{where}: a password needs a username")
     return TrunkConfig(name=name, uri=uri, registrar=registrar or None, username=username,
                        password=password, transport=transport,
-                       caller_id=str(t["caller_id"]) if t.get("caller_id") else None)
+                       caller_id=str(t["caller_id"]) if t.get("caller_id") else None,
+                       expires=_int(t, "expires", 300, where, 30, 86400) or 300,
+                       retry_interval=_int(t, "retry_interval", 30, where, 1, 3600) or 30)
 
 
 def load(path: str | Path) -> Config:

@@ -86,6 +86,7 @@ class Daemon:
                 "uri": t.uri, "registrar": t.registrar, "username": t.username,
                 "password": t.password.reveal() if t.password else None,
                 "transport": t.transport, "caller_id": t.caller_id,
+                "expires": t.expires, "retry_interval": t.retry_interval,
                 # One registration per trunk, held by worker 0: a PBX often keeps one contact.
                 "register": bool(t.registrar) and index == 0,
             }
@@ -242,6 +243,8 @@ class Daemon:
             self._on_registration(msg)
         elif ev in ("ringing", "answered"):
             self.store.record_progress(cid, ev, at)
+        elif ev == "played":
+            self.store.record_progress(cid, "played", at, prompt=msg.get("prompt"))
         elif ev == "key":
             self.store.record_progress(cid, "key", at, key=msg.get("key"))
         elif ev == "confirmed":
@@ -273,7 +276,7 @@ class Daemon:
         t.registered = 200 <= code < 300 and expires > 0
         t.code, t.reason = code, msg.get("reason")
         self.metrics.trunk_registered.labels(t.config.name).set(1 if t.registered else 0)
-        if was != t.registered:
+        if was != t.registered or not t.registered:  # every failure is worth a line
             log = logger.info if t.registered else logger.warning
             log("trunk %s %s (%s %s)", t.config.name,
                 "registered" if t.registered else "not registered", code, t.reason)

@@ -22,6 +22,7 @@ Worker to daemon (``ev``):
 * ``ready``: ``worker``, ``pid``, ``sip_port``.
 * ``reg``: ``trunk``, ``code``, ``reason``, ``expires``: every registration state change.
 * ``ringing`` / ``answered``: ``call_id``, ``at``.
+* ``played``: ``call_id``, ``prompt``, ``at``: a prompt or the message starts playing.
 * ``key``: ``call_id``, ``key``, ``at``;  ``confirmed``: ``call_id``, ``what``, ``at``.
 * ``ended``: ``call_id``, ``status``, ``reason``, ``q850``, ``outcome``, ``answered_at``,
   ``keys``, ``answer_confirmed_at``, ``listen_confirmed_at``, ``at``. Exactly one per ``dial``.

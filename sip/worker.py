@@ -234,7 +234,7 @@ class Worker:
         if t.get("register") and t.get("registrar"):
             cfg.regConfig.registrarUri = _with_transport(str(t["registrar"]), transport)
             cfg.regConfig.timeoutSec = int(t.get("expires", 300))
-            cfg.regConfig.retryIntervalSec = 30
+            cfg.regConfig.retryIntervalSec = int(t.get("retry_interval", 30))
         else:
             cfg.regConfig.registrarUri = ""
         tcfg = cfg.mediaConfig.transportConfig
@@ -416,6 +416,8 @@ class Worker:
         for cmd in commands:
             if isinstance(cmd, dlg.Play):
                 self._play(att, cmd.prompt.value)
+                self.send({"ev": "played", "call_id": att.call_id, "prompt": cmd.prompt.value,
+                           "at": time.time()})
             elif isinstance(cmd, dlg.StartTimer):
                 att.timer = (time.monotonic() + cmd.seconds, cmd.token)
             elif isinstance(cmd, dlg.HangUp):

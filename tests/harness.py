@@ -96,14 +96,21 @@ class Dialer:
     # ----- daemon -----
 
     def serve(self) -> Dialer:
-        self.daemon = subprocess.Popen(
-            [sys.executable, "-m", "cli.app", "serve", "--config", str(self.config)], cwd=ROOT,
-            env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL)
+        with open(self.log, "ab") as log:
+            self.daemon = subprocess.Popen(
+                [sys.executable, "-m", "cli.app", "serve", "--config", str(self.config)],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
         self.wait(lambda: "ready" in self.log_text() or None, 30, "no worker became ready")
         return self
 
     def stop(self, timeout: float = 20.0) -> int | None:
+        try:
+            return self._stop(timeout)
+        finally:
+            self.store.dispose()
+
+    def _stop(self, timeout: float) -> int | None:
         if self.daemon is None or self.daemon.poll() is not None:
             return None if self.daemon is None else self.daemon.returncode
         self.daemon.send_signal(signal.SIGTERM)

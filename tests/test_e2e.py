@@ -1,0 +1,231 @@
+"""End to end: campaigns launched from the CLI, dialled by the real ``dialer serve`` over SIP to
+SIPp far ends (and through Kamailio), checked in the database and against what SIPp received.
+
+Timing: the default English prompts are used ("press 1" 4.0 s, "press 9" 3.4 s, goodbye 2.0 s);
+the SIPp scenarios press 1 during the first prompt and 9 during the second, so each confirmed call
+lasts about message + 5 s.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import Dialer
+from tests.peers import Kamailio, Sipp
+
+pytestmark = pytest.mark.sip
+
+# From the ACK: key 1 one second into the "press 1" prompt; key 9 1.5 s into the "press 9"
+# prompt that follows a MESSAGE-second message.
+MESSAGE = 1.0
+KEY1_MS = 1000
+KEY9_MS = int((MESSAGE + 1.5) * 1000)
+
+
+def numbers(n: int, first: int = 1001) -> list[str]:
+    return [str(first + i) for i in range(n)]
+
+
+def trunk(sipp: Sipp) -> dict[str, Any]:
+    return {"uri": sipp.uri}
+
+
+def call_ids(d: Dialer, cid: int) -> list[str]:
+    return sorted(a["id"] for a in d.attempts(cid))
+
+
+def assert_attempts_match_invites(d: Dialer, cid: int, *sipps: Sipp) -> None:
+    """Every attempt in the database is an INVITE SIPp received, and the other way round."""
+    received = sorted(c for s in sipps for c in s.received_call_ids())
+    assert call_ids(d, cid) == received
+
+
+@pytest.fixture
+def dialer(tmp_path: Path) -> Callable[..., Dialer]:
+    made: list[Dialer] = []
+
+    def make(**kw: Any) -> Dialer:
+        d = Dialer(tmp_path / f"dialer{len(made)}", **kw)
+        made.append(d)
+        return d
+
+    yield make  # type: ignore[misc]
+    for d in made:
+        d.stop()
+
+
+def test_answer_and_confirm_is_contacted_after_one_attempt(start_sipp, dialer) -> None:
+    sipp = start_sipp("answer_confirm", keys={"key1_ms": KEY1_MS, "key9_ms": KEY9_MS})
+    d = dialer(internal=trunk(sipp), external=trunk(sipp))
+    d.template("T", ["1001"], message=MESSAGE, attempts=3, ring_timeout=10)
+    cid = d.start_campaign("T")
+    d.serve()
+    detail = d.wait_state(cid, ["completed", "incomplete"], 60)
+    assert detail["state"] == "completed"
+    rec = detail["recipients"][0]
+    assert (rec["state"], rec["attempts"], rec["calls"]) == ("contacted", 0, 1)
+    assert rec["answered_at"] and rec["confirmed_at"]
+    [attempt] = d.attempts(cid)
+    assert attempt["outcome"] == "contacted" and attempt["keys"] == "19"
+    assert attempt["answer_confirmed_at"] and attempt["listen_confirmed_at"]
+    assert_attempts_match_invites(d, cid, sipp)
+    assert sipp.ended_call_ids() == {attempt["id"]: "bye-received"}
+
+
+def test_busy_fails_after_exactly_the_attempts(start_sipp, dialer) -> None:
+    sipp = start_sipp("busy")
+    d = dialer(internal=trunk(sipp), external=trunk(sipp))
+    d.template("T", ["1001"], attempts=3, retry_delay=0.3)
+    cid = d.start_campaign("T")
+    d.serve()
+    detail = d.wait_state(cid, ["completed", "incomplete"], 60)
+    assert detail["state"] == "incomplete"
+    rec = detail["recipients"][0]
+    assert (rec["state"], rec["attempts"], rec["last_status"]) == ("failed", 3, 486)
+    attempts = d.attempts(cid)
+    assert [a["outcome"] for a in attempts] == ["busy"] * 3
+    assert [a["status"] for a in attempts] == [486] * 3
+    assert_attempts_match_invites(d, cid, sipp)
+
+
+def test_no_answer_is_cancelled_at_the_ring_timeout_and_retried(start_sipp, dialer) -> None:
+    sipp = start_sipp("no_answer")
+    d = dialer(internal=trunk(sipp), external=trunk(sipp))
+    d.template("T", ["1001"], attempts=2, ring_timeout=1, retry_delay=0.3)
+    cid = d.start_campaign("T")
+    d.serve()
+    detail = d.wait_state(cid, ["completed", "incomplete"], 60)
+    attempts = d.attempts(cid)
+    assert [(a["outcome"], a["status"]) for a in attempts] == [("no_answer", 487)] * 2
+    assert detail["recipients"][0]["state"] == "failed"
+    assert set(sipp.ended_call_ids().values()) == {"cancelled"}
+    assert_attempts_match_invites(d, cid, sipp)
+
+
+def test_hang_up_mid_message_is_not_contacted(start_sipp, dialer) -> None:
+    sipp = start_sipp("hangup_mid_message", keys={"key1_ms": KEY1_MS, "hangup_ms": 1000})
+    d = dialer(internal=trunk(sipp), external=trunk(sipp))
+    d.template("T", ["1001"], message=4.0, attempts=2, retry_delay=0.3)
+    cid = d.start_campaign("T")
+    d.serve()
+    detail = d.wait_state(cid, ["completed", "incomplete"], 60)
+    rec = detail["recipients"][0]
+    assert rec["state"] == "failed" and rec["confirmed_at"] is None
+    attempts = d.attempts(cid)
+    assert [a["outcome"] for a in attempts] == ["hung_up", "hung_up"]
+    assert all(a["keys"] == "1" and a["answer_confirmed_at"] for a in attempts)
+    assert_attempts_match_invites(d, cid, sipp)
+
+
+def test_wrong_key_repeats_the_message(start_sipp, dialer) -> None:
+    sipp = start_sipp("wrong_key", keys={"key1_ms": KEY1_MS, "wrong_ms": KEY9_MS,
+                                          "key9_ms": KEY9_MS})
+    d = dialer(internal=trunk(sipp), external=trunk(sipp))
+    d.template("T", ["1001"], message=MESSAGE, attempts=1)
+    cid = d.start_campaign("T")
+    d.serve()
+    detail = d.wait_state(cid, ["completed", "incomplete"], 60)
+    assert detail["state"] == "completed"
+    [attempt] = d.attempts(cid)
+    assert attempt["outcome"] == "contacted" and attempt["keys"] == "159"
+    plays = [e["detail"].get("prompt") for e in d.store.events_of(cid)
+             if e["kind"] == "played" and e["attempt_id"] == attempt["id"]]
+    # press 1, message, press 9, (wrong key) message again, press 9, goodbye
+    assert plays == ["answer_prompt", "message", "listen_prompt", "message", "listen_prompt",
+                     "goodbye"]
+    assert_attempts_match_invites(d, cid, sipp)
+
+
+def test_campaign_limit_of_three_is_never_exceeded(start_sipp, dialer) -> None:
+    sipp = start_sipp("answer_confirm", keys={"key1_ms": KEY1_MS, "key9_ms": KEY9_MS})
+    d = dialer(internal=trunk(sipp), external=trunk(sipp))
+    d.template("T", numbers(12), message=MESSAGE, max_calls=3, answer_confirm=False,
+               listen_confirm=False)
+    cid = d.start_campaign("T")
+    d.serve()
+    detail = d.wait_state(cid, ["completed", "incomplete"], 120)
+    assert detail["state"] == "completed"
+    assert sipp.peak_calls() == 3
+    assert_attempts_match_invites(d, cid, sipp)
+
+
+def test_global_limit_of_ten_runs_ten_calls_across_three_workers(start_sipp, dialer) -> None:
+    sipp = start_sipp("answer_confirm", keys={"key1_ms": KEY1_MS, "key9_ms": KEY9_MS})
+    d = dialer(internal=trunk(sipp), external=trunk(sipp), workers=5)
+    d.cli("settings", "set", "--max-calls", "10") if False else d.store.set_settings(
+        actor="test", now=0.0, max_calls=10)
+    d.template("T", numbers(20), message=3.0, answer_confirm=False, listen_confirm=False)
+    cid = d.start_campaign("T")
+    d.serve()
+    detail = d.wait_state(cid, ["completed", "incomplete"], 120)
+    assert detail["state"] == "completed"
+    assert sipp.peak_calls() == 10
+    workers = {a["worker"] for a in d.attempts(cid)}
+    assert len(workers) >= 3
+    assert_attempts_match_invites(d, cid, sipp)
+
+
+def test_kill_9_of_a_worker_mid_call(start_sipp, dialer) -> None:
+    sipp = start_sipp("answer_confirm", keys={"key1_ms": KEY1_MS, "key9_ms": 6500})
+    d = dialer(internal=trunk(sipp), external=trunk(sipp), workers=3)
+    d.template("T", numbers(6), message=5.0, attempts=3, retry_delay=0.2)
+    cid = d.start_campaign("T")
+    d.serve()
+
+    def answered_worker() -> int | None:
+        for a in d.attempts(cid):
+            if a["answered_at"] and not a["ended_at"] and a["worker"] is not None:
+                return int(a["worker"]) + 1  # +1: worker 0 is a valid answer
+        return None
+
+    victim = d.wait(answered_worker, 30, "a call to be answered") - 1
+    pid = d.worker_pids()[victim]
+    held = [a["id"] for a in d.attempts(cid) if a["worker"] == victim and not a["ended_at"]]
+    os.kill(pid, signal.SIGKILL)
+    detail = d.wait_state(cid, ["completed", "incomplete"], 120)
+    assert d.daemon is not None and d.daemon.poll() is None, "the daemon died with its worker"
+    assert detail["state"] == "completed"
+    lost = {a["id"]: a for a in d.attempts(cid) if a["outcome"] == "worker_lost"}
+    assert set(held) <= set(lost) and lost
+    assert all("died" in (a["reason"] or "") for a in lost.values())
+    assert d.worker_pids()[victim] != pid, "the worker was not restarted"
+    assert_attempts_match_invites(d, cid, sipp)
+
+
+@pytest.mark.kamailio
+def test_registered_trunk_through_kamailio(start_sipp, start_kamailio, dialer) -> None:
+    sipp = start_sipp("answer_confirm", keys={"key1_ms": KEY1_MS, "key9_ms": KEY9_MS})
+    kam: Kamailio = start_kamailio(user="dialer", password="s3cret-pw",
+                                   routes={"*": sipp.address})
+    kam.stop()  # the registrar is down when the dialer starts
+    # TCP: with the registrar down the connection is refused at once (UDP would wait 32 s).
+    internal = {"uri": kam.uri, "registrar": kam.uri, "username": "dialer",
+                "password_env": "TEST_TRUNK_PASSWORD", "transport": "tcp", "retry_interval": 2}
+    d = dialer(internal=internal, external=trunk(sipp),
+               env={"TEST_TRUNK_PASSWORD": "s3cret-pw"})
+    d.template("T", numbers(3), message=MESSAGE, attempts=1)
+    cid = d.start_campaign("T")
+    d.serve()
+    d.wait(lambda: "trunk internal not registered" in d.log_text() or None, 30,
+           "the failed registration to be reported")
+    d.wait(lambda: "-> active" in d.log_text() or None, 10, "the campaign to become active")
+    # Registration retried and failed again (2 s apart), the scheduler ran all along:
+    # nothing is dialled, no attempt burned.
+    d.wait(lambda: d.log_text().count("trunk internal not registered") >= 2 or None, 30,
+           "a second failed registration")
+    assert d.attempts(cid) == []
+    assert all(r["attempts"] == 0 and r["state"] == "idle" for r in d.campaign(cid)["recipients"])
+    kam.start()
+    d.wait(lambda: "trunk internal registered" in d.log_text() or None, 60,
+           "the trunk to register once the registrar is back")
+    assert kam.registrations(), "Kamailio has no registration"
+    detail = d.wait_state(cid, ["completed", "incomplete"], 90)
+    assert detail["state"] == "completed", detail
+    assert_attempts_match_invites(d, cid, sipp)
+    assert "s3cret-pw" not in d.log_text()
