@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -312,21 +313,32 @@ def short_time(iso: str | None) -> str:
     return when.strftime("%Y-%m-%d %H:%M")
 
 
-def recipients_table(detail: dict[str, Any]) -> Table:
-    """The per-recipient table of a campaign, narrow enough for an 80-column terminal."""
-    t = Table("#", "number", "name", "kind", "state", "att", "last call", "outcome",
-              "answered", "confirmed",
-              title=f"campaign {detail['id']} {detail['name']} ({detail['state']})")
+def recipients_table(detail: dict[str, Any], width: int = 80) -> Table:
+    """The per-recipient table of a campaign; last call and answer times on wide terminals."""
+    wide = width >= 110
+    t = Table(title=f"campaign {detail['id']} {detail['name']} ({detail['state']})",
+              box=box.SIMPLE_HEAD, pad_edge=False)
+    for name, nowrap in (("#", True), ("number", True), ("name", False), ("kind", True),
+                         ("state", True), ("att", True), ("last call", True), ("outcome", False),
+                         ("answered", True), ("confirmed", True)):
+        if name in ("last call", "answered") and not wide:
+            continue
+        t.add_column(name, no_wrap=nowrap)
     colours = {"contacted": "green", "failed": "red", "active": "yellow", "stopped": "magenta"}
     for r in detail["recipients"]:
         outcome = (r["last_outcome"] or "").replace("_", " ")
         if r["last_status"] and r["last_status"] != 200:
             outcome += f" {r['last_status']}"
         st = r["state"]
-        t.add_row(str(r["position"]), r["number"], r["name"] or "", r["kind"][:3],
-                  f"[{colours.get(st, 'white')}]{st}[/]", str(r["attempts"]),
-                  short_time(r["last_call_at"]), outcome, short_time(r["answered_at"]),
-                  short_time(r["confirmed_at"]))
+        row = [str(r["position"]), r["number"], r["name"] or "", r["kind"][:3],
+               f"[{colours.get(st, 'white')}]{st}[/]", str(r["attempts"])]
+        if wide:
+            row.append(short_time(r["last_call_at"]))
+        row.append(outcome)
+        if wide:
+            row.append(short_time(r["answered_at"]))
+        row.append(short_time(r["confirmed_at"]))
+        t.add_row(*row)
     return t
 
 
@@ -337,7 +349,7 @@ def campaign_show(campaign_id: int, json_out: bool = typer.Option(False, "--json
     if json_out:
         emit_json(detail)
         return
-    out.print(recipients_table(detail))
+    out.print(recipients_table(detail, out.width))
 
 
 @campaign_app.command("suspend")

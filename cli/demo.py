@@ -42,18 +42,18 @@ def _behaviours(message: float, answer_prompt: float) -> list[tuple[str, Any]]:
     confirm = {"behaviour": "confirm", "ring": 1.0, "answer_key_delay": key1,
                "listen_key_delay": listen}
     return [
-        ("answers, confirms", confirm),
-        ("busy, then answers", {**confirm, "behaviour": ["busy", "confirm"]}),
-        ("answers, confirms", {**confirm, "ring": 2.0}),
-        ("no answer, then answers", {**confirm, "behaviour": ["no_answer", "confirm"]}),
-        ("always busy", {"behaviour": "busy"}),
-        ("wrong key, then 9", {**confirm, "behaviour": "wrong_key", "wrong_key_delay": wrong,
+        ("confirms", confirm),
+        ("busy, then ok", {**confirm, "behaviour": ["busy", "confirm"]}),
+        ("confirms", {**confirm, "ring": 2.0}),
+        ("no answer, then ok", {**confirm, "behaviour": ["no_answer", "confirm"]}),
+        ("busy", {"behaviour": "busy"}),
+        ("wrong key", {**confirm, "behaviour": "wrong_key", "wrong_key_delay": wrong,
                                "listen_key_delay": wrong + message + 1.2}),
-        ("hangs up early, then confirms",
+        ("hangs up, then ok",
          {**confirm, "behaviour": ["hangup_early", "confirm"], "hangup_after": key1 + 1.0}),
-        ("answers, confirms", {**confirm, "ring": 0.5}),
+        ("confirms", {**confirm, "ring": 0.5}),
         ("never answers", {"behaviour": "no_answer"}),
-        ("answers, presses nothing", {"behaviour": "silent"}),
+        ("silent", {"behaviour": "silent"}),
     ]
 
 
@@ -159,7 +159,7 @@ uri = "sip:127.0.0.1:{ports['external']}"
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       env={**os.environ, "DIALER_DB": db_url})
         detail = _follow(console, store, cid, recipients, daemon, tmp)
-        console.print(recipients_table(detail))
+        console.print(recipients_table(detail, console.width))
         tally: dict[str, int] = {}
         for r in detail["recipients"]:
             tally[r["state"]] = tally.get(r["state"], 0) + 1
@@ -201,4 +201,5 @@ def _follow(console: Console, store: SqlStore, cid: int, total: int,
                 raise DialerError(f"the daemon exited with {daemon.returncode} "
                                   f"(see {tmp}/daemon.log)")
             time.sleep(0.5)
+    console.print()  # a terminal that is not a TTY leaves the last frame unterminated
     return detail
