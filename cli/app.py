@@ -11,6 +11,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -26,7 +27,8 @@ from typer.core import TyperGroup
 
 from dialer.domain import CampaignSettings, Limits
 from dialer.errors import DialerError, ValidationError
-from dialer.recipients import NumberRules, Recipient, parse_csv
+from dialer.recipients import (DEFAULT_EXTENSION_PATTERN, DEFAULT_REGION, NumberRules,
+                               Recipient, parse_csv)
 from dialer.storage.store import SqlStore, ensure_parent_dir
 
 DEFAULT_DB = "sqlite:///dialer.db"
@@ -100,9 +102,30 @@ def local(iso: str | None) -> str:
 def main_options(
     db: Optional[str] = typer.Option(None, "--db", help="SQLAlchemy database URL "
                                      "(default: $DIALER_DB, else sqlite:///dialer.db)."),
+    region: str = typer.Option(DEFAULT_REGION, "--region", envvar="DIALER_REGION",
+                               help="Region of numbers written without +CC (ISO code)."),
+    extension_pattern: str = typer.Option(DEFAULT_EXTENSION_PATTERN, "--extension-pattern",
+                                          envvar="DIALER_EXTENSION_PATTERN",
+                                          help="Regular expression of an internal extension."),
+    max_audio_seconds: float = typer.Option(600.0, "--max-audio-seconds",
+                                            envvar="DIALER_MAX_AUDIO_SECONDS",
+                                            help="Longest message accepted on import."),
 ) -> None:
     """Alert dialer. Example: dialer init && dialer template add Fire --audio fire.wav --recipients staff.csv"""
+    import phonenumbers
+
+    if region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        raise typer.BadParameter(f"unknown region {region!r}", param_hint="--region")
+    try:
+        re.compile(extension_pattern)
+    except re.error as exc:
+        raise typer.BadParameter(f"not a regular expression: {exc}",
+                                 param_hint="--extension-pattern") from exc
+    if max_audio_seconds <= 0:
+        raise typer.BadParameter("must be positive", param_hint="--max-audio-seconds")
     _state["db"] = db
+    _state["rules"] = NumberRules(region=region.upper(), extension_pattern=extension_pattern)
+    _state["max_audio"] = max_audio_seconds
 
 
 @app.command()
@@ -116,10 +139,11 @@ def init() -> None:
 # ----- templates -----
 
 
-def import_audio_file(s: SqlStore, path: Path, max_seconds: float = 600.0) -> tuple[str, float]:
+def import_audio_file(s: SqlStore, path: Path, max_seconds: float | None = None) -> tuple[str, float]:
     """Decode, normalise and store an audio file; returns (sha256, seconds)."""
     from media.audio import import_audio
 
+    max_seconds = max_seconds or float(_state.get("max_audio") or 600.0)
     with tempfile.TemporaryDirectory() as tmp:
         info = import_audio(path, Path(tmp), rate=8000, max_seconds=max_seconds)
         data = Path(info.path).read_bytes()
@@ -128,7 +152,8 @@ def import_audio_file(s: SqlStore, path: Path, max_seconds: float = 600.0) -> tu
     return sha, info.seconds
 
 
-def read_recipients(path: Path, rules: NumberRules = NumberRules()) -> list[Recipient]:
+def read_recipients(path: Path, rules: NumberRules | None = None) -> list[Recipient]:
+    rules = rules or _state.get("rules") or NumberRules()
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -168,7 +193,6 @@ def template_add(
     json_out: bool = typer.Option(False, "--json", help="Print {\"id\": ...}."),
 ) -> None:
     """Create a template. Example: dialer template add Fire --audio fire.wav --recipients staff.csv"""
-    import re
 
     from media.prompts import normalise_language
 

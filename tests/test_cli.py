@@ -309,3 +309,20 @@ def test_error_text_with_brackets_is_shown_verbatim(ready: Invoke, tmp_path: Pat
     assert_one_error_line(
         ready("template", "add", "Fire", "--audio", str(WAV), "--recipients", str(bad)),
         "line 2", "[bold]123[/bold]")
+
+
+def test_region_option_reads_national_numbers_in_that_region(ready: Invoke, db: str,
+                                                             tmp_path: Path) -> None:
+    csv = csv_file(tmp_path, "number\n(202) 555-0143\n")
+    r = CliRunner().invoke(app, ["--db", db, "--region", "US", "template", "add", "US",
+                                 "--audio", str(WAV), "--recipients", str(csv)])
+    assert r.exit_code == 0, r.stderr
+    shown = ok_json(ready("template", "show", "US", "--json"))
+    assert [x["number"] for x in shown["recipients"]] == ["+12025550143"]
+
+
+def test_audio_longer_than_the_maximum_is_refused_and_nothing_stored(ready: Invoke, db: str) -> None:
+    r = CliRunner().invoke(app, ["--db", db, "--max-audio-seconds", "1", "template", "add",
+                                 "Long", "--audio", str(WAV)])
+    assert_one_error_line(r, "longer than the limit")
+    assert ok_json(ready("template", "list", "--json")) == []
