@@ -37,7 +37,7 @@ DEADLINE = 300.0  # the demo gives up (and says so) after five minutes
 def _behaviours(message: float, answer_prompt: float) -> list[tuple[str, Any]]:
     """What each simulated phone does, in list order (cycled over the recipients)."""
     key1 = min(1.5, answer_prompt)  # during the "press 1" prompt
-    listen = key1 + message + 1.2  # during the "press 9" prompt that follows the message
+    listen = key1 + message + 2.0  # during the "press 9" prompt that follows the message
     wrong = listen
     confirm = {"behaviour": "confirm", "ring": 1.0, "answer_key_delay": key1,
                "listen_key_delay": listen}
@@ -48,7 +48,7 @@ def _behaviours(message: float, answer_prompt: float) -> list[tuple[str, Any]]:
         ("no answer, then ok", {**confirm, "behaviour": ["no_answer", "confirm"]}),
         ("busy", {"behaviour": "busy"}),
         ("wrong key", {**confirm, "behaviour": "wrong_key", "wrong_key_delay": wrong,
-                               "listen_key_delay": wrong + message + 1.2}),
+                               "listen_key_delay": wrong + message + 2.0}),
         ("hangs up, then ok",
          {**confirm, "behaviour": ["hangup_early", "confirm"], "hangup_after": key1 + 1.0}),
         ("confirms", {**confirm, "ring": 0.5}),
