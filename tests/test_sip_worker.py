@@ -171,7 +171,7 @@ class WorkerProc:
 
     def of(self, call_id: str) -> list[tuple[str, Any]]:
         """The (event, detail) sequence of one call."""
-        return [(e["ev"], e.get("key") or e.get("what") or e.get("outcome"))
+        return [(e["ev"], e.get("key") or e.get("what") or e.get("prompt") or e.get("outcome"))
                 for e in self.events if e.get("call_id") == call_id]
 
 
@@ -196,9 +196,12 @@ def test_confirmed_call_is_contacted_with_both_keys(worker: WorkerProc, phones: 
     assert ended["outcome"] == "contacted", ended
     assert ended["keys"] == "19"
     assert ended["answered_at"] < ended["answer_confirmed_at"] < ended["listen_confirmed_at"]
-    assert worker.of(call_id) == [("ringing", None), ("answered", None), ("key", "1"),
-                                  ("confirmed", "answer"), ("key", "9"),
-                                  ("confirmed", "listen"), ("ended", "contacted")]
+    assert worker.of(call_id) == [("ringing", None), ("answered", None),
+                                  ("played", "answer_prompt"), ("key", "1"),
+                                  ("confirmed", "answer"), ("played", "message"),
+                                  ("played", "listen_prompt"), ("key", "9"),
+                                  ("confirmed", "listen"), ("played", "goodbye"),
+                                  ("ended", "contacted")]
     rec = phones.record(call_id)  # the phone saw our Call-ID and caller ID on the wire
     assert rec["call_id"] == call_id and rec["number"] == "200"
     assert rec["keys"] == "19" and rec["hung_up_by"] == "caller"
