@@ -229,3 +229,16 @@ def test_registered_trunk_through_kamailio(start_sipp, start_kamailio, dialer) -
     assert detail["state"] == "completed", detail
     assert_attempts_match_invites(d, cid, sipp)
     assert "s3cret-pw" not in d.log_text()
+
+
+def test_sip_info_dtmf_confirms_too(start_sipp, dialer) -> None:
+    sipp = start_sipp("answer_info_dtmf", keys={"key1_ms": KEY1_MS, "key9_ms": KEY9_MS})
+    d = dialer(internal=trunk(sipp), external=trunk(sipp))
+    d.template("T", ["1001"], message=MESSAGE, attempts=1)
+    cid = d.start_campaign("T")
+    d.serve()
+    detail = d.wait_state(cid, ["completed", "incomplete"], 60)
+    assert detail["state"] == "completed"
+    [attempt] = d.attempts(cid)
+    assert attempt["outcome"] == "contacted" and attempt["keys"] == "19"
+    assert_attempts_match_invites(d, cid, sipp)
