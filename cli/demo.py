@@ -103,7 +103,6 @@ def run_demo(console: Console, *, recipients: int = 20, keep: bool = False) -> N
         recs: list[Recipient] = []
         scripts: dict[str, dict[str, Any]] = {"internal": {"numbers": {}},
                                               "external": {"numbers": {}}}
-        names: dict[str, str] = {}
         for i in range(recipients):
             label, behaviour = behaviours[i % len(behaviours)]
             if i % 2 == 0:
@@ -112,14 +111,13 @@ def run_demo(console: Console, *, recipients: int = 20, keep: bool = False) -> N
                 number, kind = f"+39069{i:06d}", Kind.EXTERNAL
             recs.append(Recipient(number=number, kind=kind, name=label))
             scripts[kind.value]["numbers"][number] = behaviour
-            names[number] = label
         console.print(f"[bold]dialer demo[/] in {tmp}: {recipients} recipients, "
                       "simulated phones on loopback")
-        ports = {}
-        for kind in ("internal", "external"):
-            proc, port = _start_phones(tmp, kind, scripts[kind])
+        ports: dict[str, int] = {}
+        for trunk in ("internal", "external"):
+            proc, port = _start_phones(tmp, trunk, scripts[trunk])
             phones.append(proc)
-            ports[kind] = port
+            ports[trunk] = port
         db_url = f"sqlite:///{tmp}/demo.db"
         (tmp / "dialer.toml").write_text(f"""
 [database]
