@@ -1,9 +1,15 @@
 """``dialer serve``: the daemon. Wires the store, the scheduler, the worker pool and the metrics.
 
-One thread, one loop: wait on the workers' channels with a timeout that ends exactly when the next
-thing falls due (a scheduled start, a retry delay, a worker restart), at most one second so that
-changes made by the CLI in another process (new campaigns, settings) are seen within a second.
-Every call end, every new worker and every registration change reruns the scheduler at once.
+One thread, one loop: wait on the gateway (the SIP workers) with a timeout that ends exactly when
+the next thing falls due (a scheduled start, a retry delay, a worker restart): the scheduler reruns
+at that instant, not at the next poll. Every call end, every new worker and every registration
+change reruns it at once. A safety pass at most ``safety_interval`` (one second) after the last one
+notices what the CLI changed from another process (new campaigns, resumed ones, settings); it is a
+normal scheduling pass, a few indexed reads when nothing changed (see bench/RESULTS.md).
+
+The loop is written against two ports, a clock and a ``Gateway`` (dialer.gateway): ``dialer
+serve`` wires the wall clock and ``PoolGateway`` (the PJSUA2 worker processes); the simulator of the
+test suite (tests/sim.py) wires a virtual clock and a fake gateway and drives this same ``step``.
 
 Nothing lost, nothing repeated: the attempt row is committed before the dial leaves for a worker
 (its id is the SIP Call-ID); a worker's death closes its calls as ``worker_lost`` attempts; calls
@@ -13,7 +19,6 @@ left open by a previous run of this node are closed as ``daemon_lost`` at start.
 from __future__ import annotations
 
 import logging
-import selectors
 import signal
 import threading
 import time
@@ -24,9 +29,10 @@ from typing import Any
 
 from dialer.config import Config, TrunkConfig
 from dialer.domain import DialogueSettings, Kind, Outcome
+from dialer.gateway import Gateway, PoolGateway
 from dialer.ipc import Message
 from dialer.metrics import Metrics
-from dialer.pool import Worker, WorkerPool
+from dialer.pool import WorkerPool
 from dialer.storage.store import ClaimedCall, EndReport, SqlStore
 
 logger = logging.getLogger(__name__)
@@ -54,7 +60,10 @@ class Daemon:
     def __init__(self, config: Config, store: SqlStore, *,
                  clock: Callable[[], float] = time.time,
                  prompts: Callable[[str], dict[str, Path]] | None = None,
-                 durations: Callable[[str], float] | None = None) -> None:
+                 durations: Callable[[str], float] | None = None,
+                 gateway: Gateway | None = None,
+                 safety_interval: float = MAX_WAIT,
+                 handle_signals: bool = True) -> None:
         from media.audio import wav_seconds
         from media.prompts import prompt_set
 
@@ -66,16 +75,23 @@ class Daemon:
         self._seconds_cache: dict[str, float] = {}
         self.trunks = {name: TrunkState(config=t, registered=t.registrar is None)
                        for name, t in config.trunks.items()}
-        self.pool = WorkerPool(size=config.workers, calls_per_worker=config.calls_per_worker,
-                               init_message=self._init_message)
+        self.gateway: Gateway = gateway or PoolGateway(WorkerPool(
+            size=config.workers, calls_per_worker=config.calls_per_worker,
+            init_message=self._init_message))
+        self.safety_interval = safety_interval
+        self.handle_signals = handle_signals
         self.metrics = Metrics()
-        self.selector = selectors.DefaultSelector()
         self.stopping = threading.Event()
+        self.ticks = 0  # scheduling passes so far (the simulator checks after each)
         self._dirty = True
         self._next_due: float | None = None
-        self._last_tick = 0.0
-        self._registered_fds: dict[int, Worker] = {}
+        self._last_tick = float("-inf")
         self._settings_version = -1
+        self._shutting_down = False
+        # Progress events and worker assignments wait here until the end of the loop round (or
+        # the next call end) and go to the database in one transaction (bench/RESULTS.md).
+        self._progress: list[tuple[str, str, float, dict[str, Any]]] = []
+        self._assigned: list[tuple[str, int]] = []
 
     # ----- wiring -----
 
@@ -109,6 +125,15 @@ class Daemon:
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT (or ``stopping`` is set)."""
+        self.start()
+        try:
+            while not self.stopping.is_set():
+                self.step()
+        finally:
+            self.shutdown()
+
+    def start(self) -> None:
+        """Everything before the loop: schema check, recovery, metrics, signals, workers."""
         self.store.check_ready()
         recovered = self.store.recover(node=self.config.node, now=self.clock())
         if recovered:
@@ -117,67 +142,45 @@ class Daemon:
         if self.config.metrics_port is not None:
             self.metrics.serve(self.config.metrics_bind, self.config.metrics_port)
         self._install_signals()
-        self.pool.start(self._pool_size(self.store.get_settings().limits.total))
+        self.gateway.start(self._pool_size(self.store.get_settings().limits.total))
         logger.info("dialer serving: node %s, %d worker(s) of %d call(s), database %s",
                     self.config.node, self.config.workers, self.config.calls_per_worker,
                     self.store.safe_url)
-        try:
-            while not self.stopping.is_set():
-                self._once()
-        finally:
-            self._shutdown()
+
+    def notify(self) -> None:
+        """Something changed that the scheduler must see: rerun it at the next step."""
+        self._dirty = True
 
     def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             return
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
 
-    def _sync_selector(self) -> None:
-        live = {ch.fileno(): w for w, ch in self.pool.channels()}
-        for fd in list(self._registered_fds):
-            if fd not in live or self._registered_fds[fd] is not live[fd]:
-                try:
-                    self.selector.unregister(fd)
-                except (KeyError, ValueError):
-                    pass
-                del self._registered_fds[fd]
-        for fd, w in live.items():
-            if fd not in self._registered_fds:
-                self.selector.register(fd, selectors.EVENT_READ, w)
-                self._registered_fds[fd] = w
-
     def _timeout(self) -> float:
+        """How long the next wait may last: until the next due time, restart or safety pass."""
+        if self._dirty:
+            return 0.0
         now = self.clock()
-        wait = MAX_WAIT - (now - self._last_tick)
+        wait = self.safety_interval - (now - self._last_tick)
         if self._next_due is not None:
             wait = min(wait, self._next_due - now)
-        restart = self.pool.next_restart_in()
+        restart = self.gateway.next_wakeup_in()
         if restart is not None:
             wait = min(wait, restart)
-        return 0.0 if self._dirty else max(0.0, min(wait, MAX_WAIT))
+        return max(0.0, min(wait, self.safety_interval))
 
-    def _once(self) -> None:
-        self._sync_selector()
-        for key, _ in self.selector.select(self._timeout()):
-            w: Worker = key.data
-            for msg in w.channel.receive():
-                self._handle(w, msg)
-        for w, calls in self.pool.reap():
-            self.metrics.worker_restarts.inc()
-            for call_id in sorted(calls):
-                self._finish(EndReport(attempt_id=call_id, outcome=Outcome.WORKER_LOST,
-                                       at=self.clock(),
-                                       reason=f"SIP worker {w.index} (pid {w.pid}) died"))
-            if any(t.needs_registration for t in self.trunks.values()) and w.index == 0:
-                for t in self.trunks.values():
-                    if t.needs_registration:
-                        t.registered = False
-            self._dirty = True
+    def step(self) -> None:
+        """One turn of the loop: wait for events (or the next due time), handle them, decide."""
+        for index, msg in self.gateway.poll(self._timeout()):
+            self._handle(index, msg)
+        self._flush_progress()
         now = self.clock()
-        if (self._dirty or now - self._last_tick >= MAX_WAIT
+        if (self._dirty or now - self._last_tick >= self.safety_interval
                 or (self._next_due is not None and now >= self._next_due)):
             self._tick()
+
+    _once = step  # the name the loop had before the gateway port
 
     def _tick(self) -> None:
         self._dirty = False
@@ -186,15 +189,18 @@ class Daemon:
         self._last_tick = now
         tick = self.store.tick(now=now, node=self.config.node,
                                kinds_available=self.kinds_available(),
-                               capacity=self.pool.free_slots())
+                               capacity=self.gateway.free_slots())
+        self.ticks += 1
         self.metrics.scheduler_seconds.observe(time.perf_counter() - started)
         self._next_due = tick.next_due
         if tick.settings.version != self._settings_version:
             # The limits changed: grow the pool to match (warm workers before they are needed).
             self._settings_version = tick.settings.version
-            self.pool.resize(self._pool_size(tick.settings.limits.total))
+            self.gateway.resize(self._pool_size(tick.settings.limits.total))
         for call in tick.calls:
             self._dial(call)
+        self.store.set_attempt_workers(self._assigned)
+        self._assigned.clear()
         self._update_gauges()
 
     def _dial(self, call: ClaimedCall) -> None:
@@ -216,14 +222,14 @@ class Daemon:
             "display": st.display_name, "ring_timeout": st.ring_timeout, "media": media,
             "dialogue": {k: getattr(dialogue, k) for k in dialogue.__dataclass_fields__},
         }
-        w = self.pool.dial(msg)
+        w = self.gateway.dial(msg)
         if w is None:  # cannot happen: the claim was bounded by free slots; never lose it
             self._finish(EndReport(attempt_id=call.attempt_id, outcome=Outcome.FAILED,
                                    at=self.clock(), reason="no free SIP worker slot"))
             return
-        self.store.set_attempt_worker(call.attempt_id, w.index)
+        self._assigned.append((call.attempt_id, w))
         logger.info("dialing %s (%s) for campaign %d on worker %d", call.number, call.kind.value,
-                    call.campaign_id, w.index,
+                    call.campaign_id, w,
                     extra={"campaign": call.campaign_id, "recipient": call.recipient_id,
                            "attempt": call.attempt_id, "call_id": call.attempt_id})
 
@@ -232,8 +238,7 @@ class Daemon:
             self._seconds_cache[path] = self._seconds(path)
         return self._seconds_cache[path]
 
-    def _handle(self, w: Worker, msg: Message) -> None:
-        self.pool.on_message(w, msg)
+    def _handle(self, w: int, msg: Message) -> None:
         ev = msg.get("ev")
         cid = str(msg.get("call_id", ""))
         at = float(msg.get("at") or self.clock())
@@ -242,14 +247,14 @@ class Daemon:
         elif ev == "reg":
             self._on_registration(msg)
         elif ev in ("ringing", "answered"):
-            self.store.record_progress(cid, ev, at)
+            self._progress.append((cid, ev, at, {}))
         elif ev == "played":
-            self.store.record_progress(cid, "played", at, prompt=msg.get("prompt"))
+            self._progress.append((cid, "played", at, {"prompt": msg.get("prompt")}))
         elif ev == "key":
-            self.store.record_progress(cid, "key", at, key=msg.get("key"))
+            self._progress.append((cid, "key", at, {"key": msg.get("key")}))
         elif ev == "confirmed":
             what = str(msg.get("what"))
-            self.store.record_progress(cid, "confirmed", at, what=what)
+            self._progress.append((cid, "confirmed", at, {"what": what}))
             self.metrics.confirmations.labels(what).inc()
         elif ev == "ended":
             try:
@@ -262,9 +267,30 @@ class Daemon:
                 answered_at=msg.get("answered_at"),
                 answer_confirmed_at=msg.get("answer_confirmed_at"),
                 listen_confirmed_at=msg.get("listen_confirmed_at"), keys=str(msg.get("keys") or "")))
+        elif ev == "worker_lost":
+            self._worker_lost(w, msg)
         elif ev == "log":
-            logger.log(int(msg.get("level", logging.INFO)), "worker %d: %s", w.index,
+            level = msg.get("level", logging.INFO)
+            if isinstance(level, str):
+                level = logging.getLevelName(level.upper())
+            logger.log(level if isinstance(level, int) else logging.INFO, "worker %d: %s", w,
                        msg.get("message"))
+
+    def _worker_lost(self, w: int, msg: Message) -> None:
+        """A worker process died: its calls are lost attempts; registrations it held are gone."""
+        if self._shutting_down:
+            reason = "daemon stopped"
+        else:
+            self.metrics.worker_restarts.inc()
+            reason = f"SIP worker {w} (pid {msg.get('pid')}) died"
+        for call_id in msg.get("calls") or []:
+            self._finish(EndReport(attempt_id=str(call_id), outcome=Outcome.WORKER_LOST,
+                                   at=self.clock(), reason=reason))
+        if w == 0 and any(t.needs_registration for t in self.trunks.values()):
+            for t in self.trunks.values():
+                if t.needs_registration:
+                    t.registered = False
+        self._dirty = True
 
     def _on_registration(self, msg: Message) -> None:
         t = self.trunks.get(str(msg.get("trunk")))
@@ -282,7 +308,14 @@ class Daemon:
                 "registered" if t.registered else "not registered", code, t.reason)
             self._dirty = True
 
+    def _flush_progress(self) -> None:
+        """Write the batched progress events (before any call end: an ended attempt takes none)."""
+        if self._progress:
+            batch, self._progress = self._progress, []
+            self.store.record_progress_many(batch)
+
     def _finish(self, report: EndReport) -> None:
+        self._flush_progress()
         if self.store.finish_attempt(report):
             self.metrics.attempts.labels(report.outcome.value).inc()
             logger.info("call %s ended: %s %s %s", report.attempt_id, report.outcome.value,
@@ -294,30 +327,25 @@ class Daemon:
         counts = self.store.running_counts()
         self.metrics.calls.labels("internal").set(counts.internal)
         self.metrics.calls.labels("external").set(counts.external)
-        self.metrics.workers_busy.set(self.pool.busy_slots())
-        self.metrics.workers_ready.set(self.pool.ready_count())
+        self.metrics.workers_busy.set(self.gateway.busy_slots())
+        self.metrics.workers_ready.set(self.gateway.ready_count())
         for name, t in self.trunks.items():
             self.metrics.trunk_registered.labels(name).set(1 if t.registered else 0)
 
-    def _shutdown(self) -> None:
+    def shutdown(self) -> None:
         """Hang every call up, record how each ended, stop the workers."""
-        logger.info("stopping: hanging up %d call(s)", self.pool.busy_slots())
-        self.pool.stop_restarts()
-        self.pool.send_all({"op": "shutdown"})
+        logger.info("stopping: hanging up %d call(s)", self.gateway.busy_slots())
+        self._shutting_down = True
+        self.gateway.begin_shutdown()
         deadline = time.monotonic() + 10.0
-        while self.pool.workers and time.monotonic() < deadline:
-            self._sync_selector()
-            for key, _ in self.selector.select(0.1):
-                w: Worker = key.data
-                for msg in w.channel.receive():
-                    self._handle(w, msg)
-            for w, calls in self.pool.reap():
-                for call_id in sorted(calls):
-                    self._finish(EndReport(attempt_id=call_id, outcome=Outcome.WORKER_LOST,
-                                           at=self.clock(), reason="daemon stopped"))
-        self.pool.shutdown(timeout=2.0)
+        while self.gateway.active() and time.monotonic() < deadline:
+            for index, msg in self.gateway.poll(0.1):
+                self._handle(index, msg)
+        self._flush_progress()
+        self.gateway.close(2.0)
         leftover = self.store.recover(node=self.config.node, now=self.clock())
         if leftover:
             logger.warning("%d call(s) had no end report: recorded as daemon_lost", leftover)
         self.metrics.stop()
 
+    _shutdown = shutdown

@@ -128,3 +128,6 @@ class CampaignSettings:
     limits: Limits = field(default_factory=Limits)
     language: str = "en"
     keep_calling_after_threshold: bool = True
+    # which external route / routing class carries external calls (SPEC section 1); kept in the
+    # snapshot and shown; None = the configured external trunk
+    external_route: str | None = None

@@ -27,6 +27,8 @@ Worker to daemon (``ev``):
 * ``ended``: ``call_id``, ``status``, ``reason``, ``q850``, ``outcome``, ``answered_at``,
   ``keys``, ``answer_confirmed_at``, ``listen_confirmed_at``, ``at``. Exactly one per ``dial``.
 * ``log``: ``level``, ``message`` (worker-side problems worth the daemon's log).
+* ``load``: ``overloaded`` (bool), ``lag`` (s): the worker's loop runs late (the machine is short
+  of CPU) or has caught up; an overloaded worker is given no new calls.
 
 Times are POSIX timestamps (float seconds).
 """

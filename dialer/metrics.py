@@ -1,46 +1,349 @@
-"""Prometheus metrics of the daemon (prometheus-client), on their own registry."""
+"""Prometheus metrics of the daemon (prometheus-client), on their own registry.
+
+Every name starts with ``dialer_``; counters end in ``_total`` (prometheus-client appends it),
+durations are in seconds and end in ``_seconds``. The full set:
+
+========================================  =========  ===============================================
+metric                                    type       labels / meaning
+========================================  =========  ===============================================
+dialer_campaigns                          gauge      ``state``: campaigns in each state (all seven)
+dialer_campaign_state                     gauge      ``campaign``, ``state``: 1 for the current state
+                                                     of each *live* campaign, 0 for its other live
+                                                     states
+dialer_recipients                         gauge      ``campaign``, ``state``: recipients by state of
+                                                     each *live* campaign
+dialer_calls_in_progress                  gauge      ``kind`` (internal/external), ``trunk``
+dialer_attempts_total                     counter    ``outcome``, ``status_class`` (1xx..6xx, none)
+dialer_confirmations_total                counter    ``what``: answer (key 1), listen (key 9)
+dialer_max_calls                          gauge      ``scope`` (total/internal/external); a scope
+                                                     that is unlimited has **no** series
+dialer_max_active_campaigns               gauge      absent when unlimited
+dialer_trunk_registered                   gauge      ``trunk``: 1 when it can place calls
+dialer_trunk_registration_status_code     gauge      ``trunk``: last REGISTER final status, 0 = none
+dialer_worker_pool_size                   gauge      worker processes the pool wants
+dialer_workers_ready                      gauge      worker processes ready for calls
+dialer_worker_slots                       gauge      call slots of the ready workers
+dialer_worker_busy_slots                  gauge      call slots in use
+dialer_worker_restarts_total              counter    worker processes restarted after dying
+dialer_scheduler_decision_seconds         histogram  one scheduling pass (claim included)
+dialer_call_setup_seconds                 histogram  ``kind``: INVITE sent -> answered (answered only)
+dialer_call_ring_seconds                  histogram  ``kind``: first ringing -> answer or give-up
+========================================  =========  ===============================================
+
+*Live* campaigns are those that may still place calls: scheduled, active, blocked, suspended.
+Completed, terminated and incomplete campaigns lose their ``campaign`` label sets (bounded
+cardinality: the number of labelled series follows the live campaigns, not the history).
+
+Unlimited limits are **absent** rather than a sentinel such as -1, so that PromQL such as
+``sum(dialer_calls_in_progress) / on() dialer_max_calls{scope="total"}`` simply has no result for
+an unlimited limit instead of a negative ratio; dashboards show "unlimited" for no data.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
+
+from dialer.domain import CampaignState, Limits, RecipientState
+
+logger = logging.getLogger(__name__)
+
+LIVE_STATES: frozenset[str] = frozenset(s.value for s in (
+    CampaignState.SCHEDULED, CampaignState.ACTIVE, CampaignState.BLOCKED, CampaignState.SUSPENDED))
+"""Campaign states that keep a ``campaign`` label (the campaign may still place calls)."""
+
+STATUS_CLASSES: tuple[str, ...] = ("1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "none")
+
+SCHEDULER_BUCKETS = (.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1.0)
+SETUP_BUCKETS = (.1, .25, .5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 45.0, 60.0, 90.0)
+RING_BUCKETS = (.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0)
+
+MAX_TRACKED_CALLS = 10_000  # a call whose end never comes must not grow the timer table forever
+
+
+def status_class(status: int | None) -> str:
+    """``486`` -> ``"4xx"``; no status (or not a SIP status) -> ``"none"``."""
+    if status is None or not 100 <= status <= 699:
+        return "none"
+    return f"{status // 100}xx"
+
+
+class _Legacy:
+    """The one-label form the daemon used before the trunk/status-class labels existed.
+
+    ``calls.labels("internal")`` and ``attempts.labels("busy")`` keep working until the daemon
+    calls ``set_calls_in_progress`` / ``record_attempt``; the missing label is filled in
+    (trunk = kind, true of today's configuration; status class ``none``).
+    """
+
+    def __init__(self, metric: Gauge | Counter, fill: Callable[[str], tuple[str, str]]) -> None:
+        self._metric = metric
+        self._fill = fill
+
+    def labels(self, value: str) -> Any:
+        """The child for the legacy label value, with the missing label filled in."""
+        return self._metric.labels(*self._fill(value))
+
+
+@dataclass
+class _CallTimes:
+    kind: str
+    started: float
+    ringing: float | None = None
+    answered: float | None = None
 
 
 class Metrics:
-    """The daemon's metrics; ``serve`` exposes them over HTTP for Prometheus to scrape."""
+    """The daemon's metrics; ``serve`` exposes them over HTTP for Prometheus to scrape.
+
+    The daemon feeds it through the methods (``record_attempt``, ``set_calls_in_progress``,
+    ``update_campaigns``, ``set_limits``, ``set_trunk``, ``set_pool``, ``call_started`` ...);
+    the metric objects themselves stay public attributes for the few direct uses
+    (``scheduler_seconds.observe``, ``worker_restarts.inc``, ``confirmations.labels(what).inc``).
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.calls = Gauge("dialer_calls_in_progress", "Calls in progress, by kind.", ["kind"],
-                           registry=r)
-        self.attempts = Counter("dialer_attempts", "Finished call attempts, by outcome.",
-                                ["outcome"], registry=r)
-        self.confirmations = Counter("dialer_confirmations", "DTMF confirmations received.",
+        self.campaigns = Gauge("dialer_campaigns", "Campaigns by state.", ["state"], registry=r)
+        self.campaign_state = Gauge(
+            "dialer_campaign_state",
+            "1 for the current state of each live campaign, 0 for the other live states "
+            "(scheduled, active, blocked, suspended).", ["campaign", "state"], registry=r)
+        self.recipients = Gauge("dialer_recipients",
+                                "Recipients by state, per live campaign.",
+                                ["campaign", "state"], registry=r)
+        self.calls_in_progress = Gauge("dialer_calls_in_progress",
+                                       "Calls in progress, by kind and trunk.",
+                                       ["kind", "trunk"], registry=r)
+        self.attempts_total = Counter("dialer_attempts",
+                                      "Finished call attempts, by outcome and SIP status class.",
+                                      ["outcome", "status_class"], registry=r)
+        self.confirmations = Counter("dialer_confirmations",
+                                     "DTMF confirmations received (answer: key 1, listen: key 9).",
                                      ["what"], registry=r)
+        self.max_calls = Gauge("dialer_max_calls",
+                               "Global concurrent-call limit in force; absent when unlimited.",
+                               ["scope"], registry=r)
+        self.max_active_campaigns = Gauge(
+            "dialer_max_active_campaigns",
+            "Global limit of simultaneously active campaigns; absent when unlimited.",
+            registry=r)
         self.trunk_registered = Gauge("dialer_trunk_registered",
                                       "1 when the trunk can place calls (registered or "
                                       "needing no registration).", ["trunk"], registry=r)
+        self.trunk_status = Gauge("dialer_trunk_registration_status_code",
+                                  "Final SIP status of the trunk's last REGISTER (0: none yet).",
+                                  ["trunk"], registry=r)
+        self.pool_size = Gauge("dialer_worker_pool_size",
+                               "SIP worker processes the pool wants running.", registry=r)
         self.workers_ready = Gauge("dialer_workers_ready", "SIP worker processes ready.",
                                    registry=r)
+        self.worker_slots = Gauge("dialer_worker_slots", "Call slots of the ready workers.",
+                                  registry=r)
         self.workers_busy = Gauge("dialer_worker_busy_slots", "Call slots in use in the pool.",
                                   registry=r)
         self.worker_restarts = Counter("dialer_worker_restarts", "SIP workers restarted.",
                                        registry=r)
         self.scheduler_seconds = Histogram("dialer_scheduler_decision_seconds",
                                            "Time of one scheduling pass.", registry=r,
-                                           buckets=(.0005, .001, .002, .005, .01, .025, .05, .1,
-                                                    .25, .5, 1.0))
+                                           buckets=SCHEDULER_BUCKETS)
+        self.setup_seconds = Histogram("dialer_call_setup_seconds",
+                                       "Call setup time: INVITE sent to answer (answered calls).",
+                                       ["kind"], registry=r, buckets=SETUP_BUCKETS)
+        self.ring_seconds = Histogram("dialer_call_ring_seconds",
+                                      "Ring time: first ringing to answer, or to the end of a "
+                                      "call never answered.", ["kind"], registry=r,
+                                      buckets=RING_BUCKETS)
+        # the pre-trunk/status-class call forms of the daemon (see _Legacy)
+        self.calls = _Legacy(self.calls_in_progress, lambda kind: (kind, kind))
+        self.attempts = _Legacy(self.attempts_total, lambda outcome: (outcome, "none"))
+        for state in CampaignState:
+            self.campaigns.labels(state.value).set(0)
+        for what in ("answer", "listen"):
+            self.confirmations.labels(what)
+        self._live: set[str] = set()
+        self._call_labels: set[tuple[str, str]] = set()
+        self._max_campaigns_registered = True
+        self._calls: dict[str, _CallTimes] = {}
         self._server: Any = None
 
+    # ----- attempts and calls -----
+
+    def record_attempt(self, outcome: str, status: int | None) -> None:
+        """Count one finished attempt (``outcome`` value, final SIP status or None)."""
+        self.attempts_total.labels(outcome, status_class(status)).inc()
+
+    def record_confirmation(self, what: str) -> None:
+        """Count a confirmation: ``"answer"`` or ``"listen"``."""
+        self.confirmations.labels(what).inc()
+
+    def set_calls_in_progress(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Set calls in progress by ``(kind, trunk)``; pairs seen before and not given drop to 0."""
+        for labels in self._call_labels - set(counts):
+            self.calls_in_progress.labels(*labels).set(0)
+        for (kind, trunk), n in counts.items():
+            self.calls_in_progress.labels(kind, trunk).set(n)
+            self._call_labels.add((kind, trunk))
+
+    def call_started(self, call_id: str, kind: str, at: float) -> None:
+        """The INVITE of ``call_id`` left (``at``: the attempt's creation time)."""
+        if len(self._calls) >= MAX_TRACKED_CALLS:
+            self._calls.pop(next(iter(self._calls)))
+        self._calls[call_id] = _CallTimes(kind=kind, started=at)
+
+    def call_ringing(self, call_id: str, at: float) -> None:
+        """The first 180/183 of ``call_id`` (later ones are ignored)."""
+        t = self._calls.get(call_id)
+        if t is not None and t.ringing is None:
+            t.ringing = at
+
+    def call_answered(self, call_id: str, at: float) -> None:
+        """``call_id`` was answered: observe its setup time and its ring time."""
+        t = self._calls.get(call_id)
+        if t is None or t.answered is not None:
+            return
+        t.answered = at
+        self.setup_seconds.labels(t.kind).observe(max(0.0, at - t.started))
+        if t.ringing is not None:
+            self.ring_seconds.labels(t.kind).observe(max(0.0, at - t.ringing))
+
+    def call_ended(self, call_id: str, at: float, answered_at: float | None = None) -> None:
+        """``call_id`` ended; a call that rang and was never answered observes its ring time.
+
+        ``answered_at`` (from the end report) covers an answer whose own event was missed.
+        """
+        if answered_at is not None:
+            self.call_answered(call_id, answered_at)
+        t = self._calls.pop(call_id, None)
+        if t is not None and t.answered is None and t.ringing is not None:
+            self.ring_seconds.labels(t.kind).observe(max(0.0, at - t.ringing))
+
+    # ----- campaigns and recipients -----
+
+    def set_campaigns(self, by_state: Mapping[str, int]) -> None:
+        """Campaigns per state; a state not given is 0."""
+        for state in CampaignState:
+            self.campaigns.labels(state.value).set(by_state.get(state.value, 0))
+
+    def set_campaign_recipients(self, states_by_campaign: Mapping[int, Mapping[str, int]],
+                                campaign_states: Mapping[int, str] | None = None) -> None:
+        """Recipients by state for each live campaign given; campaigns not given lose their series.
+
+        Every recipient state is exported for a given campaign (0 when absent), so stacked graphs
+        add up. ``campaign_states`` (campaign id -> state) also sets ``dialer_campaign_state``.
+        """
+        given = {str(cid) for cid in states_by_campaign}
+        for gone in self._live - given:
+            for state in RecipientState:
+                self._remove(self.recipients, gone, state.value)
+            for cstate in sorted(LIVE_STATES):
+                self._remove(self.campaign_state, gone, cstate)
+        for cid, states in states_by_campaign.items():
+            for state in RecipientState:
+                self.recipients.labels(str(cid), state.value).set(states.get(state.value, 0))
+            current = (campaign_states or {}).get(cid)
+            if current is not None:
+                for cstate in sorted(LIVE_STATES):
+                    self.campaign_state.labels(str(cid), cstate).set(1 if cstate == current else 0)
+        self._live = given
+
+    def update_campaigns(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Everything about campaigns from ``SqlStore.list_campaigns()`` rows, in one call.
+
+        Each row has ``id``, ``state`` and the recipient counts ``idle``, ``active``,
+        ``contacted``, ``failed``, ``stopped``.
+        """
+        by_state: dict[str, int] = {}
+        recipients: dict[int, dict[str, int]] = {}
+        states: dict[int, str] = {}
+        for row in rows:
+            state = str(row["state"])
+            by_state[state] = by_state.get(state, 0) + 1
+            if state in LIVE_STATES:
+                cid = int(row["id"])
+                recipients[cid] = {s.value: int(row.get(s.value, 0) or 0) for s in RecipientState}
+                states[cid] = state
+        self.set_campaigns(by_state)
+        self.set_campaign_recipients(recipients, states)
+
+    # ----- limits, trunks, pool -----
+
+    def set_limits(self, limits: Limits, max_campaigns: int | None) -> None:
+        """The global limits in force; ``None`` (unlimited) removes the series."""
+        for scope, value in (("total", limits.total), ("internal", limits.internal),
+                             ("external", limits.external)):
+            if value is None:
+                self._remove(self.max_calls, scope)
+            else:
+                self.max_calls.labels(scope).set(value)
+        if max_campaigns is None:
+            # an unlabelled gauge cannot be removed: unregister it, register it again when set
+            if self._max_campaigns_registered:
+                self.registry.unregister(self.max_active_campaigns)
+                self._max_campaigns_registered = False
+        else:
+            if not self._max_campaigns_registered:
+                self.registry.register(self.max_active_campaigns)
+                self._max_campaigns_registered = True
+            self.max_active_campaigns.set(max_campaigns)
+
+    def set_trunk(self, trunk: str, registered: bool, code: int | None = None) -> None:
+        """Registration state of ``trunk``; ``code`` is the last REGISTER status (None: keep)."""
+        self.trunk_registered.labels(trunk).set(1 if registered else 0)
+        child = self.trunk_status.labels(trunk)
+        if code is not None:
+            child.set(code)
+
+    def set_pool(self, *, size: int, ready: int, busy: int, slots: int) -> None:
+        """The worker pool: wanted size, ready workers, busy slots, slots of the ready workers."""
+        self.pool_size.set(size)
+        self.workers_ready.set(ready)
+        self.workers_busy.set(busy)
+        self.worker_slots.set(slots)
+
+    # ----- exposition -----
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format (what the endpoint serves)."""
+        return generate_latest(self.registry)
+
     def serve(self, bind: str, port: int) -> None:
+        """Serve ``/metrics`` over HTTP on ``bind:port`` (a daemon thread)."""
         self._server = start_http_server(port, addr=bind, registry=self.registry)
 
+    @property
+    def port(self) -> int | None:
+        """The port actually bound (useful with port 0), or None when not serving."""
+        if self._server is None:
+            return None
+        return int(self._server[0].server_address[1])
+
     def stop(self) -> None:
+        """Stop the HTTP endpoint, if serving."""
         if self._server is not None:
             server, thread = self._server
             server.shutdown()
             thread.join(timeout=2)
             server.server_close()
             self._server = None
+
+    # ----- helpers -----
+
+    @staticmethod
+    def _remove(metric: Gauge, *labels: str) -> None:
+        try:
+            metric.remove(*labels)
+        except KeyError:
+            pass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -19,11 +20,43 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dialer.errors import ConfigError
 from dialer.ipc import Channel, Message, inheritable_pair
 
 logger = logging.getLogger(__name__)
 
 RESTART_BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0)
+FDS_PER_WORKER = 4  # the daemon's end of the socketpair, with room for pipes and restarts
+EPHEMERAL_PORTS = "/proc/sys/net/ipv4/ip_local_port_range"
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise the soft RLIMIT_NOFILE towards ``wanted`` (never above the hard limit).
+
+    The workers inherit it. Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+def check_rtp_ranges(first: int, last: int) -> None:
+    """Refuse RTP ranges past port 65535; warn when they overlap the kernel's ephemeral ports
+    (where SIP transports bind port 0): pjsua then skips to ports that may belong to a
+    neighbouring worker, which works but costs failed binds."""
+    if last > 65535:
+        raise ConfigError(f"[sip] rtp_port: the workers need RTP ports {first}-{last}, past 65535;"
+                          f" lower rtp_port or the number of workers")
+    try:
+        with open(EPHEMERAL_PORTS) as f:
+            low, high = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        return
+    if first <= high and last >= low:
+        logger.warning("RTP ports %d-%d overlap the ephemeral ports %d-%d: choose an rtp_port "
+                       "below %d", first, last, low, high, low - (last - first + 1))
 
 
 @dataclass
@@ -38,6 +71,7 @@ class Worker:
     sip_port: int | None = None
     calls: set[str] = field(default_factory=set)
     failures: int = 0
+    overloaded: bool = False  # the worker reports its event loop running late (``load``)
 
     @property
     def pid(self) -> int:
@@ -62,6 +96,13 @@ class WorkerPool:
 
     def start(self, size: int | None = None) -> None:
         """Start ``size`` workers (default: the pool's maximum) ahead of any call."""
+        limit = raise_fd_limit(64 + FDS_PER_WORKER * self.size + 1024)
+        if limit < 64 + FDS_PER_WORKER * self.size:
+            logger.warning("RLIMIT_NOFILE is %d: too low for %d workers", limit, self.size)
+        last = self._init_message(self.size - 1)
+        if last.get("rtp_port"):
+            first = int(self._init_message(0)["rtp_port"])
+            check_rtp_ranges(first, int(last["rtp_port"]) + int(last.get("rtp_port_range") or 0))
         self.resize(self.size if size is None else size)
 
     def resize(self, size: int) -> None:
@@ -88,9 +129,15 @@ class WorkerPool:
 
     # ----- capacity -----
 
+    def _usable(self, w: Worker) -> bool:
+        return w.ready and not w.channel.closed and not w.overloaded
+
     def free_slots(self) -> int:
+        """Slots for new calls. A worker whose event loop runs late (the machine is short of
+        CPU) takes no new calls until it catches up: under overload the pool places fewer
+        calls instead of degrading those in progress."""
         return sum(self.calls_per_worker - len(w.calls) for w in self.workers.values()
-                   if w.ready and not w.channel.closed)
+                   if self._usable(w) and len(w.calls) < self.calls_per_worker)
 
     def busy_slots(self) -> int:
         return sum(len(w.calls) for w in self.workers.values())
@@ -101,7 +148,7 @@ class WorkerPool:
     def dial(self, message: Message) -> Worker | None:
         """Hand a call to the least busy ready worker; None when every slot is taken."""
         ready = [w for w in self.workers.values()
-                 if w.ready and not w.channel.closed and len(w.calls) < self.calls_per_worker]
+                 if self._usable(w) and len(w.calls) < self.calls_per_worker]
         if not ready:
             return None
         w = min(ready, key=lambda x: (len(x.calls), x.index))
@@ -126,6 +173,12 @@ class WorkerPool:
             logger.info("worker %d ready (pid %d, SIP port %s)", w.index, w.pid, w.sip_port)
         elif ev == "ended":
             w.calls.discard(str(msg.get("call_id")))
+        elif ev == "load":
+            w.overloaded = bool(msg.get("overloaded"))
+            (logger.warning if w.overloaded else logger.info)(
+                "worker %d %s (loop %.0f ms late)", w.index,
+                "overloaded: no new calls" if w.overloaded else "caught up",
+                1000 * float(msg.get("lag") or 0))
 
     def reap(self) -> list[tuple[Worker, set[str]]]:
         """Workers that have exited (or closed their channel): their lost calls, then restart."""

@@ -88,6 +88,12 @@ def make_recipient(number: str, *, name: str | None = None, email: str | None = 
 def parse_csv(text: str, *, source: str = "recipients.csv",
               rules: NumberRules = NumberRules()) -> list[Recipient]:
     """Parse a whole recipients CSV; all or nothing: any bad line raises CsvError naming each."""
+    return [rec for _, rec in parse_csv_lines(text, source=source, rules=rules)]
+
+
+def parse_csv_lines(text: str, *, source: str = "recipients.csv",
+                    rules: NumberRules = NumberRules()) -> list[tuple[int, Recipient]]:
+    """As ``parse_csv``, each recipient with the line of the file it came from."""
     problems: list[tuple[int, str]] = []
     try:
         reader = csv.DictReader(io.StringIO(text))
@@ -100,7 +106,7 @@ def parse_csv(text: str, *, source: str = "recipients.csv",
     if unknown:
         raise CsvError(source, [(1, f"unknown column(s): {', '.join(unknown)}")])
     reader.fieldnames = header
-    out: list[Recipient] = []
+    out: list[tuple[int, Recipient]] = []
     seen: dict[str, int] = {}
     try:
         for row in reader:
@@ -122,7 +128,7 @@ def parse_csv(text: str, *, source: str = "recipients.csv",
                 problems.append((line, f"{rec.number} repeats line {seen[rec.number]}"))
                 continue
             seen[rec.number] = line
-            out.append(rec)
+            out.append((line, rec))
     except csv.Error as exc:
         problems.append((reader.line_num, f"unreadable CSV ({exc})"))
     if problems:

@@ -13,7 +13,7 @@ kind as could possibly be taken) and the counts of calls in progress; ``plan`` d
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from dialer.domain import Kind, Limits
@@ -86,11 +86,20 @@ def room(limits: Limits, running: Counts) -> tuple[float, float, float]:
     )
 
 
+CandidateSource = Callable[[CampaignLoad, Counts, "int | None"], Sequence[Candidate]]
+"""Loads a campaign's candidates on demand: ``(campaign, global running now, capacity left)``.
+
+``plan`` calls it only for a campaign that could take a call at that point of the decision, in
+rank order, so the storage adapter reads candidates of the few campaigns that get slots, never of
+all of them; ``wanted(campaign, global_limits, running, capacity)`` bounds how many to read.
+"""
+
+
 def plan(
     campaigns: Sequence[CampaignLoad],
     global_limits: Limits,
     global_running: Counts,
-    candidates: Mapping[int, Sequence[Candidate]],
+    candidates: Mapping[int, Sequence[Candidate]] | CandidateSource,
     *,
     kinds_available: frozenset[Kind] = frozenset(Kind),
     capacity: int | None = None,
@@ -98,16 +107,26 @@ def plan(
     """Decide the calls to place now.
 
     ``candidates[campaign_id]`` lists the campaign's callable recipients in the campaign's own
-    order (fresh in list order, then retries longest-ago first). ``kinds_available`` leaves out a
-    kind whose trunk cannot place calls now (unregistered): its recipients are not touched, so no
-    attempt is burned. ``capacity`` bounds the total further (free worker slots of this node).
+    order (fresh in list order, then retries longest-ago first); or ``candidates`` is a
+    ``CandidateSource`` that loads that list when the campaign's turn comes and it has room.
+    ``kinds_available`` leaves out a kind whose trunk cannot place calls now (unregistered): its
+    recipients are not touched, so no attempt is burned. ``capacity`` bounds the total further
+    (free worker slots of this node).
     """
     dials: list[Dial] = []
     g_running = global_running
     cap = float("inf") if capacity is None else capacity
     for camp in rank(campaigns):
         c_running = camp.running
-        for cand in candidates.get(camp.id, ()):
+        if isinstance(candidates, Mapping):
+            listed: Sequence[Candidate] = candidates.get(camp.id, ())
+        else:
+            if cap <= 0 or not _has_room(camp, global_limits, g_running, kinds_available):
+                if cap <= 0 or room(global_limits, g_running)[0] <= 0:
+                    return dials
+                continue
+            listed = candidates(camp, g_running, None if capacity is None else int(cap))
+        for cand in listed:
             if cap <= 0:
                 return dials
             g_total, g_int, g_ext = room(global_limits, g_running)
@@ -126,6 +145,17 @@ def plan(
             c_running = c_running.add(cand.kind)
             cap -= 1
     return dials
+
+
+def _has_room(camp: CampaignLoad, global_limits: Limits, g_running: Counts,
+              kinds: frozenset[Kind]) -> bool:
+    """Whether ``camp`` could take one more call of some available kind right now."""
+    g_total, g_int, g_ext = room(global_limits, g_running)
+    c_total, c_int, c_ext = room(camp.limits, camp.running)
+    if min(g_total, c_total) <= 0:
+        return False
+    return ((Kind.INTERNAL in kinds and min(g_int, c_int) > 0)
+            or (Kind.EXTERNAL in kinds and min(g_ext, c_ext) > 0))
 
 
 def wanted(camp: CampaignLoad, global_limits: Limits, global_running: Counts,

@@ -1,7 +1,7 @@
 """Text to speech with espeak-ng, and the regeneration of the shipped prompts.
 
 ``synthesize`` turns a text into a normalised WAV through ``import_audio``, so speech gets the
-same checks as any uploaded file. ``python -m media.tts`` rewrites ``media/prompts/*/*.wav``
+same checks as any uploaded file; ``render_tts`` is what ``--tts "text" [--voice it|en]`` calls. ``python -m media.tts`` rewrites ``media/prompts/*/*.wav``
 from ``media.prompts.PROMPT_TEXTS``.
 """
 
@@ -48,6 +48,30 @@ def synthesize(text: str, language: str, dest_dir: Path, *, rate: int = 8000,
         except (OSError, subprocess.SubprocessError) as exc:
             raise AudioError(f"{ESPEAK} failed on {text[:40]!r}: {exc}") from exc
         return import_audio(wav, dest_dir, rate=rate)
+
+
+MAX_TTS_CHARS = 2000  # about three minutes of speech at 150 words a minute
+
+
+def render_tts(text: str, voice: str, dest_dir: Path, *, rate: int = 8000,
+               timeout: float = 60.0) -> AudioInfo:
+    """The message of ``--tts "text" [--voice it|en]``: speech as a normalised WAV in ``dest_dir``.
+
+    ``voice`` is a language with a shipped prompt set (``en``, ``it``, or forms such as
+    ``it-IT``). Raises ``AudioError`` with one line when espeak-ng is not installed, when the
+    text is empty or too long, or when espeak-ng fails; ``ValidationError`` for an unknown voice.
+    """
+    language = normalise_language(voice)
+    spoken = " ".join(text.split())  # newlines and tabs read as pauses at best, noise at worst
+    if not spoken:
+        raise AudioError("the text to speak is empty")
+    if len(spoken) > MAX_TTS_CHARS:
+        raise AudioError(f"the text to speak has {len(spoken)} characters; at most "
+                         f"{MAX_TTS_CHARS} (record longer messages and use --audio)")
+    if shutil.which(ESPEAK) is None:
+        raise AudioError(f"text to speech needs {ESPEAK}, which is not installed "
+                         f"(apt-get install {ESPEAK}), or record the message and use --audio")
+    return synthesize(spoken, language, Path(dest_dir), rate=rate, timeout=timeout)
 
 
 def regenerate_prompts(prompts_dir: Path = PROMPTS_DIR) -> dict[str, dict[str, float]]:

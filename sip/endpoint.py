@@ -110,6 +110,11 @@ def create_endpoint(level: int, user_agent: str) -> tuple[pj.Endpoint, StderrLog
     cfg.medConfig.threadCnt = 0
     cfg.medConfig.hasIoqueue = False  # without this threadCnt = 0 is silently reset to 1
     cfg.medConfig.noVad = True
+    # The bridge at 8 kHz: G.711 and every prompt and message are 8 kHz (media.audio), so no
+    # frame is resampled on its way from a player to a call (the default bridge runs at 16 kHz).
+    cfg.medConfig.clockRate = 8000
+    cfg.medConfig.sndClockRate = 8000
+    cfg.medConfig.ecTailLen = 0  # no echo canceller: there is no sound card to echo
     writer = StderrLogWriter()
     cfg.logConfig.writer = writer
     cfg.logConfig.level = level

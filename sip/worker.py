@@ -20,6 +20,7 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import gc
 import logging
 import os
@@ -44,6 +45,22 @@ MAX_ACCOUNTS = 8  # the 9th Account.create() aborts the process
 POLL_MS = 50  # SIP, RTP and timers still wake libHandleEvents earlier (PJSUA2-NOTES)
 MEDIA_GRACE = 5.0  # seconds an answered call may go without active audio before we give up
 SHUTDOWN_GRACE = 3.0  # seconds to wait for BYE/CANCEL transactions when shutting down
+# A replaced or finished player is destroyed only this long after it was disconnected. PJSIP
+# 2.15's conference bridge applies connect/disconnect/remove on its clock thread, so a player
+# destroyed at once can still be read by that thread: a use-after-free that killed workers
+# with SIGSEGV in the clock thread under load (about 1 call in 150 at 100 concurrent calls,
+# bench/RESULTS.md). Half a second is 25 clock ticks.
+PLAYER_RETIRE_S = 0.5
+# Overload: how late the loop comes round (an average over about a second of iterations) past
+# which the worker asks for no new calls, and below which it takes them again. On a machine
+# short of CPU every process waits for a core; the calls in progress keep theirs.
+LAG_OVERLOAD_S = 0.10
+# pjsua frees a call slot a little after the DISCONNECTED callback that made the daemon send
+# the next dial, so makeCall can still say PJ_ETOOMANY (4 calls in 2,000 at 500 concurrent
+# calls): such a dial is retried on the next loop turns for this long before it fails.
+TOOMANY_RETRY_S = 2.0
+PJ_ETOOMANY = 70010
+LAG_RECOVER_S = 0.03
 
 
 def _sip_hostport(uri: str) -> str:
@@ -89,6 +106,7 @@ class Attempt:
     state: dlg.DialogueState
     call: OutboundCall | None = None
     player: pj.AudioMediaPlayer | None = None
+    sink: pj.AudioMedia | None = None  # the call's audio the player transmits to
     timer: tuple[float, int] | None = None  # (monotonic deadline, token): one per call
     sip_confirmed: bool = False
     media_up: bool = False
@@ -169,7 +187,11 @@ class Worker:
         self._rejected: set[RejectedCall] = set()
         self._to_reject: list[RejectedCall] = []
         self._graveyard: list[pj.Call] = []  # disconnected calls, dropped after the callback
+        self._retired: list[tuple[float, pj.AudioMediaPlayer]] = []  # (destroy at, player)
+        self._redial: list[tuple[float, Message]] = []  # (give up at, dial) after PJ_ETOOMANY
         self._stopping = False
+        self._lag = 0.0  # moving average of how late each loop iteration came round (s)
+        self._overloaded = False
 
     # ----- IPC -----
 
@@ -253,9 +275,19 @@ class Worker:
         assert self.ep is not None
         for msg in pending:
             self._handle(msg)
+        last = time.monotonic()
         while not self._stopping:
             self.ep.libHandleEvents(POLL_MS)
+            now = time.monotonic()
+            self._watch_load(now - last)
+            last = now
             self._graveyard.clear()  # before any new makeCall can reuse a call slot
+            if self._retired and self._retired[0][0] <= time.monotonic():
+                self._destroy_retired(time.monotonic())
+            if self._redial:
+                redial, self._redial = self._redial, []
+                for give_up, msg in redial:
+                    self._handle(msg, give_up)
             self._reject_pending()
             try:
                 messages = self.channel.receive()
@@ -270,15 +302,29 @@ class Worker:
             self._tick()
         self.shutdown()
 
-    def _handle(self, msg: Message) -> None:
+    def _watch_load(self, elapsed: float) -> None:
+        """Track how late the loop runs; tell the daemon when it crosses the thresholds."""
+        self._lag = 0.95 * self._lag + 0.05 * max(0.0, elapsed - POLL_MS / 1000)
+        if self._overloaded != (self._lag > (LAG_RECOVER_S if self._overloaded
+                                             else LAG_OVERLOAD_S)):
+            self._overloaded = not self._overloaded
+            logger.warning("worker %d %s: loop %.0f ms late", self.index,
+                           "overloaded" if self._overloaded else "caught up", self._lag * 1000)
+            self.send({"ev": "load", "overloaded": self._overloaded, "lag": round(self._lag, 3)})
+
+    def _handle(self, msg: Message, give_up: float | None = None) -> None:
         op = msg.get("op")
         try:
             if op == "dial":
-                self.dial(msg)
+                self.dial(msg, give_up)
             elif op == "hangup":
                 att = self.attempts.get(str(msg.get("call_id")))
                 if att is not None:
                     self._hangup(att, abort="hung up on request")
+                waiting = [m for _, m in self._redial if m.get("call_id") == msg.get("call_id")]
+                if waiting:
+                    self._redial = [(g, m) for g, m in self._redial if m not in waiting]
+                    self._send_failed(str(msg.get("call_id")), "hung up on request")
             elif op == "shutdown":
                 self._stopping = True
             else:
@@ -311,8 +357,10 @@ class Worker:
 
     # ----- calls -----
 
-    def dial(self, msg: Message) -> None:
-        """Place one call; every path ends in exactly one ``ended`` for this ``call_id``."""
+    def dial(self, msg: Message, give_up: float | None = None) -> None:
+        """Place one call; every path ends in exactly one ``ended`` for this ``call_id``.
+
+        ``give_up``: when a dial refused with PJ_ETOOMANY stops being retried."""
         call_id = str(msg["call_id"])
         trunk = self.trunks.get(str(msg.get("trunk")))
         if call_id in self.attempts:
@@ -343,9 +391,15 @@ class Worker:
         try:
             att.call.makeCall(target, prm)
         except pj.Error as exc:
-            logger.warning("call %s: makeCall failed: %s", call_id, exc.info())
             del self.attempts[call_id]
             att.call = None
+            now = time.monotonic()
+            if exc.status == PJ_ETOOMANY and (give_up is None or now < give_up) \
+                    and not self._stopping:
+                logger.info("call %s: no free pjsua call slot yet, retrying", call_id)
+                self._redial.append((give_up or now + TOOMANY_RETRY_S, msg))
+                return
+            logger.warning("call %s: makeCall failed: %s", call_id, exc.info())
             self._send_failed(call_id, f"makeCall failed: {exc.reason} ({exc.status})")
             return
         logger.info("call %s: dialling %s via %s", call_id, msg["uri"], trunk.name)
@@ -428,7 +482,7 @@ class Worker:
 
     def _play(self, att: Attempt, prompt: str) -> None:
         """Replace the call's player with a fresh one on ``prompt`` (played once, from start)."""
-        self._stop_player(att)
+        self._stop_player(att, connected=True)
         path = att.media.get(prompt)
         if not path or att.call is None:
             logger.warning("call %s: no audio for %s", att.call_id, prompt)
@@ -436,18 +490,35 @@ class Worker:
         try:
             player = pj.AudioMediaPlayer()
             player.createPlayer(path, pj.PJMEDIA_FILE_NO_LOOP)
-            player.startTransmit(att.call.getAudioMedia(-1))
-            att.player = player
+            sink = att.call.getAudioMedia(-1)
+            player.startTransmit(sink)
+            att.player, att.sink = player, sink
         except pj.Error as exc:
             # The dialogue's timer still runs, so the call goes on (silently) and ends.
             logger.error("call %s: cannot play %s: %s", att.call_id, path, exc.info())
             self._log_event("error", f"cannot play {path}: {exc.reason}")
 
-    @staticmethod
-    def _stop_player(att: Attempt) -> None:
-        # Dropping the last reference destroys the player (pjsua_player_destroy), which also
-        # removes its conference port and so every connection: no stopTransmit needed.
-        att.player = None
+    def _stop_player(self, att: Attempt, connected: bool = False) -> None:
+        """Disconnect the call's player now and destroy it ``PLAYER_RETIRE_S`` later.
+
+        ``connected``: the call is still up, so its audio port is valid and the player must stop
+        transmitting to it (it would otherwise go on under the next prompt). A call that has
+        disconnected had its port removed from the bridge by pjsua, connections included.
+        """
+        player, sink = att.player, att.sink
+        att.player = att.sink = None
+        if player is None:
+            return
+        if connected and sink is not None:
+            try:
+                player.stopTransmit(sink)
+            except pj.Error as exc:
+                logger.debug("call %s: stopTransmit: %s", att.call_id, exc.info())
+        self._retired.append((time.monotonic() + PLAYER_RETIRE_S, player))
+
+    def _destroy_retired(self, now: float) -> None:
+        while self._retired and self._retired[0][0] <= now:
+            self._retired.pop(0)  # the last reference: pjsua_player_destroy
 
     def _hangup(self, att: Attempt, abort: str | None = None) -> None:
         if abort is not None and att.abort_reason is None and att.state.outcome is None:
@@ -516,6 +587,9 @@ class Worker:
         """Hang up every call, report them, drop every pjsua2 object, destroy the library."""
         if self.ep is None:
             return
+        for _, msg in self._redial:
+            self._send_failed(str(msg.get("call_id")), "worker shutting down")
+        self._redial.clear()
         for att in list(self.attempts.values()):
             self._hangup(att, abort="worker shutting down")
         deadline = time.monotonic() + SHUTDOWN_GRACE
@@ -525,9 +599,15 @@ class Worker:
             self._reject_pending()
         for att in list(self.attempts.values()):  # no DISCONNECTED in time: report anyway
             self._finish(att, 0, "worker shutting down", None)
+        if self._retired:  # let the bridge drop the last players before they are destroyed
+            last = self._retired[-1][0]
+            while self._retired and time.monotonic() < last + POLL_MS / 1000:
+                self.ep.libHandleEvents(POLL_MS)
+                self._destroy_retired(time.monotonic())
         self._graveyard.clear()
         self._rejected.clear()
         self._to_reject.clear()
+        self._retired.clear()
         for trunk in self.trunks.values():
             trunk.account = None
         self.trunks.clear()
@@ -552,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ipc-fd", type=int, required=True)
     args = parser.parse_args(argv)
     setup_logging(3)
+    faulthandler.enable()  # a crash in the library still names the Python line it came from
     channel = Channel.from_fd(args.ipc_fd)
     first = _read_first(channel)
     if not first:

@@ -242,3 +242,55 @@ def test_sip_info_dtmf_confirms_too(start_sipp, dialer) -> None:
     [attempt] = d.attempts(cid)
     assert attempt["outcome"] == "contacted" and attempt["keys"] == "19"
     assert_attempts_match_invites(d, cid, sipp)
+
+
+def test_raising_the_global_limit_mid_campaign_takes_effect_at_once(start_sipp, dialer) -> None:
+    """max_calls 2, then 6 while the campaign runs: SIPp sees at most 2 calls before the change,
+    6 soon after it, never more (the safety pass notices the CLI's change within a second)."""
+    sipp = start_sipp("answer_confirm", keys={"key1_ms": KEY1_MS, "key9_ms": KEY9_MS})
+    d = dialer(internal=trunk(sipp), external=trunk(sipp), workers=3)
+    d.store.set_settings(actor="test", now=0.0, max_calls=2)
+    d.template("T", numbers(24), message=3.0, answer_confirm=False, listen_confirm=False)
+    cid = d.start_campaign("T")
+    d.serve()
+    sipp.wait_for_invites(4, 30)  # two rounds of two calls under the first limit
+    before = list(sipp.events())
+    d.store.set_settings(actor="test", now=0.0, max_calls=6)
+    detail = d.wait_state(cid, ["completed", "incomplete"], 120)
+    assert detail["state"] == "completed"
+    from tests.peers import peak_concurrency
+
+    assert peak_concurrency(before) == 2
+    assert sipp.peak_calls() == 6
+    assert_attempts_match_invites(d, cid, sipp)
+
+
+def test_lowering_the_global_limit_mid_campaign_places_no_call_above_it(start_sipp,
+                                                                        dialer) -> None:
+    """max_calls 6, then 2: the calls in progress finish, no new call starts above 2."""
+    sipp = start_sipp("answer_confirm", keys={"key1_ms": KEY1_MS, "key9_ms": KEY9_MS})
+    d = dialer(internal=trunk(sipp), external=trunk(sipp), workers=3)
+    d.store.set_settings(actor="test", now=0.0, max_calls=6)
+    d.template("T", numbers(16), message=3.0, answer_confirm=False, listen_confirm=False)
+    cid = d.start_campaign("T")
+    d.serve()
+    sipp.wait_for_invites(6, 30)
+    d.store.set_settings(actor="test", now=0.0, max_calls=2)
+    n_before = len(sipp.events())
+    detail = d.wait_state(cid, ["completed", "incomplete"], 120)
+    assert detail["state"] == "completed"
+    events = sipp.events()
+    # replay: after the change (plus the up to one second until the daemon's next pass), every
+    # INVITE arrives with at most 2 calls open
+    open_calls: set[str] = set()
+    late_peaks = []
+    change_ms = events[n_before - 1].clock_ms + 1000 if n_before else 0
+    for e in events:
+        if e.kind == "INVITE":
+            open_calls.add(e.call_id)
+            if e.clock_ms > change_ms:
+                late_peaks.append(len(open_calls))
+        elif e.kind == "END":
+            open_calls.discard(e.call_id)
+    assert late_peaks and max(late_peaks) <= 2, late_peaks
+    assert_attempts_match_invites(d, cid, sipp)

@@ -120,6 +120,14 @@ class CampaignRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     created_by: Mapped[str] = mapped_column(String(64))
     ended_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    # How many recipients stand in each state, kept in the same transaction as every recipient
+    # change (SqlStore._set_recipient_state), so that a scheduling pass never counts recipients.
+    # NULL means "not counted yet" (rows from before revision 0003): the next pass counts them.
+    n_idle: Mapped[int | None] = mapped_column(Integer)
+    n_active: Mapped[int | None] = mapped_column(Integer)
+    n_contacted: Mapped[int | None] = mapped_column(Integer)
+    n_failed: Mapped[int | None] = mapped_column(Integer)
+    n_stopped: Mapped[int | None] = mapped_column(Integer)
 
 
 class RecipientRow(Base):
@@ -127,8 +135,13 @@ class RecipientRow(Base):
 
     __tablename__ = "recipients"
     __table_args__ = (
-        Index("ix_recipients_fresh", "campaign_id", "state", "calls", "position"),
-        Index("ix_recipients_retry", "campaign_id", "state", "next_at"),
+        # Candidates are read straight off these indexes (covering on SQLite, with LIMIT):
+        # never-called ones in list order, retries in order of their last call, and the
+        # earliest retry time of a campaign and kind (is any retry due? when is the next one?).
+        Index("ix_recipients_fresh_kind", "campaign_id", "state", "kind", "calls", "position"),
+        Index("ix_recipients_retry_kind", "campaign_id", "state", "kind", "last_call_at",
+              "next_at"),
+        Index("ix_recipients_due", "campaign_id", "state", "kind", "next_at"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
@@ -157,6 +170,7 @@ class AttemptRow(Base):
     __tablename__ = "attempts"
     __table_args__ = (
         Index("ix_attempts_open", "ended_at", "node"),
+        Index("ix_attempts_running", "ended_at", "campaign_id", "kind"),
         Index("ix_attempts_recipient", "recipient_id"),
         Index("ix_attempts_campaign", "campaign_id"),
     )
@@ -193,3 +207,51 @@ class EventRow(Base):
     kind: Mapped[str] = mapped_column(String(40))
     actor: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class RunRow(Base):
+    """The history of one launched campaign (same id), written once at launch, never updated.
+
+    Why a table of its own rather than soft-deleting campaigns: the campaign and its ``recipients``
+    rows are working state that the scheduler mutates and that an operator may delete; the run
+    keeps what the history needs and nothing else changes it (settings snapshot, audio, the
+    recipient list with the recipient ids that ``attempts`` and ``events`` refer to). Attempts and
+    events carry the run id (= campaign id) and have no foreign keys, so deleting the campaign or
+    its template leaves the whole history, byte for byte.
+    """
+
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(100))
+    template_name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    created_by: Mapped[str] = mapped_column(String(64))
+    start_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    audio_sha: Mapped[str] = mapped_column(String(64))
+    audio_seconds: Mapped[float] = mapped_column(Float)
+    recipients: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+
+
+class OperatorRow(Base):
+    """An operator: an OS login and its roles (comma-separated, sorted)."""
+
+    __tablename__ = "operators"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    roles: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    created_by: Mapped[str] = mapped_column(String(64))
+
+
+class AuditRow(Base):
+    """One successful change by an operator: who, when, what, old and new values."""
+
+    __tablename__ = "audit"
+    __table_args__ = (Index("ix_audit_at", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(40))
+    target: Mapped[str] = mapped_column(String(200))
+    old: Mapped[Any] = mapped_column(JSON, nullable=True)
+    new: Mapped[Any] = mapped_column(JSON, nullable=True)

@@ -1,0 +1,172 @@
+"""What every ``dialer`` command module shares: consoles, the store, the caller's identity and
+permissions, one-line errors, JSON output, time formatting and input parsing.
+
+Only ``cli/`` imports Typer; the commands live in ``cli/templates.py``, ``cli/campaigns.py``,
+``cli/settings.py``, ``cli/history.py`` and ``cli/operators.py``; ``cli/app.py`` is the root.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from dialer.errors import ValidationError
+from dialer.permissions import PermissionDenied, Role, allows
+from dialer.recipients import NumberRules, Recipient, parse_csv
+from dialer.storage.store import SqlStore, ensure_parent_dir
+
+DEFAULT_DB = "sqlite:///dialer.db"
+
+out = Console()
+err = Console(stderr=True)
+
+_state: dict[str, Any] = {"db": None}
+
+
+def fail(message: str) -> NoReturn:
+    """One clear line, exit 1."""
+    # escape: messages quote user text and TOML tables ("[trunks.external]") that Rich
+    # would otherwise take for markup tags and silently drop
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def actor() -> str:
+    """The identity of the caller: the OS login running the command."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (containers): fall back to the uid
+        return f"uid{os.getuid()}"
+
+
+def db_url() -> str:
+    return str(_state["db"] or os.environ.get("DIALER_DB") or DEFAULT_DB)
+
+
+def store(ready: bool = True) -> SqlStore:
+    """The store of the database given by --db / $DIALER_DB; checked to be initialised."""
+    url = db_url()
+    ensure_parent_dir(url)
+    s = SqlStore(url)
+    if ready:
+        s.check_ready()
+    return s
+
+
+def authorized(needed: Role, command: str) -> SqlStore:
+    """The store, once the caller is known to hold a role allowing ``command``.
+
+    Checked before anything is read or changed, so a refused command leaves no trace (and no
+    audit entry)."""
+    s = store()
+    who = actor()
+    roles = s.roles_of(who)
+    if not allows(roles, needed):
+        raise PermissionDenied(who, command, needed, roles)
+    return s
+
+
+def rules() -> NumberRules:
+    """How numbers are read (--region, --extension-pattern)."""
+    value = _state.get("rules")
+    return value if isinstance(value, NumberRules) else NumberRules()
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def local(iso: str | None) -> str:
+    """An ISO UTC timestamp shown in the operator's local zone (with the zone)."""
+    if not iso:
+        return ""
+    return dt.datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def short_time(iso: str | None) -> str:
+    """Local time of day for today's timestamps, the date too for older ones."""
+    if not iso:
+        return ""
+    when = dt.datetime.fromisoformat(iso).astimezone()
+    if when.date() == dt.datetime.now().astimezone().date():
+        return when.strftime("%H:%M:%S")
+    return when.strftime("%Y-%m-%d %H:%M")
+
+
+def parse_when(text: str, option: str) -> float:
+    """An ISO date-time (the operator's local zone when it names none) as a timestamp."""
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValidationError(f"{option} {text!r} is not an ISO date-time "
+                              "(e.g. 2026-12-01T08:30 or 2026-12-01T08:30+01:00)") from exc
+    if when.tzinfo is None:
+        when = when.astimezone()  # the operator's local zone
+    return when.timestamp()
+
+
+def parse_start(in_minutes: Optional[float], at: Optional[str], now: float) -> float:
+    """Start now, after N minutes, or at an ISO date-time."""
+    if in_minutes is not None and at is not None:
+        raise ValidationError("give --in or --at, not both")
+    if in_minutes is not None:
+        if in_minutes < 0:
+            raise ValidationError("--in must be 0 or more minutes")
+        return now + in_minutes * 60
+    if at is not None:
+        return parse_when(at, "--at")
+    return now
+
+
+def parse_limit(text: Optional[str], option: str) -> tuple[bool, Optional[int]]:
+    """(given, value) of a limit option: a number 0 or more, or ``none`` for unlimited."""
+    if text is None:
+        return False, None
+    if text.strip().lower() in ("none", "unlimited", ""):
+        return True, None
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise ValidationError(f"{option} {text!r}: give a number or none") from exc
+    if value < 0:
+        raise ValidationError(f"{option[2:]} must be 0 or more, or none")
+    return True, value
+
+
+def import_audio_file(s: SqlStore, path: Path, max_seconds: float | None = None) -> tuple[str, float]:
+    """Decode, normalise and store an audio file; returns (sha256, seconds)."""
+    from media.audio import import_audio
+
+    max_seconds = max_seconds or float(_state.get("max_audio") or 600.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        info = import_audio(path, Path(tmp), rate=8000, max_seconds=max_seconds)
+        data = Path(info.path).read_bytes()
+    sha = s.add_media(data=data, sha256=info.sha256, rate=info.rate, seconds=info.seconds,
+                      source=str(path), now=time.time())
+    return sha, info.seconds
+
+
+def read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        fail(f"{what} {path} does not exist")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {what} {path}: {exc}")
+
+
+def read_recipients(path: Path, rules_: NumberRules | None = None) -> list[Recipient]:
+    """A whole recipients CSV, all or nothing (CsvError names every bad line)."""
+    return parse_csv(read_text(path, "recipients file"), source=str(path),
+                     rules=rules_ or rules())

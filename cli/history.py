@@ -1,0 +1,136 @@
+"""``dialer history ...``: every run of every campaign, kept after the campaign and its template
+are deleted; shown and exported (CSV, JSON) deterministically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich import box
+from rich.table import Table
+
+from cli.common import authorized, emit_json, local, out
+from dialer.errors import ValidationError
+from dialer.permissions import Role
+
+history_app = typer.Typer(help="The permanent history of every campaign run.", no_args_is_help=True)
+
+V = Role.VIEWER
+CSV_COLUMNS = ["record", "id", "at", "recipient_id", "position", "number", "attempt_id", "kind",
+               "actor", "data"]
+
+
+def export_json(history: dict[str, Any]) -> str:
+    """The history as JSON text: sorted keys and fixed order, so the same history gives the same
+    bytes."""
+    return json.dumps(history, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def export_csv(history: dict[str, Any]) -> str:
+    """The history as one CSV: a ``run`` row (with the settings snapshot), one ``recipient`` row
+    each, then every ``attempt`` and every ``event``; fields that have no column go into
+    ``data`` as JSON with sorted keys."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, CSV_COLUMNS, lineterminator="\n")
+    w.writeheader()
+
+    def data(d: dict[str, Any], *skip: str) -> str:
+        return json.dumps({k: v for k, v in d.items() if k not in skip}, sort_keys=True,
+                          ensure_ascii=False)
+
+    run = history["run"]
+    w.writerow({"record": "run", "id": run["id"], "at": run["created_at"],
+                "actor": run["created_by"],
+                "data": data({**run, "settings": history["settings"]}, "id", "created_at",
+                             "created_by")})
+    for r in history["recipients"]:
+        w.writerow({"record": "recipient", "id": r["id"], "recipient_id": r["id"],
+                    "position": r["position"], "number": r["number"], "kind": r["kind"],
+                    "data": data(r, "id", "position", "number", "kind")})
+    position = {r["id"]: r["position"] for r in history["recipients"]}
+    for a in history["attempts"]:
+        w.writerow({"record": "attempt", "id": a["id"], "at": a["created_at"],
+                    "recipient_id": a["recipient_id"], "position": position.get(a["recipient_id"], ""),
+                    "number": a["number"], "attempt_id": a["id"], "kind": a["outcome"] or "",
+                    "data": data(a, "id", "created_at", "recipient_id", "number")})
+    for e in history["events"]:
+        w.writerow({"record": "event", "id": e["id"], "at": e["at"],
+                    "recipient_id": e["recipient_id"] if e["recipient_id"] is not None else "",
+                    "position": position.get(e["recipient_id"], ""),
+                    "attempt_id": e["attempt_id"] or "", "kind": e["kind"],
+                    "actor": e["actor"] or "", "data": data(e["detail"])})
+    return buf.getvalue()
+
+
+@history_app.command("list")
+def history_list(json_out: bool = typer.Option(False, "--json", help="JSON for scripts.")) -> None:
+    """List every run, including those whose campaign was deleted. Example: dialer history list"""
+    rows = authorized(V, "history list").list_runs()
+    if json_out:
+        emit_json(rows)
+        return
+    t = Table("run", "name", "template", "state", "created", "by", "recipients", "campaign")
+    for r in rows:
+        t.add_row(str(r["id"]), r["name"], r["template"], r["state"], local(r["created_at"]),
+                  r["created_by"], str(r["recipients"]),
+                  "deleted" if r["campaign_deleted"] else "kept")
+    out.print(t)
+
+
+@history_app.command("show")
+def history_show(run_id: int = typer.Argument(..., help="Run id (= the campaign's id)."),
+                 json_out: bool = typer.Option(False, "--json", help="JSON for scripts.")) -> None:
+    """Show a run: its snapshot, recipients and every event. Example: dialer history show 3"""
+    h = authorized(V, "history show").run_history(run_id)
+    if json_out:
+        emit_json(h)
+        return
+    run = h["run"]
+    t = Table("field", "value", title=f"run {run['id']} {run['name']} ({run['state']})")
+    t.add_row("template", run["template"])
+    t.add_row("created", f"{local(run['created_at'])} by {run['created_by']}")
+    t.add_row("start", local(run["start_at"]))
+    for k, v in sorted(h["settings"].items()):
+        t.add_row(k, str(v))
+    out.print(t)
+    rt = Table("#", "number", "name", "kind", "email", title="recipients at launch")
+    for r in h["recipients"]:
+        rt.add_row(str(r["position"]), r["number"], r["name"] or "", r["kind"], r["email"] or "")
+    out.print(rt)
+    position = {r["id"]: r["position"] for r in h["recipients"]}
+    et = Table("time", "#", "event", "actor", "detail", title=f"{len(h['events'])} events, "
+               f"{len(h['attempts'])} attempts", box=box.SIMPLE_HEAD)
+    for e in h["events"]:
+        detail = ", ".join(f"{k}={v}" for k, v in sorted(e["detail"].items())
+                           if v is not None and k != "settings")
+        et.add_row(local(e["at"]), str(position.get(e["recipient_id"], "")), e["kind"],
+                   e["actor"] or "", detail)
+    out.print(et)
+
+
+@history_app.command("export")
+def history_export(
+    run_id: int = typer.Argument(..., help="Run id (= the campaign's id)."),
+    fmt: str = typer.Option("json", "--format", "-f", help="csv or json."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="File (default: stdout)."),
+) -> None:
+    """Export a run: configuration snapshot, recipients, every attempt and event.
+
+    Example: dialer history export 3 --format csv --output drill-3.csv
+    """
+    if fmt not in ("csv", "json"):
+        raise ValidationError(f"--format {fmt!r}: csv or json")
+    h = authorized(V, "history export").run_history(run_id)
+    text = export_json(h) if fmt == "json" else export_csv(h)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        output.write_bytes(text.encode("utf-8"))
+    except OSError as exc:
+        raise ValidationError(f"cannot write {output}: {exc}") from exc
+    out.print(f"run {run_id} exported to {output}")

@@ -1,0 +1,83 @@
+"""``dialer operator ...`` (admin role) and ``dialer audit list``: who may do what, and who did."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from cli.common import actor, authorized, emit_json, local, out, parse_when
+from dialer.permissions import Role, parse_roles
+
+operator_app = typer.Typer(help="Operators (OS logins) and their roles: admin, campaigns, "
+                                "settings, viewer.", no_args_is_help=True)
+audit_app = typer.Typer(help="Who changed what, when, with old and new values.",
+                        no_args_is_help=True)
+
+
+@operator_app.command("add")
+def operator_add(
+    user: str = typer.Argument(..., help="OS login name."),
+    role: list[str] = typer.Option(..., "--role", "-r",
+                                   help="admin, campaigns, settings or viewer; repeatable."),
+) -> None:
+    """Add an operator, or set the roles of an existing one.
+
+    Example: dialer operator add alice --role campaigns --role settings
+    """
+    roles = parse_roles(role)
+    authorized(Role.ADMIN, "operator add").set_operator(user, roles, actor=actor(),
+                                                        now=time.time())
+    out.print(f"{user}: {', '.join(sorted(r.value for r in roles))}")
+
+
+@operator_app.command("list")
+def operator_list(json_out: bool = typer.Option(False, "--json", help="JSON for scripts.")) -> None:
+    """List operators and their roles. Example: dialer operator list"""
+    rows = authorized(Role.VIEWER, "operator list").list_operators()
+    if json_out:
+        emit_json(rows)
+        return
+    t = Table("operator", "roles", "added", "by")
+    for r in rows:
+        t.add_row(r["name"], ", ".join(r["roles"]), local(r["created_at"]), r["created_by"])
+    out.print(t)
+
+
+@operator_app.command("remove")
+def operator_remove(user: str = typer.Argument(..., help="OS login name.")) -> None:
+    """Remove an operator (never the last admin). Example: dialer operator remove alice"""
+    authorized(Role.ADMIN, "operator remove").remove_operator(user, actor=actor(), now=time.time())
+    out.print(f"{user} removed")
+
+
+@audit_app.command("list")
+def audit_list(
+    since: Optional[str] = typer.Option(None, "--since", help="Only from this ISO date-time on."),
+    json_out: bool = typer.Option(False, "--json", help="JSON for scripts."),
+) -> None:
+    """Every successful change: who, when, what, old and new values.
+
+    Example: dialer audit list --since 2026-12-01T00:00
+    """
+    start = parse_when(since, "--since") if since else None
+    rows = authorized(Role.VIEWER, "audit list").audit_list(start)
+    if json_out:
+        emit_json(rows)
+        return
+    t = Table("time", "who", "action", "target", "old", "new")
+    for r in rows:
+        t.add_row(local(r["at"]), r["actor"], r["action"], r["target"], _brief(r["old"]),
+                  _brief(r["new"]))
+    out.print(t)
+
+
+def _brief(value: object, width: int = 120) -> str:
+    """A value in one short line for the table (the whole of it is in --json)."""
+    if value is None:
+        return ""
+    text = json.dumps(value, sort_keys=True, separators=(", ", ": "), default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,367 @@
+"""``dialer template ...``: campaign templates and their recipient lists (campaigns role)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from cli.common import (actor, authorized, emit_json, fail, import_audio_file, out, parse_limit,
+                        read_text, rules)
+from dialer.domain import CampaignSettings, Limits
+from dialer.errors import ValidationError
+from dialer.permissions import Role
+from dialer.recipients import make_recipient, parse_csv_lines
+from dialer.storage.store import TemplateView
+from dialer import validation
+
+template_app = typer.Typer(help="Campaign templates (campaign models) and their recipients.",
+                           no_args_is_help=True)
+recipients_app = typer.Typer(help="The recipient list of a template, in dialing order.",
+                             no_args_is_help=True)
+template_app.add_typer(recipients_app, name="recipients")
+
+C, V = Role.CAMPAIGNS, Role.VIEWER
+
+
+def _language(value: str) -> str:
+    from media.prompts import normalise_language
+
+    return normalise_language(value)
+
+
+def _optional_text(value: Optional[str]) -> tuple[bool, Optional[str]]:
+    """(given, value): ``none`` clears an optional text setting."""
+    if value is None:
+        return False, None
+    return True, None if value.strip().lower() in ("", "none") else value.strip()
+
+
+@template_app.command("add")
+def template_add(
+    name: str = typer.Argument(..., help="Letters, digits, spaces, - and _; also the caller display name."),
+    audio: Path = typer.Option(..., "--audio", help="The message: WAV, FLAC, OGG or MP3."),
+    caller_number: Optional[str] = typer.Option(None, help="Calling number (From user part)."),
+    external_route: Optional[str] = typer.Option(None, help="External route / routing class."),
+    priority: int = typer.Option(0, help="Higher runs first when slots are scarce."),
+    attempts: int = typer.Option(5, help="Maximum unsuccessful attempts per recipient (1..99)."),
+    ring_timeout: float = typer.Option(30.0, help="Seconds to ring before cancelling."),
+    answer_confirm: bool = typer.Option(True, "--answer-confirm/--no-answer-confirm",
+                                        help="Require the answer key (1) before the message."),
+    listen_confirm: bool = typer.Option(True, "--listen-confirm/--no-listen-confirm",
+                                        help="Require the listen key (9) after the message."),
+    answer_key: str = typer.Option("1", help="Key that confirms the answer."),
+    listen_key: str = typer.Option("9", help="Key that confirms the listening."),
+    threshold: Optional[int] = typer.Option(None, help="Recipients to reach for Completed (default all)."),
+    max_calls: Optional[str] = typer.Option(None, help="Concurrent calls of this campaign (none: unlimited)."),
+    max_internal: Optional[str] = typer.Option(None, help="Concurrent internal calls (none: unlimited)."),
+    max_external: Optional[str] = typer.Option(None, help="Concurrent external calls (none: unlimited)."),
+    retry_delay: float = typer.Option(60.0, help="Minimum seconds between two calls to one recipient."),
+    key_timeout: float = typer.Option(5.0, help="Seconds to wait for a key after a prompt."),
+    max_repeats: int = typer.Option(3, help="Repeats of a prompt or the message without the key."),
+    language: str = typer.Option("en", help="Language of the prompts: en or it."),
+    enabled: bool = typer.Option(True, "--enabled/--disabled", help="Whether it may launch campaigns."),
+    recipients: Optional[Path] = typer.Option(None, "--recipients", help="CSV: number[,name,email,kind]."),
+    json_out: bool = typer.Option(False, "--json", help="Print {\"id\": ...}."),
+) -> None:
+    """Create a template.
+
+    Example: dialer template add Fire --audio fire.wav --recipients staff.csv --attempts 3
+    """
+    validation.template_name(name)
+    settings = CampaignSettings(
+        caller_number=caller_number, display_name=name, priority=priority, attempts=attempts,
+        ring_timeout=ring_timeout, retry_delay=retry_delay, answer_confirm=answer_confirm,
+        listen_confirm=listen_confirm, answer_key=answer_key, listen_key=listen_key,
+        threshold=threshold, key_timeout=key_timeout, max_repeats=max_repeats,
+        language=_language(language), external_route=external_route,
+        limits=Limits(total=parse_limit(max_calls, "--max-calls")[1],
+                      internal=parse_limit(max_internal, "--max-internal")[1],
+                      external=parse_limit(max_external, "--max-external")[1]))
+    validation.settings(settings)
+    s = authorized(C, "template add")
+    recs = ([r for _, r in parse_csv_lines(read_text(recipients, "recipients file"),
+                                           source=str(recipients), rules=rules())]
+            if recipients else [])
+    validation.settings(settings, len(recs))
+    sha, seconds = import_audio_file(s, audio)
+    tid = s.add_template(name=name, settings=settings, audio_sha=sha, audio_seconds=seconds,
+                         recipients=recs, now=time.time(), actor=actor(), enabled=enabled)
+    if json_out:
+        emit_json({"id": tid})
+    else:
+        out.print(f"template {name!r} added ({len(recs)} recipients, {seconds:.1f} s message)")
+
+
+@template_app.command("list")
+def template_list(json_out: bool = typer.Option(False, "--json", help="JSON for scripts.")) -> None:
+    """List templates. Example: dialer template list --json"""
+    rows = authorized(V, "template list").list_templates()
+    if json_out:
+        emit_json(rows)
+        return
+    t = Table("name", "enabled", "priority", "attempts", "recipients", "message s")
+    for r in rows:
+        t.add_row(r["name"], "yes" if r["enabled"] else "no", str(r["priority"]),
+                  str(r["attempts"]), str(r["recipients"]), str(r["audio_seconds"]))
+    out.print(t)
+
+
+def template_data(tpl: TemplateView) -> dict[str, Any]:
+    return {"id": tpl.id, "name": tpl.name, "enabled": tpl.enabled,
+            "settings": dataclasses.asdict(tpl.settings), "audio_sha256": tpl.audio_sha,
+            "audio_seconds": tpl.audio_seconds,
+            "recipients": [{"position": i + 1, "number": r.number, "name": r.name,
+                            "email": r.email, "kind": r.kind.value}
+                           for i, r in enumerate(tpl.recipients)]}
+
+
+def _recipient_rows(title: str, recipients: list[dict[str, Any]]) -> Table:
+    rt = Table("#", "number", "name", "kind", "email", title=title)
+    for r in recipients:
+        rt.add_row(str(r["position"]), r["number"], r["name"] or "", r["kind"], r["email"] or "")
+    return rt
+
+
+@template_app.command("show")
+def template_show(name: str = typer.Argument(..., help="Template name."),
+                  json_out: bool = typer.Option(False, "--json", help="JSON for scripts.")) -> None:
+    """Show a template, its settings and its recipients. Example: dialer template show Fire"""
+    data = template_data(authorized(V, "template show").get_template(name))
+    if json_out:
+        emit_json(data)
+        return
+    t = Table("setting", "value", title=f"template {data['name']}")
+    t.add_row("enabled", "yes" if data["enabled"] else "no")
+    for k, v in data["settings"].items():
+        t.add_row(k, str(v))
+    t.add_row("message seconds", f"{data['audio_seconds']:.2f}")
+    out.print(t)
+    out.print(_recipient_rows("recipients", data["recipients"]))
+
+
+@template_app.command("edit")
+def template_edit(
+    name: str = typer.Argument(..., help="Template to change."),
+    new_name: Optional[str] = typer.Option(None, "--name", help="Rename (also the display name)."),
+    enabled: Optional[bool] = typer.Option(None, "--enable/--disable", help="Enable or disable."),
+    caller_number: Optional[str] = typer.Option(None, help="Calling number (none: the trunk's)."),
+    external_route: Optional[str] = typer.Option(None, help="External route (none: default)."),
+    priority: Optional[int] = typer.Option(None, help="Priority (higher first)."),
+    audio: Optional[Path] = typer.Option(None, help="A new message file."),
+    threshold: Optional[str] = typer.Option(None, help="Recipients to reach (none: all)."),
+    attempts: Optional[int] = typer.Option(None, help="Maximum unsuccessful attempts (1..99)."),
+    ring_timeout: Optional[float] = typer.Option(None, help="Seconds to ring."),
+    answer_confirm: Optional[bool] = typer.Option(None, "--answer-confirm/--no-answer-confirm",
+                                                  help="Require the answer key."),
+    listen_confirm: Optional[bool] = typer.Option(None, "--listen-confirm/--no-listen-confirm",
+                                                  help="Require the listen key."),
+    answer_key: Optional[str] = typer.Option(None, help="Key that confirms the answer."),
+    listen_key: Optional[str] = typer.Option(None, help="Key that confirms the listening."),
+    max_calls: Optional[str] = typer.Option(None, help="Concurrent calls (none: unlimited)."),
+    max_internal: Optional[str] = typer.Option(None, help="Concurrent internal calls (none: unlimited)."),
+    max_external: Optional[str] = typer.Option(None, help="Concurrent external calls (none: unlimited)."),
+    retry_delay: Optional[float] = typer.Option(None, help="Seconds between two calls to one recipient."),
+    key_timeout: Optional[float] = typer.Option(None, help="Seconds to wait for a key."),
+    max_repeats: Optional[int] = typer.Option(None, help="Repeats without the key."),
+    language: Optional[str] = typer.Option(None, help="Prompt language: en or it."),
+    keep_calling: Optional[bool] = typer.Option(
+        None, "--keep-calling/--stop-at-threshold",
+        help="Keep calling after the threshold is reached, or stop there."),
+    json_out: bool = typer.Option(False, "--json", help="Print the changes as JSON."),
+) -> None:
+    """Change any field of a template; campaigns already launched keep their snapshot.
+
+    Example: dialer template edit Fire --attempts 3 --max-external none --disable
+    """
+    s = authorized(C, "template edit")
+    tpl = s.get_template(name)
+    if new_name is not None:
+        validation.template_name(new_name)
+    st = tpl.settings
+    changes: dict[str, Any] = {}
+    for key, value in (("priority", priority), ("attempts", attempts),
+                       ("ring_timeout", ring_timeout), ("answer_confirm", answer_confirm),
+                       ("listen_confirm", listen_confirm), ("answer_key", answer_key),
+                       ("listen_key", listen_key), ("retry_delay", retry_delay),
+                       ("key_timeout", key_timeout), ("max_repeats", max_repeats),
+                       ("keep_calling_after_threshold", keep_calling)):
+        if value is not None:
+            changes[key] = value
+    for key, raw in (("caller_number", caller_number), ("external_route", external_route)):
+        given, text = _optional_text(raw)
+        if given:
+            changes[key] = text
+    if language is not None:
+        changes["language"] = _language(language)
+    if threshold is not None:
+        given, value = parse_limit(threshold, "--threshold")
+        changes["threshold"] = value
+    limits = st.limits
+    for field, raw, option in (("total", max_calls, "--max-calls"),
+                               ("internal", max_internal, "--max-internal"),
+                               ("external", max_external, "--max-external")):
+        given, value = parse_limit(raw, option)
+        if given:
+            limits = dataclasses.replace(limits, **{field: value})
+    new_st = dataclasses.replace(st, limits=limits, **changes)
+    validation.settings(new_st, len(tpl.recipients))
+    sha, seconds = import_audio_file(s, audio) if audio else (None, None)
+    done = s.edit_template(name, actor=actor(), now=time.time(), new_name=new_name,
+                           enabled=enabled, audio_sha=sha, audio_seconds=seconds,
+                           settings=new_st if new_st != st else None)
+    if json_out:
+        emit_json({"name": new_name or name, "changes": done})
+    elif not done:
+        out.print(f"template {name!r}: nothing changed")
+    else:
+        t = Table("field", "old", "new", title=f"template {new_name or name}")
+        for key, (old, new) in done.items():
+            t.add_row(key, str(old), str(new))
+        out.print(t)
+
+
+@template_app.command("clone")
+def template_clone(name: str = typer.Argument(..., help="Template to copy."),
+                   new_name: str = typer.Argument(..., help="Name of the copy."),
+                   json_out: bool = typer.Option(False, "--json", help="Print {\"id\": ...}.")) -> None:
+    """Copy a template with its settings, audio and recipients. Example: dialer template clone Fire Flood"""
+    validation.template_name(new_name)
+    tid = authorized(C, "template clone").clone_template(name, new_name, actor=actor(),
+                                                          now=time.time())
+    if json_out:
+        emit_json({"id": tid})
+    else:
+        out.print(f"template {new_name!r} cloned from {name!r}")
+
+
+def _set_enabled(name: str, enabled: bool, command: str) -> None:
+    done = authorized(C, command).edit_template(name, actor=actor(), now=time.time(),
+                                                enabled=enabled)
+    out.print(f"template {name!r} {'enabled' if enabled else 'disabled'}"
+              + ("" if done else " (already)"))
+
+
+@template_app.command("enable")
+def template_enable(name: str = typer.Argument(..., help="Template name.")) -> None:
+    """Allow a template to launch campaigns. Example: dialer template enable Fire"""
+    _set_enabled(name, True, "template enable")
+
+
+@template_app.command("disable")
+def template_disable(name: str = typer.Argument(..., help="Template name.")) -> None:
+    """Forbid launching campaigns from a template. Example: dialer template disable Fire"""
+    _set_enabled(name, False, "template disable")
+
+
+@template_app.command("delete")
+def template_delete(name: str = typer.Argument(..., help="Template name."),
+                    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask.")) -> None:
+    """Delete a template; its running campaigns go on with their own snapshot.
+
+    Example: dialer template delete Fire --yes
+    """
+    s = authorized(C, "template delete")
+    s.get_template(name)
+    if not yes and not typer.confirm(f"delete template {name!r}?", default=False):
+        fail("not deleted")
+    running = s.delete_template(name, actor=actor(), now=time.time())
+    more = f"; {running} campaign(s) launched from it go on" if running else ""
+    out.print(f"template {name!r} deleted{more}")
+
+
+# ----- recipients of a template -----
+
+
+@recipients_app.command("list")
+def recipients_list(name: str = typer.Argument(..., help="Template name."),
+                    json_out: bool = typer.Option(False, "--json", help="JSON for scripts.")) -> None:
+    """List the recipients of a template in dialing order. Example: dialer template recipients list Fire"""
+    data = template_data(authorized(V, "template recipients list").get_template(name))
+    if json_out:
+        emit_json(data["recipients"])
+    else:
+        out.print(_recipient_rows(f"recipients of {name}", data["recipients"]))
+
+
+@recipients_app.command("add")
+def recipients_add(
+    name: str = typer.Argument(..., help="Template name."),
+    number: str = typer.Argument(..., help="Extension or phone number."),
+    person: Optional[str] = typer.Option(None, "--name", help="The person's name."),
+    email: Optional[str] = typer.Option(None, "--email", help="E-mail address."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="internal or external (default: guessed)."),
+    position: Optional[int] = typer.Option(None, "--position", help="Insert at this position."),
+) -> None:
+    """Add one recipient. Example: dialer template recipients add Fire "+39 06 6982 0000" --name Bob"""
+    rec = make_recipient(number, name=person, email=email, kind=kind, rules=rules())
+    pos = authorized(C, "template recipients add").template_recipient_add(
+        name, rec, actor=actor(), now=time.time(), position=position)
+    out.print(f"{rec.number} added at position {pos}")
+
+
+@recipients_app.command("remove")
+def recipients_remove(name: str = typer.Argument(..., help="Template name."),
+                      recipient: str = typer.Argument(..., help="Position (#N) or number.")) -> None:
+    """Remove a recipient (by number or position). Example: dialer template recipients remove Fire 101"""
+    old = authorized(C, "template recipients remove").template_recipient_remove(
+        name, recipient, actor=actor(), now=time.time(), rules=rules())
+    out.print(f"{old['number']} removed (was position {old['position']})")
+
+
+@recipients_app.command("move")
+def recipients_move(name: str = typer.Argument(..., help="Template name."),
+                    recipient: str = typer.Argument(..., help="Position (#N) or number."),
+                    to: int = typer.Argument(..., help="New position (1 = first)."),) -> None:
+    """Move a recipient to another position. Example: dialer template recipients move Fire 102 1"""
+    pos = authorized(C, "template recipients move").template_recipient_move(
+        name, recipient, to, actor=actor(), now=time.time(), rules=rules())
+    out.print(f"moved to position {pos}")
+
+
+@recipients_app.command("import")
+def recipients_import(
+    name: str = typer.Argument(..., help="Template name."),
+    path: Path = typer.Argument(..., help="CSV with a header: number[,name,email,kind]."),
+    replace: bool = typer.Option(False, "--replace", help="Replace the list instead of appending."),
+) -> None:
+    """Append (or --replace) recipients from a CSV, all or nothing.
+
+    A file with any bad line stores nothing and names every bad line with its reason; a number
+    already in the list is refused with the line that repeats it.
+    Example: dialer template recipients import Fire staff.csv --replace
+    """
+    s = authorized(C, "template recipients import")
+    lines = parse_csv_lines(read_text(path, "recipients file"), source=str(path), rules=rules())
+    s.template_recipients_import(name, [r for _, r in lines], actor=actor(), now=time.time(),
+                                 replace=replace, source=str(path),
+                                 lines=[n for n, _ in lines])
+    out.print(f"{len(lines)} recipients {'replaced' if replace else 'added'}")
+
+
+@recipients_app.command("export")
+def recipients_export(
+    name: str = typer.Argument(..., help="Template name."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="File (default: stdout)."),
+) -> None:
+    """Write the recipients as a CSV that import reads back. Example: dialer template recipients export Fire -o staff.csv"""
+    data = template_data(authorized(V, "template recipients export").get_template(name))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["number", "name", "email", "kind"])
+    for r in data["recipients"]:
+        w.writerow([r["number"], r["name"] or "", r["email"] or "", r["kind"]])
+    if output is None:
+        typer.echo(buf.getvalue(), nl=False)
+    else:
+        try:
+            output.write_text(buf.getvalue(), encoding="utf-8")
+        except OSError as exc:
+            raise ValidationError(f"cannot write {output}: {exc}") from exc
+        out.print(f"{len(data['recipients'])} recipients written to {output}")

@@ -1,0 +1,136 @@
+"""The SIP gateway port: what the daemon needs from whatever places its calls.
+
+``Gateway`` is a small Protocol: place a call (``dial``), hang one up, and ``poll`` for what
+happened (the worker events of ``dialer.ipc``: ringing, answered, played, key, confirmed, ended,
+ready, reg, log, plus ``worker_lost`` when a worker process died holding calls). The daemon's
+decision loop is written against it only, so it runs unchanged on:
+
+* ``PoolGateway``: the real thing, a supervised pool of PJSUA2 worker processes (``WorkerPool``)
+  multiplexed with a selector;
+* ``tests/sim.py``'s ``FakeGateway``: scripted recipients on a virtual clock, driving the real
+  pure dialogue, so that hours of campaigns run in seconds.
+"""
+
+from __future__ import annotations
+
+import selectors
+from typing import Protocol
+
+from dialer.ipc import Message
+from dialer.pool import Worker, WorkerPool
+
+GatewayEvent = tuple[int, Message]
+"""(worker index, message): what a gateway reports."""
+
+
+class Gateway(Protocol):
+    """Places calls and reports their progress; see the module docstring."""
+
+    def start(self, size: int) -> None:
+        """Get ready to carry calls (start ``size`` workers ahead of demand)."""
+
+    def resize(self, size: int) -> None:
+        """The limits changed: make room for about ``size`` workers."""
+
+    def free_slots(self) -> int:
+        """How many more calls can be placed right now."""
+
+    def busy_slots(self) -> int:
+        """Calls in progress."""
+
+    def ready_count(self) -> int:
+        """Workers ready to take calls."""
+
+    def dial(self, message: Message) -> int | None:
+        """Place a call (``dialer.ipc`` ``dial`` fields); the worker index, None when full."""
+
+    def hangup(self, call_id: str) -> None:
+        """Hang a call up; its ``ended`` event follows."""
+
+    def poll(self, timeout: float) -> list[GatewayEvent]:
+        """Wait at most ``timeout`` seconds for events; return those that arrived."""
+
+    def next_wakeup_in(self) -> float | None:
+        """Seconds until the gateway needs ``poll`` called again on its own (None: never)."""
+
+    def begin_shutdown(self) -> None:
+        """Stop restarting workers and ask every call to hang up."""
+
+    def active(self) -> bool:
+        """Whether anything is still running (workers, calls) after ``begin_shutdown``."""
+
+    def close(self, timeout: float) -> None:
+        """Stop everything, forcibly after ``timeout`` seconds."""
+
+
+class PoolGateway:
+    """The ``Gateway`` over the supervised pool of SIP worker processes."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self.pool = pool
+        self.selector = selectors.DefaultSelector()
+        self._registered: dict[int, Worker] = {}
+
+    def start(self, size: int) -> None:
+        self.pool.start(size)
+
+    def resize(self, size: int) -> None:
+        self.pool.resize(size)
+
+    def free_slots(self) -> int:
+        return self.pool.free_slots()
+
+    def busy_slots(self) -> int:
+        return self.pool.busy_slots()
+
+    def ready_count(self) -> int:
+        return self.pool.ready_count()
+
+    def dial(self, message: Message) -> int | None:
+        w = self.pool.dial(message)
+        return None if w is None else w.index
+
+    def hangup(self, call_id: str) -> None:
+        for w in self.pool.workers.values():
+            if call_id in w.calls and not w.channel.closed:
+                w.channel.send({"op": "hangup", "call_id": call_id})
+
+    def _sync_selector(self) -> None:
+        live = {ch.fileno(): w for w, ch in self.pool.channels()}
+        for fd in list(self._registered):
+            if fd not in live or self._registered[fd] is not live[fd]:
+                try:
+                    self.selector.unregister(fd)
+                except (KeyError, ValueError):
+                    pass
+                del self._registered[fd]
+        for fd, w in live.items():
+            if fd not in self._registered:
+                self.selector.register(fd, selectors.EVENT_READ, w)
+                self._registered[fd] = w
+
+    def poll(self, timeout: float) -> list[GatewayEvent]:
+        self._sync_selector()
+        out: list[GatewayEvent] = []
+        for key, _ in self.selector.select(timeout):
+            w: Worker = key.data
+            for msg in w.channel.receive():
+                self.pool.on_message(w, msg)
+                out.append((w.index, msg))
+        for w, calls in self.pool.reap():
+            out.append((w.index, {"ev": "worker_lost", "worker": w.index, "pid": w.pid,
+                                  "calls": sorted(calls)}))
+        return out
+
+    def next_wakeup_in(self) -> float | None:
+        return self.pool.next_restart_in()
+
+    def begin_shutdown(self) -> None:
+        self.pool.stop_restarts()
+        self.pool.send_all({"op": "shutdown"})
+
+    def active(self) -> bool:
+        return bool(self.pool.workers)
+
+    def close(self, timeout: float) -> None:
+        self.pool.shutdown(timeout=timeout)

@@ -1,0 +1,144 @@
+"""Per-campaign recipient counters (``campaigns.n_idle`` ... ``n_stopped``), kept exact.
+
+A scheduling pass reads how many recipients of each active campaign stand in each state (to
+settle it: completed, incomplete, or still running) from these columns instead of counting up to
+millions of recipient rows. They are maintained in ONE place, this module:
+
+* every change of ``RecipientRow.state`` made through the ORM (``rec.state = ...``, in any store
+  method, including ones written later) is seen by an attribute listener, which books a delta in
+  the session; just before the session flushes, the deltas become one atomic
+  ``UPDATE campaigns SET n_x = n_x + d`` per campaign, in the same transaction as the recipient
+  change (atomic increments, so concurrent nodes on PostgreSQL never lose an update);
+* recipients inserted in bulk (``start_campaign``) set the counters of their new campaign
+  directly (``fresh_counts``);
+* a NULL counter means "not counted yet" (campaigns from before revision 0003, or after a bulk
+  change that could not be booked): ``recount`` counts that campaign's recipients once and
+  stores the result. NULL + d stays NULL, so a missed count is never made up.
+
+The rule for everyone touching recipients: change ``state`` through the ORM attribute, never
+with a Core ``UPDATE recipients SET state = ...``; a bulk change must call ``invalidate`` for the
+campaigns it touched.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import event, func, select, update
+from sqlalchemy.orm import Session, attributes, object_session
+from sqlalchemy.orm.base import NEVER_SET, NO_VALUE
+
+from dialer import lifecycle
+from dialer.domain import RecipientState
+from dialer.storage.models import CampaignRow, RecipientRow
+
+COLUMN = {state.value: f"n_{state.value}" for state in RecipientState}
+_DELTAS = "dialer.recipient_deltas"
+
+
+def fresh_counts(n_recipients: int) -> dict[str, int]:
+    """The counters of a new campaign whose ``n_recipients`` recipients are all idle."""
+    out = {col: 0 for col in COLUMN.values()}
+    out["n_idle"] = n_recipients
+    return out
+
+
+def tally_of(row: Any) -> lifecycle.Tally | None:
+    """The tally from a row with the counter columns, or None when any is NULL (not counted)."""
+    values = [getattr(row, col) for col in COLUMN.values()]
+    if any(v is None for v in values):
+        return None
+    return lifecycle.Tally(**{state: int(getattr(row, col)) for state, col in COLUMN.items()})
+
+
+def count(s: Session, campaign_ids: Iterable[int]) -> dict[int, lifecycle.Tally]:
+    """Count recipients by state with a GROUP BY: the truth the counters must equal."""
+    ids = list(campaign_ids)
+    acc: dict[int, dict[str, int]] = {cid: {} for cid in ids}
+    if not ids:
+        return {}
+    q = (select(RecipientRow.campaign_id, RecipientRow.state, func.count())
+         .where(RecipientRow.campaign_id.in_(ids))
+         .group_by(RecipientRow.campaign_id, RecipientRow.state))
+    for cid, state, n in s.execute(q):
+        acc[cid][state] = n
+    return {cid: lifecycle.Tally(**d) for cid, d in acc.items()}
+
+
+def recount(s: Session, campaign_ids: Iterable[int]) -> dict[int, lifecycle.Tally]:
+    """Count the recipients of these campaigns and store the counters; return the tallies."""
+    _apply(s)  # book pending deltas first: the count below sees the flushed rows
+    s.flush()
+    tallies = count(s, campaign_ids)
+    for cid, t in tallies.items():
+        s.execute(update(CampaignRow).where(CampaignRow.id == cid).values(
+            **{col: getattr(t, state) for state, col in COLUMN.items()}))
+    return tallies
+
+
+def invalidate(s: Session, campaign_ids: Iterable[int]) -> None:
+    """Mark counters unknown after a bulk change: the next pass recounts these campaigns."""
+    for cid in campaign_ids:
+        s.execute(update(CampaignRow).where(CampaignRow.id == cid).values(
+            **{col: None for col in COLUMN.values()}))
+
+
+def _book(target: RecipientRow, new: Any, old: Any) -> None:
+    s = object_session(target)
+    if s is None or target.campaign_id is None:
+        return
+    known_old = old not in (NO_VALUE, NEVER_SET, None)
+    if known_old and old == new:
+        return
+    deltas: dict[int, dict[str, int]] = s.info.setdefault(
+        _DELTAS, defaultdict(lambda: defaultdict(int)))
+    if known_old:
+        deltas[target.campaign_id][_column(old)] -= 1
+    if new is not None:
+        deltas[target.campaign_id][_column(new)] += 1
+
+
+@event.listens_for(RecipientRow.state, "set", active_history=True)
+def _on_state_set(target: RecipientRow, value: Any, oldvalue: Any, _initiator: Any) -> None:
+    if attributes.instance_state(target).key is None:
+        return  # a new row: counted once, in its final state, when it is flushed
+    _book(target, value, oldvalue)
+
+
+def _apply(s: Session) -> None:
+    deltas: dict[int, dict[str, int]] | None = s.info.pop(_DELTAS, None)
+    if not deltas:
+        return
+    conn = s.connection()
+    for cid in sorted(deltas):  # a fixed order: two nodes never lock campaigns crosswise
+        values = {col: getattr(CampaignRow, col) + d for col, d in deltas[cid].items() if d}
+        if values:
+            conn.execute(update(CampaignRow).where(CampaignRow.id == cid).values(**values))
+
+
+@event.listens_for(Session, "before_flush")
+def _before_flush(s: Session, _ctx: Any, _instances: Any) -> None:
+    for obj in s.new:
+        if isinstance(obj, RecipientRow) and obj.campaign_id is not None:
+            _book_new(s, obj.campaign_id, obj.state or RecipientState.IDLE.value, +1)
+    for obj in s.deleted:
+        if isinstance(obj, RecipientRow) and obj.campaign_id is not None:
+            _book_new(s, obj.campaign_id, obj.state or RecipientState.IDLE.value, -1)
+    _apply(s)
+
+
+def _book_new(s: Session, campaign_id: int, state: str, sign: int) -> None:
+    deltas: dict[int, dict[str, int]] = s.info.setdefault(
+        _DELTAS, defaultdict(lambda: defaultdict(int)))
+    deltas[campaign_id][_column(state)] += sign
+
+
+def _column(state: Any) -> str:
+    return COLUMN[str(getattr(state, "value", state))]
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(s: Session) -> None:
+    s.info.pop(_DELTAS, None)

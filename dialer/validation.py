@@ -1,0 +1,61 @@
+"""Validation of what operators type: template names and the settings of a template (pure)."""
+
+from __future__ import annotations
+
+import re
+
+from dialer.domain import CampaignSettings
+from dialer.errors import ValidationError
+
+NAME_RE = re.compile(r"[A-Za-z0-9 _-]{1,100}")
+DTMF_KEYS = set("0123456789*#")
+
+
+def template_name(name: str) -> str:
+    """A template name per SPEC section 1 (letters, digits, spaces, - and _), or ValidationError."""
+    if not NAME_RE.fullmatch(name) or not name.strip():
+        raise ValidationError(f"template name {name!r}: use letters, digits, spaces, - and _ "
+                              "(at most 100)")
+    return name
+
+
+def limit(value: int | None, name: str) -> int | None:
+    """A concurrency limit: 0 or more, None for unlimited."""
+    if value is not None and value < 0:
+        raise ValidationError(f"{name} must be 0 or more")
+    return value
+
+
+def settings(st: CampaignSettings, recipients: int | None = None) -> CampaignSettings:
+    """Check every field of a template's settings; ``recipients`` bounds the threshold."""
+    if not 1 <= st.attempts <= 99:
+        raise ValidationError("attempts must be between 1 and 99")
+    if st.ring_timeout <= 0 or st.key_timeout <= 0:
+        raise ValidationError("ring-timeout and key-timeout must be positive")
+    if st.retry_delay < 0 or st.max_repeats < 0:
+        raise ValidationError("retry-delay and max-repeats must not be negative")
+    if st.max_repeats > 20:
+        raise ValidationError("max-repeats must be 20 or less")
+    for key_name, key in (("answer-key", st.answer_key), ("listen-key", st.listen_key)):
+        if key not in DTMF_KEYS or len(key) != 1:
+            raise ValidationError(f"{key_name} {key!r} must be one of 0-9, * and #")
+    if st.answer_key == st.listen_key and st.answer_confirm and st.listen_confirm:
+        raise ValidationError("answer-key and listen-key must differ")
+    limit(st.limits.total, "max-calls")
+    limit(st.limits.internal, "max-internal")
+    limit(st.limits.external, "max-external")
+    if st.threshold is not None:
+        if st.threshold < 1:
+            raise ValidationError(f"threshold {st.threshold} must be 1 or more (or none: all)")
+        if recipients and st.threshold > recipients:
+            raise ValidationError(f"threshold {st.threshold} must be between 1 and the "
+                                  f"{recipients} recipients")
+    if st.priority < -1000 or st.priority > 1000:
+        raise ValidationError("priority must be between -1000 and 1000")
+    if st.caller_number is not None and not re.fullmatch(r"\+?[0-9A-Za-z._*#-]{1,40}",
+                                                         st.caller_number):
+        raise ValidationError(f"caller number {st.caller_number!r}: digits, optionally with +")
+    if st.external_route is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}",
+                                                          st.external_route):
+        raise ValidationError(f"external route {st.external_route!r}: letters, digits, . _ -")
+    return st

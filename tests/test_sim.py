@@ -1,0 +1,464 @@
+"""The scheduler and the campaign lifecycle end to end in the simulator (tests/sim.py): the real
+daemon loop, SqlStore (SQLite file; PostgreSQL for one scenario), scheduler, lifecycle and
+dialogue, with scripted recipients on a virtual clock.
+
+The invariants are checked after every step of the daemon, i.e. at every instant something can
+change: limits (global and per campaign, total/internal/external), the number of active
+campaigns, one call at a time per recipient and never beyond its attempts, priority (a
+higher-ranked campaign never waits while a lower one takes a slot it could have used) and work
+conservation (no free slot is left while a callable recipient waits: wake-ups are exact, there is
+no polling delay; the daemon's safety pass is set to an hour here so it cannot hide a late one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from dialer import lifecycle
+from dialer.domain import CampaignSettings, CampaignState, Kind, Limits
+from dialer.recipients import Recipient
+from dialer.scheduler import Counts, room
+from dialer.storage.models import AttemptRow, CampaignRow, RecipientRow
+from dialer.storage.store import SqlStore, settings_from_dict, to_ts
+from fixtures_core import db_url, pg_database, store  # noqa: F401 - pytest fixtures
+from tests.sim import BEHAVIOURS, T0, Behaviour, Simulation
+
+I, E = Kind.INTERNAL, Kind.EXTERNAL
+FINAL = {"completed", "incomplete", "terminated"}
+
+
+# ----- set-up helpers -----
+
+
+def internal(n: int) -> str:
+    return str(100 + n)
+
+
+def external(n: int) -> str:
+    return f"+39066982{n:04d}"
+
+
+def recipient(number: str) -> Recipient:
+    return Recipient(number=number, kind=E if number.startswith("+") else I)
+
+
+def launch(store: SqlStore, name: str, numbers: list[str], *, start_at: float = T0,
+           audio_seconds: float = 4.0, **settings: Any) -> int:
+    """A template named ``name`` and one campaign of it, starting at ``start_at``."""
+    content = b"fake audio"
+    sha = hashlib.sha256(content).hexdigest()
+    store.add_media(data=content, sha256=sha, rate=8000, seconds=audio_seconds, source=None,
+                    now=T0)
+    cs = CampaignSettings(**{"retry_delay": 30.0, "attempts": 3, "ring_timeout": 20.0,
+                             **settings})
+    store.add_template(name=name, settings=cs, audio_sha=sha, audio_seconds=audio_seconds,
+                       recipients=[recipient(n) for n in numbers], now=T0, actor="sim")
+    return store.start_campaign(template=name, name=None, now=T0, start_at=start_at,
+                                actor="sim")
+
+
+def campaigns_done(store: SqlStore) -> bool:
+    with store.session() as s:
+        return all(state in FINAL for state in s.scalars(select(CampaignRow.state)))
+
+
+# ----- the invariants, checked after every step -----
+
+
+@dataclass
+class World:
+    """The database as the checker reads it at one instant."""
+
+    now: float
+    max_campaigns: int | None
+    limits: Limits
+    camps: dict[int, dict[str, Any]]
+    recs: dict[int, dict[str, Any]]
+    open: dict[str, tuple[int, int, str]]  # attempt id -> (campaign, recipient, kind)
+
+
+def read_world(store: SqlStore, now: float) -> World:
+    gs = store.get_settings()
+    with store.session() as s:
+        camps = {c.id: {"id": c.id, "state": c.state, "priority": c.priority,
+                        "start_at": to_ts(c.start_at) or 0.0,
+                        "settings": settings_from_dict(c.settings)}
+                 for c in s.scalars(select(CampaignRow))}
+        recs = {r.id: {"id": r.id, "campaign": r.campaign_id, "kind": Kind(r.kind),
+                       "state": r.state, "calls": r.calls, "attempts": r.attempts,
+                       "max_attempts": r.max_attempts, "next_at": to_ts(r.next_at)}
+                for r in s.scalars(select(RecipientRow))}
+        open_ = {a.id: (a.campaign_id, a.recipient_id, a.kind)
+                 for a in s.scalars(select(AttemptRow).where(AttemptRow.ended_at.is_(None)))}
+    return World(now=now, max_campaigns=gs.max_campaigns, limits=gs.limits, camps=camps,
+                 recs=recs, open=open_)
+
+
+def counts(items: list[str]) -> Counts:
+    return Counts(sum(k == "internal" for k in items), sum(k == "external" for k in items))
+
+
+def within(limits: Limits, c: Counts) -> bool:
+    return all(lim is None or n <= lim for lim, n in
+               ((limits.total, c.total), (limits.internal, c.internal),
+                (limits.external, c.external)))
+
+
+def tally(w: World, cid: int) -> lifecycle.Tally:
+    acc: dict[str, int] = {}
+    for r in w.recs.values():
+        if r["campaign"] == cid:
+            acc[r["state"]] = acc.get(r["state"], 0) + 1
+    return lifecycle.Tally(**acc)
+
+
+def callable_now(w: World, cid: int, kind: Kind) -> bool:
+    return any(r["campaign"] == cid and r["kind"] is kind and r["state"] == "idle"
+               and (r["calls"] == 0 or r["next_at"] is None or r["next_at"] <= w.now)
+               for r in w.recs.values())
+
+
+@dataclass
+class Invariants:
+    """Checks the rules after each step; remembers what it saw to spot new calls."""
+
+    store: SqlStore
+    limits_fixed: bool = True
+    seen: set[str] = field(default_factory=set)
+    peak: int = 0
+    peak_active: int = 0
+    checks: int = 0
+    wake_by: float = float("inf")  # the daemon had to decide again by then
+
+    def __call__(self, sim: Simulation) -> None:
+        w = read_world(self.store, sim.now)
+        self.checks += 1
+        # nothing changes between two steps but time: a due start or retry that had room must
+        # have woken the daemon at its instant, not later
+        assert w.now <= self.wake_by + 1e-6, ("overslept", self.wake_by - T0, w.now - T0)
+        self.wake_by = float("inf")
+        for c in w.camps.values():
+            if c["state"] == "scheduled":
+                self.wake_by = min(self.wake_by, c["start_at"])
+        new = {aid: v for aid, v in w.open.items() if aid not in self.seen}
+        self.seen |= set(w.open)
+        running = counts([k for _, _, k in w.open.values()])
+        self.peak = max(self.peak, running.total)
+        # limits, global and per campaign (a lowered limit: no new call above it)
+        if self.limits_fixed or new:
+            assert within(w.limits, running), (w.now - T0, w.limits, running)
+        for cid, c in w.camps.items():
+            mine = counts([k for camp, _, k in w.open.values() if camp == cid])
+            assert within(c["settings"].limits, mine), (cid, c["settings"].limits, mine)
+        # active campaigns
+        active = [c for c in w.camps.values() if c["state"] == "active"]
+        self.peak_active = max(self.peak_active, len(active))
+        if w.max_campaigns is not None:
+            assert len(active) <= w.max_campaigns, (w.max_campaigns, active)
+        # one call at a time per recipient, never beyond its attempts
+        per_rec: dict[int, int] = {}
+        for _, rid, _ in w.open.values():
+            per_rec[rid] = per_rec.get(rid, 0) + 1
+        assert all(n == 1 for n in per_rec.values()), per_rec
+        for r in w.recs.values():
+            assert r["attempts"] <= r["max_attempts"], r
+            assert r["calls"] - (1 if r["id"] in per_rec else 0) <= r["max_attempts"] + \
+                (1 if r["state"] == "contacted" else 0) - 0, r
+        # priority and work conservation, among campaigns allowed to place calls
+        ranked = sorted((c for c in active if lifecycle.may_call(
+            tally(w, c["id"]), c["settings"].threshold,
+            c["settings"].keep_calling_after_threshold)),
+            key=lambda c: (-c["priority"], c["start_at"], c["id"]))
+        g_total, g_int, g_ext = room(w.limits, running)
+        for pos, c in enumerate(ranked):
+            mine = counts([k for camp, _, k in w.open.values() if camp == c["id"]])
+            c_total, c_int, c_ext = room(c["settings"].limits, mine)
+            for kind, c_kind, g_kind in ((I, c_int, g_int), (E, c_ext, g_ext)):
+                if min(c_total, c_kind) <= 0 or not callable_now(w, c["id"], kind):
+                    continue
+                # c could take a call of this kind: nobody ranked lower took one now ...
+                lower = {x["id"] for x in ranked[pos + 1:]}
+                taken = [v for v in new.values() if v[0] in lower and v[2] == kind.value]
+                assert not taken, ("priority", c["id"], kind, taken)
+                # ... and the slot is not free (no waiting for a later poll)
+                assert min(g_total, g_kind) <= 0, ("idle slot", w.now - T0, c["id"], kind)
+            for kind, c_kind, g_kind in ((I, c_int, g_int), (E, c_ext, g_ext)):
+                if min(c_total, c_kind, g_total, g_kind) > 0:
+                    later = [r["next_at"] for r in w.recs.values()
+                             if r["campaign"] == c["id"] and r["kind"] is kind
+                             and r["state"] == "idle" and r["calls"] > 0
+                             and r["next_at"] is not None and r["next_at"] > w.now]
+                    self.wake_by = min([self.wake_by, *later])
+
+
+def check_final(store: SqlStore, cid: int, script: dict[str, list[Behaviour]]) -> None:
+    """Every attempt ended as its scripted behaviour says; the recipient and the campaign are in
+    the state the rules give."""
+    d = store.campaign_detail(cid)
+    st: dict[str, Any] = d["settings"]
+    cs = settings_from_dict(st)
+    attempts = store.attempts_of(cid)
+    by_number: dict[str, list[dict[str, Any]]] = {}
+    for a in attempts:
+        by_number.setdefault(a["number"], []).append(a)
+    contacted = 0
+    for r in d["recipients"]:
+        mine = by_number.get(r["number"], [])
+        plan = script.get(r["number"]) or [Behaviour()]
+        fails = 0
+        for n, a in enumerate(mine):
+            b = plan[min(n, len(plan) - 1)]
+            ok = b.succeeds(answer_confirm=cs.answer_confirm, listen_confirm=cs.listen_confirm,
+                            max_repeats=cs.max_repeats, ring_timeout=cs.ring_timeout)
+            assert (a["outcome"] == "contacted") is ok, (r["number"], n, b, a["outcome"])
+            assert fails < cs.attempts, "called beyond its attempts"
+            if ok:
+                assert n == len(mine) - 1, "called again after success"
+            else:
+                fails += 1
+        assert r["attempts"] == fails and r["calls"] == len(mine)
+        if mine and mine[-1]["outcome"] == "contacted":
+            assert r["state"] == "contacted"
+            contacted += 1
+        elif fails >= cs.attempts:
+            assert r["state"] == "failed"
+        else:
+            # left idle: only when the threshold was reached early and calling stopped
+            assert r["state"] == "idle" and not cs.keep_calling_after_threshold, r
+    need = lifecycle.threshold_of(cs.threshold, len(d["recipients"]))
+    assert d["state"] == ("completed" if contacted >= need else "incomplete"), (d["state"],
+                                                                              contacted, need)
+    # every transition is an event with its cause
+    moves = [e["detail"] for e in store.events_of(cid) if e["kind"] == "campaign_state"]
+    assert moves and all(m.get("cause") for m in moves)
+    assert moves[-1]["new"] == d["state"]
+
+
+# ----- property test -----
+
+opt = st.one_of(st.none(), st.integers(1, 3))
+behaviour_st = st.builds(Behaviour, kind=st.sampled_from(BEHAVIOURS),
+                         after=st.sampled_from([0.5, 3.0, 25.0]))
+
+
+@st.composite
+def worlds(draw: st.DrawFn) -> dict[str, Any]:
+    n_camps = draw(st.integers(1, 3))
+    camps = []
+    serial = 0
+    script: dict[str, list[Behaviour]] = {}
+    for k in range(n_camps):
+        kinds = draw(st.lists(st.sampled_from([I, E]), min_size=1, max_size=5))
+        numbers = []
+        for kind in kinds:
+            serial += 1
+            num = internal(serial) if kind is I else external(serial)
+            numbers.append(num)
+            script[num] = draw(st.lists(behaviour_st, min_size=1, max_size=3))
+        camps.append({
+            "numbers": numbers,
+            "start_at": T0 + draw(st.sampled_from([0.0, 0.0, 7.0, 40.0])),
+            "priority": draw(st.integers(0, 2)),
+            "attempts": draw(st.integers(1, 3)),
+            "retry_delay": draw(st.sampled_from([0.0, 5.0, 30.0])),
+            "answer_confirm": draw(st.booleans()),
+            "listen_confirm": draw(st.booleans()),
+            "max_repeats": draw(st.integers(0, 2)),
+            "threshold": draw(st.one_of(st.none(), st.integers(1, len(numbers)))),
+            "keep_calling_after_threshold": draw(st.booleans()),
+            "limits": Limits(total=draw(opt), internal=draw(opt), external=draw(opt)),
+        })
+    return {"camps": camps, "script": script,
+            "max_campaigns": draw(st.one_of(st.none(), st.integers(1, 2))),
+            "max_calls": draw(st.one_of(st.none(), st.integers(1, 4))),
+            "max_internal": draw(opt), "max_external": draw(opt)}
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(world=worlds())
+def test_random_campaigns_keep_every_rule_at_every_instant(tmp_path_factory: Any,
+                                                           world: dict[str, Any]) -> None:
+    tmp = tmp_path_factory.mktemp("sim")
+    store = SqlStore(f"sqlite:///{tmp / 'sim.db'}")
+    store.migrate()
+    try:
+        store.set_settings(actor="sim", now=T0, max_campaigns=world["max_campaigns"],
+                           max_calls=world["max_calls"], max_internal=world["max_internal"],
+                           max_external=world["max_external"])
+        ids = []
+        for k, c in enumerate(world["camps"]):
+            c = dict(c)
+            numbers, start_at = c.pop("numbers"), c.pop("start_at")
+            ids.append(launch(store, f"T{k}", numbers, start_at=start_at, **c))
+        sim = Simulation(store, tmp / "data", world["script"])
+        inv = Invariants(store)
+        sim.run(done=lambda: campaigns_done(store), check=inv)
+        assert sim.now - T0 < 24 * 3600
+        for cid in ids:
+            check_final(store, cid, world["script"])
+        assert_counters_match(store)
+        if world["max_campaigns"] is not None:
+            assert inv.peak_active <= world["max_campaigns"]
+        sim.stop()
+    finally:
+        store.dispose()
+
+
+def assert_counters_match(store: SqlStore) -> None:
+    from dialer.storage import counters
+
+    with store.session() as s:
+        rows = s.execute(select(CampaignRow)).scalars().all()
+        truth = counters.count(s, [r.id for r in rows])
+        for r in rows:
+            assert counters.tally_of(r) == truth[r.id], (r.id, counters.tally_of(r), truth[r.id])
+
+
+# ----- scenarios -----
+
+
+def test_reference_example_10_8_6_in_the_simulator(tmp_path: Path) -> None:
+    """SPEC 3: limits 10/8/6 with 7 internal calls running admit at most 3 external calls."""
+    store = SqlStore(f"sqlite:///{tmp_path / 'sim.db'}")
+    store.migrate()
+    store.set_settings(actor="sim", now=T0, max_calls=10, max_internal=8, max_external=6)
+    long_call = [Behaviour("confirm", after=1.0)]
+    inside = [internal(n) for n in range(7)]
+    outside = [external(n) for n in range(10)]
+    script = {n: long_call for n in inside + outside}
+    launch(store, "Inside", inside, priority=5, audio_seconds=600.0)
+    launch(store, "Outside", outside, start_at=T0 + 10, audio_seconds=600.0)
+    sim = Simulation(store, tmp_path / "data", script)
+    inv = Invariants(store)
+    sim.run(until=T0 + 9, check=inv)
+    assert store.running_counts() == Counts(internal=7, external=0)
+    sim.run(until=T0 + 60, check=inv)
+    assert store.running_counts() == Counts(internal=7, external=3)
+    sim.run(done=lambda: campaigns_done(store), check=inv)
+    assert inv.peak == 10
+    sim.stop()
+    store.dispose()
+
+
+@pytest.mark.parametrize("direction", ["raise", "lower"])
+def test_a_limit_change_takes_effect_at_the_next_decision(tmp_path: Path, direction: str) -> None:
+    store = SqlStore(f"sqlite:///{tmp_path / 'sim.db'}")
+    store.migrate()
+    before, after = (2, 6) if direction == "raise" else (6, 2)
+    store.set_settings(actor="sim", now=T0, max_calls=before)
+    numbers = [internal(n) for n in range(30)]
+    launch(store, "T", numbers, audio_seconds=20.0, answer_confirm=False, listen_confirm=False)
+    sim = Simulation(store, tmp_path / "data", safety_interval=1.0)
+    inv = Invariants(store, limits_fixed=False)
+    sim.run(until=T0 + 15, check=inv)
+    assert store.running_counts().total == before
+    changed_at = sim.now
+    store.set_settings(actor="sim", now=changed_at, max_calls=after)
+    sim.daemon.notify()  # the CLI's change, as the safety pass or a notification would see it
+    sim.run(until=changed_at + 0.001, check=inv)
+    if direction == "raise":
+        assert store.running_counts().total == after  # at the very next decision
+    else:
+        assert store.running_counts().total == before  # calls in progress are not cut
+    peak_after = 0
+
+    def watch(s: Simulation) -> None:
+        nonlocal peak_after
+        inv(s)
+        peak_after = max(peak_after, store.running_counts().total)
+        if direction == "lower" and store.running_counts().total > after:
+            # above the new limit only while the old calls drain: no new call is placed
+            assert all(a in inv.seen for a in store.open_attempts("sim"))
+
+    sim.run(done=lambda: campaigns_done(store), check=watch)
+    assert peak_after == (after if direction == "raise" else before)
+    sim.stop()
+    store.dispose()
+
+
+def test_blocked_campaign_takes_the_freed_place_in_the_same_pass(tmp_path: Path) -> None:
+    store = SqlStore(f"sqlite:///{tmp_path / 'sim.db'}")
+    store.migrate()
+    store.set_settings(actor="sim", now=T0, max_campaigns=1)
+    first = launch(store, "A", [internal(1)], priority=1)
+    second = launch(store, "B", [internal(2)])
+    sim = Simulation(store, tmp_path / "data")
+    sim.run(done=lambda: campaigns_done(store), check=Invariants(store))
+    ev1 = [e for e in store.events_of(first) if e["kind"] == "campaign_state"]
+    ev2 = [e for e in store.events_of(second) if e["kind"] == "campaign_state"]
+    assert [e["detail"]["new"] for e in ev1] == ["active", "completed"]
+    assert [e["detail"]["new"] for e in ev2] == ["blocked", "active", "completed"]
+    assert ev2[1]["at"] == ev1[1]["at"]  # the same instant, the same pass
+    assert ev2[1]["detail"]["cause"] == "a place freed"
+    sim.stop()
+    store.dispose()
+
+
+def test_retries_wake_the_daemon_exactly(tmp_path: Path) -> None:
+    """Busy twice with a 45 s retry delay: each retry is placed at its due time, to the µs."""
+    store = SqlStore(f"sqlite:///{tmp_path / 'sim.db'}")
+    store.migrate()
+    cid = launch(store, "T", [internal(1)], retry_delay=45.0, attempts=3)
+    script = {internal(1): [Behaviour("busy", 2.0), Behaviour("busy", 2.0), Behaviour()]}
+    sim = Simulation(store, tmp_path / "data", script)
+    sim.run(done=lambda: campaigns_done(store), check=Invariants(store))
+    attempts = store.attempts_of(cid)
+    starts = [to_ts(_dt(a["created_at"])) for a in attempts]
+    ends = [to_ts(_dt(a["ended_at"])) for a in attempts]
+    assert [a["outcome"] for a in attempts] == ["busy", "busy", "contacted"]
+    assert starts[1] == pytest.approx(ends[0] + 45.0, abs=1e-5)
+    assert starts[2] == pytest.approx(ends[1] + 45.0, abs=1e-5)
+    assert sim.daemon.ticks < 20  # no polling: a handful of passes for three calls
+    sim.stop()
+    store.dispose()
+
+
+def test_threshold_reached_early_stop_calling(tmp_path: Path) -> None:
+    """keep_calling_after_threshold = False: calls stop at the threshold, the rest stay idle."""
+    store = SqlStore(f"sqlite:///{tmp_path / 'sim.db'}")
+    store.migrate()
+    nums = [internal(n) for n in range(6)]
+    cid = launch(store, "T", nums, threshold=2, keep_calling_after_threshold=False,
+                 limits=Limits(total=1))
+    sim = Simulation(store, tmp_path / "data")
+    sim.run(done=lambda: campaigns_done(store), check=Invariants(store))
+    d = store.campaign_detail(cid)
+    assert d["state"] == "completed"
+    assert [r["state"] for r in d["recipients"]] == ["contacted"] * 2 + ["idle"] * 4
+    sim.stop()
+    store.dispose()
+
+
+@pytest.mark.postgres
+def test_a_mixed_campaign_on_postgresql(store: SqlStore) -> None:  # noqa: F811
+    if store.sqlite:
+        pytest.skip("the SQLite case is covered above")
+    store.set_settings(actor="sim", now=T0, max_calls=3, max_internal=2, max_campaigns=1)
+    script = {internal(1): [Behaviour("busy", 1.0), Behaviour()],
+              internal(2): [Behaviour("wrong_key", 2.0)],
+              external(3): [Behaviour("hangup_mid_message", 1.0)],
+              external(4): [Behaviour("no_answer")], internal(5): [Behaviour("silent")]}
+    a = launch(store, "A", list(script), retry_delay=10.0, attempts=2, priority=1)
+    b = launch(store, "B", [internal(6), external(7)])
+    sim = Simulation(store, Path("/tmp") / f"sim-pg-{a}", script)
+    sim.run(done=lambda: campaigns_done(store), check=Invariants(store))
+    check_final(store, a, script)
+    check_final(store, b, script)
+    assert_counters_match(store)
+    sim.stop()
+
+
+def _dt(iso: str | None) -> Any:
+    import datetime as dt
+
+    assert iso is not None
+    return dt.datetime.fromisoformat(iso)
