@@ -291,18 +291,27 @@ def test_campaign_lifecycle_from_the_cli(cli: Cli) -> None:
     assert [e["kind"] for e in att["attempts"][0]["events"]] == [
         "attempt_started", "ringing", "attempt_ended"]
     assert "attempt 1" in cli.ok("campaign", "attempts", str(cid), "2")
-    # grant: every failed recipient when none is named; the campaign is active again
+    # grant: every failed recipient when none is named; the campaign waits for a place among
+    # the active ones (blocked) and the next scheduling pass makes it active again
     one_error(cli("campaign", "grant", str(cid), "101", "--attempts", "1"), "contacted")
     cli.ok("campaign", "grant", str(cid), "--attempts", "2")
+    assert cli.json("campaign show", "campaign", "show", str(cid))["state"] == "blocked"
+    st = cli.store()
+    placed = [c.number for c in st.tick(now=time.time() + 5, node="test").calls]
+    st.dispose()
     detail = cli.json("campaign show", "campaign", "show", str(cid))
     assert detail["state"] == "active"
+    # that pass placed the granted recipient's next call at once
+    assert placed == [detail["recipients"][1]["number"]]
     assert (detail["recipients"][1]["state"], detail["recipients"][1]["max_attempts"]) == (
-        "idle", 3)
+        "active", 3)
     one_error(cli("campaign", "grant", str(cid), "--attempts", "1"), "no failed recipient")
     cli.ok("campaign", "stop-recipient", str(cid), "#2")
     one_error(cli("campaign", "stop-recipient", str(cid), "#2"), "already stopped")
     assert cli.json("campaign show", "campaign", "show", str(cid))["recipients"][1]["state"] == \
         "stopped"
+    before_delete = cli.json("campaign attempts", "campaign", "attempts", str(cid), "2")
+    assert before_delete["attempts"][0] == att["attempts"][0] and len(before_delete["attempts"]) == 2
     # delete: only finished campaigns
     one_error(cli("campaign", "delete", str(cid), "--yes"), "stop it first")
     assert cli.ok("campaign", "stop", str(cid)).strip() == "terminated"
@@ -314,7 +323,7 @@ def test_campaign_lifecycle_from_the_cli(cli: Cli) -> None:
         (later, False, "scheduled"), (cid, True, "terminated")]
     # the attempts of a deleted campaign are still there
     att2 = cli.json("campaign attempts", "campaign", "attempts", str(cid), "2")
-    assert att2["attempts"] == att["attempts"]
+    assert att2["attempts"] == before_delete["attempts"]
     one_error(cli("campaign", "list", "--state", "bogus"), "unknown state")
 
 

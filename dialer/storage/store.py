@@ -767,7 +767,9 @@ class SqlStore:
                             old=old, new={"state": r.state, "max_attempts": r.max_attempts})
             if c.state == CampaignState.INCOMPLETE.value:
                 c.ended_at = None
-                self._transition(s, c, CampaignState.ACTIVE, cause="operator granted attempts",
+                # Blocked, not active: the next scheduling pass activates it if the maximum of
+                # active campaigns leaves a place, in priority order like any other campaign.
+                self._transition(s, c, CampaignState.BLOCKED, cause="operator granted attempts",
                                  now=now, actor=actor)
             return [r.position for r in chosen]
 
