@@ -51,7 +51,7 @@ class Dialer:
         self.log = tmp / "daemon.log"
         lines = [f'[database]\nurl = "{self.db_url}"', f'[data]\ndir = "{tmp}/data"',
                  f'[sip]\nbind = "127.0.0.1"\nworkers = {workers}\nlog_level = 1\n'
-                 f'rtp_port = {20000 + (os.getpid() % 200) * 100}']
+                 f'rtp_port = {20000 + (os.getpid() % 100) * 100}']
         for name, trunk in (("internal", internal), ("external", external)):
             body = "\n".join(f"{k} = {_toml(v)}" for k, v in trunk.items())
             lines.append(f"[trunks.{name}]\n{body}")
