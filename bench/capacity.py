@@ -329,7 +329,14 @@ def _answerer(workdir: Path, captures: dict[str, Path], message: float) -> Sipp:
     return Sipp(ANSWER_SCENARIO, workdir, dtmf=captures, trace_msg=False,
                 keys={"key1_ms": KEY1_MS,
                       "key9_ms": int(message * 1000) + KEY9_AFTER_MESSAGE_MS},
-                extra_args=["-max_socket", "60000"])
+                # The answerer is the instrument: under overload it must not stop the run (its
+                # watchdog ends SIPp after 120 late loops); its trips are reported instead.
+                extra_args=["-max_socket", "60000", "-watchdog_minor_maxtriggers", "1000000",
+                            "-watchdog_major_maxtriggers", "1000000"])
+
+
+def _watchdog_trips(answerer: Sipp) -> int:
+    return len(re.findall(r"watchdog timer \S+ has been tripped", answerer.errors()))
 
 
 def _db_counts(db: Path, campaign: int | None) -> tuple[int | None, int | None, str | None]:
@@ -390,6 +397,7 @@ def run_dialer(args: argparse.Namespace, workdir: Path, captures: dict[str, Path
         d.stop(timeout=60)
         run.extra["stop_s"] = round(time.monotonic() - stopped, 1)
         run.extra.update(_db_outcome(db, cid, run.log))
+        run.extra["overload_signals"] = d.log_text().count("overloaded: no new calls")
         run.extra["daemon_log_errors"] = sum(
             1 for line in d.log_text().splitlines() if " ERROR " in line or "Traceback" in line)
     finally:
@@ -398,6 +406,7 @@ def run_dialer(args: argparse.Namespace, workdir: Path, captures: dict[str, Path
             d.daemon.wait()
         answerer.stop()
     run.extra["answerer_errors"] = len(answerer.errors().splitlines())
+    run.extra["answerer_watchdog_trips"] = _watchdog_trips(answerer)
     return run
 
 
@@ -429,6 +438,7 @@ def run_sipp_caller(args: argparse.Namespace, workdir: Path, captures: dict[str,
         uac.stop()
         answerer.stop()
     run.extra["answerer_errors"] = len(answerer.errors().splitlines())
+    run.extra["answerer_watchdog_trips"] = _watchdog_trips(answerer)
     return run
 
 
@@ -559,6 +569,9 @@ def table(d: dict[str, Any], s: dict[str, Any] | None) -> str:
         ("machine busy, mean over the run (% of one core)", d["machine_busy_mean_pct"],
          sv.get("machine_busy_mean_pct"), ""),
         ("caller processes", d["processes"], sv.get("processes"), ""),
+        ("workers reporting overload (times) / answerer watchdog trips",
+         f"{d.get('overload_signals')} / {d.get('answerer_watchdog_trips')}",
+         f"- / {sv.get('answerer_watchdog_trips')}" if s else None, ""),
         ("RSS at peak, all caller processes (MB)", d["rss_peak_mb"], sv.get("rss_peak_mb"), ""),
         ("RSS per concurrent call (MB)", d["rss_per_call_mb"], sv.get("rss_per_call_mb"),
          ratio(d["rss_per_call_mb"], sv.get("rss_per_call_mb"))),
@@ -581,8 +594,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=50.0, help="SIPp caller's call rate (calls/s)")
     p.add_argument("--workers", type=int, default=0,
                    help="[sip] workers (default: calls / 4, what the limit needs)")
-    p.add_argument("--rtp-port", type=int, default=10000,
-                   help="[sip] rtp_port: first RTP port (each worker takes 10 above it)")
+    p.add_argument("--rtp-port", type=int, default=30000,
+                   help="[sip] rtp_port: first RTP port, each worker takes 10 above it; 30000 "
+                   "keeps up to 270 workers clear of the test peers' ports (10000-29999) and "
+                   "the kernel's ephemeral ports (32768-)")
     p.add_argument("--timeout", type=float, default=0.0,
                    help="seconds a run may take (default: from the sizes)")
     p.add_argument("--skip-sipp-caller", action="store_true",

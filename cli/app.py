@@ -122,6 +122,8 @@ def serve(
     from dialer import config as config_mod
     from dialer.daemon import Daemon
 
+    if log_format not in ("text", "json"):  # refused before anything is read
+        raise DialerError(f"--log-format {log_format!r}: text or json")
     cfg = config_mod.load(config)
     if _state["db"]:
         import dataclasses
@@ -159,12 +161,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data)
 
 
+class TextFormatter(logging.Formatter):
+    """The human log line, with the structured fields appended: ``campaign=3 recipient=12
+    call_id=...`` (the attempt id is the Call-ID; shown once unless they differ)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = [(f, getattr(record, f)) for f in JsonFormatter.FIELDS
+                  if getattr(record, f, None) is not None]
+        call_id = getattr(record, "call_id", None)
+        shown = [f"{k}={v}" for k, v in fields if not (k == "attempt" and v == call_id)]
+        return f"{line} {' '.join(shown)}" if shown else line
+
+
 def setup_logging(verbose: bool = False, fmt: str = "text") -> None:
+    """Log to stderr: one line per event, as text or as JSON objects (``--log-format``)."""
+    if fmt not in ("text", "json"):
+        raise DialerError(f"--log-format {fmt!r}: text or json")
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

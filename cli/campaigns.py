@@ -8,10 +8,11 @@ from typing import Any, Optional
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
-from cli.common import (actor, authorized, emit_json, fail, import_audio_file, local, out,
-                        parse_start, read_recipients, short_time)
+from cli.common import (actor, authorized, emit_json, fail, local, message_audio, out,
+                        parse_start, read_recipient_lines, rules, short_time)
 from dialer.domain import CampaignState
 from dialer.permissions import Role
 
@@ -26,6 +27,8 @@ def campaign_start(
     template: str = typer.Argument(..., help="Template to launch."),
     name: Optional[str] = typer.Option(None, help="Campaign name (default: the template's)."),
     audio: Optional[Path] = typer.Option(None, help="Another message for this launch."),
+    tts: Optional[str] = typer.Option(None, "--tts", help="Another message for this launch, as text spoken by espeak-ng."),
+    voice: Optional[str] = typer.Option(None, "--voice", help="Voice of --tts: en or it (default: the template's language)."),
     recipients: Optional[Path] = typer.Option(None, help="Another recipient list (CSV)."),
     in_minutes: Optional[float] = typer.Option(None, "--in", help="Start after N minutes."),
     at: Optional[str] = typer.Option(None, "--at", help="Start at an ISO date-time (local zone if none)."),
@@ -42,11 +45,13 @@ def campaign_start(
 
         validation.template_name(name)
     s = authorized(C, "campaign start")
-    recs = read_recipients(recipients) if recipients else None
-    s.get_template(template)  # an unknown template fails before any audio is stored
-    sha, seconds = import_audio_file(s, audio) if audio else (None, None)
+    recs = [r for _, r in read_recipient_lines(recipients)] if recipients else None
+    tpl = s.get_template(template)  # an unknown template fails before any audio is stored
+    sha, seconds, text = message_audio(s, audio, tts, voice or tpl.settings.language,
+                                       required=False)
     cid = s.start_campaign(template=template, name=name, now=now, start_at=start_at,
-                           actor=actor(), audio_sha=sha, audio_seconds=seconds, recipients=recs)
+                           actor=actor(), audio_sha=sha, audio_seconds=seconds, recipients=recs,
+                           tts_text=text)
     if json_out:
         emit_json({"id": cid})
     else:
@@ -130,8 +135,6 @@ def campaign_attempts(campaign_id: int = typer.Argument(..., help="Campaign (run
 
     Example: dialer campaign attempts 3 101
     """
-    from cli.common import rules
-
     data = authorized(V, "campaign attempts").recipient_attempts(campaign_id, recipient, rules())
     if json_out:
         emit_json(data)
@@ -185,8 +188,6 @@ def campaign_grant(
 ) -> None:
     """Grant more attempts: a failed recipient becomes idle again and an incomplete campaign
     active again. Example: dialer campaign grant 3 101 +390669820000 --attempts 2"""
-    from cli.common import rules
-
     done = authorized(C, "campaign grant").grant_attempts(
         campaign_id, recipients or [], attempts, actor=actor(), now=time.time(), rules=rules())
     out.print(f"{attempts} more attempt(s) to recipient(s) {', '.join(map(str, done))}")
@@ -196,8 +197,6 @@ def campaign_grant(
 def campaign_stop_recipient(campaign_id: int = typer.Argument(..., help="Campaign id."),
                             recipient: str = typer.Argument(..., help="Position (#N) or number.")) -> None:
     """Stop the attempts to one recipient. Example: dialer campaign stop-recipient 3 101"""
-    from cli.common import rules
-
     r = authorized(C, "campaign stop-recipient").stop_recipient(
         campaign_id, recipient, actor=actor(), now=time.time(), rules=rules())
     out.print(f"recipient {r['position']} ({r['number']}) stopped")
@@ -216,3 +215,101 @@ def campaign_delete(campaign_id: int = typer.Argument(..., help="Campaign id."),
         fail("not deleted")
     s.delete_campaign(campaign_id, actor=actor(), now=time.time())
     out.print(f"campaign {campaign_id} deleted; its history stays")
+
+
+@campaign_app.command("watch")
+def campaign_watch(
+    campaign_id: int = typer.Argument(..., help="Campaign id."),
+    once: bool = typer.Option(False, "--once", help="Print one frame and exit (scripts, tests)."),
+    interval: float = typer.Option(1.0, "--interval", help="Seconds between two refreshes."),
+) -> None:
+    """A live view of a campaign: recipients by state, calls in progress, rate, estimated time
+    to completion and the last events; exits when the campaign finishes (Ctrl-C to leave).
+
+    Example: dialer campaign watch 3
+    """
+    from rich.live import Live
+
+    from cli.watch import FINISHED, RATE_WINDOW, frame
+
+    if interval <= 0:
+        fail("--interval must be positive")
+    s = authorized(V, "campaign watch")
+
+    def render() -> tuple[Any, str]:
+        now = time.time()
+        progress = s.campaign_progress(campaign_id, since=now - RATE_WINDOW)
+        return frame(progress, now, s.get_settings().limits), progress["state"]
+
+    view, state = render()
+    if once or state in FINISHED:
+        out.print(view)
+        return
+    try:
+        with Live(view, console=out, refresh_per_second=4, transient=False) as live:
+            while state not in FINISHED:
+                time.sleep(interval)
+                view, state = render()
+                live.update(view)
+    except KeyboardInterrupt:
+        return
+    out.print(f"campaign {campaign_id} {state}")
+
+
+@campaign_app.command("check")
+def campaign_check(
+    template: str = typer.Argument(..., help="Template to check."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="The daemon's dialer.toml: its [numbers] rules, worker capacity and metrics endpoint (trunk registrations)."),
+    recipients: Optional[Path] = typer.Option(None, "--recipients", help="Check this list instead of the template's (CSV)."),
+    json_out: bool = typer.Option(False, "--json", help="The findings as JSON."),
+) -> None:
+    """Before a launch: bad or duplicate numbers, missing or invalid audio, unregistered trunks,
+    limits of 0 and the estimated duration; exit 1 when any error is found.
+
+    Example: dialer campaign check Fire --config /etc/dialer/dialer.toml
+    """
+    import tempfile
+
+    from dialer import config as config_mod
+    from dialer.errors import NotFound
+    from dialer.precheck import Severity, check_campaign, fetch_trunk_states, findings_json
+
+    cfg = config_mod.load(config) if config is not None else None
+    s = authorized(V, "campaign check")
+    tpl = s.get_template(template)
+    number_rules = cfg.numbers if cfg is not None else rules()
+    recs = [r for _, r in read_recipient_lines(recipients, number_rules)] if recipients else None
+    trunk_states: dict[str, bool | None] = {}
+    capacity = None
+    if cfg is not None:
+        capacity = cfg.workers * cfg.calls_per_worker
+        if cfg.metrics_port is not None:
+            host = "127.0.0.1" if cfg.metrics_bind in ("0.0.0.0", "::", "") else cfg.metrics_bind
+            trunk_states = fetch_trunk_states(f"http://{host}:{cfg.metrics_port}/metrics")
+        for name, t in cfg.trunks.items():
+            if t.registrar is None:  # nothing to register: always ready to call
+                trunk_states.setdefault(name, True)
+    gs = s.get_settings()
+    active = len(s.list_campaigns([CampaignState.ACTIVE.value]))
+    with tempfile.TemporaryDirectory(prefix="dialer-check-") as tmp:
+        try:
+            audio: Path | None = s.media_file(tpl.audio_sha, Path(tmp))
+        except NotFound:
+            audio = None
+        findings = check_campaign(tpl, rules=number_rules, trunk_states=trunk_states,
+                                  limits=gs.limits, audio=audio, recipients=recs,
+                                  max_campaigns=gs.max_campaigns, active_campaigns=active,
+                                  capacity=capacity)
+    errors = sum(1 for f in findings if f.severity is Severity.ERROR)
+    if json_out:
+        typer.echo(findings_json(findings))
+    else:
+        colours = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
+        for f in findings:
+            out.print(f"[{colours[f.severity]}]{escape(f.line())}[/]", highlight=False,
+                      soft_wrap=True)
+        warnings = sum(1 for f in findings if f.severity is Severity.WARNING)
+        out.print(f"template {template!r}: {errors} error(s), {warnings} warning(s)",
+                  highlight=False)
+    if errors:
+        raise typer.Exit(1)

@@ -170,3 +170,68 @@ def read_recipients(path: Path, rules_: NumberRules | None = None) -> list[Recip
     """A whole recipients CSV, all or nothing (CsvError names every bad line)."""
     return parse_csv(read_text(path, "recipients file"), source=str(path),
                      rules=rules_ or rules())
+
+
+BIG_IMPORT_LINES = 5000  # files longer than this get a progress bar
+
+
+def read_recipient_lines(path: Path, rules_: NumberRules | None = None
+                         ) -> list[tuple[int, Recipient]]:
+    """A whole recipients CSV with the line of each recipient, all or nothing; a Rich progress
+    bar on stderr while reading a long file (more than ``BIG_IMPORT_LINES`` lines)."""
+    from dialer.recipients import parse_csv_lines
+
+    text = read_text(path, "recipients file")
+    total = text.count("\n")
+    if total <= BIG_IMPORT_LINES:
+        return parse_csv_lines(text, source=str(path), rules=rules_ or rules())
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeRemainingColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task(f"checking {path.name}", total=total)
+        lines = parse_csv_lines(text, source=str(path), rules=rules_ or rules(),
+                                progress=lambda line: bar.update(task, completed=line))
+        bar.update(task, completed=total)
+    err.print(f"{len(lines)} recipients read from {path}", highlight=False)
+    return lines
+
+
+def message_audio(s: SqlStore, audio: Optional[Path], tts: Optional[str], voice: str,
+                  *, required: bool) -> tuple[Optional[str], Optional[float], Optional[str]]:
+    """The message of ``--audio FILE`` or ``--tts TEXT [--voice]``: (sha256, seconds, text).
+
+    The text is None for a recorded message; all three are None when neither is given (only
+    allowed when not ``required``). Speech is rendered with espeak-ng (``media.tts``).
+    """
+    if audio is not None and tts is not None:
+        raise ValidationError("give --audio or --tts, not both")
+    if audio is None and tts is None:
+        if required:
+            raise ValidationError("give the message: --audio FILE or --tts \"text\"")
+        return None, None, None
+    if audio is not None:
+        sha, seconds = import_audio_file(s, audio)
+        return sha, seconds, None
+    assert tts is not None
+    from media.tts import render_tts
+
+    with tempfile.TemporaryDirectory(prefix="dialer-tts-") as tmp:
+        info = render_tts(tts, voice, Path(tmp))
+        data = Path(info.path).read_bytes()
+    sha = s.add_media(data=data, sha256=info.sha256, rate=info.rate, seconds=info.seconds,
+                      source=f"tts:{voice}", now=time.time())
+    return sha, info.seconds, " ".join(tts.split())
+
+
+def email_policy(value: Optional[str]) -> Optional[str]:
+    """``--email off|on-launch|unreached`` as the stored setting (None: not given)."""
+    if value is None:
+        return None
+    from dialer.domain import EmailPolicy
+
+    stored = value.strip().lower().replace("-", "_")
+    if stored not in {p.value for p in EmailPolicy}:
+        raise ValidationError(f"--email {value!r}: off, on-launch or unreached")
+    return stored

@@ -134,3 +134,28 @@ def history_export(
     except OSError as exc:
         raise ValidationError(f"cannot write {output}: {exc}") from exc
     out.print(f"run {run_id} exported to {output}")
+
+
+@history_app.command("report")
+def history_report(
+    run_id: int = typer.Argument(..., help="Run id (= the campaign's id)."),
+    output: Path = typer.Option(..., "--output", "-o", help="The HTML file to write."),
+    utc: bool = typer.Option(False, "--utc", help="Times in UTC (default: the local zone)."),
+) -> None:
+    """Write a self-contained HTML report of a run: configuration snapshot, outcome of every
+    recipient and a chart of contacted / failed / in-call recipients over time.
+
+    Example: dialer history report 3 --output drill-3.html
+    """
+    import datetime as dt
+
+    from dialer.report import render_report
+
+    h = authorized(V, "history report").run_history(run_id)
+    tz = dt.timezone.utc if utc else dt.datetime.now().astimezone().tzinfo or dt.timezone.utc
+    page = render_report(h, tz=tz)
+    try:
+        output.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise ValidationError(f"cannot write {output}: {exc}") from exc
+    out.print(f"run {run_id} report written to {output}")

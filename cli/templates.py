@@ -12,12 +12,12 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from cli.common import (actor, authorized, emit_json, fail, import_audio_file, out, parse_limit,
-                        read_text, rules)
+from cli.common import (actor, authorized, email_policy, emit_json, fail, message_audio, out,
+                        parse_limit, read_recipient_lines, rules)
 from dialer.domain import CampaignSettings, Limits
 from dialer.errors import ValidationError
 from dialer.permissions import Role
-from dialer.recipients import make_recipient, parse_csv_lines
+from dialer.recipients import make_recipient
 from dialer.storage.store import TemplateView
 from dialer import validation
 
@@ -46,7 +46,10 @@ def _optional_text(value: Optional[str]) -> tuple[bool, Optional[str]]:
 @template_app.command("add")
 def template_add(
     name: str = typer.Argument(..., help="Letters, digits, spaces, - and _; also the caller display name."),
-    audio: Path = typer.Option(..., "--audio", help="The message: WAV, FLAC, OGG or MP3."),
+    audio: Optional[Path] = typer.Option(None, "--audio", help="The message: WAV, FLAC, OGG or MP3."),
+    tts: Optional[str] = typer.Option(None, "--tts", help="The message as text, spoken by espeak-ng (instead of --audio)."),
+    voice: Optional[str] = typer.Option(None, "--voice", help="Voice of --tts: en or it (default: --language)."),
+    email: str = typer.Option("off", "--email", help="Mail the message to recipients with an address: off, on-launch or unreached."),
     caller_number: Optional[str] = typer.Option(None, help="Calling number (From user part)."),
     external_route: Optional[str] = typer.Option(None, help="External route / routing class."),
     priority: int = typer.Option(0, help="Higher runs first when slots are scarce."),
@@ -70,7 +73,7 @@ def template_add(
     recipients: Optional[Path] = typer.Option(None, "--recipients", help="CSV: number[,name,email,kind]."),
     json_out: bool = typer.Option(False, "--json", help="Print {\"id\": ...}."),
 ) -> None:
-    """Create a template.
+    """Create a template; the message is a recording (--audio) or a text to speak (--tts).
 
     Example: dialer template add Fire --audio fire.wav --recipients staff.csv --attempts 3
     """
@@ -81,16 +84,19 @@ def template_add(
         listen_confirm=listen_confirm, answer_key=answer_key, listen_key=listen_key,
         threshold=threshold, key_timeout=key_timeout, max_repeats=max_repeats,
         language=_language(language), external_route=external_route,
+        email=email_policy(email) or "off",
         limits=Limits(total=parse_limit(max_calls, "--max-calls")[1],
                       internal=parse_limit(max_internal, "--max-internal")[1],
                       external=parse_limit(max_external, "--max-external")[1]))
     validation.settings(settings)
     s = authorized(C, "template add")
-    recs = ([r for _, r in parse_csv_lines(read_text(recipients, "recipients file"),
-                                           source=str(recipients), rules=rules())]
-            if recipients else [])
+    if audio is None and tts is None:
+        fail("give the message: --audio FILE or --tts \"text\"")
+    recs = [r for _, r in read_recipient_lines(recipients)] if recipients else []
     validation.settings(settings, len(recs))
-    sha, seconds = import_audio_file(s, audio)
+    sha, seconds, text = message_audio(s, audio, tts, _language(voice or language), required=True)
+    assert sha is not None and seconds is not None
+    settings = dataclasses.replace(settings, tts_text=text)
     tid = s.add_template(name=name, settings=settings, audio_sha=sha, audio_seconds=seconds,
                          recipients=recs, now=time.time(), actor=actor(), enabled=enabled)
     if json_out:
@@ -155,6 +161,9 @@ def template_edit(
     external_route: Optional[str] = typer.Option(None, help="External route (none: default)."),
     priority: Optional[int] = typer.Option(None, help="Priority (higher first)."),
     audio: Optional[Path] = typer.Option(None, help="A new message file."),
+    tts: Optional[str] = typer.Option(None, "--tts", help="A new message as text, spoken by espeak-ng."),
+    voice: Optional[str] = typer.Option(None, "--voice", help="Voice of --tts: en or it (default: the template's language)."),
+    email: Optional[str] = typer.Option(None, "--email", help="Mail the message: off, on-launch or unreached."),
     threshold: Optional[str] = typer.Option(None, help="Recipients to reach (none: all)."),
     attempts: Optional[int] = typer.Option(None, help="Maximum unsuccessful attempts (1..99)."),
     ring_timeout: Optional[float] = typer.Option(None, help="Seconds to ring."),
@@ -200,6 +209,8 @@ def template_edit(
             changes[key] = text
     if language is not None:
         changes["language"] = _language(language)
+    if email is not None:
+        changes["email"] = email_policy(email)
     if threshold is not None:
         given, value = parse_limit(threshold, "--threshold")
         changes["threshold"] = value
@@ -212,7 +223,10 @@ def template_edit(
             limits = dataclasses.replace(limits, **{field: value})
     new_st = dataclasses.replace(st, limits=limits, **changes)
     validation.settings(new_st, len(tpl.recipients))
-    sha, seconds = import_audio_file(s, audio) if audio else (None, None)
+    sha, seconds, text = message_audio(s, audio, tts, _language(voice or new_st.language),
+                                       required=False)
+    if sha is not None:  # a new message: its text (None for a recording) replaces the old one
+        new_st = dataclasses.replace(new_st, tts_text=text)
     done = s.edit_template(name, actor=actor(), now=time.time(), new_name=new_name,
                            enabled=enabled, audio_sha=sha, audio_seconds=seconds,
                            settings=new_st if new_st != st else None)
@@ -338,7 +352,7 @@ def recipients_import(
     Example: dialer template recipients import Fire staff.csv --replace
     """
     s = authorized(C, "template recipients import")
-    lines = parse_csv_lines(read_text(path, "recipients file"), source=str(path), rules=rules())
+    lines = read_recipient_lines(path)
     s.template_recipients_import(name, [r for _, r in lines], actor=actor(), now=time.time(),
                                  replace=replace, source=str(path),
                                  lines=[n for n, _ in lines])

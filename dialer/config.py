@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from dialer.errors import ConfigError
+from dialer.mailer import SmtpConfig, parse_smtp
 from dialer.recipients import DEFAULT_EXTENSION_PATTERN, DEFAULT_REGION, NumberRules
 
 MAX_CALLS_PER_WORKER = 4  # PJSUA_MAX_CALLS of the pjsua2 wheel
@@ -76,6 +77,7 @@ class Config:
     node: str = field(default_factory=socket.gethostname)
     data_dir: Path = Path("dialer-data")
     language: str = "en"
+    smtp: SmtpConfig | None = None  # [smtp]: None sends no mail
 
     def allowed_sources(self) -> list[str]:
         """IP addresses SIP traffic is accepted from: those of the trunks' hosts."""
@@ -101,8 +103,12 @@ def _hostport(uri: str) -> str:
     return rest.rsplit("@", 1)[-1]
 
 
-def _int(d: dict[str, Any], key: str, default: int | None, where: str,
-         lo: int = 0, hi: int | None = None) -> int | None:
+def parse_int(d: dict[str, Any], key: str, default: int | None, where: str,
+              lo: int = 0, hi: int | None = None) -> int | None:
+    """``d[key]`` (or ``default``) as an integer in ``lo..hi``; a one-line ConfigError otherwise.
+
+    ``where`` names the table in the message (``"[sip]"``).
+    """
     v = d.get(key, default)
     if v is None:
         return None
@@ -112,7 +118,9 @@ def _int(d: dict[str, Any], key: str, default: int | None, where: str,
     return v
 
 
-def _password(t: dict[str, Any], where: str, base: Path) -> Secret | None:
+def parse_password(t: dict[str, Any], where: str, base: Path) -> Secret | None:
+    """The password of table ``t``: from ``password_env`` or ``password_file`` (relative to
+    ``base``), never from the file itself; None when neither is given."""
     if "password" in t:
         raise ConfigError(f"{where}: a password is never written in the config; "
                           "use password_env or password_file")
@@ -128,6 +136,10 @@ def _password(t: dict[str, Any], where: str, base: Path) -> Secret | None:
         except OSError as exc:
             raise ConfigError(f"{where}.password_file: cannot read {pfile}: {exc.strerror}") from exc
     return None
+
+
+_int = parse_int  # the names the parsers below used first
+_password = parse_password
 
 
 def _trunk(name: str, t: Any, base: Path) -> TrunkConfig:
@@ -207,4 +219,5 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> Config:
         node=str(raw.get("node", socket.gethostname())),
         data_dir=data_dir if data_dir.is_absolute() else base / data_dir,
         language=str(raw.get("language", "en")),
+        smtp=parse_smtp(raw.get("smtp"), base),
     )

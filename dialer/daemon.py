@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from dialer.config import Config, TrunkConfig
-from dialer.domain import DialogueSettings, Kind, Outcome
+from dialer.domain import DialogueSettings, EmailPolicy, Kind, Outcome
 from dialer.gateway import Gateway, PoolGateway
 from dialer.ipc import Message
+from dialer.mailqueue import MailQueue
 from dialer.metrics import Metrics
 from dialer.pool import WorkerPool
 from dialer.storage.store import ClaimedCall, EndReport, SqlStore
@@ -38,6 +39,7 @@ from dialer.storage.store import ClaimedCall, EndReport, SqlStore
 logger = logging.getLogger(__name__)
 
 MAX_WAIT = 1.0
+CAMPAIGN_METRICS_INTERVAL = 5.0  # seconds between two refreshes of the per-campaign gauges
 
 
 @dataclass
@@ -81,6 +83,11 @@ class Daemon:
         self.safety_interval = safety_interval
         self.handle_signals = handle_signals
         self.metrics = Metrics()
+        self._campaign_metrics_at = float("-inf")  # time.monotonic() of the last refresh
+        self._pool_wanted = 0
+        # attempt id -> (campaign, recipient, e-mail setting) of the calls this node placed
+        self._call_meta: dict[str, tuple[int, int, str]] = {}
+        self.mail = MailQueue(store, config.smtp, config.data_dir / "media", clock=clock)
         self.stopping = threading.Event()
         self.ticks = 0  # scheduling passes so far (the simulator checks after each)
         self._dirty = True
@@ -135,6 +142,7 @@ class Daemon:
     def start(self) -> None:
         """Everything before the loop: schema check, recovery, metrics, signals, workers."""
         self.store.check_ready()
+        self.store.start_checkpointer()  # SQLite: WAL checkpoints off the scheduling path
         recovered = self.store.recover(node=self.config.node, now=self.clock())
         if recovered:
             logger.warning("closed %d call(s) left open by a previous run as daemon_lost",
@@ -192,11 +200,16 @@ class Daemon:
                                capacity=self.gateway.free_slots())
         self.ticks += 1
         self.metrics.scheduler_seconds.observe(time.perf_counter() - started)
+        self.metrics.set_limits(tick.settings.limits, tick.settings.max_campaigns)
+        for campaign_id, old, new in tick.transitions:
+            if new == "active" and old in ("scheduled", "blocked"):
+                self.mail.launched(campaign_id)  # the mail thread checks it is the first time
         self._next_due = tick.next_due
         if tick.settings.version != self._settings_version:
             # The limits changed: grow the pool to match (warm workers before they are needed).
             self._settings_version = tick.settings.version
-            self.gateway.resize(self._pool_size(tick.settings.limits.total))
+            self._pool_wanted = self._pool_size(tick.settings.limits.total)
+            self.gateway.resize(self._pool_wanted)
         for call in tick.calls:
             self._dial(call)
         self.store.set_attempt_workers(self._assigned)
@@ -228,6 +241,8 @@ class Daemon:
                                    at=self.clock(), reason="no free SIP worker slot"))
             return
         self._assigned.append((call.attempt_id, w))
+        self._call_meta[call.attempt_id] = (call.campaign_id, call.recipient_id, st.email)
+        self.metrics.call_started(call.attempt_id, call.kind.value, self.clock())
         logger.info("dialing %s (%s) for campaign %d on worker %d", call.number, call.kind.value,
                     call.campaign_id, w,
                     extra={"campaign": call.campaign_id, "recipient": call.recipient_id,
@@ -248,14 +263,21 @@ class Daemon:
             self._on_registration(msg)
         elif ev in ("ringing", "answered"):
             self._progress.append((cid, ev, at, {}))
+            if ev == "ringing":
+                self.metrics.call_ringing(cid, at)
+            else:
+                self.metrics.call_answered(cid, at)
+            self._log_event(cid, ev)
         elif ev == "played":
             self._progress.append((cid, "played", at, {"prompt": msg.get("prompt")}))
         elif ev == "key":
             self._progress.append((cid, "key", at, {"key": msg.get("key")}))
+            self._log_event(cid, f"key {msg.get('key')}")
         elif ev == "confirmed":
             what = str(msg.get("what"))
             self._progress.append((cid, "confirmed", at, {"what": what}))
-            self.metrics.confirmations.labels(what).inc()
+            self.metrics.record_confirmation(what)
+            self._log_event(cid, f"confirmed {what}")
         elif ev == "ended":
             try:
                 outcome = Outcome(str(msg.get("outcome")))
@@ -301,7 +323,7 @@ class Daemon:
         was = t.registered
         t.registered = 200 <= code < 300 and expires > 0
         t.code, t.reason = code, msg.get("reason")
-        self.metrics.trunk_registered.labels(t.config.name).set(1 if t.registered else 0)
+        self.metrics.set_trunk(t.config.name, t.registered, code)
         if was != t.registered or not t.registered:  # every failure is worth a line
             log = logger.info if t.registered else logger.warning
             log("trunk %s %s (%s %s)", t.config.name,
@@ -316,21 +338,34 @@ class Daemon:
 
     def _finish(self, report: EndReport) -> None:
         self._flush_progress()
+        meta = self._call_meta.pop(report.attempt_id, None)
+        self.metrics.call_ended(report.attempt_id, report.at, report.answered_at)
         if self.store.finish_attempt(report):
-            self.metrics.attempts.labels(report.outcome.value).inc()
+            self.metrics.record_attempt(report.outcome.value, report.status)
             logger.info("call %s ended: %s %s %s", report.attempt_id, report.outcome.value,
                         report.status or "", report.reason or "",
-                        extra={"attempt": report.attempt_id, "call_id": report.attempt_id})
+                        extra=self._log_fields(report.attempt_id, meta))
+            if (meta is not None and meta[2] == EmailPolicy.UNREACHED.value
+                    and not report.outcome.success):
+                # the mail thread checks that this attempt left the recipient failed
+                self.mail.unreached(meta[0], meta[1], report.attempt_id)
         self._dirty = True
 
     def _update_gauges(self) -> None:
         counts = self.store.running_counts()
-        self.metrics.calls.labels("internal").set(counts.internal)
-        self.metrics.calls.labels("external").set(counts.external)
-        self.metrics.workers_busy.set(self.gateway.busy_slots())
-        self.metrics.workers_ready.set(self.gateway.ready_count())
+        # trunks are named after the kind of number they carry ([trunks.internal/external])
+        self.metrics.set_calls_in_progress({("internal", "internal"): counts.internal,
+                                            ("external", "external"): counts.external})
+        ready = self.gateway.ready_count()
+        self.metrics.set_pool(size=self._pool_wanted, ready=ready,
+                              busy=self.gateway.busy_slots(),
+                              slots=ready * self.config.calls_per_worker)
         for name, t in self.trunks.items():
-            self.metrics.trunk_registered.labels(name).set(1 if t.registered else 0)
+            self.metrics.set_trunk(name, t.registered, t.code)
+        if time.monotonic() - self._campaign_metrics_at >= CAMPAIGN_METRICS_INTERVAL:
+            # every campaign's recipients by state: a read of every campaign, so not every pass
+            self._campaign_metrics_at = time.monotonic()
+            self.metrics.update_campaigns(self.store.list_campaigns())
 
     def shutdown(self) -> None:
         """Hang every call up, record how each ended, stop the workers."""
@@ -343,9 +378,27 @@ class Daemon:
                 self._handle(index, msg)
         self._flush_progress()
         self.gateway.close(2.0)
+        self.store.stop_checkpointer()
         leftover = self.store.recover(node=self.config.node, now=self.clock())
         if leftover:
             logger.warning("%d call(s) had no end report: recorded as daemon_lost", leftover)
+        self._update_gauges()  # calls in progress back to 0 for a last scrape
+        self.mail.close(10.0)
         self.metrics.stop()
 
     _shutdown = shutdown
+
+    # ----- logs -----
+
+    def _log_fields(self, call_id: str,
+                    meta: tuple[int, int, str] | None = None) -> dict[str, Any]:
+        """The structured fields of a log line about a call (``extra=``)."""
+        meta = meta or self._call_meta.get(call_id)
+        fields: dict[str, Any] = {"attempt": call_id, "call_id": call_id}
+        if meta is not None:
+            fields["campaign"], fields["recipient"] = meta[0], meta[1]
+        return fields
+
+    def _log_event(self, call_id: str, what: str) -> None:
+        """One line per call event (ringing, answered, key, confirmed)."""
+        logger.info("call %s %s", call_id, what, extra=self._log_fields(call_id))

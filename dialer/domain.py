@@ -79,6 +79,14 @@ def outcome_from_status(code: int) -> Outcome:
     return Outcome.FAILED
 
 
+class EmailPolicy(str, enum.Enum):
+    """When a campaign mails its message to the recipients that have an address."""
+
+    OFF = "off"
+    ON_LAUNCH = "on_launch"  # everyone with an address, when the campaign first becomes active
+    UNREACHED = "unreached"  # only recipients that end failed (attempts used up)
+
+
 DEFAULT_ANSWER_KEY = "1"
 DEFAULT_LISTEN_KEY = "9"
 
@@ -131,3 +139,7 @@ class CampaignSettings:
     # which external route / routing class carries external calls (SPEC section 1); kept in the
     # snapshot and shown; None = the configured external trunk
     external_route: str | None = None
+    # e-mail of the message (an EmailPolicy value, stored as its string)
+    email: str = EmailPolicy.OFF.value
+    # the text of a message spoken by text to speech (--tts), kept for the e-mail body
+    tts_text: str | None = None

@@ -108,7 +108,7 @@ def parse_smtp(raw: Any, base: Path | None = None) -> SmtpConfig | None:
     starttls = raw.get("starttls", True)
     if not isinstance(starttls, bool):
         raise ConfigError(f"{where}.starttls must be true or false, not {starttls!r}")
-    port = cfg._int(raw, "port", 587 if starttls else 25, where, 1, 65535)
+    port = cfg.parse_int(raw, "port", 587 if starttls else 25, where, 1, 65535)
     assert port is not None
     timeout = raw.get("timeout", 30)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 600:
@@ -117,7 +117,7 @@ def parse_smtp(raw: Any, base: Path | None = None) -> SmtpConfig | None:
     username = raw.get("username")
     if username is not None and (not isinstance(username, str) or not username):
         raise ConfigError(f"{where}.username must be a non-empty string")
-    password = cfg._password(raw, where, base or Path.cwd())
+    password = cfg.parse_password(raw, where, base or Path.cwd())
     if password is not None and not username:
         raise ConfigError(f"{where}: a password needs a username")
     if username and not starttls and host.strip().lower() not in LOOPBACK:

@@ -26,6 +26,10 @@ from dialer.ipc import Channel, Message, inheritable_pair
 logger = logging.getLogger(__name__)
 
 RESTART_BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0)
+# New calls a second at most, in bursts of at most SETUP_BURST: a surge of hundreds of INVITEs in
+# the same instant starves every process of the machine (the far end's too) and arrives no sooner.
+SETUP_RATE = 100.0
+SETUP_BURST = 100
 FDS_PER_WORKER = 4  # the daemon's end of the socketpair, with room for pipes and restarts
 EPHEMERAL_PORTS = "/proc/sys/net/ipv4/ip_local_port_range"
 
@@ -93,6 +97,8 @@ class WorkerPool:
         self._restart_at: dict[int, float] = {}
         self._failures: dict[int, int] = {}
         self.stopping = False
+        self._tokens = float(SETUP_BURST)
+        self._tokens_at = time.monotonic()
 
     def start(self, size: int | None = None) -> None:
         """Start ``size`` workers (default: the pool's maximum) ahead of any call."""
@@ -136,8 +142,16 @@ class WorkerPool:
         """Slots for new calls. A worker whose event loop runs late (the machine is short of
         CPU) takes no new calls until it catches up: under overload the pool places fewer
         calls instead of degrading those in progress."""
-        return sum(self.calls_per_worker - len(w.calls) for w in self.workers.values()
-                   if self._usable(w) and len(w.calls) < self.calls_per_worker)
+        slots = sum(self.calls_per_worker - len(w.calls) for w in self.workers.values()
+                    if self._usable(w) and len(w.calls) < self.calls_per_worker)
+        return min(slots, int(self._refill()))
+
+    def _refill(self) -> float:
+        """The setup-rate budget (token bucket): calls that may start now."""
+        now = time.monotonic()
+        self._tokens = min(float(SETUP_BURST), self._tokens + (now - self._tokens_at) * SETUP_RATE)
+        self._tokens_at = now
+        return self._tokens
 
     def busy_slots(self) -> int:
         return sum(len(w.calls) for w in self.workers.values())
@@ -152,6 +166,8 @@ class WorkerPool:
         if not ready:
             return None
         w = min(ready, key=lambda x: (len(x.calls), x.index))
+        self._refill()
+        self._tokens = max(0.0, self._tokens - 1)  # never refuses: the claim was bounded
         w.calls.add(str(message["call_id"]))
         w.channel.send({"op": "dial", **message})
         return w

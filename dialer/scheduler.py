@@ -147,6 +147,22 @@ def plan(
     return dials
 
 
+def any_room(global_limits: Limits, global_running: Counts,
+             kinds_available: frozenset[Kind] = frozenset(Kind),
+             capacity: int | None = None) -> bool:
+    """Whether ``plan`` could place any call at all under the global limits and ``capacity``.
+
+    False means ``plan`` returns no dial whatever the campaigns: the storage adapter then skips
+    loading them (the common pass once every slot is taken)."""
+    if capacity is not None and capacity <= 0:
+        return False
+    g_total, g_int, g_ext = room(global_limits, global_running)
+    if g_total <= 0:
+        return False
+    return ((Kind.INTERNAL in kinds_available and g_int > 0)
+            or (Kind.EXTERNAL in kinds_available and g_ext > 0))
+
+
 def _has_room(camp: CampaignLoad, global_limits: Limits, g_running: Counts,
               kinds: frozenset[Kind]) -> bool:
     """Whether ``camp`` could take one more call of some available kind right now."""

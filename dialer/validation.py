@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from dialer.domain import CampaignSettings
+from dialer.domain import CampaignSettings, EmailPolicy
 from dialer.errors import ValidationError
 
 NAME_RE = re.compile(r"[A-Za-z0-9 _-]{1,100}")
@@ -58,4 +58,6 @@ def settings(st: CampaignSettings, recipients: int | None = None) -> CampaignSet
     if st.external_route is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}",
                                                           st.external_route):
         raise ValidationError(f"external route {st.external_route!r}: letters, digits, . _ -")
+    if st.email not in {p.value for p in EmailPolicy}:
+        raise ValidationError(f"email {st.email!r}: off, on-launch or unreached")
     return st

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dialer.domain import Kind
 from dialer.errors import CsvError, ValidationError
-from dialer.recipients import NumberRules, Recipient, make_recipient, normalise_number, parse_csv
+from dialer.recipients import (
+    NumberRules,
+    Recipient,
+    make_recipient,
+    normalise_email,
+    normalise_number,
+    parse_csv,
+    parse_csv_lines,
+    plain_email,
+)
 
 I, E = Kind.INTERNAL, Kind.EXTERNAL
 
@@ -208,3 +219,157 @@ def test_normalise_number_only_raises_validation_error(raw: str) -> None:
         return
     assert normalise_number(number) == (number, kind)  # idempotent
     assert number.startswith("+") == (kind is E)
+
+
+# ----- the fast paths give the answers of the slow ones (bench/RESULTS.md) -----
+
+
+def reference_parse_csv_lines(text: str, source: str = "r.csv",
+                              rules: NumberRules = NumberRules()) -> list[tuple[int, Recipient]]:
+    """The line-by-line parser as it was before the fast path (csv.DictReader, make_recipient
+    for each row, email-validator for every address), kept as the specification. One fix:
+    DictReader reports the line of a blank row that precedes a row; the real line is used."""
+    import csv
+    import io
+
+    from email_validator import EmailNotValidError, validate_email
+
+    def slow_email(raw: str) -> str:
+        try:
+            return str(validate_email(raw.strip(), check_deliverability=False).normalized)
+        except EmailNotValidError as exc:
+            raise ValidationError(f"{raw.strip()!r} is not an e-mail address ({exc})") from exc
+
+    problems: list[tuple[int, str]] = []
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        head = [h.strip().lower() for h in (reader.fieldnames or [])]
+    except csv.Error as exc:
+        raise CsvError(source, [(1, f"unreadable CSV ({exc})")]) from exc
+    if "number" not in head:
+        raise CsvError(source, [(1, "the header row has no 'number' column")])
+    unknown = [h for h in head if h not in ("number", "name", "email", "kind")]
+    if unknown:
+        raise CsvError(source, [(1, f"unknown column(s): {', '.join(unknown)}")])
+    reader.fieldnames = head
+    out: list[tuple[int, Recipient]] = []
+    seen: dict[str, int] = {}
+    try:
+        for row in reader:
+            line = reader.reader.line_num
+            if None in row:
+                problems.append((line, "more fields than the header"))
+                continue
+            values = {k: (v or "") for k, v in row.items()}
+            if not any(v.strip() for v in values.values()):
+                continue
+            try:
+                rec = make_recipient(values.get("number", ""), name=values.get("name"),
+                                     kind=values.get("kind"), rules=rules)
+                email = values.get("email")
+                if email and email.strip():
+                    rec = Recipient(number=rec.number, kind=rec.kind, name=rec.name,
+                                    email=slow_email(email))
+            except ValidationError as exc:
+                problems.append((line, str(exc)))
+                continue
+            if rec.number in seen:
+                problems.append((line, f"{rec.number} repeats line {seen[rec.number]}"))
+                continue
+            seen[rec.number] = line
+            out.append((line, rec))
+    except csv.Error as exc:
+        problems.append((reader.reader.line_num, f"unreadable CSV ({exc})"))
+    if problems:
+        raise CsvError(source, problems)
+    if not out:
+        raise CsvError(source, [(1, "no recipients")])
+    return out
+
+
+def outcome(parse: Any, text: str) -> Any:
+    try:
+        return ("ok", parse(text))
+    except CsvError as exc:
+        return ("error", exc.problems)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(csv_texts())
+def test_the_fast_parser_answers_as_the_line_by_line_one(text: str) -> None:
+    assert outcome(lambda t: parse_csv_lines(t, source="r.csv"), text) == outcome(
+        reference_parse_csv_lines, text)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(csv_texts(), st.integers(1, 4))
+def test_checking_on_two_processes_answers_as_one(drawn: str, copies: int) -> None:
+    import dialer.recipients as recipients_module
+
+    # the same rows several times over: large enough to split, with repeats across the halves
+    text = drawn
+    if "\n" in text:
+        head, _, body = text.partition("\n")
+        text = head + "\n" + "\n".join([body] * copies)
+    serial = outcome(lambda t: parse_csv_lines(t, source="r.csv"), text)
+    old = recipients_module.PARALLEL_MIN_ROWS
+    recipients_module.PARALLEL_MIN_ROWS = 2
+    try:
+        assert outcome(lambda t: parse_csv_lines(t, source="r.csv"), text) == serial
+    finally:
+        recipients_module.PARALLEL_MIN_ROWS = old
+
+
+def test_a_large_file_is_checked_on_two_processes_with_every_problem_named() -> None:
+    rows = [f"{100000 + i},P{i},p{i}@example.com" if i % 2 else f"+3906698{i:05d}" for i in
+            range(30_000)]
+    rows[7] = "not a number"
+    rows[25_000] = rows[24_000]  # a repeat across the two halves
+    text = "number,name,email\n" + "\n".join(rows) + "\n"
+    with pytest.raises(CsvError) as err:
+        parse_csv_lines(text, source="big.csv")
+    assert outcome(lambda t: parse_csv_lines(t, source="big.csv"), text) == outcome(
+        lambda t: reference_parse_csv_lines(t, source="big.csv"), text)
+    assert [line for line, _ in err.value.problems] == [9, 25_002]
+    seen: list[int] = []
+    parse_csv_lines("number\n" + "\n".join(str(100000 + i) for i in range(25_000)),
+                    progress=seen.append)
+    assert seen == list(range(500, 25_001, 500))
+
+
+plain_addresses = st.from_regex(
+    r"[A-Za-z0-9_%+.\-]{1,70}@([a-zA-Z0-9\-]{1,64}\.){0,4}[a-zA-Z0-9\-]{0,64}", fullmatch=True)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(plain_addresses, st.text(max_size=40),
+                 st.builds(lambda a, b, c: f"{a}@{b}.{c}", st.from_regex(r"[a-z0-9._+-]{1,66}",
+                                                                        fullmatch=True),
+                           st.from_regex(r"[a-z0-9-]{1,66}", fullmatch=True),
+                           st.sampled_from(["com", "it", "test", "local", "xn--p1ai", "c0m",
+                                            "localhost", "onion", "co", "museum", "a"]))))
+def test_the_plain_email_fast_path_agrees_with_email_validator(address: str) -> None:
+    from email_validator import EmailNotValidError, validate_email
+
+    fast = plain_email(address)
+    try:
+        slow: str | None = str(validate_email(address, check_deliverability=False).normalized)
+    except EmailNotValidError:
+        slow = None
+    if fast is not None:
+        assert fast == slow  # accepted only when email-validator accepts it unchanged
+
+
+@pytest.mark.parametrize("address", [
+    "person1@example.com", "a.b+c@mail.example.it", "x_y%z@a-b.co",
+])
+def test_plain_addresses_take_the_fast_path(address: str) -> None:
+    assert plain_email(address) == address == normalise_email(address)
+
+
+@pytest.mark.parametrize("address", [
+    "A@Example.COM", "a@localhost", "a@b.test", "a@xn--80ak6aa92e.com", "a..b@example.com",
+    ".a@example.com", "a@-b.com", "a@b", "\u00e0@example.com", "a" * 65 + "@example.com",
+])
+def test_other_addresses_go_to_email_validator(address: str) -> None:
+    assert plain_email(address) is None

@@ -9,7 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dialer.domain import Kind, Limits
-from dialer.scheduler import CampaignLoad, Candidate, Counts, Dial, plan, rank, room, wanted
+from dialer.scheduler import (
+    CampaignLoad,
+    Candidate,
+    Counts,
+    Dial,
+    any_room,
+    plan,
+    rank,
+    room,
+    wanted,
+)
 
 I, E = Kind.INTERNAL, Kind.EXTERNAL
 UNLIMITED = Limits()
@@ -304,3 +314,18 @@ def test_wanted_is_an_upper_bound_of_the_plan(sc: tuple[list[CampaignLoad], Limi
         mine = [d for d in dials if d.campaign_id == c.id]
         assert sum(d.kind is I for d in mine) <= n_int
         assert sum(d.kind is E for d in mine) <= n_ext
+
+
+@settings(max_examples=400, deadline=None)
+@given(scenarios())
+def test_without_global_room_plan_places_nothing(sc: tuple[list[CampaignLoad], Limits, Counts,
+                                                          Mapping[int, list[Candidate]],
+                                                          frozenset[Kind], int | None]) -> None:
+    """``any_room`` False lets the storage adapter skip loading campaigns: plan, from a mapping
+    or from a candidate source, would have placed nothing."""
+    loads, g, g_running, candidates, avail, capacity = sc
+    if any_room(g, g_running, avail, capacity):
+        return
+    assert plan(loads, g, g_running, candidates, kinds_available=avail, capacity=capacity) == []
+    assert plan(loads, g, g_running, lambda c, _g, _cap: candidates.get(c.id, []),
+                kinds_available=avail, capacity=capacity) == []

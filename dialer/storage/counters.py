@@ -9,15 +9,22 @@ millions of recipient rows. They are maintained in ONE place, this module:
   the session; just before the session flushes, the deltas become one atomic
   ``UPDATE campaigns SET n_x = n_x + d`` per campaign, in the same transaction as the recipient
   change (atomic increments, so concurrent nodes on PostgreSQL never lose an update);
+* a store method that changes recipient states with Core statements instead (the claim of a
+  scheduling pass, the hot path) books the same deltas with ``shift``; they are applied with the
+  ORM ones, at the latest when the transaction commits;
 * recipients inserted in bulk (``start_campaign``) set the counters of their new campaign
   directly (``fresh_counts``);
 * a NULL counter means "not counted yet" (campaigns from before revision 0003, or after a bulk
   change that could not be booked): ``recount`` counts that campaign's recipients once and
   stores the result. NULL + d stays NULL, so a missed count is never made up.
 
-The rule for everyone touching recipients: change ``state`` through the ORM attribute, never
-with a Core ``UPDATE recipients SET state = ...``; a bulk change must call ``invalidate`` for the
-campaigns it touched.
+Every counter update is an UPDATE of the campaign row, so it also moves ``campaigns.version``
+(revision 0004): a scheduling pass that keeps campaigns in memory re-reads exactly the ones whose
+recipients changed. A change of a recipient's retry time (``next_at``) alone moves the version too.
+
+The rule for everyone touching recipients: change ``state`` through the ORM attribute, or with a
+Core statement followed by ``shift`` for each recipient changed; a bulk change must call
+``invalidate`` for the campaigns it touched.
 """
 
 from __future__ import annotations
@@ -85,6 +92,30 @@ def invalidate(s: Session, campaign_ids: Iterable[int]) -> None:
             **{col: None for col in COLUMN.values()}))
 
 
+def shift(s: Session, campaign_id: int, old: RecipientState | str,
+          new: RecipientState | str, n: int = 1) -> None:
+    """Book ``n`` recipients of a campaign moved from ``old`` to ``new`` by a Core statement.
+
+    Applied with the ORM deltas: at the next flush, by ``apply``, or when the transaction
+    commits, whichever comes first."""
+    if _column(old) == _column(new) or n == 0:
+        return
+    deltas = _deltas(s)
+    deltas[campaign_id][_column(old)] -= n
+    deltas[campaign_id][_column(new)] += n
+
+
+def apply(s: Session) -> None:
+    """Write the booked deltas now (one atomic UPDATE per campaign, in campaign order)."""
+    _apply(s)
+
+
+def _deltas(s: Session) -> dict[int, dict[str, int]]:
+    deltas: dict[int, dict[str, int]] = s.info.setdefault(
+        _DELTAS, defaultdict(lambda: defaultdict(int)))
+    return deltas
+
+
 def _book(target: RecipientRow, new: Any, old: Any) -> None:
     s = object_session(target)
     if s is None or target.campaign_id is None:
@@ -92,8 +123,7 @@ def _book(target: RecipientRow, new: Any, old: Any) -> None:
     known_old = old not in (NO_VALUE, NEVER_SET, None)
     if known_old and old == new:
         return
-    deltas: dict[int, dict[str, int]] = s.info.setdefault(
-        _DELTAS, defaultdict(lambda: defaultdict(int)))
+    deltas = _deltas(s)
     if known_old:
         deltas[target.campaign_id][_column(old)] -= 1
     if new is not None:
@@ -107,6 +137,16 @@ def _on_state_set(target: RecipientRow, value: Any, oldvalue: Any, _initiator: A
     _book(target, value, oldvalue)
 
 
+@event.listens_for(RecipientRow.next_at, "set", active_history=True)
+def _on_next_at_set(target: RecipientRow, value: Any, oldvalue: Any, _initiator: Any) -> None:
+    if attributes.instance_state(target).key is None or target.campaign_id is None:
+        return
+    if oldvalue in (NO_VALUE, NEVER_SET) or oldvalue != value:
+        s = object_session(target)
+        if s is not None:
+            _deltas(s)[target.campaign_id]  # no counter moves, the version does (_apply)
+
+
 def _apply(s: Session) -> None:
     deltas: dict[int, dict[str, int]] | None = s.info.pop(_DELTAS, None)
     if not deltas:
@@ -114,8 +154,13 @@ def _apply(s: Session) -> None:
     conn = s.connection()
     for cid in sorted(deltas):  # a fixed order: two nodes never lock campaigns crosswise
         values = {col: getattr(CampaignRow, col) + d for col, d in deltas[cid].items() if d}
-        if values:
-            conn.execute(update(CampaignRow).where(CampaignRow.id == cid).values(**values))
+        # any UPDATE of the row moves its version (onupdate); with no counter to move, say so
+        conn.execute(_Q_BUMP.where(CampaignRow.id == cid).values(**values) if values
+                     else _Q_BUMP.where(CampaignRow.id == cid).values(
+                         version=CampaignRow.version + 1))
+
+
+_Q_BUMP = update(CampaignRow)
 
 
 @event.listens_for(Session, "before_flush")
@@ -137,6 +182,12 @@ def _book_new(s: Session, campaign_id: int, state: str, sign: int) -> None:
 
 def _column(state: Any) -> str:
     return COLUMN[str(getattr(state, "value", state))]
+
+
+@event.listens_for(Session, "before_commit")
+def _before_commit(s: Session) -> None:
+    # deltas booked with ``shift`` after the last flush (a Core-only transaction never flushes)
+    _apply(s)
 
 
 @event.listens_for(Session, "after_rollback")

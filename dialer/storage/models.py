@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -106,7 +107,8 @@ class CampaignRow(Base):
     """A launched campaign with its frozen settings snapshot."""
 
     __tablename__ = "campaigns"
-    __table_args__ = (Index("ix_campaigns_state", "state"),)
+    __table_args__ = (Index("ix_campaigns_state", "state"),
+                      Index("ix_campaigns_state_version", "state", "id", "version"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     template_id: Mapped[int | None] = mapped_column(ForeignKey("templates.id", ondelete="SET NULL"))
     template_name: Mapped[str] = mapped_column(String(100))
@@ -128,6 +130,11 @@ class CampaignRow(Base):
     n_contacted: Mapped[int | None] = mapped_column(Integer)
     n_failed: Mapped[int | None] = mapped_column(Integer)
     n_stopped: Mapped[int | None] = mapped_column(Integer)
+    # Grows with every UPDATE of this row (ORM or Core): state changes, counter changes (so every
+    # change of a recipient's state or retry time, dialer.storage.counters). A scheduling pass
+    # re-reads only the campaigns whose version moved since its previous pass (revision 0004).
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0",
+                                         onupdate=text("version + 1"))
 
 
 class RecipientRow(Base):

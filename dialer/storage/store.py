@@ -12,21 +12,43 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import re
+import sqlite3
+import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, bindparam, create_engine, event, func, or_, select, update
+from sqlalchemy import (
+    Engine,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dialer import lifecycle, scheduler
-from dialer.domain import CampaignSettings, CampaignState, Kind, Limits, Outcome, RecipientState
+from dialer.domain import (
+    CampaignSettings,
+    CampaignState,
+    EmailPolicy,
+    Kind,
+    Limits,
+    Outcome,
+    RecipientState,
+)
 from dialer.errors import CsvError, DialerError, NotFound, StateError, ValidationError
 from dialer.permissions import Role
 from dialer.recipients import NumberRules, Recipient, normalise_number
@@ -44,6 +66,7 @@ from dialer.storage.models import (
     SettingsRow,
     TemplateRecipientRow,
     TemplateRow,
+    UtcDateTime,
 )
 
 logger = logging.getLogger(__name__)
@@ -122,6 +145,27 @@ class EndReport:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MailTarget:
+    """A recipient to mail the message to (``dialer.mailer.MailRecipient``)."""
+
+    id: int
+    number: str
+    name: str | None
+    email: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class MailJob:
+    """What one mailing of a campaign needs: its name, message and the recipients to mail."""
+
+    campaign_id: int
+    name: str
+    audio_sha: str
+    text: str | None
+    recipients: list[MailTarget]
+
+
+@dataclass(frozen=True, kw_only=True)
 class TemplateView:
     """A template as the CLI shows it."""
 
@@ -145,6 +189,11 @@ class SqlStore:
             _sqlite_single_writer(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._snapshot_cache: dict[int, _Snapshot] = {}  # campaign id -> frozen settings
+        self._view = _View()  # the live campaigns between scheduling passes (tick)
+        self._sql_cache: dict[Any, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+        self._sqlite_datetime: Callable[[Any], Any] = UtcDateTime().dialect_impl(
+            self.engine.dialect).bind_processor(self.engine.dialect) or (lambda v: v)
+        self._checkpointer: tuple[threading.Thread, threading.Event] | None = None
 
     # ----- plumbing -----
 
@@ -183,7 +232,48 @@ class SqlStore:
         return self.engine.url.render_as_string(hide_password=True)
 
     def dispose(self) -> None:
+        self.stop_checkpointer()
         self.engine.dispose()
+
+    def start_checkpointer(self, interval: float = 0.05) -> None:
+        """SQLite file: copy the write-ahead log into the database from a background thread.
+
+        Otherwise the commit that crosses SQLite's auto-checkpoint threshold (1000 pages) does
+        it, and a scheduling pass that happens to be that commit waits 5 ms or more for it
+        (bench/RESULTS.md). A PASSIVE checkpoint never blocks readers or the writer, and the
+        sqlite3 module releases the GIL while it runs; the auto-checkpoint stays as the safety
+        net. The daemon starts it; short-lived CLI commands do not need it. No-op elsewhere."""
+        if not self.sqlite or self._checkpointer is not None:
+            return
+        path = self.engine.url.database
+        if not path or path == ":memory:":
+            return
+        stop = threading.Event()
+
+        def run() -> None:
+            try:
+                con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            except sqlite3.Error:
+                return
+            try:
+                while not stop.wait(interval):
+                    try:
+                        con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    except sqlite3.Error:
+                        continue  # busy, or the file went away: try again, or stop below
+            finally:
+                con.close()
+
+        thread = threading.Thread(target=run, name="sqlite-checkpointer", daemon=True)
+        self._checkpointer = (thread, stop)
+        thread.start()
+
+    def stop_checkpointer(self) -> None:
+        if self._checkpointer is not None:
+            thread, stop = self._checkpointer
+            self._checkpointer = None
+            stop.set()
+            thread.join(5.0)
 
     def _event(self, s: Session, event_kind: str, /, *, at: float, campaign_id: int | None = None,
                recipient_id: int | None = None, attempt_id: str | None = None,
@@ -259,9 +349,7 @@ class SqlStore:
                                   created_at=to_dt(now), updated_at=to_dt(now))
                 s.add(row)
                 s.flush()
-                s.add_all(TemplateRecipientRow(template_id=row.id, position=i + 1, number=r.number,
-                                               name=r.name, email=r.email, kind=r.kind.value)
-                          for i, r in enumerate(recipients))
+                self._insert_template_recipients(s, row.id, recipients, 1)
                 self._event(s, "template_added", at=now, actor=actor, template=name)
                 if audit:
                     self._audit(s, actor=actor, now=now, action="template.add",
@@ -272,19 +360,23 @@ class SqlStore:
         except IntegrityError as exc:
             raise ValidationError(f"template {name!r} could not be stored: {exc.orig}") from exc
 
-    def get_template(self, name: str) -> TemplateView:
+    def get_template(self, name: str, *, with_recipients: bool = True) -> TemplateView:
+        """A template; its recipient list is left empty with ``with_recipients=False``."""
         with self.session() as s:
             row = s.scalar(select(TemplateRow).where(TemplateRow.name == name))
             if row is None:
                 raise NotFound(f"no template named {name!r}")
-            recs = s.scalars(select(TemplateRecipientRow)
+            recs = s.execute(select(TemplateRecipientRow.number, TemplateRecipientRow.kind,
+                                    TemplateRecipientRow.name, TemplateRecipientRow.email)
                              .where(TemplateRecipientRow.template_id == row.id)
-                             .order_by(TemplateRecipientRow.position)).all()
+                             .order_by(TemplateRecipientRow.position)).all() \
+                if with_recipients else []
             return TemplateView(id=row.id, name=row.name, enabled=row.enabled,
                                 settings=settings_from_dict(row.settings),
                                 audio_sha=row.audio_sha, audio_seconds=row.audio_seconds,
-                                recipients=[Recipient(number=r.number, kind=Kind(r.kind),
-                                                      name=r.name, email=r.email) for r in recs])
+                                recipients=[Recipient(number=number, kind=Kind(kind),
+                                                      name=rname, email=email)
+                                            for number, kind, rname, email in recs])
 
     def list_templates(self) -> list[dict[str, Any]]:
         with self.session() as s:
@@ -303,9 +395,13 @@ class SqlStore:
 
     def start_campaign(self, *, template: str, name: str | None, now: float, start_at: float,
                        actor: str, audio_sha: str | None = None, audio_seconds: float | None = None,
-                       recipients: Sequence[Recipient] | None = None) -> int:
-        """Launch a campaign from a template: snapshot its settings and recipient list."""
-        tpl = self.get_template(template)
+                       recipients: Sequence[Recipient] | None = None,
+                       tts_text: str | None = None) -> int:
+        """Launch a campaign from a template: snapshot its settings and recipient list.
+
+        ``audio_sha`` replaces the template's message; ``tts_text`` is the text it was spoken
+        from (None for a recording), kept in the snapshot in place of the template's."""
+        tpl = self.get_template(template, with_recipients=recipients is None)
         if not tpl.enabled:
             raise StateError(f"template {template!r} is disabled")
         recs = list(recipients) if recipients is not None else tpl.recipients
@@ -316,6 +412,8 @@ class SqlStore:
             raise ValidationError(f"the completion threshold {st.threshold} is above the "
                                   f"{len(recs)} recipients")
         st = dataclasses.replace(st, display_name=name or tpl.name)
+        if audio_sha is not None:
+            st = dataclasses.replace(st, tts_text=tts_text)
         with self.session() as s:
             # SQLite reuses the highest rowid once it is deleted; a run id must never come back
             # (attempts and events of the deleted campaign still carry it)
@@ -333,13 +431,7 @@ class SqlStore:
                                **counters.fresh_counts(len(recs)))
             s.add(camp)
             s.flush()
-            s.execute(RecipientRow.__table__.insert(), [
-                {"campaign_id": camp.id, "position": i + 1, "number": r.number, "name": r.name,
-                 "email": r.email, "kind": r.kind.value, "state": RecipientState.IDLE.value,
-                 "calls": 0, "attempts": 0, "max_attempts": st.attempts}
-                for i, r in enumerate(recs)])
-            ids = s.execute(select(RecipientRow.id, RecipientRow.position).where(
-                RecipientRow.campaign_id == camp.id).order_by(RecipientRow.position)).all()
+            ids = self._insert_recipients(s, camp.id, recs, st.attempts)
             s.add(RunRow(id=camp.id, name=camp.name, template_name=tpl.name,
                          created_at=to_dt(now), created_by=actor, start_at=to_dt(start_at),
                          settings=settings_to_dict(st), audio_sha=camp.audio_sha,
@@ -357,14 +449,56 @@ class SqlStore:
                         start_at=start_at, settings=settings_to_dict(st))
             return camp.id
 
+    def _insert_recipients(self, s: Session, campaign_id: int, recs: Sequence[Recipient],
+                           max_attempts: int) -> list[tuple[int, int]]:
+        """Insert a campaign's recipients in one executemany; their (id, position) in order.
+
+        On SQLite the rows go to the driver as plain tuples (every value is a str or an int
+        already: SQLAlchemy's per-row parameter processing cost as much as SQLite's insert)."""
+        idle = RecipientState.IDLE.value
+        if not self.sqlite:
+            s.execute(insert(_RECIPIENTS), [
+                {"campaign_id": campaign_id, "position": i + 1, "number": r.number,
+                 "name": r.name, "email": r.email, "kind": r.kind.value, "state": idle,
+                 "calls": 0, "attempts": 0, "max_attempts": max_attempts}
+                for i, r in enumerate(recs)])
+            return [(rid, pos) for rid, pos in s.execute(
+                select(RecipientRow.id, RecipientRow.position)
+                .where(RecipientRow.campaign_id == campaign_id)
+                .order_by(RecipientRow.position))]
+        conn = s.connection()
+        conn.exec_driver_sql(
+            "INSERT INTO recipients (campaign_id, position, number, name, email, kind, state, "
+            "calls, attempts, max_attempts) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, ?)",
+            [(campaign_id, i, r.number, r.name, r.email, r.kind.value, idle, max_attempts)
+             for i, r in enumerate(recs, 1)])
+        return [(rid, pos) for rid, pos in conn.exec_driver_sql(
+            "SELECT id, position FROM recipients WHERE campaign_id = ? ORDER BY position",
+            (campaign_id,))]
+
+    def _insert_template_recipients(self, s: Session, template_id: int,
+                                    recs: Sequence[Recipient], first: int) -> None:
+        """A template's recipients at positions ``first``, ``first + 1``... in one executemany."""
+        if recs:
+            s.execute(insert(cast(Table, TemplateRecipientRow.__table__)), [
+                {"template_id": template_id, "position": first + i, "number": r.number,
+                 "name": r.name, "email": r.email, "kind": r.kind.value}
+                for i, r in enumerate(recs)])
+
     def list_campaigns(self, states: Sequence[str] | None = None) -> list[dict[str, Any]]:
         with self.session() as s:
-            tallies = _tallies(s, None)
             out = []
             q = select(CampaignRow).order_by(CampaignRow.id)
             if states:
                 q = q.where(CampaignRow.state.in_(list(states)))
-            for c in s.scalars(q):
+            rows = list(s.scalars(q))
+            # The per-campaign counters answer without reading recipients; campaigns not yet
+            # counted (NULL counters) are counted once here.
+            tallies = {c.id: t for c in rows if (t := counters.tally_of(c)) is not None}
+            missing = [c.id for c in rows if c.id not in tallies]
+            if missing:
+                tallies.update(counters.count(s, missing))
+            for c in rows:
                 t = tallies.get(c.id, lifecycle.Tally())
                 out.append({"id": c.id, "name": c.name, "template": c.template_name,
                             "state": c.state, "priority": c.priority,
@@ -394,6 +528,41 @@ class SqlStore:
                     "max_attempts": r.max_attempts,
                 } for r in recs],
             }
+
+    def campaign_progress(self, campaign_id: int, *, since: float,
+                          events: int = 8) -> dict[str, Any]:
+        """What ``dialer campaign watch`` shows, in a few indexed reads of one campaign:
+        recipients by state and kind, calls in progress by kind, the first call's time, the
+        attempts ended since ``since``, and the last ``events`` events (newest first)."""
+        with self.session() as s:
+            c = s.get(CampaignRow, campaign_id)
+            if c is None:
+                raise NotFound(f"no campaign with id {campaign_id}")
+            by_state: dict[str, dict[str, int]] = {}
+            for state, kind, n in s.execute(
+                    select(RecipientRow.state, RecipientRow.kind, func.count())
+                    .where(RecipientRow.campaign_id == campaign_id)
+                    .group_by(RecipientRow.state, RecipientRow.kind)):
+                by_state.setdefault(state, {})[kind] = n
+            in_call = dict(s.execute(
+                select(AttemptRow.kind, func.count())
+                .where(AttemptRow.campaign_id == campaign_id, AttemptRow.ended_at.is_(None))
+                .group_by(AttemptRow.kind)).all())
+            first = s.scalar(select(func.min(AttemptRow.created_at))
+                             .where(AttemptRow.campaign_id == campaign_id))
+            recent = s.scalar(select(func.count()).select_from(AttemptRow).where(
+                AttemptRow.campaign_id == campaign_id, AttemptRow.ended_at >= to_dt(since)))
+            last = s.scalars(select(EventRow).where(EventRow.campaign_id == campaign_id)
+                             .order_by(EventRow.id.desc()).limit(events)).all()
+            numbers = dict(s.execute(select(RecipientRow.id, RecipientRow.number).where(
+                RecipientRow.id.in_([e.recipient_id for e in last if e.recipient_id]))).all())
+            return {"id": c.id, "name": c.name, "state": c.state, "template": c.template_name,
+                    "start_at": _iso(c.start_at), "ended_at": _iso(c.ended_at),
+                    "settings": c.settings, "audio_seconds": c.audio_seconds,
+                    "recipients": by_state, "in_call": {k: int(v) for k, v in in_call.items()},
+                    "first_call_at": _iso(first), "ended_since": int(recent or 0),
+                    "events": [{**_event_dict(e), "number": numbers.get(e.recipient_id or -1)}
+                               for e in last]}
 
     def attempts_of(self, campaign_id: int) -> list[dict[str, Any]]:
         with self.session() as s:
@@ -665,9 +834,7 @@ class SqlStore:
                 if r.position >= at:
                     r.position += len(recs)
             s.flush()
-            s.add_all(TemplateRecipientRow(template_id=row.id, position=at + i, number=r.number,
-                                           name=r.name, email=r.email, kind=r.kind.value)
-                      for i, r in enumerate(recs))
+            self._insert_template_recipients(s, row.id, recs, at)
             row.updated_at = to_dt(now)
             self._audit(s, actor=actor, now=now,
                         action="recipients.replace" if replace else "recipients.add",
@@ -834,6 +1001,66 @@ class SqlStore:
                                  for a in rows],
                     "events": by_attempt.get(None, [])}
 
+    # ----- e-mail (dialer.mailqueue) -----
+
+    def mail_job(self, campaign_id: int, trigger: str, recipient_id: int | None = None,
+                 attempt_id: str | None = None) -> MailJob | None:
+        """Whom to mail for ``trigger``, or None when the campaign's ``email`` setting says no.
+
+        ``launch``: every recipient with an address, if the setting is ``on_launch`` and the
+        campaign has become active exactly once (its first activation, not a reactivation after
+        granted attempts). ``unreached``: recipient ``recipient_id``, if the setting is
+        ``unreached``, it is ``failed`` now, ``attempt_id`` is its latest attempt (the one that
+        made it failed: an earlier attempt's job, handled late, mails nobody) and it has an
+        address.
+        """
+        with self.session() as s:
+            c = s.get(CampaignRow, campaign_id)
+            if c is None:
+                return None
+            st = settings_from_dict(c.settings)
+            q = select(RecipientRow).where(RecipientRow.campaign_id == campaign_id,
+                                           RecipientRow.email.is_not(None))
+            if trigger == "launch":
+                if st.email != EmailPolicy.ON_LAUNCH.value:
+                    return None
+                activations = sum(
+                    1 for d in s.scalars(select(EventRow.detail).where(
+                        EventRow.campaign_id == campaign_id, EventRow.kind == "campaign_state"))
+                    if isinstance(d, dict) and d.get("new") == CampaignState.ACTIVE.value)
+                if activations != 1:
+                    return None
+            elif trigger == "unreached":
+                if st.email != EmailPolicy.UNREACHED.value or recipient_id is None:
+                    return None
+                latest = s.scalar(select(AttemptRow.id)
+                                  .where(AttemptRow.recipient_id == recipient_id)
+                                  .order_by(AttemptRow.created_at.desc(), AttemptRow.id.desc())
+                                  .limit(1))
+                if attempt_id is not None and latest != attempt_id:
+                    return None
+                q = q.where(RecipientRow.id == recipient_id,
+                            RecipientRow.state == RecipientState.FAILED.value)
+            else:
+                raise ValueError(f"unknown mail trigger {trigger!r}")
+            recs = s.scalars(q.order_by(RecipientRow.position)).all()
+            return MailJob(campaign_id=c.id, name=c.name, audio_sha=c.audio_sha,
+                           text=st.tts_text,
+                           recipients=[MailTarget(id=r.id, number=r.number, name=r.name,
+                                                  email=r.email) for r in recs if r.email])
+
+    def record_emails(self, campaign_id: int, results: Sequence[tuple[int, str, bool, str]], *,
+                      at: float) -> None:
+        """One ``email_sent`` / ``email_failed`` event per ``(recipient id, address, sent,
+        detail)``: the Message-ID when sent, the reason when not."""
+        if not results:
+            return
+        with self.session() as s:
+            for recipient_id, address, sent, detail in results:
+                self._event(s, "email_sent" if sent else "email_failed", at=at,
+                            campaign_id=campaign_id, recipient_id=recipient_id, email=address,
+                            detail=detail)
+
     # ----- history (runs) -----
 
     def list_runs(self) -> list[dict[str, Any]]:
@@ -888,31 +1115,46 @@ class SqlStore:
              capacity: int | None = None) -> Tick:
         """One scheduling pass: campaign transitions, then claim the calls to place now.
 
-        Cost: a handful of indexed statements whatever the number of recipients. Campaign
-        tallies come from the counter columns (``dialer.storage.counters``), calls in progress
-        from the open attempts (a covering index), candidates are read lazily in rank order
-        only for campaigns that can take a call, each with a LIMIT, and only when a retry is
-        due are retries read.
+        Cost: a handful of indexed statements whatever the number of recipients or campaigns.
+        The live campaigns (state, rank, counters, frozen settings) are kept in memory between
+        passes as a cache of the database, never as the truth: every pass reads the ``version``
+        of each live campaign (one covering index) and re-reads only the rows whose version
+        moved (``campaigns.version`` grows with every UPDATE of the row, and the recipient
+        counters update it with every recipient change, ``dialer.storage.counters``). Calls in
+        progress are counted from the open attempts (a covering index) in every pass;
+        candidates are read lazily in rank order only for campaigns that can take a call, each
+        with a LIMIT, and only when a retry is due are retries read. The time the next retry
+        falls due is kept per campaign and re-read only when its version moved or that time
+        has come. A pass that fails forgets the cache.
 
         Lifecycle within one pass: active campaigns whose recipients are done settle first, so
         the place they free is given to a blocked or due campaign in the same pass (and that
         one settles at once too if it has nothing left to do).
         """
+        try:
+            return self._tick(now=now, node=node, kinds_available=kinds_available,
+                              capacity=capacity)
+        except BaseException:
+            self._view = _View()  # the pass rolled back: what it cached may not have happened
+            raise
+
+    def _tick(self, *, now: float, node: str, kinds_available: frozenset[Kind],
+              capacity: int | None) -> Tick:
         transitions: list[tuple[int, str, str]] = []
+        view = self._view
         with self.session() as s:
-            srow = s.get(SettingsRow, 1, with_for_update=not self.sqlite)
-            if srow is None:
+            rows = self._rows(s, _Q_SETTINGS if self.sqlite else _Q_SETTINGS_PG)
+            if not rows:
                 raise DialerError("database is not initialised: run 'dialer init'")
-            gs = _settings_view(srow)
-            camps: dict[int, _Live] = {}
-            for cid, state, prio, start, n_i, n_a, n_c, n_f, n_s in s.connection().execute(_Q_LIVE):
-                tally = (None if n_i is None or n_a is None or n_c is None or n_f is None
-                         or n_s is None else lifecycle.Tally(idle=n_i, active=n_a, contacted=n_c,
-                                                             failed=n_f, stopped=n_s))
-                camps[cid] = _Live(id=cid, state=CampaignState(state), priority=prio,
-                                   start_at=start.timestamp(), tally=tally)
-            settings_of = self._snapshots(s, [c.id for c in camps.values()
-                                              if c.state is not CampaignState.SCHEDULED])
+            if rows[0] != view.settings_row:
+                view.settings_row = rows[0]
+                values = dict(zip(_SETTINGS_COLUMNS, rows[0]))
+                if values["updated_at"] is not None:
+                    values["updated_at"] = _as_utc(values["updated_at"])
+                view.settings = _settings_view(_SettingsValues(**values))
+            gs = view.settings
+            assert gs is not None
+            camps = self._refresh(s, view)
 
             def move(c: _Live, new: CampaignState, cause: str) -> None:
                 row = s.get(CampaignRow, c.id)
@@ -920,24 +1162,29 @@ class SqlStore:
                 transitions.append((c.id, c.state.value, new.value))
                 self._transition(s, row, new, cause=cause, now=now)
                 c.state = new
+                view.quiet.discard(c.id)
+                view.loads.pop(c.id, None)
 
-            checked: set[int] = set()
             while True:
-                # settle: active campaigns with nothing left to do free their place now
-                for c in camps.values():
-                    if c.state is not CampaignState.ACTIVE or c.id in checked:
+                # settle: active campaigns with nothing left to do free their place now (a
+                # campaign that did not settle at its current version cannot settle now)
+                for c in list(camps.values()):
+                    if c.state is not CampaignState.ACTIVE or c.id in view.quiet:
                         continue
-                    checked.add(c.id)
                     if c.tally is None:
                         c.tally = counters.recount(s, [c.id])[c.id]
-                    snap = settings_of.get(c.id) or self._snapshots(s, [c.id])[c.id]
-                    settings_of[c.id] = snap
-                    st = snap.settings
+                    st = self._snapshot(s, c.id).settings
                     settled = lifecycle.settle(CampaignState.ACTIVE, c.tally, st.threshold,
                                                st.keep_calling_after_threshold)
                     if settled is not None:
                         move(c, settled, _settle_cause(settled, c.tally, st))
+                    else:
+                        view.quiet.add(c.id)
                 # activate: due scheduled and blocked campaigns, by priority then start time
+                if not any(c.state is CampaignState.BLOCKED
+                           or (c.state is CampaignState.SCHEDULED and c.start_at <= now)
+                           for c in camps.values()):
+                    break  # nothing waits for a place: activation would change nothing
                 started = False
                 for cid, new in lifecycle.activate(
                         [lifecycle.Startable(id=c.id, state=c.state, priority=c.priority,
@@ -954,29 +1201,84 @@ class SqlStore:
                 if not started:
                     break
 
-            running = _running(s)
-            g_running = scheduler.Counts(sum(v.internal for v in running.values()),
-                                         sum(v.external for v in running.values()))
-            loads: list[scheduler.CampaignLoad] = []
-            for c in camps.values():
-                if c.state is not CampaignState.ACTIVE or c.tally is None:
-                    continue
-                st = settings_of[c.id].settings
-                if not lifecycle.may_call(c.tally, st.threshold, st.keep_calling_after_threshold):
-                    continue
-                loads.append(scheduler.CampaignLoad(
-                    id=c.id, priority=c.priority, start_at=c.start_at, limits=st.limits,
-                    running=running.get(c.id, scheduler.Counts())))
+            raw_running = self._rows(s, _Q_RUNNING)
+            if raw_running != view.running_rows:  # the same calls as last pass: same counts
+                view.running_rows, view.running = raw_running, _running_of(raw_running)
+            running = view.running
+            g_running = running.get(None, _NONE_RUNNING)
+            calls: list[ClaimedCall] = []
+            if scheduler.any_room(gs.limits, g_running, kinds_available, capacity):
+                loads = [load for c in camps.values()
+                         if (load := self._load(s, view, c, running.get(c.id, _NONE_RUNNING)))
+                         is not None]
 
-            def fetch(load: scheduler.CampaignLoad, g_now: scheduler.Counts,
-                      cap: int | None) -> list[scheduler.Candidate]:
-                return self._candidates(s, load, gs.limits, g_now, cap, now, kinds_available)
+                def fetch(load: scheduler.CampaignLoad, g_now: scheduler.Counts,
+                          cap: int | None) -> list[scheduler.Candidate]:
+                    return self._candidates(s, load, gs.limits, g_now, cap, now, kinds_available)
 
-            dials = scheduler.plan(loads, gs.limits, g_running, fetch,
-                                   kinds_available=kinds_available, capacity=capacity)
-            calls = self._claim(s, dials, settings_of, node=node, now=now)
-            next_due = self._next_due(s, now)
+                dials = scheduler.plan(loads, gs.limits, g_running, fetch,
+                                       kinds_available=kinds_available, capacity=capacity)
+                calls = self._claim(s, dials, node=node, now=now)
+            next_due = self._next_due(s, view, now)
+            for cid in [c.id for c in camps.values() if c.state.value not in _LIVE]:
+                self._forget(view, cid)  # settled in this pass: no longer live
         return Tick(calls=calls, next_due=next_due, transitions=transitions, settings=gs)
+
+    def _refresh(self, s: Session, view: _View) -> dict[int, _Live]:
+        """The live campaigns, re-reading only the rows whose version moved since the last pass."""
+        versions = dict(self._rows(s, _Q_LIVE_VERSIONS))
+        for cid in [cid for cid in view.versions if cid not in versions]:
+            self._forget(view, cid)  # finished, deleted, or suspended meanwhile
+        changed = [cid for cid, v in versions.items() if view.versions.get(cid) != v]
+        if changed:
+            for cid, state, prio, start, n_i, n_a, n_c, n_f, n_s in (
+                    [r for cid in changed for r in self._rows(s, _Q_LIVE_ONE, {"cid": cid})]
+                    if self.sqlite else self._rows(s, _Q_LIVE, {"ids": changed})):
+                if state not in _LIVE:
+                    continue  # left the live states between the two reads
+                tally = (None if n_i is None or n_a is None or n_c is None or n_f is None
+                         or n_s is None else lifecycle.Tally(idle=n_i, active=n_a, contacted=n_c,
+                                                             failed=n_f, stopped=n_s))
+                self._forget(view, cid)
+                view.camps[cid] = _Live(id=cid, state=CampaignState(state), priority=prio,
+                                        start_at=_as_utc(start).timestamp(), tally=tally)
+                # the version read first: a row changed in between is simply re-read next pass
+                view.versions[cid] = versions[cid]
+            for cid in changed:
+                if cid not in view.camps:  # left the live states between the two reads
+                    view.versions.pop(cid, None)
+        return view.camps
+
+    @staticmethod
+    def _forget(view: _View, cid: int) -> None:
+        view.versions.pop(cid, None)
+        view.camps.pop(cid, None)
+        view.quiet.discard(cid)
+        view.loads.pop(cid, None)
+        view.retry_due.pop(cid, None)
+
+    def _load(self, s: Session, view: _View, c: _Live,
+              running: scheduler.Counts) -> scheduler.CampaignLoad | None:
+        """The campaign as ``scheduler.plan`` sees it, or None when it may not place calls now;
+        kept while its row and its calls in progress stay the same."""
+        if c.state is not CampaignState.ACTIVE or c.tally is None:
+            return None
+        load = view.loads.get(c.id)
+        if load is None:
+            st = self._snapshot(s, c.id).settings
+            if not lifecycle.may_call(c.tally, st.threshold, st.keep_calling_after_threshold):
+                return None
+            load = scheduler.CampaignLoad(id=c.id, priority=c.priority, start_at=c.start_at,
+                                          limits=st.limits, running=running)
+            view.loads[c.id] = load
+        elif load.running != running:
+            load = dataclasses.replace(load, running=running)
+            view.loads[c.id] = load
+        return load
+
+    def _snapshot(self, s: Session, cid: int) -> _Snapshot:
+        snap = self._snapshot_cache.get(cid)
+        return snap if snap is not None else self._snapshots(s, [cid])[cid]
 
     def _snapshots(self, s: Session, ids: Sequence[int]) -> dict[int, _Snapshot]:
         """The frozen settings of these campaigns, parsed once per process (they never change)."""
@@ -999,68 +1301,146 @@ class SqlStore:
         fresh: list[tuple[int, int, str]] = []
         retry: list[tuple[float, int, int, str]] = []
         q_fresh, q_retry = (_Q_FRESH, _Q_RETRY) if self.sqlite else (_Q_FRESH_PG, _Q_RETRY_PG)
-        conn = s.connection()  # Core statements: no ORM layer in the hot path
         for kind, n in ((Kind.INTERNAL, n_int), (Kind.EXTERNAL, n_ext)):
             if n <= 0 or kind not in kinds:
                 continue
             params = {"cid": load.id, "kind": kind.value, "n": n, "at": at}
-            got = [(pos, rid, kind.value) for pos, rid in conn.execute(q_fresh, params)]
+            got = [(pos, rid, kind.value) for pos, rid in self._rows(s, q_fresh, params)]
             fresh += got
             left = n - len(got)
             if left <= 0:
                 continue  # the fresh ones of this kind fill what this decision can take
             # Is any retry of this kind due? (one index seek; NULL next_at: due at once)
-            first = conn.execute(_Q_FIRST_RETRY, params).first()
-            if first is None or (first[0] is not None and first[0] > at):
+            first = self._rows(s, _Q_FIRST_RETRY, params)
+            if not first or (first[0][0] is not None and _as_utc(first[0][0]) > at):
                 continue
             params["n"] = left
-            retry += [(last.timestamp() if last is not None else 0.0, pos, rid, kind.value)
-                      for last, pos, rid in conn.execute(q_retry, params)]
+            retry += [(_as_utc(last).timestamp() if last is not None else 0.0, pos, rid,
+                       kind.value)
+                      for last, pos, rid in self._rows(s, q_retry, params)]
         fresh.sort()
         retry.sort()
         return ([scheduler.Candidate(rid, Kind(k), True) for _, rid, k in fresh]
                 + [scheduler.Candidate(rid, Kind(k), False) for _, _, rid, k in retry])
 
+    def _rows(self, s: Session, stmt: Any, params: dict[str, Any] | None = None) -> list[Any]:
+        """Run one statement of the scheduling pass; its rows as plain tuples.
+
+        On SQLite straight on the driver's cursor, the statement compiled once per store: the
+        pass runs about a dozen small statements, and SQLAlchemy's execution machinery costs
+        2 to 10 times what SQLite needs to run each (bench/RESULTS.md). Date-times then come
+        back as SQLite's text: read them with ``_as_utc``. Elsewhere, through SQLAlchemy."""
+        conn = s.connection()
+        if not self.sqlite:
+            return [tuple(r) for r in conn.execute(stmt, params or {})]
+        sql, names, fixed = self._compiled(stmt)
+        given = params or {}
+        cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            rows: list[Any] = cur.execute(sql, [self._bind(given[n]) if n in given else fixed[n]
+                                                for n in names]).fetchall()
+            return rows
+        finally:
+            cur.close()
+
+    def _insert(self, s: Session, table_insert: Any, rows: list[dict[str, Any]]) -> None:
+        """An executemany of ``rows`` (every one with the same keys), as ``_rows`` runs them."""
+        if not rows:
+            return
+        conn = s.connection()
+        if not self.sqlite:
+            conn.execute(table_insert, rows)
+            return
+        keys = tuple(rows[0])
+        sql, names, _ = self._compiled(table_insert, keys)
+        cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cur.executemany(sql, [[self._bind(r[n]) for n in names] for r in rows])
+        finally:
+            cur.close()
+
+    def _compiled(self, stmt: Any, keys: tuple[str, ...] | None = None
+                  ) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+        key = (id(stmt), keys)
+        got = self._sql_cache.get(key)
+        if got is None:
+            # literal IN lists are rendered into the SQL (only in statements without parameters)
+            c = stmt.compile(dialect=self.engine.dialect,
+                             column_keys=list(keys) if keys is not None else None,
+                             compile_kwargs={"render_postcompile": stmt is _Q_LIVE_VERSIONS})
+            got = (c.string, tuple(c.positiontup or ()), dict(c.params))
+            self._sql_cache[key] = got
+        return got
+
+    def _bind(self, value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            return self._sqlite_datetime(value)
+        if isinstance(value, dict):
+            return json.dumps(value)  # the JSON columns (event detail), as SQLAlchemy writes
+        return value
+
     def _lock(self, q: Any) -> Any:
         return q if self.sqlite else q.with_for_update(skip_locked=True)
 
-    def _claim(self, s: Session, dials: list[scheduler.Dial], snapshots: dict[int, _Snapshot],
-               *, node: str, now: float) -> list[ClaimedCall]:
+    def _claim(self, s: Session, dials: list[scheduler.Dial], *, node: str,
+               now: float) -> list[ClaimedCall]:
+        """Claim the recipients decided on: recipient, attempt and history rows written with
+        Core statements (one guarded UPDATE ... RETURNING per recipient, one INSERT of all
+        attempts, one of all events); the counters are booked through ``counters.shift``."""
+        if not dials:
+            return []
+        s.flush()  # transitions of this pass first: the history keeps the order things happened
+        at = to_dt(now)
         calls: list[ClaimedCall] = []
+        attempts: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
         for d in dials:
-            rec = s.get(RecipientRow, d.recipient_id)
-            assert rec is not None and rec.state == RecipientState.IDLE.value
-            snap = snapshots[d.campaign_id]
+            got = self._rows(s, _Q_CLAIM, {"rid": d.recipient_id, "at": at})
+            if not got:  # single writer (SQLite) or a row lock we hold (PostgreSQL)
+                raise DialerError(f"recipient {d.recipient_id} was claimed by someone else")
+            number, kind, call_no = got[0]
+            counters.shift(s, d.campaign_id, RecipientState.IDLE, RecipientState.ACTIVE)
+            snap = self._snapshot(s, d.campaign_id)
             aid = uuid.uuid4().hex
-            rec.state = RecipientState.ACTIVE.value  # counters follow (dialer.storage.counters)
-            rec.calls += 1
-            rec.last_call_at = to_dt(now)
-            s.add(AttemptRow(id=aid, campaign_id=d.campaign_id, recipient_id=rec.id,
-                             number=rec.number, kind=rec.kind, node=node, created_at=to_dt(now),
-                             keys=""))
-            self._event(s, "attempt_started", at=now, campaign_id=d.campaign_id,
-                        recipient_id=rec.id, attempt_id=aid, number=rec.number, kind=rec.kind,
-                        call=rec.calls)
+            attempts.append({"id": aid, "campaign_id": d.campaign_id,
+                             "recipient_id": d.recipient_id, "number": number, "kind": kind,
+                             "node": node, "created_at": at, "keys": ""})
+            events.append({"at": at, "campaign_id": d.campaign_id, "recipient_id": d.recipient_id,
+                           "attempt_id": aid, "kind": "attempt_started", "actor": None,
+                           "detail": {"number": number, "kind": kind, "call": call_no}})
             calls.append(ClaimedCall(attempt_id=aid, campaign_id=d.campaign_id,
-                                     recipient_id=rec.id, number=rec.number, kind=d.kind,
+                                     recipient_id=d.recipient_id, number=number, kind=d.kind,
                                      settings=snap.settings, audio_sha=snap.audio_sha,
                                      audio_seconds=snap.audio_seconds))
+        self._insert(s, _Q_ADD_ATTEMPTS, attempts)
+        self._insert(s, _Q_ADD_EVENTS, events)
+        counters.apply(s)
         return calls
 
-    def _next_due(self, s: Session, now: float) -> float | None:
+    def _next_due(self, s: Session, view: _View, now: float) -> float | None:
         """When the next scheduled start or retry delay falls due (None: nothing waits on time).
 
-        One statement: per active campaign and kind, the first ``next_at`` after now is one
-        seek into ``ix_recipients_due``.
+        Scheduled starts come from the live campaigns in memory; per active campaign, the first
+        ``next_at`` after now is one seek into ``ix_recipients_due`` per kind, made again only
+        when the campaign's version moved or that time has come.
         """
-        at = to_dt(now)
-        conn = s.connection()
-        t1 = conn.scalar(_Q_NEXT_START)
-        due = [t1.timestamp()] if t1 is not None else []
-        for kind in Kind:
-            t2 = conn.scalar(_Q_NEXT_RETRY, {"kind": kind.value, "at": at})
-            if t2 is not None:
-                due.append(_as_utc(t2).timestamp())
+        due = [c.start_at for c in view.camps.values() if c.state is CampaignState.SCHEDULED]
+        at: dt.datetime | None = None
+        for c in view.camps.values():
+            if c.state is not CampaignState.ACTIVE:
+                continue
+            version = view.versions.get(c.id)
+            known = view.retry_due.get(c.id)
+            if known is None or known[0] != version or (known[1] is not None
+                                                         and known[1] <= now):
+                at = at or to_dt(now)
+                times = [_as_utc(t).timestamp()
+                         for t in self._rows(s, _Q_NEXT_RETRY, {"cid": c.id, "at": at})[0]
+                         if t is not None]
+                known = (version, min(times) if times else None)
+                view.retry_due[c.id] = known
+            if known[1] is not None:
+                due.append(known[1])
         return min(due) if due else None
 
     def set_attempt_worker(self, attempt_id: str, worker: int) -> None:
@@ -1173,9 +1553,34 @@ class SqlStore:
 # The statements of a scheduling pass, built once: building a statement costs more Python time
 # than SQLite needs to run it.
 _LIVE = [CampaignState.SCHEDULED.value, CampaignState.BLOCKED.value, CampaignState.ACTIVE.value]
+# every pass: which campaigns are live, at which version (index-only, ix_campaigns_state_version)
+_Q_LIVE_VERSIONS = select(CampaignRow.id, CampaignRow.version).where(CampaignRow.state.in_(_LIVE))
+# only the rows whose version moved since the previous pass
 _Q_LIVE = select(CampaignRow.id, CampaignRow.state, CampaignRow.priority, CampaignRow.start_at,
                  CampaignRow.n_idle, CampaignRow.n_active, CampaignRow.n_contacted,
-                 CampaignRow.n_failed, CampaignRow.n_stopped).where(CampaignRow.state.in_(_LIVE))
+                 CampaignRow.n_failed, CampaignRow.n_stopped).where(
+    CampaignRow.state.in_(_LIVE), CampaignRow.id.in_(bindparam("ids", expanding=True)))
+_SETTINGS = SettingsRow.__table__
+_SETTINGS_COLUMNS = ("id", "max_campaigns", "max_calls", "max_internal", "max_external",
+                     "version", "updated_at", "updated_by")
+_Q_SETTINGS = select(*[_SETTINGS.c[name] for name in _SETTINGS_COLUMNS]).where(_SETTINGS.c.id == 1)
+# SQLite: one changed campaign by id (the caller keeps the live ones)
+_Q_LIVE_ONE = select(CampaignRow.id, CampaignRow.state, CampaignRow.priority,
+                     CampaignRow.start_at, CampaignRow.n_idle, CampaignRow.n_active,
+                     CampaignRow.n_contacted, CampaignRow.n_failed, CampaignRow.n_stopped).where(
+    CampaignRow.id == bindparam("cid"))
+# PostgreSQL: the settings row serialises the decisions of every node
+_Q_SETTINGS_PG = _Q_SETTINGS.with_for_update()
+_RECIPIENTS = cast(Table, RecipientRow.__table__)
+# the claim of one recipient; the guard on its state makes a double claim impossible
+_Q_CLAIM = (update(_RECIPIENTS)
+            .where(_RECIPIENTS.c.id == bindparam("rid"),
+                   _RECIPIENTS.c.state == RecipientState.IDLE.value)
+            .values(state=RecipientState.ACTIVE.value, calls=_RECIPIENTS.c.calls + 1,
+                    last_call_at=bindparam("at", type_=UtcDateTime()))
+            .returning(_RECIPIENTS.c.number, _RECIPIENTS.c.kind, _RECIPIENTS.c.calls))
+_Q_ADD_ATTEMPTS = insert(cast(Table, AttemptRow.__table__))
+_Q_ADD_EVENTS = insert(cast(Table, EventRow.__table__))
 _Q_RUNNING = (select(AttemptRow.campaign_id, AttemptRow.kind, func.count())
               .where(AttemptRow.ended_at.is_(None))
               .group_by(AttemptRow.campaign_id, AttemptRow.kind))
@@ -1194,16 +1599,14 @@ _Q_RETRY = (select(RecipientRow.last_call_at, RecipientRow.position, RecipientRo
 # PostgreSQL: several nodes claim at once; a row another node is claiming is skipped.
 _Q_FRESH_PG = _Q_FRESH.with_for_update(skip_locked=True)
 _Q_RETRY_PG = _Q_RETRY.with_for_update(skip_locked=True)
-_Q_NEXT_START = select(func.min(CampaignRow.start_at)).where(
-    CampaignRow.state == CampaignState.SCHEDULED.value)
-# per active campaign, the first retry time after now: one seek into ix_recipients_due each
-_Q_NEXT_RETRY = select(func.min(
+# the first retry time after now of one campaign, per kind: one seek into ix_recipients_due each
+_Q_NEXT_RETRY = select(*[
     select(RecipientRow.next_at)
-    .where(RecipientRow.campaign_id == CampaignRow.id,
-           RecipientRow.state == RecipientState.IDLE.value,
-           RecipientRow.kind == bindparam("kind"), RecipientRow.next_at > bindparam("at"))
-    .order_by(RecipientRow.next_at).limit(1).correlate(CampaignRow).scalar_subquery()
-)).where(CampaignRow.state == CampaignState.ACTIVE.value)
+    .where(RecipientRow.campaign_id == bindparam("cid"),
+           RecipientRow.state == RecipientState.IDLE.value, RecipientRow.kind == kind.value,
+           RecipientRow.next_at > bindparam("at"))
+    .order_by(RecipientRow.next_at).limit(1).scalar_subquery() for kind in Kind])
+_NONE_RUNNING = scheduler.Counts()
 
 
 @dataclass(kw_only=True)
@@ -1215,6 +1618,56 @@ class _Live:
     priority: int
     start_at: float
     tally: lifecycle.Tally | None
+
+
+@dataclass
+class _View:
+    """What the scheduling passes of this store keep between passes: a cache of the database,
+    checked against ``campaigns.version`` at the start of every pass."""
+
+    versions: dict[int, int] = dataclasses.field(default_factory=dict)  # as last read
+    camps: dict[int, _Live] = dataclasses.field(default_factory=dict)  # live campaigns
+    quiet: set[int] = dataclasses.field(default_factory=set)  # active, did not settle
+    loads: dict[int, scheduler.CampaignLoad] = dataclasses.field(default_factory=dict)
+    # active campaign -> (version, first retry time after the pass that read it, or None)
+    retry_due: dict[int, tuple[int | None, float | None]] = dataclasses.field(
+        default_factory=dict)
+    settings_row: Any = None
+    settings: GlobalSettings | None = None
+    running_rows: list[Any] | None = None  # the calls in progress as last read, and counted:
+    running: dict[int | None, scheduler.Counts] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _SettingsValues:
+    """The settings row as ``_settings_view`` reads it, from a plain tuple."""
+
+    id: int
+    max_campaigns: int | None
+    max_calls: int | None
+    max_internal: int | None
+    max_external: int | None
+    version: int
+    updated_at: Any
+    updated_by: str | None
+
+
+def _running_of(rows: list[Any]) -> dict[int | None, scheduler.Counts]:
+    """Calls in progress per campaign, and in all under the key None."""
+    acc: dict[int, list[int]] = {}
+    n_int = n_ext = 0
+    for cid, kind, n in rows:
+        pair = acc.setdefault(cid, [0, 0])
+        if kind == Kind.INTERNAL.value:
+            pair[0] += n
+            n_int += n
+        else:
+            pair[1] += n
+            n_ext += n
+    out: dict[int | None, scheduler.Counts] = {
+        cid: scheduler.Counts(i, e) for cid, (i, e) in acc.items()}
+    out[None] = scheduler.Counts(n_int, n_ext)
+    return out
 
 
 @dataclass(frozen=True)
@@ -1233,7 +1686,7 @@ def _as_utc(value: Any) -> dt.datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def _settings_view(row: SettingsRow) -> GlobalSettings:
+def _settings_view(row: Any) -> GlobalSettings:
     return GlobalSettings(max_campaigns=row.max_campaigns,
                           limits=Limits(total=row.max_calls, internal=row.max_internal,
                                         external=row.max_external),

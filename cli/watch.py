@@ -1,0 +1,107 @@
+"""The frame of ``dialer campaign watch ID``: counts by state, calls in progress, rate, estimated
+time to completion and the last events of one campaign, as a Rich renderable.
+
+``eta_seconds`` is pure: remaining recipients over the observed throughput (recipients finished
+per second since the first call). Before anything has finished it falls back to the pre-launch
+model (``dialer.precheck.estimate_duration``) for the recipients not yet done.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from cli.common import short_time
+from dialer.domain import CampaignState, Limits, RecipientState
+from dialer.precheck import estimate_duration
+from dialer.storage.store import settings_from_dict
+
+FINISHED = {CampaignState.COMPLETED.value, CampaignState.INCOMPLETE.value,
+            CampaignState.TERMINATED.value}
+RATE_WINDOW = 60.0  # seconds of attempts the "rate" counts
+COLOURS = {"contacted": "green", "failed": "red", "active": "yellow", "stopped": "magenta",
+           "idle": "white"}
+
+
+def _ts(iso: str | None) -> float | None:
+    return None if not iso else dt.datetime.fromisoformat(iso).timestamp()
+
+
+def human(seconds: float | None) -> str:
+    """``95`` -> ``1 min 35 s``; None -> ``unknown``."""
+    if seconds is None:
+        return "unknown"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def eta_seconds(progress: dict[str, Any], now: float, global_limits: Limits) -> float | None:
+    """Seconds until every recipient is done (None: unknown; 0 when nothing is left)."""
+    counts = {state: sum(kinds.values()) for state, kinds in progress["recipients"].items()}
+    total = sum(counts.values())
+    done = sum(counts.get(s.value, 0) for s in RecipientState if s.done)
+    remaining = total - done
+    if remaining <= 0 or progress["state"] in FINISHED:
+        return 0.0
+    first = _ts(progress.get("first_call_at"))
+    if first is not None and done > 0 and now > first:
+        return float(remaining / (done / (now - first)))
+    st = settings_from_dict(progress["settings"])
+    left = {k: 0 for k in ("internal", "external")}
+    for state, kinds in progress["recipients"].items():
+        if state in (RecipientState.IDLE.value, RecipientState.ACTIVE.value):
+            for kind, n in kinds.items():
+                left[kind] = left.get(kind, 0) + n
+    est = estimate_duration(internal=left["internal"], external=left["external"], settings=st,
+                            global_limits=global_limits,
+                            message_seconds=float(progress.get("audio_seconds") or 0.0))
+    return est.expected_seconds
+
+
+def frame(progress: dict[str, Any], now: float, global_limits: Limits) -> RenderableType:
+    """One frame of the live view."""
+    counts = {state: sum(kinds.values()) for state, kinds in progress["recipients"].items()}
+    total = sum(counts.values())
+    done = sum(counts.get(s.value, 0) for s in RecipientState if s.done)
+    in_call = progress["in_call"]
+    rate = progress["ended_since"] * 60.0 / RATE_WINDOW
+    eta = eta_seconds(progress, now, global_limits)
+    state = progress["state"]
+    head = Text.assemble(
+        (f"campaign {progress['id']} ", "bold"), (progress["name"], "bold cyan"),
+        f"  ({progress['template']})  ",
+        (state, "green" if state in (CampaignState.ACTIVE.value,
+                                     CampaignState.COMPLETED.value) else "yellow"))
+    bar = Table.grid(padding=(0, 1))
+    bar.add_row(ProgressBar(total=max(total, 1), completed=done, width=40),
+                f"{done}/{total} done")
+    counts_t = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="recipients")
+    for s in RecipientState:
+        counts_t.add_column(s.value, justify="right")
+    counts_t.add_row(*(f"[{COLOURS[s.value]}]{counts.get(s.value, 0)}[/]" for s in RecipientState))
+    stats = Table.grid(padding=(0, 2))
+    stats.add_row("calls in progress",
+                  f"{sum(in_call.values())} (internal {in_call.get('internal', 0)}, "
+                  f"external {in_call.get('external', 0)})")
+    stats.add_row("rate", f"{rate:.1f} attempts/min (last {RATE_WINDOW:.0f} s)")
+    stats.add_row("time to completion",
+                  "done" if state in FINISHED else f"about {human(eta)}")
+    events = Table("time", "event", "number", "detail", box=box.SIMPLE_HEAD, pad_edge=False,
+                   title="last events")
+    for e in reversed(progress["events"]):
+        detail = ", ".join(f"{k}={v}" for k, v in sorted((e["detail"] or {}).items())
+                           if v is not None and k != "settings")
+        events.add_row(short_time(e["at"]), e["kind"], e.get("number") or "",
+                       escape(detail[:80]))
+    return Group(head, bar, counts_t, stats, events)
