@@ -70,6 +70,10 @@ def template_add(
     max_repeats: int = typer.Option(3, help="Repeats of a prompt or the message without the key."),
     language: str = typer.Option("en", help="Language of the prompts: en or it."),
     enabled: bool = typer.Option(True, "--enabled/--disabled", help="Whether it may launch campaigns."),
+    keep_calling: bool = typer.Option(
+        True, "--keep-calling/--stop-at-threshold",
+        help="After the threshold is reached: keep calling everyone (default, as the reference) "
+             "or place no new call and complete."),
     recipients: Optional[Path] = typer.Option(None, "--recipients", help="CSV: number[,name,email,kind]."),
     json_out: bool = typer.Option(False, "--json", help="Print {\"id\": ...}."),
 ) -> None:
@@ -84,7 +88,7 @@ def template_add(
         listen_confirm=listen_confirm, answer_key=answer_key, listen_key=listen_key,
         threshold=threshold, key_timeout=key_timeout, max_repeats=max_repeats,
         language=_language(language), external_route=external_route,
-        email=email_policy(email) or "off",
+        email=email_policy(email) or "off", keep_calling_after_threshold=keep_calling,
         limits=Limits(total=parse_limit(max_calls, "--max-calls")[1],
                       internal=parse_limit(max_internal, "--max-internal")[1],
                       external=parse_limit(max_external, "--max-external")[1]))

@@ -585,3 +585,15 @@ def test_normalise_number_only_raises_validation_errors_and_is_idempotent(raw: s
         assert re.fullmatch(r"\+[1-9][0-9]{1,14}", number)
     else:
         assert re.fullmatch(rules.extension_pattern, number)
+
+
+def test_stop_at_threshold_is_offered_on_add_and_edit(cli: Cli) -> None:
+    add_fire(cli, "Quick", "--threshold", "1", "--stop-at-threshold")
+    shown = cli.json("template show", "template", "show", "Quick")
+    assert shown["settings"]["keep_calling_after_threshold"] is False
+    cli.ok("template", "edit", "Quick", "--keep-calling")
+    shown = cli.json("template show", "template", "show", "Quick")
+    assert shown["settings"]["keep_calling_after_threshold"] is True
+    add_fire(cli, "Default")
+    shown = cli.json("template show", "template", "show", "Default")
+    assert shown["settings"]["keep_calling_after_threshold"] is True
