@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -76,6 +77,11 @@ UTC = dt.timezone.utc
 
 def to_dt(ts: float | None) -> dt.datetime | None:
     return None if ts is None else dt.datetime.fromtimestamp(ts, UTC)
+
+
+def at_dt(ts: float) -> dt.datetime:
+    """A POSIX time as an aware UTC datetime (for columns that are never empty)."""
+    return dt.datetime.fromtimestamp(ts, UTC)
 
 
 def to_ts(value: dt.datetime | None) -> float | None:
@@ -321,7 +327,7 @@ class SqlStore:
                 old[key] = getattr(row, key)
                 setattr(row, key, value)
             row.version += 1
-            row.updated_at = to_dt(now)
+            row.updated_at = at_dt(now)
             row.updated_by = actor
             self._event(s, "settings_changed", at=now, actor=actor, old=old, new=changes)
             self._audit(s, actor=actor, now=now, action="settings.set", target="settings",
@@ -755,7 +761,7 @@ class SqlStore:
             elif "name" in changes:
                 row.settings = {**row.settings, "display_name": row.name}
             if changes:
-                row.updated_at = to_dt(now)
+                row.updated_at = at_dt(now)
                 self._audit(s, actor=actor, now=now, action="template.edit",
                             target=f"template {name}",
                             old={k: v[0] for k, v in changes.items()},
@@ -785,7 +791,7 @@ class SqlStore:
                                           CampaignState.TERMINATED.value]))) or 0
             s.execute(update(CampaignRow).where(CampaignRow.template_id == row.id)
                       .values(template_id=None))
-            s.execute(TemplateRecipientRow.__table__.delete().where(
+            s.execute(delete(TemplateRecipientRow).where(
                 TemplateRecipientRow.template_id == row.id))
             old = {"settings": row.settings, "enabled": row.enabled,
                    "audio_sha256": row.audio_sha}
@@ -842,17 +848,17 @@ class SqlStore:
                     raise ValidationError(problems[0][1])
                 raise CsvError(source, problems)
             if replace:
-                s.execute(TemplateRecipientRow.__table__.delete().where(
+                s.execute(delete(TemplateRecipientRow).where(
                     TemplateRecipientRow.template_id == row.id))
                 s.flush()
             at = len(existing) + 1 if position is None else max(1, min(position,
                                                                        len(existing) + 1))
-            for r in existing:  # make room after the insertion point
-                if r.position >= at:
-                    r.position += len(recs)
+            for held in existing:  # make room after the insertion point
+                if held.position >= at:
+                    held.position += len(recs)
             s.flush()
             self._insert_template_recipients(s, row.id, recs, at)
-            row.updated_at = to_dt(now)
+            row.updated_at = at_dt(now)
             self._audit(s, actor=actor, now=now,
                         action="recipients.replace" if replace else "recipients.add",
                         target=f"template {name}",
@@ -873,7 +879,7 @@ class SqlStore:
             for r in recs:
                 if r.position > hit.position:
                     r.position -= 1
-            row.updated_at = to_dt(now)
+            row.updated_at = at_dt(now)
             self._audit(s, actor=actor, now=now, action="recipients.remove",
                         target=f"template {name}", old=old)
             return old
@@ -891,7 +897,7 @@ class SqlStore:
             old_pos = hit.position
             for i, r in enumerate(order):
                 r.position = i + 1
-            row.updated_at = to_dt(now)
+            row.updated_at = at_dt(now)
             if old_pos != to:
                 self._audit(s, actor=actor, now=now, action="recipients.move",
                             target=f"template {name}", old={"number": hit.number,
@@ -987,7 +993,7 @@ class SqlStore:
             if not CampaignState(c.state).finished:
                 raise StateError(f"cannot delete campaign {campaign_id}: it is {c.state} "
                                  "(stop it first)")
-            s.execute(RecipientRow.__table__.delete().where(
+            s.execute(delete(RecipientRow).where(
                 RecipientRow.campaign_id == campaign_id))
             old = {"name": c.name, "template": c.template_name, "state": c.state}
             s.delete(c)
