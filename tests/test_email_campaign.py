@@ -19,25 +19,12 @@ from dialer.storage.store import SqlStore
 from tests.sim import T0, Behaviour, Simulation
 
 pytest.importorskip("aiosmtpd", reason="aiosmtpd is not installed")
-from aiosmtpd.controller import Controller  # noqa: E402
 
-from tests.test_mailer import Inbox, free_port  # noqa: E402
+from tests.test_mailer import Inbox, inbox  # noqa: E402,F401  (inbox: the SMTP server fixture)
 
 AUDIO = b"RIFF fake message audio"
 PEOPLE = [("101", "ada@example.com"), ("102", None), ("103", "cy@example.com"),
           ("104", "dee@example.com")]
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Inbox, int]]:
-    box = Inbox()
-    port = free_port()
-    ctl = Controller(box, hostname="127.0.0.1", port=port)
-    ctl.start()
-    try:
-        yield box, port
-    finally:
-        ctl.stop()
 
 
 @pytest.fixture
@@ -75,8 +62,8 @@ def email_events(store: SqlStore, cid: int) -> list[tuple[str, str]]:
 
 
 def test_on_launch_mails_everyone_with_an_address_once(store: SqlStore, tmp_path: Path,
-                                                       smtp: tuple[Inbox, int]) -> None:
-    box, port = smtp
+                                                       inbox: tuple[Inbox, int]) -> None:
+    box, port = inbox
     cid = launch(store, email="on_launch", tts_text="Fire in building B. Leave now.")
     sim = run(store, tmp_path, port, {"102": [Behaviour("busy")]})
     sim.stop()
@@ -93,8 +80,8 @@ def test_on_launch_mails_everyone_with_an_address_once(store: SqlStore, tmp_path
 
 
 def test_unreached_mails_only_the_failed_recipients(store: SqlStore, tmp_path: Path,
-                                                    smtp: tuple[Inbox, int]) -> None:
-    box, port = smtp
+                                                    inbox: tuple[Inbox, int]) -> None:
+    box, port = inbox
     cid = launch(store, email="unreached")
     # 103 busy twice (failed, has an address); 102 failed too but has none; 101, 104 answer
     sim = run(store, tmp_path, port, {"103": [Behaviour("busy")], "102": [Behaviour("busy")]})
@@ -117,8 +104,8 @@ def test_without_smtp_each_mail_is_an_email_failed_event(store: SqlStore, tmp_pa
     assert all("[smtp]" in e["detail"]["detail"] for e in events)
 
 
-def test_off_sends_nothing(store: SqlStore, tmp_path: Path, smtp: tuple[Inbox, int]) -> None:
-    box, port = smtp
+def test_off_sends_nothing(store: SqlStore, tmp_path: Path, inbox: tuple[Inbox, int]) -> None:
+    box, port = inbox
     cid = launch(store)
     run(store, tmp_path, port, {"103": [Behaviour("busy")]}).stop()
     assert box.mails == [] and email_events(store, cid) == []
