@@ -60,13 +60,29 @@ def dialer(tmp_path: Path) -> Callable[..., Dialer]:
         d.stop()
 
 
-def test_answer_and_confirm_is_contacted_after_one_attempt(start_sipp, dialer) -> None:
-    sipp = start_sipp("answer_confirm", keys={"key1_ms": KEY1_MS, "key9_ms": KEY9_MS})
-    d = dialer(internal=trunk(sipp), external=trunk(sipp))
-    d.template("T", ["1001"], message=MESSAGE, attempts=3, ring_timeout=10)
+def launch(dialer: Callable[..., Dialer], sipp: Sipp, recipients: list[str], *,
+           workers: int = 4, global_max_calls: int | None = None,
+           **template: Any) -> tuple[Dialer, int]:
+    """A dialer whose two trunks lead to ``sipp``, a template "T" with ``recipients`` and the
+    given options, optionally a global call limit (set with the CLI), one campaign launched, and
+    ``dialer serve`` running."""
+    d = dialer(internal=trunk(sipp), external=trunk(sipp), workers=workers)
+    if global_max_calls is not None:
+        d.cli("settings", "set", "--max-calls", str(global_max_calls))
+    d.template("T", recipients, **template)
     cid = d.start_campaign("T")
     d.serve()
-    detail = d.wait_state(cid, ["completed", "incomplete"], 60)
+    return d, cid
+
+
+def finished(d: Dialer, cid: int, timeout: float = 60) -> dict[str, Any]:
+    return d.wait_state(cid, ["completed", "incomplete"], timeout)
+
+
+def test_answer_and_confirm_is_contacted_after_one_attempt(start_sipp, dialer) -> None:
+    sipp = start_sipp("answer_confirm", keys={"key1_ms": KEY1_MS, "key9_ms": KEY9_MS})
+    d, cid = launch(dialer, sipp, ["1001"], message=MESSAGE, attempts=3, ring_timeout=10)
+    detail = finished(d, cid)
     assert detail["state"] == "completed"
     rec = detail["recipients"][0]
     assert (rec["state"], rec["attempts"], rec["calls"]) == ("contacted", 0, 1)
@@ -80,11 +96,8 @@ def test_answer_and_confirm_is_contacted_after_one_attempt(start_sipp, dialer) -
 
 def test_busy_fails_after_exactly_the_attempts(start_sipp, dialer) -> None:
     sipp = start_sipp("busy")
-    d = dialer(internal=trunk(sipp), external=trunk(sipp))
-    d.template("T", ["1001"], attempts=3, retry_delay=0.3)
-    cid = d.start_campaign("T")
-    d.serve()
-    detail = d.wait_state(cid, ["completed", "incomplete"], 60)
+    d, cid = launch(dialer, sipp, ["1001"], attempts=3, retry_delay=0.3)
+    detail = finished(d, cid)
     assert detail["state"] == "incomplete"
     rec = detail["recipients"][0]
     assert (rec["state"], rec["attempts"], rec["last_status"]) == ("failed", 3, 486)
@@ -96,11 +109,8 @@ def test_busy_fails_after_exactly_the_attempts(start_sipp, dialer) -> None:
 
 def test_no_answer_is_cancelled_at_the_ring_timeout_and_retried(start_sipp, dialer) -> None:
     sipp = start_sipp("no_answer")
-    d = dialer(internal=trunk(sipp), external=trunk(sipp))
-    d.template("T", ["1001"], attempts=2, ring_timeout=1, retry_delay=0.3)
-    cid = d.start_campaign("T")
-    d.serve()
-    detail = d.wait_state(cid, ["completed", "incomplete"], 60)
+    d, cid = launch(dialer, sipp, ["1001"], attempts=2, ring_timeout=1, retry_delay=0.3)
+    detail = finished(d, cid)
     attempts = d.attempts(cid)
     assert [(a["outcome"], a["status"]) for a in attempts] == [("no_answer", 487)] * 2
     assert detail["recipients"][0]["state"] == "failed"
@@ -110,11 +120,8 @@ def test_no_answer_is_cancelled_at_the_ring_timeout_and_retried(start_sipp, dial
 
 def test_hang_up_mid_message_is_not_contacted(start_sipp, dialer) -> None:
     sipp = start_sipp("hangup_mid_message", keys={"key1_ms": KEY1_MS, "hangup_ms": 1000})
-    d = dialer(internal=trunk(sipp), external=trunk(sipp))
-    d.template("T", ["1001"], message=4.0, attempts=2, retry_delay=0.3)
-    cid = d.start_campaign("T")
-    d.serve()
-    detail = d.wait_state(cid, ["completed", "incomplete"], 60)
+    d, cid = launch(dialer, sipp, ["1001"], message=4.0, attempts=2, retry_delay=0.3)
+    detail = finished(d, cid)
     rec = detail["recipients"][0]
     assert rec["state"] == "failed" and rec["confirmed_at"] is None
     attempts = d.attempts(cid)
@@ -126,11 +133,8 @@ def test_hang_up_mid_message_is_not_contacted(start_sipp, dialer) -> None:
 def test_wrong_key_repeats_the_message(start_sipp, dialer) -> None:
     sipp = start_sipp("wrong_key", keys={"key1_ms": KEY1_MS, "wrong_ms": KEY9_MS,
                                           "key9_ms": KEY9_MS})
-    d = dialer(internal=trunk(sipp), external=trunk(sipp))
-    d.template("T", ["1001"], message=MESSAGE, attempts=1)
-    cid = d.start_campaign("T")
-    d.serve()
-    detail = d.wait_state(cid, ["completed", "incomplete"], 60)
+    d, cid = launch(dialer, sipp, ["1001"], message=MESSAGE, attempts=1)
+    detail = finished(d, cid)
     assert detail["state"] == "completed"
     [attempt] = d.attempts(cid)
     assert attempt["outcome"] == "contacted" and attempt["keys"] == "159"
@@ -144,12 +148,9 @@ def test_wrong_key_repeats_the_message(start_sipp, dialer) -> None:
 
 def test_campaign_limit_of_three_is_never_exceeded(start_sipp, dialer) -> None:
     sipp = start_sipp("answer_confirm", keys={"key1_ms": KEY1_MS, "key9_ms": KEY9_MS})
-    d = dialer(internal=trunk(sipp), external=trunk(sipp))
-    d.template("T", numbers(12), message=MESSAGE, max_calls=3, answer_confirm=False,
-               listen_confirm=False)
-    cid = d.start_campaign("T")
-    d.serve()
-    detail = d.wait_state(cid, ["completed", "incomplete"], 120)
+    d, cid = launch(dialer, sipp, numbers(12), message=MESSAGE, max_calls=3,
+                    answer_confirm=False, listen_confirm=False)
+    detail = finished(d, cid, 120)
     assert detail["state"] == "completed"
     assert sipp.peak_calls() == 3
     assert_attempts_match_invites(d, cid, sipp)
@@ -157,13 +158,9 @@ def test_campaign_limit_of_three_is_never_exceeded(start_sipp, dialer) -> None:
 
 def test_global_limit_of_ten_runs_ten_calls_across_three_workers(start_sipp, dialer) -> None:
     sipp = start_sipp("answer_confirm", keys={"key1_ms": KEY1_MS, "key9_ms": KEY9_MS})
-    d = dialer(internal=trunk(sipp), external=trunk(sipp), workers=5)
-    d.cli("settings", "set", "--max-calls", "10") if False else d.store.set_settings(
-        actor="test", now=0.0, max_calls=10)
-    d.template("T", numbers(20), message=3.0, answer_confirm=False, listen_confirm=False)
-    cid = d.start_campaign("T")
-    d.serve()
-    detail = d.wait_state(cid, ["completed", "incomplete"], 120)
+    d, cid = launch(dialer, sipp, numbers(20), workers=5, global_max_calls=10,
+                    message=3.0, answer_confirm=False, listen_confirm=False)
+    detail = finished(d, cid, 120)
     assert detail["state"] == "completed"
     assert sipp.peak_calls() == 10
     workers = {a["worker"] for a in d.attempts(cid)}
@@ -173,10 +170,7 @@ def test_global_limit_of_ten_runs_ten_calls_across_three_workers(start_sipp, dia
 
 def test_kill_9_of_a_worker_mid_call(start_sipp, dialer) -> None:
     sipp = start_sipp("answer_confirm", keys={"key1_ms": KEY1_MS, "key9_ms": 6500})
-    d = dialer(internal=trunk(sipp), external=trunk(sipp), workers=3)
-    d.template("T", numbers(6), message=5.0, attempts=3, retry_delay=0.2)
-    cid = d.start_campaign("T")
-    d.serve()
+    d, cid = launch(dialer, sipp, numbers(6), workers=3, message=5.0, attempts=3, retry_delay=0.2)
 
     def answered_worker() -> int | None:
         for a in d.attempts(cid):
@@ -188,7 +182,7 @@ def test_kill_9_of_a_worker_mid_call(start_sipp, dialer) -> None:
     pid = d.worker_pids()[victim]
     held = [a["id"] for a in d.attempts(cid) if a["worker"] == victim and not a["ended_at"]]
     os.kill(pid, signal.SIGKILL)
-    detail = d.wait_state(cid, ["completed", "incomplete"], 120)
+    detail = finished(d, cid, 120)
     assert d.daemon is not None and d.daemon.poll() is None, "the daemon died with its worker"
     assert detail["state"] == "completed"
     lost = {a["id"]: a for a in d.attempts(cid) if a["outcome"] == "worker_lost"}
@@ -233,11 +227,8 @@ def test_registered_trunk_through_kamailio(start_sipp, start_kamailio, dialer) -
 
 def test_sip_info_dtmf_confirms_too(start_sipp, dialer) -> None:
     sipp = start_sipp("answer_info_dtmf", keys={"key1_ms": KEY1_MS, "key9_ms": KEY9_MS})
-    d = dialer(internal=trunk(sipp), external=trunk(sipp))
-    d.template("T", ["1001"], message=MESSAGE, attempts=1)
-    cid = d.start_campaign("T")
-    d.serve()
-    detail = d.wait_state(cid, ["completed", "incomplete"], 60)
+    d, cid = launch(dialer, sipp, ["1001"], message=MESSAGE, attempts=1)
+    detail = finished(d, cid)
     assert detail["state"] == "completed"
     [attempt] = d.attempts(cid)
     assert attempt["outcome"] == "contacted" and attempt["keys"] == "19"
@@ -248,15 +239,12 @@ def test_raising_the_global_limit_mid_campaign_takes_effect_at_once(start_sipp, 
     """max_calls 2, then 6 while the campaign runs: SIPp sees at most 2 calls before the change,
     6 soon after it, never more (the safety pass notices the CLI's change within a second)."""
     sipp = start_sipp("answer_confirm", keys={"key1_ms": KEY1_MS, "key9_ms": KEY9_MS})
-    d = dialer(internal=trunk(sipp), external=trunk(sipp), workers=3)
-    d.store.set_settings(actor="test", now=0.0, max_calls=2)
-    d.template("T", numbers(24), message=3.0, answer_confirm=False, listen_confirm=False)
-    cid = d.start_campaign("T")
-    d.serve()
+    d, cid = launch(dialer, sipp, numbers(24), workers=3, global_max_calls=2,
+                    message=3.0, answer_confirm=False, listen_confirm=False)
     sipp.wait_for_invites(4, 30)  # two rounds of two calls under the first limit
     before = list(sipp.events())
     d.store.set_settings(actor="test", now=0.0, max_calls=6)
-    detail = d.wait_state(cid, ["completed", "incomplete"], 120)
+    detail = finished(d, cid, 120)
     assert detail["state"] == "completed"
     from tests.peers import peak_concurrency
 
@@ -269,15 +257,12 @@ def test_lowering_the_global_limit_mid_campaign_places_no_call_above_it(start_si
                                                                         dialer) -> None:
     """max_calls 6, then 2: the calls in progress finish, no new call starts above 2."""
     sipp = start_sipp("answer_confirm", keys={"key1_ms": KEY1_MS, "key9_ms": KEY9_MS})
-    d = dialer(internal=trunk(sipp), external=trunk(sipp), workers=3)
-    d.store.set_settings(actor="test", now=0.0, max_calls=6)
-    d.template("T", numbers(16), message=3.0, answer_confirm=False, listen_confirm=False)
-    cid = d.start_campaign("T")
-    d.serve()
+    d, cid = launch(dialer, sipp, numbers(16), workers=3, global_max_calls=6,
+                    message=3.0, answer_confirm=False, listen_confirm=False)
     sipp.wait_for_invites(6, 30)
     d.store.set_settings(actor="test", now=0.0, max_calls=2)
     n_before = len(sipp.events())
-    detail = d.wait_state(cid, ["completed", "incomplete"], 120)
+    detail = finished(d, cid, 120)
     assert detail["state"] == "completed"
     events = sipp.events()
     # replay: after the change (plus the up to one second until the daemon's next pass), every
