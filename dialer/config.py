@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import socket
 import tomllib
@@ -10,11 +12,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from dialer.domain import SIP_REJECT_CODES as REJECT_CODES
 from dialer.errors import ConfigError
 from dialer.mailer import SmtpConfig, parse_smtp
 from dialer.recipients import DEFAULT_EXTENSION_PATTERN, DEFAULT_REGION, NumberRules
 
 MAX_CALLS_PER_WORKER = 4  # PJSUA_MAX_CALLS of the pjsua2 wheel
+
+logger = logging.getLogger(__name__)
 
 
 class Secret:
@@ -47,6 +52,20 @@ class TrunkConfig:
     caller_id: str | None = None
     expires: int = 300  # registration lifetime asked of the registrar
     retry_interval: int = 30  # seconds between registration attempts after a failure
+    proxy: str | None = None  # optional outbound proxy
+    # Extra addresses/CIDRs SIP is accepted from besides the trunk's own hosts (a PBX cluster).
+    allowed_sources: tuple[str, ...] = ()
+    # Registration health (issue 9): an OPTIONS to the registrar every keepalive_interval s
+    # (0: none) that must be answered (any status) within keepalive_timeout s, and a REGISTER
+    # that must have its final answer within register_timeout s; else the trunk is not
+    # registered at once, and nothing is dialled on it until the registrar answers again.
+    keepalive_interval: float = 5.0
+    keepalive_timeout: float = 2.0
+    register_timeout: float = 4.0
+    # An INVITE that has no provisional response after this many seconds ends `unreachable`
+    # (408), and a call we hung up that is not over this long after is ended: no call holds a
+    # pjsua call slot for PJSIP's 32 s transaction timeout.
+    invite_timeout: float = 5.0
 
     @property
     def host(self) -> str:
@@ -78,23 +97,35 @@ class Config:
     data_dir: Path = Path("dialer-data")
     language: str = "en"
     smtp: SmtpConfig | None = None  # [smtp]: None sends no mail
+    sip_reject_code: int = 403  # the answer to an INVITE from the PBX (a dial-out-only UA)
 
     def allowed_sources(self) -> list[str]:
-        """IP addresses SIP traffic is accepted from: those of the trunks' hosts."""
+        """Where SIP is accepted from: the addresses of the trunks' hosts (URI, registrar,
+        proxy; resolved now) and each trunk's ``allowed_sources`` networks."""
         out: list[str] = []
         for t in self.trunks.values():
-            for uri in (t.uri, t.registrar):
+            for uri in (t.uri, t.registrar, t.proxy):
                 if not uri:
                     continue
-                host = _hostport(uri).rsplit(":", 1)[0] if ":" in _hostport(uri) else _hostport(uri)
+                host = _host(uri)
                 try:
                     for info in socket.getaddrinfo(host, None):
                         addr = str(info[4][0])
                         if addr not in out:
                             out.append(addr)
                 except OSError:
-                    pass
+                    logger.warning("trunk %s: cannot resolve %s; SIP from it is not accepted",
+                                   t.name, host)
+            out.extend(n for n in t.allowed_sources if n not in out)
         return out
+
+
+def _host(uri: str) -> str:
+    """The host of a SIP URI (an IPv6 reference without its brackets)."""
+    hostport = _hostport(uri)
+    if hostport.startswith("["):
+        return hostport[1:].split("]", 1)[0]
+    return hostport.rsplit(":", 1)[0] if ":" in hostport else hostport
 
 
 def _hostport(uri: str) -> str:
@@ -159,11 +190,36 @@ def _trunk(name: str, t: Any, base: Path) -> TrunkConfig:
         raise ConfigError(f"{where}.registrar must be a SIP URI")
     if password is not None and not username:
         raise ConfigError(f"{where}: a password needs a username")
+    proxy = t.get("proxy")
+    if proxy is not None and (not isinstance(proxy, str)
+                              or not urlsplit(proxy).scheme.startswith("sip")):
+        raise ConfigError(f"{where}.proxy must be a SIP URI")
+    sources = t.get("allowed_sources", [])
+    if not isinstance(sources, list) or not all(isinstance(x, str) for x in sources):
+        raise ConfigError(f"{where}.allowed_sources must be a list of addresses or CIDRs")
+    try:
+        nets = tuple(str(ipaddress.ip_network(n.strip(), strict=False)) for n in sources)
+    except ValueError as exc:
+        raise ConfigError(f"{where}.allowed_sources: {exc}") from exc
     return TrunkConfig(name=name, uri=uri, registrar=registrar or None, username=username,
                        password=password, transport=transport,
                        caller_id=str(t["caller_id"]) if t.get("caller_id") else None,
                        expires=_int(t, "expires", 300, where, 30, 86400) or 300,
-                       retry_interval=_int(t, "retry_interval", 30, where, 1, 3600) or 30)
+                       retry_interval=_int(t, "retry_interval", 30, where, 1, 3600) or 30,
+                       proxy=proxy, allowed_sources=nets,
+                       keepalive_interval=_seconds(t, "keepalive_interval", 5.0, where, 0, 3600),
+                       keepalive_timeout=_seconds(t, "keepalive_timeout", 2.0, where, 0.1, 60),
+                       register_timeout=_seconds(t, "register_timeout", 4.0, where, 0.5, 60),
+                       invite_timeout=_seconds(t, "invite_timeout", 5.0, where, 0.5, 32))
+
+
+def _seconds(d: dict[str, Any], key: str, default: float, where: str, lo: float,
+             hi: float) -> float:
+    """``d[key]`` as a number of seconds in ``lo..hi``; a one-line ConfigError otherwise."""
+    v = d.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+        raise ConfigError(f"{where}.{key} must be a number of seconds {lo:g}..{hi:g}, not {v!r}")
+    return float(v)
 
 
 def load(path: str | Path) -> Config:
@@ -220,4 +276,13 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> Config:
         data_dir=data_dir if data_dir.is_absolute() else base / data_dir,
         language=str(raw.get("language", "en")),
         smtp=parse_smtp(raw.get("smtp"), base),
+        sip_reject_code=_reject_code(sip),
     )
+
+
+def _reject_code(sip: dict[str, Any]) -> int:
+    code = _int(sip, "reject_code", 403, "[sip]", 100, 699) or 403
+    if code not in REJECT_CODES:
+        raise ConfigError(f"[sip].reject_code must be one of "
+                          f"{', '.join(map(str, REJECT_CODES))}, not {code}")
+    return code

@@ -109,13 +109,17 @@ class Daemon:
                 "uri": t.uri, "registrar": t.registrar, "username": t.username,
                 "password": t.password.reveal() if t.password else None,
                 "transport": t.transport, "caller_id": t.caller_id,
-                "expires": t.expires, "retry_interval": t.retry_interval,
+                "expires": t.expires, "retry_interval": t.retry_interval, "proxy": t.proxy,
+                "keepalive_interval": t.keepalive_interval,
+                "keepalive_timeout": t.keepalive_timeout,
+                "register_timeout": t.register_timeout, "invite_timeout": t.invite_timeout,
                 # One registration per trunk, held by worker 0: a PBX often keeps one contact.
                 "register": bool(t.registrar) and index == 0,
             }
         per = 2 * self.config.calls_per_worker + 2
         return {"worker": index, "bind": self.config.bind, "trunks": trunks,
                 "allowed_sources": self.config.allowed_sources(),
+                "reject_code": self.config.sip_reject_code,
                 "log_level": self.config.sip_log_level,
                 "rtp_port": self.config.rtp_port + index * per, "rtp_port_range": per}
 
@@ -289,6 +293,8 @@ class Daemon:
                 answered_at=msg.get("answered_at"),
                 answer_confirmed_at=msg.get("answer_confirmed_at"),
                 listen_confirmed_at=msg.get("listen_confirmed_at"), keys=str(msg.get("keys") or "")))
+        elif ev == "dropped":
+            self._on_dropped(w, msg)
         elif ev == "worker_lost":
             self._worker_lost(w, msg)
         elif ev == "log":
@@ -297,6 +303,19 @@ class Daemon:
                 level = logging.getLevelName(level.upper())
             logger.log(level if isinstance(level, int) else logging.INFO, "worker %d: %s", w,
                        msg.get("message"))
+
+    def _on_dropped(self, w: int, msg: Message) -> None:
+        """SIP messages a worker dropped (its source filter): counted, one line per report.
+
+        Workers report at most every few seconds, so a flood costs a few lines, not one a packet.
+        """
+        counts = {str(k): int(v) for k, v in (msg.get("counts") or {}).items() if int(v) > 0}
+        for reason, n in counts.items():
+            self.metrics.sip_dropped.labels(reason).inc(n)
+        if counts:
+            logger.warning("worker %d dropped SIP messages: %s (last: %s)", w,
+                           ", ".join(f"{n} {r}" for r, n in sorted(counts.items())),
+                           msg.get("last"))
 
     def _worker_lost(self, w: int, msg: Message) -> None:
         """A worker process died: its calls are lost attempts; registrations it held are gone."""

@@ -47,6 +47,11 @@ class Kind(str, enum.Enum):
     EXTERNAL = "external"
 
 
+# What a dial-out-only UA may answer an INVITE from its PBX with ([sip] reject_code): 403 refuses
+# service (the default), 488 "not acceptable here", 603 "declined".
+SIP_REJECT_CODES = (403, 488, 603)
+
+
 class Outcome(str, enum.Enum):
     """How one attempt (one call) ended."""
 

@@ -156,6 +156,13 @@ class Metrics:
                                   registry=r)
         self.worker_restarts = Counter("dialer_worker_restarts", "SIP workers restarted.",
                                        registry=r)
+        self.sip_dropped = Counter("dialer_sip_dropped",
+                                   "SIP messages the workers dropped unanswered, by reason "
+                                   "(foreign_source: not from a configured trunk; "
+                                   "not_dialog_peer: inside a call, not from its far end).",
+                                   ["reason"], registry=r)
+        for reason in ("foreign_source", "not_dialog_peer"):
+            self.sip_dropped.labels(reason)
         self.scheduler_seconds = Histogram("dialer_scheduler_decision_seconds",
                                            "Time of one scheduling pass.", registry=r,
                                            buckets=SCHEDULER_BUCKETS)

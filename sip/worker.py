@@ -10,8 +10,18 @@ Decisions worth knowing:
 
 * Caller ID: the From header of each call is set per call through ``SipTxOption.localUri``
   (``"display" <from_uri>``), so one account per trunk serves every campaign's caller number.
-* Unsolicited INVITEs are refused with 403 Forbidden: a dial-out-only UA refuses service, it does
-  not "decline" (603, which means a human said no).
+* Every received SIP message first goes through the source filter (``sip.trust`` decides,
+  ``sip.pjmodule`` reads and acts, before PJSIP's transaction layer): only the trunks' addresses
+  are heard, in-dialog requests only from the dialog's far end, and unsolicited requests are
+  answered (INVITE 403 by default: a dial-out-only UA refuses service; OPTIONS 200) or dropped
+  before pjsua can spend a call slot, a media port or a socket on them.
+* Registration health (worker 0, which holds the registrations): a REGISTER without a final
+  answer within ``register_timeout`` and an OPTIONS keep-alive to the registrar unanswered within
+  ``keepalive_timeout`` both report the trunk not registered at once; when the registrar answers
+  again the worker registers anew.
+* No call holds a pjsua call slot for PJSIP's 32 s transaction timeout: an INVITE without any
+  response after ``invite_timeout`` ends ``unreachable`` (408), and a call we hung up that is not
+  over ``invite_timeout`` later (an unanswered CANCEL, a malformed 487) is terminated.
 * A call ended on the daemon's request (``hangup``) or by ``shutdown`` before the dialogue
   finished ends ``failed`` (or ``contacted`` if every confirmation already came), never
   ``no_answer``/``hung_up``: the recipient did nothing wrong.
@@ -35,8 +45,10 @@ import pjsua2 as pj
 from dialer import dialogue as dlg
 from dialer.domain import DialogueSettings, Outcome, outcome_from_status
 from dialer.ipc import Channel, Message
+from sip import trust
 from sip.endpoint import (create_endpoint, create_transport, destroy_endpoint, guarded,
                           pjsua_level, q850_cause, setup_logging)
+from sip.pjmodule import Module, Rx, Tx
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +73,8 @@ LAG_OVERLOAD_S = 0.10
 TOOMANY_RETRY_S = 2.0
 PJ_ETOOMANY = 70010
 LAG_RECOVER_S = 0.03
+DROP_REPORT_S = 2.0  # how often dropped-message counts go to the daemon (one line each there)
+USER_AGENT = "alert-dialer"  # names no worker, version or library
 
 
 def _sip_hostport(uri: str) -> str:
@@ -93,6 +107,19 @@ class Trunk:
     transport: str
     id_uri: str
     account: TrunkAccount | None = None
+    invite_timeout: float = 5.0
+    # Registration health, for a trunk this worker registers (see the module docstring).
+    registers: bool = False
+    probe_uri: str = ""  # where keep-alives go: the proxy, else the registrar
+    keepalive_interval: float = 0.0
+    keepalive_timeout: float = 2.0
+    register_timeout: float = 4.0
+    down: str | None = None  # why we reported it not registered ourselves, until it answers
+    probe_call_id: str = ""
+    probe_cseq: int = 0
+    probe_next: float = 0.0  # monotonic time of the next keep-alive
+    probe_waiting: float | None = None  # when the oldest unanswered keep-alive left
+    reregister_at: float = 0.0
 
 
 @dataclass(eq=False)
@@ -114,6 +141,12 @@ class Attempt:
     ringing_sent: bool = False
     abort_reason: str | None = None  # why we hung up on our own (daemon request, shutdown)
     keys: list[str] = field(default_factory=list)
+    local_tag: str = ""  # the From tag of our INVITE (seen leaving)
+    remote_tag: str = ""  # the To tag of the first response that had one
+    responded: bool = False  # any response to the INVITE came back
+    invite_deadline: float = float("inf")  # monotonic: no response by then -> unreachable
+    hangup_deadline: float | None = None  # monotonic: hung up, and not over by then -> end it
+    forced: tuple[Outcome, str] | None = None  # the outcome of a call we terminated ourselves
 
 
 class TrunkAccount(pj.Account):  # type: ignore[misc]
@@ -128,6 +161,7 @@ class TrunkAccount(pj.Account):  # type: ignore[misc]
     def onRegState(self, prm: pj.OnRegStateParam) -> None:
         logger.info("trunk %s registration: %s %s (expires %s)", self._trunk, prm.code,
                     prm.reason, prm.expiration)
+        self._worker.registration_changed(self._trunk, prm.code, prm.expiration)
         self._worker.send({"ev": "reg", "trunk": self._trunk, "code": prm.code,
                            "reason": prm.reason, "expires": prm.expiration})
 
@@ -192,6 +226,12 @@ class Worker:
         self._stopping = False
         self._lag = 0.0  # moving average of how late each loop iteration came round (s)
         self._overloaded = False
+        self.filter = trust.SourceFilter([])
+        self.module: Module | None = None
+        self._registers: dict[tuple[str, int], tuple[float, str]] = {}  # REGISTERs waiting
+        self._register_ids: dict[str, str] = {}  # a registration's Call-ID -> its trunk
+        self._creating: str | None = None
+        self._drops_at = 0.0
 
     # ----- IPC -----
 
@@ -209,14 +249,23 @@ class Worker:
         level = pjsua_level(init.get("log_level"))
         self.index = int(init.get("worker", 0))
         bind = str(init.get("bind") or "127.0.0.1")
-        self.ep, self._writer = create_endpoint(level, f"alert-dialer worker {self.index}")
+        self.ep, self._writer = create_endpoint(level, USER_AGENT)
+        self.filter = trust.SourceFilter(trust.networks(init.get("allowed_sources") or []),
+                                         int(init.get("reject_code") or 403))
+        if not self.filter.trusted:
+            logger.error("no trusted SIP source: every SIP message will be dropped")
+        # Registered before any transport exists: no message is ever seen unfiltered.
+        self.module = Module(self._on_rx, self._on_tx)
         trunks: dict[str, Any] = init.get("trunks") or {}
         transports = {str(t.get("transport") or "udp").lower() for t in trunks.values()}
         udp_id, self.sip_port = create_transport(self.ep, pj.PJSIP_TRANSPORT_UDP, bind)
         tp_ids = {"udp": udp_id}
         if "tcp" in transports:
-            tp_ids["tcp"], _ = create_transport(self.ep, pj.PJSIP_TRANSPORT_TCP, bind)
+            # On the UDP port's number, so a PBX ACL or firewall names one port per worker.
+            tp_ids["tcp"], _ = create_transport(self.ep, pj.PJSIP_TRANSPORT_TCP, bind,
+                                                self.sip_port)
         self.ep.libStart()
+        self.module.self_check(self.ep, bind, self.sip_port)
         if len(trunks) > MAX_ACCOUNTS:
             raise ValueError(f"{len(trunks)} trunks: a worker holds at most {MAX_ACCOUNTS}")
         for name, t in trunks.items():
@@ -243,7 +292,8 @@ class Worker:
         uri = str(t["uri"])
         user = str(t.get("username") or "dialer")
         trunk = Trunk(name=name, uri=uri, transport=transport,
-                      id_uri=f"sip:{user}@{_sip_hostport(uri)}")
+                      id_uri=f"sip:{user}@{_sip_hostport(uri)}",
+                      invite_timeout=float(t.get("invite_timeout") or 5.0))
         cfg = pj.AccountConfig()
         cfg.idUri = trunk.id_uri
         cfg.sipConfig.transportId = tp_ids[transport]
@@ -257,6 +307,12 @@ class Worker:
             cfg.regConfig.registrarUri = _with_transport(str(t["registrar"]), transport)
             cfg.regConfig.timeoutSec = int(t.get("expires", 300))
             cfg.regConfig.retryIntervalSec = int(t.get("retry_interval", 30))
+            trunk.registers = True
+            trunk.probe_uri = _with_transport(str(t.get("proxy") or t["registrar"]), transport)
+            trunk.keepalive_interval = float(t.get("keepalive_interval") or 0.0)
+            trunk.keepalive_timeout = float(t.get("keepalive_timeout") or 2.0)
+            trunk.register_timeout = float(t.get("register_timeout") or 4.0)
+            trunk.probe_call_id = f"keepalive-{os.getpid()}-{name}"
         else:
             cfg.regConfig.registrarUri = ""
         tcfg = cfg.mediaConfig.transportConfig
@@ -265,7 +321,11 @@ class Worker:
             tcfg.port = int(init["rtp_port"])
             tcfg.portRange = int(init.get("rtp_port_range") or 0)
         trunk.account = TrunkAccount(self, name)
-        trunk.account.create(cfg, not self.trunks)  # the first one is the default account
+        self._creating = name
+        try:
+            trunk.account.create(cfg, not self.trunks)  # the first one: the default account
+        finally:
+            self._creating = None
         self.trunks[name] = trunk
 
     # ----- main loop -----
@@ -300,6 +360,8 @@ class Worker:
                 logger.info("IPC socket closed: shutting down")
                 self._stopping = True
             self._tick()
+            self._check_trunks(time.monotonic())
+            self._report_drops(time.monotonic())
         self.shutdown()
 
     def _watch_load(self, elapsed: float) -> None:
@@ -348,6 +410,18 @@ class Worker:
                     else:
                         logger.info("call %s: ring timeout, cancelling", att.call_id)
                         self._hangup(att)  # CANCEL -> 487 -> no_answer
+                if not att.responded and now >= att.invite_deadline:
+                    att.invite_deadline = float("inf")
+                    seconds = att.trunk.invite_timeout
+                    logger.warning("call %s: no response to the INVITE in %.0f s: unreachable",
+                                   att.call_id, seconds)
+                    self._terminate(att, 408, (Outcome.UNREACHABLE,
+                                               f"no response from the trunk in {seconds:.0f} s"))
+                elif att.hangup_deadline is not None and now >= att.hangup_deadline:
+                    att.hangup_deadline = None
+                    logger.warning("call %s: still not over %.0f s after hanging up: ending it",
+                                   att.call_id, att.trunk.invite_timeout)
+                    self._terminate(att, 487 if att.answered_at is None else 200, None)
                 if att.timer is not None and now >= att.timer[0]:
                     token, att.timer = att.timer[1], None
                     self._feed(att, dlg.TimerFired(token, time.time()))
@@ -375,9 +449,10 @@ class Worker:
         names = {f.name for f in fields(DialogueSettings)}
         settings = DialogueSettings(**{k: v for k, v in (msg.get("dialogue") or {}).items()
                                        if k in names})
+        now = time.monotonic()
         att = Attempt(call_id=call_id, trunk=trunk, media=dict(msg.get("media") or {}),
-                      ring_deadline=time.monotonic() + float(msg.get("ring_timeout") or 30.0),
-                      state=dlg.start(settings))
+                      ring_deadline=now + float(msg.get("ring_timeout") or 30.0),
+                      state=dlg.start(settings), invite_deadline=now + trunk.invite_timeout)
         from_uri = msg.get("from_uri")
         if from_uri and not str(from_uri).lower().startswith(("sip:", "sips:", "tel:")):
             from_uri = f"sip:{from_uri}@{_sip_hostport(trunk.uri)}"  # a bare caller number
@@ -388,15 +463,19 @@ class Worker:
                                            str(from_uri or trunk.id_uri))
         att.call = OutboundCall(self, trunk.account, call_id)
         self.attempts[call_id] = att  # before makeCall: callbacks may run inside it
+        self.filter.call_started(call_id)  # its dialog is protected before the INVITE leaves
         try:
             att.call.makeCall(target, prm)
         except pj.Error as exc:
             del self.attempts[call_id]
+            self.filter.call_ended(call_id)
             att.call = None
             now = time.monotonic()
             if exc.status == PJ_ETOOMANY and (give_up is None or now < give_up) \
                     and not self._stopping:
-                logger.info("call %s: no free pjsua call slot yet, retrying", call_id)
+                if give_up is None:  # one line per dial, not one per retry
+                    logger.info("call %s: no free pjsua call slot yet, retrying for %.0f s",
+                                call_id, TOOMANY_RETRY_S)
                 self._redial.append((give_up or now + TOOMANY_RETRY_S, msg))
                 return
             logger.warning("call %s: makeCall failed: %s", call_id, exc.info())
@@ -525,6 +604,8 @@ class Worker:
             att.abort_reason = abort
         if att.call is None:
             return
+        if att.hangup_deadline is None:
+            att.hangup_deadline = time.monotonic() + att.trunk.invite_timeout
         try:
             att.call.hangup(pj.CallOpParam(True))
         except pj.Error as exc:  # already disconnecting: DISCONNECTED follows anyway
@@ -534,7 +615,9 @@ class Worker:
         """The call is over: report it once and drop every reference to it."""
         if att.answered_at is not None and att.abort_reason is None:
             self._feed(att, dlg.RemoteHangup(time.time()))  # no-op if the dialogue ended it
-        if att.abort_reason is not None and att.state.outcome is not Outcome.CONTACTED:
+        if att.forced is not None and att.answered_at is None:
+            outcome, reason = att.forced
+        elif att.abort_reason is not None and att.state.outcome is not Outcome.CONTACTED:
             outcome = Outcome.CONTACTED if att.state.success else Outcome.FAILED
             reason = att.abort_reason
         elif att.state.outcome is not None:
@@ -550,9 +633,126 @@ class Worker:
         self._stop_player(att)
         att.timer = None
         self.attempts.pop(att.call_id, None)
+        self.filter.call_ended(att.call_id)
         if att.call is not None:
             self._graveyard.append(att.call)  # freed once this callback has returned
             att.call = None
+
+    def _terminate(self, att: Attempt, code: int, forced: tuple[Outcome, str] | None) -> None:
+        """End the call's INVITE session at once; pjsua reports DISCONNECTED, which finishes it.
+
+        When the session cannot be found (no INVITE seen leaving), the call is reported over
+        anyway: the daemon must never wait for an end that will not come."""
+        if forced is not None:
+            att.forced = forced
+        done = self.module is not None and att.local_tag != "" and \
+            self.module.terminate(att.call_id, att.local_tag, att.remote_tag, code)
+        if not done and att.call_id in self.attempts:
+            logger.warning("call %s: no INVITE session to end: reporting it over", att.call_id)
+            if att.call is not None:
+                self._graveyard.append(att.call)
+                att.call = None
+            self._finish(att, code, "ended by the worker", None)
+
+    # ----- the source filter and registration health -----
+
+    def _on_rx(self, rx: Rx) -> trust.Verdict:
+        """Every received message, before PJSIP's transactions: the filter's verdict."""
+        verdict = self.filter.decide(trust.Seen(src=rx.src, request=rx.request, method=rx.method,
+                                                call_id=rx.call_id, to_tag=rx.to_tag,
+                                                status=rx.status))
+        if verdict is not trust.PASS or rx.request:
+            return verdict
+        att = self.attempts.get(rx.call_id)
+        if att is not None:
+            if rx.method == "INVITE":
+                att.responded = True
+                if rx.to_tag and not att.remote_tag:
+                    att.remote_tag = rx.to_tag
+            return verdict
+        if rx.method == "REGISTER" and rx.status >= 200:
+            self._registers.pop((rx.call_id, rx.cseq), None)
+        elif rx.method == "OPTIONS":
+            for trunk in self.trunks.values():
+                if trunk.probe_call_id and rx.call_id == trunk.probe_call_id:
+                    self._probe_answered(trunk, rx.status)
+                    return trust.DROP  # ours: no transaction waits for it
+        return verdict
+
+    def _on_tx(self, tx: Tx) -> None:
+        if tx.method == "REGISTER":
+            if self._creating is not None:  # pjsua sends the first one inside Account.create
+                self._register_ids.setdefault(tx.call_id, self._creating)
+            self._registers.setdefault((tx.call_id, tx.cseq), (time.monotonic(), tx.call_id))
+        elif tx.method == "INVITE":
+            att = self.attempts.get(tx.call_id)
+            if att is not None and not att.local_tag:
+                att.local_tag = tx.from_tag
+
+    def _probe_answered(self, trunk: Trunk, status: int) -> None:
+        trunk.probe_waiting = None
+        if trunk.down is not None and time.monotonic() >= trunk.reregister_at:
+            logger.info("trunk %s: the registrar answers again (%d): registering", trunk.name,
+                        status)
+            self._reregister(trunk)
+
+    def _reregister(self, trunk: Trunk) -> None:
+        trunk.reregister_at = time.monotonic() + max(trunk.register_timeout,
+                                                     trunk.keepalive_interval)
+        if trunk.account is None:
+            return
+        try:
+            trunk.account.setRegistration(True)
+        except pj.Error as exc:  # a REGISTER is already on its way: its answer will do
+            logger.debug("trunk %s: setRegistration: %s", trunk.name, exc.info())
+
+    def _trunk_down(self, trunk: Trunk, why: str) -> None:
+        if trunk.down is not None:
+            return
+        trunk.down = why
+        logger.warning("trunk %s not registered: %s", trunk.name, why)
+        self.send({"ev": "reg", "trunk": trunk.name, "code": 408, "reason": why, "expires": 0})
+
+    def registration_changed(self, trunk_name: str, code: int, expires: int) -> None:
+        trunk = self.trunks.get(trunk_name)
+        if trunk is not None and 200 <= code < 300 and expires > 0:
+            trunk.down = None
+
+    def _check_trunks(self, now: float) -> None:
+        """Keep-alives out, and unanswered REGISTERs and keep-alives reported."""
+        for key, (sent, call_id) in list(self._registers.items()):
+            trunk = self.trunks.get(self._register_ids.get(call_id, ""))
+            if trunk is None or now - sent > 64:  # not one of ours, or long forgotten
+                self._registers.pop(key, None)
+            elif now - sent > trunk.register_timeout:
+                self._registers.pop(key, None)
+                self._trunk_down(trunk, f"REGISTER unanswered for {trunk.register_timeout:g} s")
+        for trunk in self.trunks.values():
+            if not trunk.registers or trunk.keepalive_interval <= 0 or self.module is None:
+                continue
+            if trunk.probe_waiting is not None and \
+                    now - trunk.probe_waiting > trunk.keepalive_timeout:
+                self._trunk_down(trunk, f"registrar {trunk.probe_uri} did not answer OPTIONS "
+                                        f"in {trunk.keepalive_timeout:g} s")
+            if now >= trunk.probe_next:
+                trunk.probe_next = now + trunk.keepalive_interval
+                trunk.probe_cseq += 1
+                if self.module.send_options(trunk.probe_uri, trunk.id_uri, trunk.probe_call_id,
+                                            trunk.probe_cseq):
+                    if trunk.probe_waiting is None:
+                        trunk.probe_waiting = now
+                elif trunk.probe_waiting is None:
+                    trunk.probe_waiting = now  # not even sent (TCP refused): unanswered
+
+    def _report_drops(self, now: float) -> None:
+        if now < self._drops_at:
+            return
+        self._drops_at = now + DROP_REPORT_S
+        counts = self.filter.take_dropped()
+        if counts:
+            last = self.filter.last_dropped
+            self.send({"ev": "dropped", "counts": counts,
+                       "last": f"{last.method} from {last.src}" if last else None})
 
     # ----- incoming calls -----
 

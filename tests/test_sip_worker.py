@@ -321,3 +321,194 @@ def test_eof_on_ipc_ends_calls_and_exits(worker: WorkerProc, phones: PhoneSim) -
     worker.chan.close()
     assert worker.proc.wait(5) == 0
     assert phones.record(call_id)["status"] == 487  # the phone saw the CANCEL
+
+
+# ----- the source filter, registration health, bounded slots (issue 9) -----
+
+
+def _options(src: str, port: int) -> tuple[socket.socket, bytes]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((src, 0))
+    local = sock.getsockname()[1]
+    msg = (f"OPTIONS sip:dialer@127.0.0.1:{port} SIP/2.0\r\n"
+           f"Via: SIP/2.0/UDP {src}:{local};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+           f"Max-Forwards: 70\r\nFrom: <sip:scanner@{src}>;tag=1\r\n"
+           f"To: <sip:dialer@127.0.0.1>\r\nCall-ID: {uuid.uuid4()}\r\nCSeq: 1 OPTIONS\r\n"
+           "Content-Length: 0\r\n\r\n").encode()
+    return sock, msg
+
+
+def test_a_scanner_gets_no_answer_and_is_counted(worker: WorkerProc) -> None:
+    port = worker.ready["sip_port"]
+    for src in ("127.0.0.3", "127.0.0.2"):
+        sock, msg = _options(src, port)
+        sock.settimeout(1.0)
+        sock.sendto(msg, ("127.0.0.1", port))
+        with pytest.raises(TimeoutError):
+            sock.recv(65536)
+        sock.close()
+    def dropped() -> int:
+        return sum(e["counts"].get("foreign_source", 0) for e in worker.events
+                   if e["ev"] == "dropped")
+
+    deadline = time.monotonic() + 8  # reports go out every couple of seconds
+    while dropped() < 2 and time.monotonic() < deadline:
+        worker.pump(0.1)
+    assert dropped() == 2
+    reports = [e for e in worker.events if e["ev"] == "dropped"]
+    assert all(set(e["counts"]) == {"foreign_source"} for e in reports)
+    assert "OPTIONS from 127.0.0.2" in reports[-1]["last"]
+    assert worker.ended(worker.dial("101"))["outcome"] == "busy"  # the worker is fine
+
+
+def test_options_from_the_pbx_is_answered_without_naming_the_worker(worker: WorkerProc) -> None:
+    port = worker.ready["sip_port"]
+    sock, msg = _options("127.0.0.1", port)
+    sock.settimeout(5)
+    sock.sendto(msg, ("127.0.0.1", port))
+    answer = sock.recv(65536).decode()
+    sock.close()
+    assert answer.startswith("SIP/2.0 200 ")
+    assert "worker" not in answer.lower() and "pjsip" not in answer.lower()
+
+
+def test_tcp_listens_on_the_udp_port_number(phones: PhoneSim, media: dict[str, str]) -> None:
+    trunk = {"uri": f"sip:127.0.0.1:{phones.port}", "transport": "tcp", "register": False}
+    w = WorkerProc(phones, media, trunk)
+    try:
+        conn = socket.create_connection(("127.0.0.1", w.ready["sip_port"]), timeout=5)
+        conn.close()
+    finally:
+        w.stop()
+
+
+class SilentPeer:
+    """A UDP socket that receives SIP and never answers (a dead trunk or registrar)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.sock.setblocking(False)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def received(self) -> list[bytes]:
+        out = []
+        while True:
+            try:
+                out.append(self.sock.recv(65536))
+            except BlockingIOError:
+                return out
+
+
+class FakeRegistrar(SilentPeer):
+    """Answers REGISTER with 200 (expires 60) and OPTIONS with 200 while ``alive``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alive = True
+        self.registers = 0
+        self.options = 0
+
+    def serve(self) -> None:
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except BlockingIOError:
+                return
+            text = data.decode(errors="replace")
+            method = text.split(" ", 1)[0]
+            if method == "REGISTER":
+                self.registers += 1
+            elif method == "OPTIONS":
+                self.options += 1
+            if not self.alive or method not in ("REGISTER", "OPTIONS"):
+                continue
+            head = [line for line in text.split("\r\n")
+                    if line.split(":", 1)[0].lower() in ("via", "from", "to", "call-id", "cseq")]
+            extra = ["Contact: <sip:dialer@127.0.0.1>;expires=60", "Expires: 60"] \
+                if method == "REGISTER" else []
+            reply = "\r\n".join(["SIP/2.0 200 OK", *head, *extra, "Content-Length: 0", "", ""])
+            self.sock.sendto(reply.encode(), addr)
+
+
+def _registering_worker(phones: PhoneSim, media: dict[str, str], registrar_port: int,
+                        **extra: Any) -> WorkerProc:
+    trunk = {"uri": f"sip:127.0.0.1:{phones.port}", "registrar": f"sip:127.0.0.1:{registrar_port}",
+             "username": "dialer", "transport": "udp", "register": True, "expires": 60,
+             "retry_interval": 5, **extra}
+    return WorkerProc(phones, media, trunk)
+
+
+def test_an_unanswered_register_reports_the_trunk_down_within_its_timeout(
+        phones: PhoneSim, media: dict[str, str]) -> None:
+    dead = SilentPeer()
+    w = _registering_worker(phones, media, dead.port, register_timeout=1.5, keepalive_interval=0)
+    try:
+        started = time.monotonic()
+        down = w.wait_for(lambda e: e["ev"] == "reg" and e["code"] == 408, 10)
+        assert "REGISTER unanswered" in down["reason"]
+        assert time.monotonic() - started < 8  # not PJSIP's 32 s transaction timeout
+        assert any(m.startswith(b"REGISTER ") for m in dead.received())
+    finally:
+        w.stop()
+        dead.close()
+
+
+def test_keepalives_find_a_dead_registrar_and_registering_resumes_when_it_answers(
+        phones: PhoneSim, media: dict[str, str]) -> None:
+    reg = FakeRegistrar()
+    w = _registering_worker(phones, media, reg.port, keepalive_interval=0.5,
+                            keepalive_timeout=1.0, register_timeout=2.0)
+
+    def step(code: int, after: int, timeout: float) -> Message:
+        """The first ``reg`` event with ``code`` among the events from index ``after``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reg.serve()
+            found = [e for e in w.events[after:] if e["ev"] == "reg" and e["code"] == code]
+            if found:
+                return found[0]
+            assert time.monotonic() < deadline, f"timed out; events {w.events}"
+            w.pump(0.05)
+
+    try:
+        step(200, 0, 10)
+        deadline = time.monotonic() + 10
+        while reg.options < 2:  # keep-alives flow, and are answered
+            assert time.monotonic() < deadline, "no keep-alive reached the registrar"
+            reg.serve()
+            w.pump(0.05)
+        assert not [e for e in w.events if e["ev"] == "reg" and e["code"] != 200]
+        reg.alive = False  # the registrar dies between two refreshes (expires 60)
+        down = step(408, len(w.events), 10)
+        assert "did not answer OPTIONS" in down["reason"]
+        registers_before = reg.registers
+        reg.alive = True
+        step(200, len(w.events), 10)  # a fresh REGISTER, answered
+        assert reg.registers > registers_before
+    finally:
+        w.stop()
+        reg.close()
+
+
+def test_an_invite_with_no_answer_at_all_ends_unreachable_within_its_timeout(
+        phones: PhoneSim, media: dict[str, str]) -> None:
+    dead = SilentPeer()
+    trunk = {"uri": f"sip:127.0.0.1:{dead.port}", "transport": "udp", "register": False,
+             "invite_timeout": 1.5}
+    w = WorkerProc(phones, media, trunk)
+    try:
+        started = time.monotonic()
+        ended = [w.ended(w.dial("300", ring_timeout=30)) for _ in range(4)][-1]
+        assert time.monotonic() - started < 8
+        assert ended["outcome"] == "unreachable" and ended["status"] == 408
+        # The slots are free again at once: four more calls are placed, none PJ_ETOOMANY.
+        again = [w.ended(w.dial("301", ring_timeout=30)) for _ in range(4)]
+        assert [e["outcome"] for e in again] == ["unreachable"] * 4
+        assert sum(m.startswith(b"INVITE ") for m in dead.received()) >= 8
+    finally:
+        w.stop()
+        dead.close()
