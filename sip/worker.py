@@ -45,7 +45,7 @@ import pjsua2 as pj
 from dialer import dialogue as dlg
 from dialer.domain import DialogueSettings, Outcome, outcome_from_status
 from dialer.ipc import Channel, Message
-from sip import trust
+from sip import sockfilter, trust
 from sip.endpoint import (create_endpoint, create_transport, destroy_endpoint, guarded,
                           pjsua_level, q850_cause, setup_logging)
 from sip.pjmodule import Module, Rx, Tx
@@ -264,6 +264,11 @@ class Worker:
             # On the UDP port's number, so a PBX ACL or firewall names one port per worker.
             tp_ids["tcp"], _ = create_transport(self.ep, pj.PJSIP_TRANSPORT_TCP, bind,
                                                 self.sip_port)
+            listeners = sockfilter.tcp_listeners(self.sip_port)
+            if not listeners:
+                raise RuntimeError("cannot find the SIP TCP listener to filter")
+            for fd in listeners:  # strangers' SYNs dropped in the kernel (sip.sockfilter)
+                sockfilter.attach(fd, sockfilter.program(self.filter.trusted))
         self.ep.libStart()
         self.module.self_check(self.ep, bind, self.sip_port)
         if len(trunks) > MAX_ACCOUNTS:

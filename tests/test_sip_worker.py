@@ -512,3 +512,19 @@ def test_an_invite_with_no_answer_at_all_ends_unreachable_within_its_timeout(
     finally:
         w.stop()
         dead.close()
+
+
+def test_a_strangers_tcp_connection_never_completes(phones: PhoneSim, media: dict[str, str]) -> None:
+    trunk = {"uri": f"sip:127.0.0.1:{phones.port}", "transport": "tcp", "register": False}
+    w = WorkerProc(phones, media, trunk)
+    port = w.ready["sip_port"]
+    try:
+        stranger = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stranger.bind(("127.0.0.3", 0))
+        stranger.settimeout(1.5)
+        with pytest.raises(TimeoutError):  # the SYN is dropped: no SYN-ACK, no RST
+            stranger.connect(("127.0.0.1", port))
+        stranger.close()
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()  # the PBX may
+    finally:
+        w.stop()

@@ -128,3 +128,22 @@ def test_only_addresses_inside_the_networks_are_trusted(addr: object) -> None:
     assert f.trusts(a) is expected
     verdict = f.decide(req(a, "OPTIONS", call_id="x", to_tag=""))
     assert (verdict == 200) is expected and (verdict == DROP) is (not expected)
+
+
+# ----- the kernel filter on the TCP listener (sip.sockfilter) -----
+
+
+@given(st.ip_addresses(v=4))
+def test_the_socket_filter_program_accepts_exactly_the_trusted_networks(addr: object) -> None:
+    from sip import sockfilter
+
+    nets = trust.networks(["10.0.0.0/8", "192.0.2.1", "127.0.0.1", "2001:db8::/32"])
+    a = str(addr)
+    expected = a.startswith("10.") or a in ("192.0.2.1", "127.0.0.1")
+    assert sockfilter.run(sockfilter.program(nets), a) is expected
+
+
+def test_a_socket_filter_with_no_network_drops_everything() -> None:
+    from sip import sockfilter
+
+    assert not sockfilter.run(sockfilter.program([]), "127.0.0.1")
