@@ -8,7 +8,12 @@ drops every segment — the SYN first — whose IPv4 source is outside the trust
 stranger's connection never completes and never reaches PJSIP. Accepted connections inherit the
 filter. Such SYNs are dropped by the kernel, so ``dialer_sip_dropped_total`` does not count them.
 
-The listener is PJSIP's socket; pjsua2 does not give out its descriptor, so it is found among the
+A call's RTP and RTCP sockets get one too, once its media is up (``Worker.on_media_state``): only
+the far end's SDP address and the trusted networks may send it audio. Without it pjmedia follows
+the source of any ten packets in a row ("NAT latching", ``PJMEDIA_RTP_NAT_PROBATION_CNT``), so a
+stranger could take over the call's incoming audio and key presses, and its outgoing audio.
+
+The sockets are PJSIP's; pjsua2 does not give out its descriptor, so it is found among the
 process's own descriptors by its local port.
 """
 
@@ -82,6 +87,15 @@ def attach(fd: int, prog: Sequence[Instruction]) -> None:
 
 def tcp_listeners(port: int) -> list[int]:
     """This process's listening TCP sockets on ``port``."""
+    return _sockets(port, socket.SOCK_STREAM, listening=True)
+
+
+def udp_sockets(port: int) -> list[int]:
+    """This process's UDP sockets bound to ``port`` (a call's RTP or RTCP socket)."""
+    return _sockets(port, socket.SOCK_DGRAM, listening=False)
+
+
+def _sockets(port: int, kind: int, listening: bool) -> list[int]:
     found = []
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
@@ -92,9 +106,10 @@ def tcp_listeners(port: int) -> list[int]:
         except OSError:
             continue
         try:
-            if sock.type == socket.SOCK_STREAM and sock.family == socket.AF_INET \
+            if sock.type == kind and sock.family == socket.AF_INET \
                     and sock.getsockname()[1] == port \
-                    and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    and (not listening
+                         or sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)):
                 found.append(fd)
         except OSError:
             pass

@@ -522,9 +522,35 @@ class Worker:
         if att is None:
             return
         ci = call.getInfo()  # keep it: the media vector points into it (SWIG)
-        att.media_up = any(m.type == pj.PJMEDIA_TYPE_AUDIO
-                           and m.status == pj.PJSUA_CALL_MEDIA_ACTIVE for m in ci.media)
+        active = [m.index for m in ci.media if m.type == pj.PJMEDIA_TYPE_AUDIO
+                  and m.status == pj.PJSUA_CALL_MEDIA_ACTIVE]
+        att.media_up = bool(active)
+        for index in active:
+            self._guard_media(att, call, index)
         self._maybe_answered(att)
+
+    def _guard_media(self, att: Attempt, call: OutboundCall, index: int) -> None:
+        """Only the far end's SDP address (and the trusted networks) may send this call RTP.
+
+        Applied again on every media change (a re-INVITE from the peer moves it legitimately)."""
+        try:
+            remote = call.getStreamInfo(index).remoteRtpAddress
+            local = call.getMedTransportInfo(index).localRtpName
+        except pj.Error as exc:
+            logger.warning("call %s: cannot read its media addresses: %s", att.call_id,
+                           exc.info())
+            return
+        host = remote.rsplit(":", 1)[0].strip("[]")
+        port = int(local.rsplit(":", 1)[1])
+        try:
+            nets = [*trust.networks([host]), *self.filter.trusted]
+        except ValueError:
+            nets = list(self.filter.trusted)
+        prog = sockfilter.program(nets)
+        for p in (port, port + 1):  # RTP, and RTCP beside it
+            for fd in sockfilter.udp_sockets(p):
+                sockfilter.attach(fd, prog)
+        logger.debug("call %s: RTP on %d accepted from %s only", att.call_id, port, host)
 
     def _maybe_answered(self, att: Attempt) -> None:
         if att.answered_at is not None or not (att.sip_confirmed and att.media_up):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import select
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -43,6 +45,7 @@ SCRIPT = {
         "103": {"behaviour": "hangup_early", "hangup_after": 1.0},
         "104": {"behaviour": "wrong_key", "listen_key_delay": 3.6},
         "105": {"behaviour": ["busy", "confirm"]},
+        "106": {"behaviour": "silent", "hangup_after": 20},
     },
 }
 
@@ -116,7 +119,7 @@ class WorkerProc:
     """A worker process and the daemon's end of its IPC socket."""
 
     def __init__(self, phones: PhoneSim, media: dict[str, str],
-                 trunk: dict[str, Any] | None = None) -> None:
+                 trunk: dict[str, Any] | None = None, **init: Any) -> None:
         self.chan, fd = inheritable_pair()
         self.proc = subprocess.Popen([sys.executable, "-m", "sip.worker", "--ipc-fd", str(fd)],
                                      pass_fds=[fd], cwd=ROOT)
@@ -131,7 +134,7 @@ class WorkerProc:
             self.target = trunk["uri"].removeprefix("sip:")
         self.chan.send({"op": "init", "worker": 7, "bind": "127.0.0.1",
                         "trunks": {"internal": trunk}, "allowed_sources": ["127.0.0.1"],
-                        "log_level": 3, "rtp_port": None, "rtp_port_range": None})
+                        "log_level": 3, "rtp_port": None, "rtp_port_range": None, **init})
         self.ready = self.wait_for(lambda e: e["ev"] == "ready", 10)
 
     def pump(self, timeout: float) -> None:
@@ -527,4 +530,44 @@ def test_a_strangers_tcp_connection_never_completes(phones: PhoneSim, media: dic
         stranger.close()
         socket.create_connection(("127.0.0.1", port), timeout=5).close()  # the PBX may
     finally:
+        w.stop()
+
+
+def _dtmf_packets(digit: int, ssrc: int, seq: int) -> list[bytes]:
+    """RFC 2833 telephone-event packets (payload type 120) for one key press: start, end x3."""
+    out = []
+    for i, (end, duration) in enumerate([(0, 160), (0, 320), (1, 480), (1, 480), (1, 480)]):
+        header = struct.pack("!BBHII", 0x80, (0x80 if i == 0 else 0) | 120, (seq + i) & 0xFFFF,
+                             1000 * seq, ssrc)
+        out.append(header + struct.pack("!BBH", digit, (end << 7) | 10, duration))
+    return out
+
+
+def test_a_stranger_cannot_take_over_a_calls_audio_or_press_its_keys(
+        phones: PhoneSim, media: dict[str, str]) -> None:
+    first = 27000 + (os.getpid() % 50) * 20
+    w = WorkerProc(phones, media, rtp_port=first, rtp_port_range=20)
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.2", 0))
+    try:
+        call_id = w.dial("106")  # answers and never presses a key
+        w.wait_for(lambda e: e["ev"] == "answered" and e["call_id"] == call_id, 10)
+        # Bursts of ten and more packets in a row from one address is what pjmedia's latching
+        # follows; key 1 then key 9, at every port of the worker's RTP range.
+        seq = 1
+        for digit in (1, 9) * 3:
+            for port in range(first, first + 20):
+                for packet in _dtmf_packets(digit, 0x5EC0DE, seq) * 4:
+                    stranger.sendto(packet, ("127.0.0.1", port))
+            seq += 5
+            w.pump(0.2)
+        ended = w.ended(call_id, 15)
+        assert [e for e in w.events if e["ev"] == "key"] == []
+        assert ended["outcome"] == "not_confirmed"
+        assert ended["answer_confirmed_at"] is None
+        stranger.settimeout(0.2)
+        with pytest.raises(TimeoutError):  # and none of the call's audio came our way
+            stranger.recv(2048)
+    finally:
+        stranger.close()
         w.stop()
