@@ -65,10 +65,18 @@ class Outcome(str, enum.Enum):
     FAILED = "failed"  # any other failure to place the call
     WORKER_LOST = "worker_lost"  # the SIP worker holding the call died
     DAEMON_LOST = "daemon_lost"  # the daemon died while the call was in progress
+    # The trunk was found down (registrar gone) before the INVITE had any answer: nobody was
+    # called, so it is recorded but not counted against the recipient's attempts.
+    TRUNK_DOWN = "trunk_down"
 
     @property
     def success(self) -> bool:
         return self is Outcome.CONTACTED
+
+    @property
+    def counted(self) -> bool:
+        """Whether it uses one of the recipient's attempts (every call that was placed does)."""
+        return self is not Outcome.TRUNK_DOWN
 
 
 def outcome_from_status(code: int) -> Outcome:

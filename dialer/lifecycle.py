@@ -2,7 +2,10 @@
 
 Recipients: an attempt that succeeds makes the recipient ``contacted``; every other outcome is an
 unsuccessful attempt (it counts, whatever the cause, because the call was placed): the recipient
-goes back to ``idle`` with a retry time, or to ``failed`` when its attempts are used up.
+goes back to ``idle`` with a retry time, or to ``failed`` when its attempts are used up. The one
+exception is ``trunk_down``: the trunk was found down before the INVITE had any answer, nobody was
+called, and the recipient goes back to ``idle`` at once with its attempts untouched (nothing is
+dialled on a trunk that is down, so it waits for the trunk).
 
 Campaigns: ``scheduled`` becomes ``active`` when its start time comes, or ``blocked`` while the
 global number of active campaigns is reached; blocked campaigns become active by priority, then
@@ -37,6 +40,11 @@ def after_attempt(*, attempts: int, max_attempts: int, outcome: Outcome, now: fl
     """Apply the outcome of one call to a recipient that had ``attempts`` unsuccessful ones."""
     if outcome.success:
         return RecipientUpdate(state=RecipientState.CONTACTED, attempts=attempts, next_at=None)
+    if not outcome.counted:
+        if stopped or attempts >= max_attempts:
+            return RecipientUpdate(state=RecipientState.STOPPED if stopped
+                                   else RecipientState.FAILED, attempts=attempts, next_at=None)
+        return RecipientUpdate(state=RecipientState.IDLE, attempts=attempts, next_at=now)
     used = attempts + 1
     if stopped:
         return RecipientUpdate(state=RecipientState.STOPPED, attempts=used, next_at=None)

@@ -420,7 +420,8 @@ class Worker:
                     seconds = att.trunk.invite_timeout
                     logger.warning("call %s: no response to the INVITE in %.0f s: unreachable",
                                    att.call_id, seconds)
-                    self._terminate(att, 408, (Outcome.UNREACHABLE,
+                    outcome = Outcome.TRUNK_DOWN if att.trunk.down else Outcome.UNREACHABLE
+                    self._terminate(att, 408, (outcome,
                                                f"no response from the trunk in {seconds:.0f} s"))
                 elif att.hangup_deadline is not None and now >= att.hangup_deadline:
                     att.hangup_deadline = None
@@ -743,6 +744,11 @@ class Worker:
         trunk.down = why
         logger.warning("trunk %s not registered: %s", trunk.name, why)
         self.send({"ev": "reg", "trunk": trunk.name, "code": 408, "reason": why, "expires": 0})
+        # Calls whose INVITE has had no answer went into the dead registrar/proxy: nobody rang.
+        # End them now (their slots free) as trunk_down, which costs the recipient no attempt.
+        for att in list(self.attempts.values()):
+            if att.trunk is trunk and not att.responded and att.forced is None:
+                self._terminate(att, 408, (Outcome.TRUNK_DOWN, f"trunk down: {why}"))
 
     def registration_changed(self, trunk_name: str, code: int, expires: int) -> None:
         trunk = self.trunks.get(trunk_name)

@@ -22,7 +22,7 @@ CS = CampaignState
 RS = RecipientState
 NOW = 1000.0
 DELAY = 60.0
-FAILURES = [o for o in Outcome if not o.success]
+FAILURES = [o for o in Outcome if not o.success and o.counted]
 
 
 @pytest.mark.parametrize(
@@ -39,6 +39,10 @@ FAILURES = [o for o in Outcome if not o.success]
         (0, 5, Outcome.WORKER_LOST, False, RecipientUpdate(state=RS.IDLE, attempts=1, next_at=NOW + DELAY)),
         (1, 5, Outcome.NOT_CONFIRMED, True, RecipientUpdate(state=RS.STOPPED, attempts=2, next_at=None)),
         (1, 5, Outcome.CONTACTED, True, RecipientUpdate(state=RS.CONTACTED, attempts=1, next_at=None)),
+        # nobody was called: not counted, and due again at once (the trunk gates it)
+        (2, 5, Outcome.TRUNK_DOWN, False, RecipientUpdate(state=RS.IDLE, attempts=2, next_at=NOW)),
+        (0, 1, Outcome.TRUNK_DOWN, False, RecipientUpdate(state=RS.IDLE, attempts=0, next_at=NOW)),
+        (2, 5, Outcome.TRUNK_DOWN, True, RecipientUpdate(state=RS.STOPPED, attempts=2, next_at=None)),
     ],
 )
 def test_after_attempt(attempts: int, max_attempts: int, outcome: Outcome, stopped: bool,
@@ -72,11 +76,12 @@ def test_after_attempt_properties(attempts: int, max_attempts: int, outcome: Out
                                   stopped: bool, now: float, delay: float) -> None:
     upd = after_attempt(attempts=attempts, max_attempts=max_attempts, outcome=outcome, now=now,
                         retry_delay=delay, stopped=stopped)
-    assert upd.attempts == attempts + (0 if outcome.success else 1)
+    assert upd.attempts == attempts + (0 if outcome.success or not outcome.counted else 1)
     assert (upd.next_at is not None) == (upd.state is RS.IDLE)
     assert upd.state is not RS.ACTIVE
     if upd.state is RS.IDLE:
-        assert upd.attempts < max_attempts and upd.next_at == now + delay
+        assert upd.attempts < max_attempts
+        assert upd.next_at == (now + delay if outcome.counted else now)
     if outcome.success:
         assert upd.state is RS.CONTACTED
 
