@@ -28,6 +28,7 @@ from collections.abc import Callable
 from ctypes import (CFUNCTYPE, POINTER, Structure, Union, c_char, c_char_p, c_int, c_int32,
                     c_long, c_size_t, c_ssize_t, c_uint32, c_void_p)
 from dataclasses import dataclass
+from typing import Any
 
 import pjsua2 as pj
 
@@ -62,7 +63,7 @@ class _Method(Structure):
         return METHODS.get(self.id) or self.name.text()
 
 
-_HDR_MEMBERS = [("prev", c_void_p), ("next", c_void_p), ("type", c_int), ("name", PjStr),
+_HDR_MEMBERS: list[tuple[str, Any]] = [("prev", c_void_p), ("next", c_void_p), ("type", c_int), ("name", PjStr),
                 ("sname", PjStr), ("vptr", c_void_p)]
 
 
