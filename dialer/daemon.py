@@ -348,6 +348,8 @@ class Daemon:
             log("trunk %s %s (%s %s)", t.config.name,
                 "registered" if t.registered else "not registered", code, t.reason)
             self._dirty = True
+        if was != t.registered:  # every worker's unanswered calls on it, and its timeouts
+            self.gateway.trunk_state(t.config.name, t.registered, str(t.reason or code))
 
     def _flush_progress(self) -> None:
         """Write the batched progress events (before any call end: an ended attempt takes none)."""

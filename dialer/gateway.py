@@ -47,6 +47,10 @@ class Gateway(Protocol):
     def hangup(self, call_id: str) -> None:
         """Hang a call up; its ``ended`` event follows."""
 
+    def trunk_state(self, trunk: str, up: bool, reason: str) -> None:
+        """A trunk went down (or came back): calls on it that have had no answer yet end
+        ``trunk_down`` (nobody rang), wherever they are."""
+
     def poll(self, timeout: float) -> list[GatewayEvent]:
         """Wait at most ``timeout`` seconds for events; return those that arrived."""
 
@@ -94,6 +98,9 @@ class PoolGateway:
         for w in self.pool.workers.values():
             if call_id in w.calls and not w.channel.closed:
                 w.channel.send({"op": "hangup", "call_id": call_id})
+
+    def trunk_state(self, trunk: str, up: bool, reason: str) -> None:
+        self.pool.send_all({"op": "trunk", "trunk": trunk, "up": up, "reason": reason})
 
     def _sync_selector(self) -> None:
         live = {ch.fileno(): w for w, ch in self.pool.channels()}

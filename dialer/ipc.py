@@ -15,6 +15,8 @@ Daemon to worker (``op``):
   ``from_uri`` (or null), ``display``, ``ring_timeout``, ``media`` (prompt name -> WAV path),
   ``dialogue`` (the fields of ``DialogueSettings``).
 * ``hangup``: ``call_id``.
+* ``trunk``: ``trunk``, ``up`` (bool), ``reason``: the trunk's registration was lost (or is
+  back); calls on it that have had no answer yet end ``trunk_down``.
 * ``shutdown``.
 
 Worker to daemon (``ev``):
@@ -24,6 +26,9 @@ Worker to daemon (``ev``):
 * ``ringing`` / ``answered``: ``call_id``, ``at``.
 * ``played``: ``call_id``, ``prompt``, ``at``: a prompt or the message starts playing.
 * ``key``: ``call_id``, ``key``, ``at``;  ``confirmed``: ``call_id``, ``what``, ``at``.
+* ``slots``: ``held``: call slots held by finished calls whose CANCEL or BYE is still
+  unanswered (freed within the trunk's ``invite_timeout``); the pool counts them as busy.
+* ``dropped``: ``counts`` (reason -> messages), ``last``: what the source filter dropped.
 * ``ended``: ``call_id``, ``status``, ``reason``, ``q850``, ``outcome``, ``answered_at``,
   ``keys``, ``answer_confirmed_at``, ``listen_confirmed_at``, ``at``. Exactly one per ``dial``.
 * ``log``: ``level``, ``message`` (worker-side problems worth the daemon's log).

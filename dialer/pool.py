@@ -76,6 +76,13 @@ class Worker:
     calls: set[str] = field(default_factory=set)
     failures: int = 0
     overloaded: bool = False  # the worker reports its event loop running late (``load``)
+    # Slots held by calls already over whose SIP transaction (CANCEL, BYE) is still unanswered
+    # (``slots``): the worker frees them within its trunk's invite_timeout.
+    held: int = 0
+
+    @property
+    def taken(self) -> int:
+        return len(self.calls) + self.held
 
     @property
     def pid(self) -> int:
@@ -142,8 +149,8 @@ class WorkerPool:
         """Slots for new calls. A worker whose event loop runs late (the machine is short of
         CPU) takes no new calls until it catches up: under overload the pool places fewer
         calls instead of degrading those in progress."""
-        slots = sum(self.calls_per_worker - len(w.calls) for w in self.workers.values()
-                    if self._usable(w) and len(w.calls) < self.calls_per_worker)
+        slots = sum(self.calls_per_worker - w.taken for w in self.workers.values()
+                    if self._usable(w) and w.taken < self.calls_per_worker)
         return min(slots, int(self._refill()))
 
     def _refill(self) -> float:
@@ -162,10 +169,10 @@ class WorkerPool:
     def dial(self, message: Message) -> Worker | None:
         """Hand a call to the least busy ready worker; None when every slot is taken."""
         ready = [w for w in self.workers.values()
-                 if self._usable(w) and len(w.calls) < self.calls_per_worker]
+                 if self._usable(w) and w.taken < self.calls_per_worker]
         if not ready:
             return None
-        w = min(ready, key=lambda x: (len(x.calls), x.index))
+        w = min(ready, key=lambda x: (x.taken, x.index))
         self._refill()
         self._tokens = max(0.0, self._tokens - 1)  # never refuses: the claim was bounded
         w.calls.add(str(message["call_id"]))
@@ -189,6 +196,8 @@ class WorkerPool:
             logger.info("worker %d ready (pid %d, SIP port %s)", w.index, w.pid, w.sip_port)
         elif ev == "ended":
             w.calls.discard(str(msg.get("call_id")))
+        elif ev == "slots":
+            w.held = max(0, int(msg.get("held") or 0))
         elif ev == "load":
             w.overloaded = bool(msg.get("overloaded"))
             (logger.warning if w.overloaded else logger.info)(

@@ -330,16 +330,25 @@ class Module:
             return False
         return True
 
-    def terminate(self, call_id: str, local_tag: str, remote_tag: str, code: int) -> bool:
-        """End an outgoing call's INVITE session now, whatever its state (``pjsip_inv_terminate``).
-
-        For a call whose INVITE or CANCEL goes unanswered: pjsua would hold its call slot until
-        the transaction times out (32 s). pjsua then reports DISCONNECTED with ``code``."""
+    def _inv(self, call_id: str, local_tag: str, remote_tag: str) -> int | None:
         strs = [_pjstr(v.encode()) for v in (call_id, local_tag, remote_tag)]
         dlg = self._lib.pjsip_ua_find_dialog(*(ctypes.byref(x[0]) for x in strs), 0)
         if not dlg:
-            return False
-        inv = self._lib.pjsip_dlg_get_inv_session(dlg)
+            return None
+        inv: int | None = self._lib.pjsip_dlg_get_inv_session(dlg)
+        return inv
+
+    def session_alive(self, call_id: str, local_tag: str, remote_tag: str) -> bool:
+        """Whether the call's INVITE session still exists (and so holds a pjsua call slot)."""
+        return self._inv(call_id, local_tag, remote_tag) is not None
+
+    def terminate(self, call_id: str, local_tag: str, remote_tag: str, code: int) -> bool:
+        """End an outgoing call's INVITE session now, whatever its state (``pjsip_inv_terminate``).
+
+        For a call whose INVITE, CANCEL or BYE goes unanswered: pjsua would hold its call slot
+        until the transaction times out (32 s). pjsua then reports DISCONNECTED with ``code``
+        (unless it already did: a hang-up is reported at once, the slot freed only later)."""
+        inv = self._inv(call_id, local_tag, remote_tag)
         if not inv:
             return False
         return bool(self._lib.pjsip_inv_terminate(inv, code, 1) == 0)

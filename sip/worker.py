@@ -232,6 +232,10 @@ class Worker:
         self._register_ids: dict[str, str] = {}  # a registration's Call-ID -> its trunk
         self._creating: str | None = None
         self._drops_at = 0.0
+        # Calls reported over whose INVITE session pjsua still keeps (a hang-up is reported at
+        # once; its CANCEL or BYE may go unanswered): call_id -> (local tag, remote tag, end by)
+        self._lingering: dict[str, tuple[str, str, float]] = {}
+        self._held_reported = 0
 
     # ----- IPC -----
 
@@ -367,6 +371,7 @@ class Worker:
             self._tick()
             self._check_trunks(time.monotonic())
             self._report_drops(time.monotonic())
+            self._reap_lingering(time.monotonic())
         self.shutdown()
 
     def _watch_load(self, elapsed: float) -> None:
@@ -392,6 +397,13 @@ class Worker:
                 if waiting:
                     self._redial = [(g, m) for g, m in self._redial if m not in waiting]
                     self._send_failed(str(msg.get("call_id")), "hung up on request")
+            elif op == "trunk":
+                trunk = self.trunks.get(str(msg.get("trunk")))
+                if trunk is not None and msg.get("up"):
+                    trunk.down = None
+                elif trunk is not None:
+                    self._trunk_down(trunk, str(msg.get("reason") or "not registered"),
+                                     report=False)
             elif op == "shutdown":
                 self._stopping = True
             else:
@@ -443,6 +455,17 @@ class Worker:
         ``give_up``: when a dial refused with PJ_ETOOMANY stops being retried."""
         call_id = str(msg["call_id"])
         trunk = self.trunks.get(str(msg.get("trunk")))
+        if trunk is not None and self._lingering and not self._stopping \
+                and len(self.attempts) + len(self._lingering) >= MAX_CALLS:
+            # Every slot is taken, some by finished calls whose CANCEL/BYE is unanswered: they
+            # are freed within invite_timeout (_reap_lingering). Wait without asking pjsua.
+            now = time.monotonic()
+            if give_up is None:
+                logger.info("call %s: waiting for a call slot to be freed", call_id)
+                give_up = now + trunk.invite_timeout + 1
+            if now < give_up:
+                self._redial.append((give_up, msg))
+                return
         if call_id in self.attempts:
             self._send_failed(call_id, "duplicate call_id")
             return
@@ -479,10 +502,13 @@ class Worker:
             now = time.monotonic()
             if exc.status == PJ_ETOOMANY and (give_up is None or now < give_up) \
                     and not self._stopping:
-                if give_up is None:  # one line per dial, not one per retry
+                # A slot still held by a finished call's SIP transaction is freed within
+                # invite_timeout (_reap_lingering): wait that long, logged once.
+                window = max(TOOMANY_RETRY_S, trunk.invite_timeout + 1)
+                if give_up is None:
                     logger.info("call %s: no free pjsua call slot yet, retrying for %.0f s",
-                                call_id, TOOMANY_RETRY_S)
-                self._redial.append((give_up or now + TOOMANY_RETRY_S, msg))
+                                call_id, window)
+                self._redial.append((give_up or now + window, msg))
                 return
             logger.warning("call %s: makeCall failed: %s", call_id, exc.info())
             self._send_failed(call_id, f"makeCall failed: {exc.reason} ({exc.status})")
@@ -666,6 +692,9 @@ class Worker:
         att.timer = None
         self.attempts.pop(att.call_id, None)
         self.filter.call_ended(att.call_id)
+        if att.local_tag:
+            self._lingering[att.call_id] = (att.local_tag, att.remote_tag,
+                                            time.monotonic() + att.trunk.invite_timeout)
         if att.call is not None:
             self._graveyard.append(att.call)  # freed once this callback has returned
             att.call = None
@@ -699,7 +728,10 @@ class Worker:
         if att is not None:
             if rx.method == "INVITE":
                 att.responded = True
-                if rx.to_tag and not att.remote_tag:
+                # The dialog's remote tag: from a provisional or a 2xx (which wins), never
+                # from a 401/407 challenge, which a proxy tags with its own.
+                if rx.to_tag and 100 < rx.status < 300 and (rx.status >= 200
+                                                            or not att.remote_tag):
                     att.remote_tag = rx.to_tag
             return verdict
         if rx.method == "REGISTER" and rx.status >= 200:
@@ -738,12 +770,16 @@ class Worker:
         except pj.Error as exc:  # a REGISTER is already on its way: its answer will do
             logger.debug("trunk %s: setRegistration: %s", trunk.name, exc.info())
 
-    def _trunk_down(self, trunk: Trunk, why: str) -> None:
+    def _trunk_down(self, trunk: Trunk, why: str, report: bool = True) -> None:
+        """The trunk is down: said to the daemon (``report``; the worker that registers it
+        found out), or said by the daemon (every other worker)."""
         if trunk.down is not None:
             return
         trunk.down = why
-        logger.warning("trunk %s not registered: %s", trunk.name, why)
-        self.send({"ev": "reg", "trunk": trunk.name, "code": 408, "reason": why, "expires": 0})
+        if report:
+            logger.warning("trunk %s not registered: %s", trunk.name, why)
+            self.send({"ev": "reg", "trunk": trunk.name, "code": 408, "reason": why,
+                       "expires": 0})
         # Calls whose INVITE has had no answer went into the dead registrar/proxy: nobody rang.
         # End them now (their slots free) as trunk_down, which costs the recipient no attempt.
         for att in list(self.attempts.values()):
@@ -780,6 +816,22 @@ class Worker:
                         trunk.probe_waiting = now
                 elif trunk.probe_waiting is None:
                     trunk.probe_waiting = now  # not even sent (TCP refused): unanswered
+
+    def _reap_lingering(self, now: float) -> None:
+        """Forget finished sessions, end those past their time; tell the daemon the slots held."""
+        if self.module is None:
+            return
+        for call_id, (local, remote, end_by) in list(self._lingering.items()):
+            if not self.module.session_alive(call_id, local, remote):
+                del self._lingering[call_id]
+            elif now >= end_by:
+                logger.warning("call %s: its SIP transaction is still unanswered: ending it",
+                               call_id)
+                self.module.terminate(call_id, local, remote, 408)
+                del self._lingering[call_id]
+        if len(self._lingering) != self._held_reported:
+            self._held_reported = len(self._lingering)
+            self.send({"ev": "slots", "held": self._held_reported})
 
     def _report_drops(self, now: float) -> None:
         if now < self._drops_at:

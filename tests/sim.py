@@ -162,6 +162,9 @@ class FakeGateway:
             self._at(b.after, call, "answer")
         return 0
 
+    def trunk_state(self, trunk: str, up: bool, reason: str) -> None:
+        pass  # the simulated phones have no trunk to lose
+
     def hangup(self, call_id: str) -> None:
         call = self.calls.get(call_id)
         if call is not None:

@@ -571,3 +571,69 @@ def test_a_stranger_cannot_take_over_a_calls_audio_or_press_its_keys(
     finally:
         stranger.close()
         w.stop()
+
+
+class DeafAnswerer(SilentPeer):
+    """Answers every INVITE 200 OK (G.711, telephone-event 120), then hears nothing: its BYE
+    and its CANCEL go unanswered, as through a proxy that died mid-call."""
+
+    def serve(self) -> int:
+        answered = 0
+        for data in self.received_from():
+            text, addr = data[0].decode(errors="replace"), data[1]
+            if not text.startswith("INVITE "):
+                continue
+            head = [line if not line.lower().startswith("to:") else line + ";tag=deaf"
+                    for line in text.split("\r\n")
+                    if line.split(":", 1)[0].lower() in ("via", "from", "to", "call-id", "cseq")]
+            sdp = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                   f"m=audio {self.port + 2} RTP/AVP 0 120\r\na=rtpmap:0 PCMU/8000\r\n"
+                   "a=rtpmap:120 telephone-event/8000\r\na=sendrecv\r\n")
+            reply = "\r\n".join(["SIP/2.0 200 OK", *head,
+                                 f"Contact: <sip:deaf@127.0.0.1:{self.port}>",
+                                 "Content-Type: application/sdp",
+                                 f"Content-Length: {len(sdp)}", "", sdp])
+            self.sock.sendto(reply.encode(), addr)
+            answered += 1
+        return answered
+
+    def received_from(self) -> list[tuple[bytes, Any]]:
+        out = []
+        while True:
+            try:
+                out.append(self.sock.recvfrom(65536))
+            except BlockingIOError:
+                return out
+
+
+def test_a_call_whose_bye_goes_unanswered_frees_its_slot_within_the_timeout(
+        phones: PhoneSim, media: dict[str, str]) -> None:
+    deaf = DeafAnswerer()
+    trunk = {"uri": f"sip:127.0.0.1:{deaf.port}", "transport": "udp", "register": False,
+             "invite_timeout": 2.0}
+    w = WorkerProc(phones, media, trunk)
+    try:
+        calls = [w.dial(f"40{i}", ring_timeout=10) for i in range(4)]
+        deadline = time.monotonic() + 10
+        answered = 0
+        while answered < 4:  # every slot: an answered call, not confirmed, hung up by us
+            assert time.monotonic() < deadline, f"only {answered} answered; {w.events}"
+            answered += deaf.serve()
+            w.pump(0.05)
+        ends = [w.ended(c, 15) for c in calls]
+        assert [e["outcome"] for e in ends] == ["not_confirmed"] * 4
+        held = w.wait_for(lambda e: e["ev"] == "slots" and e["held"] == 4, 5)
+        assert held
+        # The slots are back within invite_timeout: four more calls are placed and end.
+        more = [w.dial(f"41{i}", ring_timeout=10) for i in range(4)]
+        w.wait_for(lambda e: e["ev"] == "slots" and e["held"] == 0, 10)
+        deadline = time.monotonic() + 10
+        while answered < 8:
+            assert time.monotonic() < deadline, f"only {answered} answered; {w.events}"
+            answered += deaf.serve()
+            w.pump(0.05)
+        again = [w.ended(c, 15) for c in more]
+        assert [e["outcome"] for e in again] == ["not_confirmed"] * 4
+    finally:
+        w.stop()
+        deaf.close()
