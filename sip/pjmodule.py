@@ -127,6 +127,14 @@ class _RxData(Structure):
     _fields_ = [("tp_info", _TpInfo), ("pkt_info", _PktInfo), ("msg_info", _MsgInfo)]
 
 
+class _InvSession(Structure):
+    _fields_ = [("obj_name", c_char * 32), ("pool", c_void_p), ("pool_prov", c_void_p),
+                ("pool_active", c_void_p), ("state", c_int)]
+
+
+PJSIP_INV_STATE_DISCONNECTED = 6
+
+
 class _TxData(Structure):
     _fields_ = [("prev", c_void_p), ("next", c_void_p), ("pool", c_void_p),
                 ("obj_name", c_char * 32), ("info", c_char_p), ("sec", c_long), ("msec", c_long),
@@ -135,6 +143,9 @@ class _TxData(Structure):
                 ("msg", POINTER(_Msg))]
 
 
+_STATE_CB = CFUNCTYPE(None, c_void_p, c_int, c_void_p)  # pjsip_tp_state_callback
+PJSIP_TP_STATE_CONNECTED = 0
+PJSIP_TP_STATE_DISCONNECTED = 1
 _RX_CB = CFUNCTYPE(c_int, POINTER(_RxData))
 _TX_CB = CFUNCTYPE(c_int, POINTER(_TxData))
 
@@ -197,6 +208,12 @@ def _library() -> ctypes.CDLL:
     lib.pjsip_dlg_get_inv_session.restype = c_void_p
     lib.pjsip_inv_terminate.argtypes = [c_void_p, c_int, c_int]
     lib.pjsip_inv_terminate.restype = c_int
+    lib.pjsip_endpt_get_tpmgr.argtypes = [c_void_p]
+    lib.pjsip_endpt_get_tpmgr.restype = c_void_p
+    lib.pjsip_tpmgr_get_state_cb.argtypes = [c_void_p]
+    lib.pjsip_tpmgr_get_state_cb.restype = c_void_p
+    lib.pjsip_tpmgr_set_state_cb.argtypes = [c_void_p, c_void_p]
+    lib.pjsip_tpmgr_set_state_cb.restype = c_int
     return lib
 
 
@@ -339,8 +356,13 @@ class Module:
         return inv
 
     def session_alive(self, call_id: str, local_tag: str, remote_tag: str) -> bool:
-        """Whether the call's INVITE session still exists (and so holds a pjsua call slot)."""
-        return self._inv(call_id, local_tag, remote_tag) is not None
+        """Whether the call's INVITE session is not over yet (and so holds a pjsua call slot).
+
+        The dialog outlives the session (its INVITE transaction lingers for Timer D): what
+        counts is the session's state, which frees pjsua's slot when it turns DISCONNECTED."""
+        inv = self._inv(call_id, local_tag, remote_tag)
+        return inv is not None and \
+            _InvSession.from_address(inv).state != PJSIP_INV_STATE_DISCONNECTED
 
     def terminate(self, call_id: str, local_tag: str, remote_tag: str, code: int) -> bool:
         """End an outgoing call's INVITE session now, whatever its state (``pjsip_inv_terminate``).
@@ -349,9 +371,33 @@ class Module:
         until the transaction times out (32 s). pjsua then reports DISCONNECTED with ``code``
         (unless it already did: a hang-up is reported at once, the slot freed only later)."""
         inv = self._inv(call_id, local_tag, remote_tag)
-        if not inv:
+        if not inv or _InvSession.from_address(inv).state == PJSIP_INV_STATE_DISCONNECTED:
             return False
         return bool(self._lib.pjsip_inv_terminate(inv, code, 1) == 0)
+
+    # ----- connections -----
+
+    def watch_connections(self, on_change: Callable[[bool], None]) -> None:
+        """Call ``on_change(True)`` for each TCP connection made, ``(False)`` for each lost.
+
+        pjsua has the transport manager's one state callback (account and transport
+        bookkeeping): ours is put in front of it and passes every event on."""
+        tpmgr = self._lib.pjsip_endpt_get_tpmgr(self._endpt)
+        old = self._lib.pjsip_tpmgr_get_state_cb(tpmgr)
+        chained = _STATE_CB(old) if old else None
+
+        def state(tp: int, st: int, info: int) -> None:
+            try:
+                if st in (PJSIP_TP_STATE_CONNECTED, PJSIP_TP_STATE_DISCONNECTED):
+                    on_change(st == PJSIP_TP_STATE_CONNECTED)
+            except Exception:  # noqa: BLE001 - never into C
+                logger.exception("SIP filter: connection bookkeeping failed")
+            if chained is not None:
+                chained(tp, st, info)
+
+        self._state_cb = _STATE_CB(state)  # kept alive with the module
+        self._chained = chained
+        self._lib.pjsip_tpmgr_set_state_cb(tpmgr, ctypes.cast(self._state_cb, c_void_p))
 
     # ----- self check -----
 

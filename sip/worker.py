@@ -73,6 +73,11 @@ LAG_OVERLOAD_S = 0.10
 TOOMANY_RETRY_S = 2.0
 PJ_ETOOMANY = 70010
 LAG_RECOVER_S = 0.03
+# pjlib's select ioqueue has 64 sockets and keeps each closed one 0.5 s before reusing it; past
+# that it aborts the process. TCP connections (even from trusted peers: a PBX opening one per
+# message) are refused in the kernel while this many are open or closed within the last second.
+TCP_SOCKET_BUDGET = 28
+TCP_REUSE_S = 1.0
 DROP_REPORT_S = 2.0  # how often dropped-message counts go to the daemon (one line each there)
 USER_AGENT = "alert-dialer"  # names no worker, version or library
 
@@ -236,6 +241,10 @@ class Worker:
         # once; its CANCEL or BYE may go unanswered): call_id -> (local tag, remote tag, end by)
         self._lingering: dict[str, tuple[str, str, float]] = {}
         self._held_reported = 0
+        self._listeners: list[int] = []
+        self._tcp_open = 0
+        self._tcp_closed: list[float] = []  # monotonic times of recent closes
+        self._tcp_refusing = False
 
     # ----- IPC -----
 
@@ -271,8 +280,9 @@ class Worker:
             listeners = sockfilter.tcp_listeners(self.sip_port)
             if not listeners:
                 raise RuntimeError("cannot find the SIP TCP listener to filter")
-            for fd in listeners:  # strangers' SYNs dropped in the kernel (sip.sockfilter)
-                sockfilter.attach(fd, sockfilter.program(self.filter.trusted))
+            self._listeners = listeners
+            self._guard_listener(closed=False)  # strangers' SYNs dropped in the kernel
+            self.module.watch_connections(self._on_connection)
         self.ep.libStart()
         self.module.self_check(self.ep, bind, self.sip_port)
         if len(trunks) > MAX_ACCOUNTS:
@@ -372,6 +382,8 @@ class Worker:
             self._check_trunks(time.monotonic())
             self._report_drops(time.monotonic())
             self._reap_lingering(time.monotonic())
+            if self._tcp_refusing:
+                self._check_connections(time.monotonic())
         self.shutdown()
 
     def _watch_load(self, elapsed: float) -> None:
@@ -832,6 +844,35 @@ class Worker:
         if len(self._lingering) != self._held_reported:
             self._held_reported = len(self._lingering)
             self.send({"ev": "slots", "held": self._held_reported})
+
+    def _on_connection(self, made: bool) -> None:
+        if made:
+            self._tcp_open += 1
+        else:
+            self._tcp_open = max(0, self._tcp_open - 1)
+            self._tcp_closed.append(time.monotonic())
+        self._check_connections(time.monotonic())
+
+    def _check_connections(self, now: float) -> None:
+        """Refuse TCP connections while the ioqueue's sockets run short; accept them again after."""
+        if not self._listeners:
+            return
+        while self._tcp_closed and now - self._tcp_closed[0] > TCP_REUSE_S:
+            self._tcp_closed.pop(0)
+        in_use = self._tcp_open + len(self._tcp_closed)
+        if not self._tcp_refusing and in_use >= TCP_SOCKET_BUDGET:
+            logger.warning("%d TCP connections open or just closed: refusing new ones for now",
+                           in_use)
+            self._guard_listener(closed=True)
+        elif self._tcp_refusing and in_use < TCP_SOCKET_BUDGET // 2:
+            logger.info("accepting TCP connections again")
+            self._guard_listener(closed=False)
+
+    def _guard_listener(self, closed: bool) -> None:
+        prog = sockfilter.program([] if closed else self.filter.trusted)
+        for fd in self._listeners:
+            sockfilter.attach(fd, prog)
+        self._tcp_refusing = closed
 
     def _report_drops(self, now: float) -> None:
         if now < self._drops_at:

@@ -637,3 +637,16 @@ def test_a_call_whose_bye_goes_unanswered_frees_its_slot_within_the_timeout(
     finally:
         w.stop()
         deaf.close()
+
+
+def test_cancelled_calls_give_their_slots_back_at_once(worker: WorkerProc) -> None:
+    """A cancelled call's dialog outlives it (Timer D) but its slot does not: no call waits."""
+    first = [worker.dial("102", ring_timeout=1.0) for _ in range(4)]
+    assert [worker.ended(c)["outcome"] for c in first] == ["no_answer"] * 4
+    worker.pump(1.0)
+    held = [e["held"] for e in worker.events if e["ev"] == "slots"]
+    assert not held or held[-1] == 0, held
+    started = time.monotonic()
+    again = [worker.dial("102", ring_timeout=1.0) for _ in range(4)]
+    assert [worker.ended(c)["outcome"] for c in again] == ["no_answer"] * 4
+    assert time.monotonic() - started < 4  # placed at once, not after invite_timeout
