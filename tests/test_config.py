@@ -143,6 +143,18 @@ def test_missing_external_trunk_in_the_sample(tmp_path: Path) -> None:
         ("[metrics]\nport = 70000\n[trunks.internal]\nuri = 'sip:a'\n"
          "[trunks.external]\nuri = 'sip:b'\n", "port"),
         ("this is = not toml [", "not valid TOML"),
+        ("[trunks.internal]\nuri = 'sip:a'\nallowed_sources = ['10.0.0.0/33']\n"
+         "[trunks.external]\nuri = 'sip:b'\n", r"\[trunks.internal\].allowed_sources: "),
+        ("[trunks.internal]\nuri = 'sip:a'\nallowed_sources = '10.0.0.1'\n"
+         "[trunks.external]\nuri = 'sip:b'\n", "must be a list of addresses or CIDRs"),
+        ("[trunks.internal]\nuri = 'sip:a'\nkeepalive_interval = -1\n"
+         "[trunks.external]\nuri = 'sip:b'\n", r"keepalive_interval must be a number of seconds"),
+        ("[trunks.internal]\nuri = 'sip:a'\ninvite_timeout = 40\n"
+         "[trunks.external]\nuri = 'sip:b'\n", r"invite_timeout must be a number of seconds 0.5..32"),
+        ("[trunks.internal]\nuri = 'sip:a'\nproxy = 'http://x'\n"
+         "[trunks.external]\nuri = 'sip:b'\n", r"proxy must be a SIP URI"),
+        ("[sip]\nreject_code = 486\n[trunks.internal]\nuri = 'sip:a'\n"
+         "[trunks.external]\nuri = 'sip:b'\n", "reject_code must be one of 403, 488, 603"),
     ],
 )
 def test_invalid_configs(tmp_path: Path, text: str, match: str) -> None:
@@ -192,3 +204,20 @@ def test_the_password_never_shows(tmp_path: Path) -> None:
                  repr(trunk.password), str(trunk.password), f"{trunk.password}"):
         assert SECRET not in text
     assert repr(Secret(SECRET)) == "Secret('***')"
+
+
+def test_sip_trust_keys(tmp_path: Path) -> None:
+    c = config.load(write(tmp_path, (
+        "[sip]\nreject_code = 603\n"
+        "[trunks.internal]\nuri = 'sip:127.0.0.1:5060'\nregistrar = 'sip:127.0.0.2'\n"
+        "proxy = 'sip:127.0.0.4'\nallowed_sources = ['10.1.2.3/29', '192.0.2.7']\n"
+        "keepalive_interval = 0\nregister_timeout = 2.5\n"
+        "[trunks.external]\nuri = 'sip:127.0.0.3'\n")))
+    t = c.trunks["internal"]
+    assert c.sip_reject_code == 603
+    assert t.allowed_sources == ("10.1.2.0/29", "192.0.2.7/32")
+    assert (t.keepalive_interval, t.register_timeout, t.keepalive_timeout, t.invite_timeout) \
+        == (0.0, 2.5, 2.0, 5.0)
+    # every trunk host (uri, registrar, proxy) and the extra networks, resolved now
+    assert c.allowed_sources() == ["127.0.0.1", "127.0.0.2", "127.0.0.4", "10.1.2.0/29",
+                                   "192.0.2.7/32", "127.0.0.3"]
