@@ -102,7 +102,12 @@ class Config:
     def allowed_sources(self) -> list[str]:
         """Where SIP is accepted from: the addresses of the trunks' hosts (URI, registrar,
         proxy; resolved now) and each trunk's ``allowed_sources`` networks."""
+        return self.resolve_sources()[0]
+
+    def resolve_sources(self) -> tuple[list[str], list[str]]:
+        """``allowed_sources()`` and the hosts that did not resolve (their SIP is not accepted)."""
         out: list[str] = []
+        failed: list[str] = []
         for t in self.trunks.values():
             for uri in (t.uri, t.registrar, t.proxy):
                 if not uri:
@@ -116,8 +121,9 @@ class Config:
                 except OSError:
                     logger.warning("trunk %s: cannot resolve %s; SIP from it is not accepted",
                                    t.name, host)
+                    failed.append(host)
             out.extend(n for n in t.allowed_sources if n not in out)
-        return out
+        return out, failed
 
 
 def _host(uri: str) -> str:

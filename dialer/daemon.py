@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 MAX_WAIT = 1.0
 CAMPAIGN_METRICS_INTERVAL = 5.0  # seconds between two refreshes of the per-campaign gauges
+RESOLVE_INTERVAL = 60.0  # seconds between two resolutions of the trunks' hosts (trusted SIP sources)
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Daemon:
             size=config.workers, calls_per_worker=config.calls_per_worker,
             init_message=self._init_message))
         self.safety_interval = safety_interval
+        self.resolve_interval = RESOLVE_INTERVAL
         self.handle_signals = handle_signals
         self.metrics = Metrics()
         self._campaign_metrics_at = float("-inf")  # time.monotonic() of the last refresh
@@ -99,6 +101,12 @@ class Daemon:
         # the next call end) and go to the database in one transaction (bench/RESULTS.md).
         self._progress: list[tuple[str, str, float, dict[str, Any]]] = []
         self._assigned: list[tuple[str, int]] = []
+        # Where SIP is accepted from (the trunks' hosts, resolved): at start, then again every
+        # RESOLVE_INTERVAL s off the loop (a slow resolver must not stall dialling); a
+        # re-resolution where a host fails keeps the last list.
+        self._sources: list[str] = []
+        self._sources_new: list[str] | None = None
+        self._resolver: threading.Thread | None = None
 
     # ----- wiring -----
 
@@ -118,7 +126,7 @@ class Daemon:
             }
         per = 2 * self.config.calls_per_worker + 2
         return {"worker": index, "bind": self.config.bind, "trunks": trunks,
-                "allowed_sources": self.config.allowed_sources(),
+                "allowed_sources": self._sources,
                 "reject_code": self.config.sip_reject_code,
                 "log_level": self.config.sip_log_level,
                 "rtp_port": self.config.rtp_port + index * per, "rtp_port_range": per}
@@ -154,10 +162,31 @@ class Daemon:
         if self.config.metrics_port is not None:
             self.metrics.serve(self.config.metrics_bind, self.config.metrics_port)
         self._install_signals()
+        self._sources = self.config.allowed_sources()
+        self._resolver = threading.Thread(target=self._resolve_loop, name="resolver",
+                                          daemon=True)
+        self._resolver.start()
         self.gateway.start(self._pool_size(self.store.get_settings().limits.total))
         logger.info("dialer serving: node %s, %d worker(s) of %d call(s), database %s",
                     self.config.node, self.config.workers, self.config.calls_per_worker,
                     self.store.safe_url)
+
+    def _resolve_loop(self) -> None:
+        while not self.stopping.wait(self.resolve_interval):
+            sources, failed = self.config.resolve_sources()
+            if failed:
+                logger.warning("trusted SIP sources kept as they were: %s did not resolve",
+                               ", ".join(failed))
+            elif sources != self._sources:
+                self._sources_new = sources  # picked up by the loop (one assignment: atomic)
+
+    def _apply_sources(self) -> None:
+        new, self._sources_new = self._sources_new, None
+        if new is not None and new != self._sources:
+            logger.warning("trusted SIP sources changed: %s -> %s", ", ".join(self._sources),
+                           ", ".join(new))
+            self._sources = new
+            self.gateway.trust(new)
 
     def notify(self) -> None:
         """Something changed that the scheduler must see: rerun it at the next step."""
@@ -187,6 +216,8 @@ class Daemon:
         for index, msg in self.gateway.poll(self._timeout()):
             self._handle(index, msg)
         self._flush_progress()
+        if self._sources_new is not None:
+            self._apply_sources()
         now = self.clock()
         if (self._dirty or now - self._last_tick >= self.safety_interval
                 or (self._next_due is not None and now >= self._next_due)):

@@ -47,6 +47,9 @@ class Gateway(Protocol):
     def hangup(self, call_id: str) -> None:
         """Hang a call up; its ``ended`` event follows."""
 
+    def trust(self, sources: list[str]) -> None:
+        """The trusted SIP sources changed (a trunk host re-resolved): tell every worker."""
+
     def trunk_state(self, trunk: str, up: bool, reason: str) -> None:
         """A trunk went down (or came back): calls on it that have had no answer yet end
         ``trunk_down`` (nobody rang), wherever they are."""
@@ -98,6 +101,9 @@ class PoolGateway:
         for w in self.pool.workers.values():
             if call_id in w.calls and not w.channel.closed:
                 w.channel.send({"op": "hangup", "call_id": call_id})
+
+    def trust(self, sources: list[str]) -> None:
+        self.pool.send_all({"op": "trust", "allowed_sources": sources})
 
     def trunk_state(self, trunk: str, up: bool, reason: str) -> None:
         self.pool.send_all({"op": "trunk", "trunk": trunk, "up": up, "reason": reason})

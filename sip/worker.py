@@ -409,6 +409,11 @@ class Worker:
                 if waiting:
                     self._redial = [(g, m) for g, m in self._redial if m not in waiting]
                     self._send_failed(str(msg.get("call_id")), "hung up on request")
+            elif op == "trust":
+                self.filter.trusted = trust.networks(msg.get("allowed_sources") or [])
+                logger.info("trusted SIP sources now %s", msg.get("allowed_sources"))
+                if self._listeners and not self._tcp_refusing:
+                    self._guard_listener(closed=False)
             elif op == "trunk":
                 trunk = self.trunks.get(str(msg.get("trunk")))
                 if trunk is not None and msg.get("up"):

@@ -162,6 +162,9 @@ class FakeGateway:
             self._at(b.after, call, "answer")
         return 0
 
+    def trust(self, sources: list[str]) -> None:
+        pass
+
     def trunk_state(self, trunk: str, up: bool, reason: str) -> None:
         pass  # the simulated phones have no trunk to lose
 

@@ -462,3 +462,38 @@ def _dt(iso: str | None) -> Any:
 
     assert iso is not None
     return dt.datetime.fromisoformat(iso)
+
+
+def test_trusted_sources_are_resolved_again_and_pushed_to_the_workers(
+        store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon re-resolves the trunks' hosts off its loop and tells the gateway when the
+    list changed; a resolution where a host failed changes nothing."""
+    import time
+
+    from dialer import daemon as daemon_module
+    from dialer.config import Config
+
+    answers = [(["10.0.0.1"], []), (["10.0.0.1"], []), (["10.0.0.2"], []),
+               (["10.0.0.9"], ["pbx.test"])]
+    used: list[int] = []
+
+    def resolve(self: Config) -> tuple[list[str], list[str]]:
+        used.append(1)
+        return answers[len(used) - 1] if len(used) <= len(answers) else (["10.0.0.2"], [])
+
+    monkeypatch.setattr(Config, "resolve_sources", resolve)
+    monkeypatch.setattr(daemon_module, "RESOLVE_INTERVAL", 0.01)
+    sim = Simulation(store, tmp_path)
+    pushed: list[list[str]] = []
+    monkeypatch.setattr(sim.gateway, "trust", pushed.append)
+    try:
+        deadline = time.monotonic() + 10
+        while len(used) <= len(answers) + 2:
+            assert time.monotonic() < deadline, f"resolved {len(used)} times"
+            sim.daemon.step()
+        sim.daemon.step()
+        assert sim.daemon._sources == ["10.0.0.2"]
+        assert pushed == [["10.0.0.2"]]  # once: the same list and the failed lookup not at all
+    finally:
+        sim.daemon.stopping.set()
+        sim.stop()

@@ -650,3 +650,30 @@ def test_cancelled_calls_give_their_slots_back_at_once(worker: WorkerProc) -> No
     again = [worker.dial("102", ring_timeout=1.0) for _ in range(4)]
     assert [worker.ended(c)["outcome"] for c in again] == ["no_answer"] * 4
     assert time.monotonic() - started < 4  # placed at once, not after invite_timeout
+
+
+def test_trusted_sources_change_when_the_daemon_says_so(worker: WorkerProc) -> None:
+    """A trunk host that re-resolves elsewhere: the daemon sends ``trust``; no restart."""
+    port = worker.ready["sip_port"]
+
+    def answered(src: str) -> bool:
+        sock, msg = _options(src, port)
+        sock.settimeout(1.0)
+        sock.sendto(msg, ("127.0.0.1", port))
+        try:
+            return sock.recv(65536).startswith(b"SIP/2.0 200")
+        except TimeoutError:
+            return False
+        finally:
+            sock.close()
+
+    assert not answered("127.0.0.5")
+    worker.chan.send({"op": "trust", "allowed_sources": ["127.0.0.1", "127.0.0.5/32"]})
+    deadline = time.monotonic() + 5
+    while not answered("127.0.0.5"):
+        assert time.monotonic() < deadline, "the new source was never heard"
+    assert answered("127.0.0.1")
+    worker.chan.send({"op": "trust", "allowed_sources": ["127.0.0.5"]})
+    deadline = time.monotonic() + 5
+    while answered("127.0.0.1"):
+        assert time.monotonic() < deadline, "the old source is still heard"
