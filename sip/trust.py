@@ -24,7 +24,7 @@ response, in or out of a dialog, UDP or TCP — is judged here from a few values
 from __future__ import annotations
 
 import ipaddress
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -41,6 +41,7 @@ REASONS: Final = (FOREIGN, NOT_PEER)
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+RECENT: Final = 256  # finished calls whose late in-dialog requests still reach PJSIP
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ class SourceFilter:
     dropped: Counter[str] = field(default_factory=Counter)
     last_dropped: Seen | None = None
     _peers: dict[str, set[str]] = field(default_factory=dict)  # our call's Call-ID -> peers
+    # Calls just over, with their peers: a retransmitted BYE (or its ACK) still goes to PJSIP,
+    # whose transactions answer it as before; strangers stay out. The last RECENT calls.
+    _ended: OrderedDict[str, frozenset[str]] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         if self.reject_code not in SIP_REJECT_CODES:
@@ -86,7 +90,11 @@ class SourceFilter:
         self._peers.setdefault(call_id, set())
 
     def call_ended(self, call_id: str) -> None:
-        self._peers.pop(call_id, None)
+        peers = self._peers.pop(call_id, None)
+        if peers:
+            self._ended[call_id] = frozenset(peers)
+            while len(self._ended) > RECENT:
+                self._ended.popitem(last=False)
 
     def peers(self, call_id: str) -> frozenset[str]:
         return frozenset(self._peers.get(call_id, ()))
@@ -113,6 +121,8 @@ class SourceFilter:
                 return self._drop(msg, NOT_PEER)
             return PASS
         if msg.to_tag:  # inside a dialog
+            if peers is None and msg.call_id in self._ended:
+                peers = set(self._ended[msg.call_id])
             if peers is None:
                 return DROP if msg.method == "ACK" else 481
             if msg.src not in peers:

@@ -97,11 +97,26 @@ def test_in_dialog_request_for_no_call_of_ours_gets_481_and_its_ack_nothing() ->
     assert f.decide(req(PBX, "ACK", call_id="gone")) == DROP
 
 
-def test_a_finished_call_is_no_longer_protected() -> None:
+def test_a_finished_calls_late_requests_go_to_pjsip_from_its_peer_only() -> None:
+    """A retransmitted BYE after the call is over: PJSIP's transaction answers it again."""
     f = make()
     answered(f)
     f.call_ended(CALL)
-    assert f.decide(req(PBX, "BYE")) == 481
+    assert f.decide(req(PBX, "BYE")) is PASS
+    assert f.decide(req(CLUSTER, "BYE")) == DROP
+    assert f.decide(req(STRANGER, "BYE")) == DROP
+
+
+def test_only_the_most_recent_finished_calls_are_remembered() -> None:
+    f = make()
+    answered(f)
+    f.call_ended(CALL)
+    for i in range(trust.RECENT):
+        f.call_started(f"c{i}")
+        assert f.decide(Seen(PBX, False, "INVITE", f"c{i}", "t", 180)) is PASS
+        f.call_ended(f"c{i}")
+    assert f.decide(req(PBX, "BYE")) == 481  # forgotten: bounded memory
+    assert f.decide(req(PBX, "BYE", call_id=f"c{trust.RECENT - 1}")) is PASS
 
 
 def test_responses_to_other_transactions_pass_from_the_pbx_only() -> None:
