@@ -351,3 +351,20 @@ def test_a_scheduled_campaign_suspended_and_resumed_stays_scheduled(
         assert t.transitions == [(cid, "scheduled", "active")] and len(t.calls) == 3
     finally:
         store.dispose()
+
+
+@pytest.mark.parametrize(("declared", "holds"), [(16000, 100), (100, 16000)])
+def test_audio_whose_declared_length_disagrees_is_refused_and_nothing_stored(
+        ready: Invoke, tmp_path: Path, db: str, declared: int, holds: int) -> None:
+    import struct
+
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF" + struct.pack("<I", 36 + declared) + b"WAVEfmt "
+                    + struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16)
+                    + b"data" + struct.pack("<I", declared) + b"\x01\x02" * (holds // 2))
+    assert_one_error_line(
+        ready("template", "add", "Fire", "--audio", str(bad), "--recipients",
+              str(csv_file(tmp_path, GOOD_CSV))),
+        "bad.wav", "declared length disagrees with the content")
+    assert ok_json(ready("template", "list", "--json")) == []
+    assert media_count(db) == 0
