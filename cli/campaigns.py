@@ -170,7 +170,9 @@ def campaign_suspend(campaign_id: int = typer.Argument(..., help="Campaign id.")
 
 @campaign_app.command("resume")
 def campaign_resume(campaign_id: int = typer.Argument(..., help="Campaign id.")) -> None:
-    """Resume a suspended campaign. Example: dialer campaign resume 3"""
+    """Resume a suspended campaign: scheduled again while its start time is ahead (or if it
+    never started), else active, or blocked while the maximum of active campaigns is reached.
+    Prints the new state. Example: dialer campaign resume 3"""
     _action(campaign_id, "resume")
 
 

@@ -14,6 +14,7 @@ from rich import box
 from rich.table import Table
 
 from cli.common import authorized, emit_json, local, out
+from dialer.csvcells import cell
 from dialer.errors import ValidationError
 from dialer.permissions import Role
 
@@ -33,32 +34,38 @@ def export_json(history: dict[str, Any]) -> str:
 def export_csv(history: dict[str, Any]) -> str:
     """The history as one CSV: a ``run`` row (with the settings snapshot), one ``recipient`` row
     each, then every ``attempt`` and every ``event``; fields that have no column go into
-    ``data`` as JSON with sorted keys."""
+    ``data`` as JSON with sorted keys. Every text cell is neutralised against spreadsheet
+    formulas (``dialer.csvcells``); the ``number`` column keeps its numbers (+39...) as they
+    are."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, CSV_COLUMNS, lineterminator="\n")
     w.writeheader()
+
+    def put(row: dict[str, Any]) -> None:
+        w.writerow({k: cell(v, number=k == "number") if isinstance(v, str) else v
+                    for k, v in row.items()})
 
     def data(d: dict[str, Any], *skip: str) -> str:
         return json.dumps({k: v for k, v in d.items() if k not in skip}, sort_keys=True,
                           ensure_ascii=False)
 
     run = history["run"]
-    w.writerow({"record": "run", "id": run["id"], "at": run["created_at"],
+    put({"record": "run", "id": run["id"], "at": run["created_at"],
                 "actor": run["created_by"],
                 "data": data({**run, "settings": history["settings"]}, "id", "created_at",
                              "created_by")})
     for r in history["recipients"]:
-        w.writerow({"record": "recipient", "id": r["id"], "recipient_id": r["id"],
+        put({"record": "recipient", "id": r["id"], "recipient_id": r["id"],
                     "position": r["position"], "number": r["number"], "kind": r["kind"],
                     "data": data(r, "id", "position", "number", "kind")})
     position = {r["id"]: r["position"] for r in history["recipients"]}
     for a in history["attempts"]:
-        w.writerow({"record": "attempt", "id": a["id"], "at": a["created_at"],
+        put({"record": "attempt", "id": a["id"], "at": a["created_at"],
                     "recipient_id": a["recipient_id"], "position": position.get(a["recipient_id"], ""),
                     "number": a["number"], "attempt_id": a["id"], "kind": a["outcome"] or "",
                     "data": data(a, "id", "created_at", "recipient_id", "number")})
     for e in history["events"]:
-        w.writerow({"record": "event", "id": e["id"], "at": e["at"],
+        put({"record": "event", "id": e["id"], "at": e["at"],
                     "recipient_id": e["recipient_id"] if e["recipient_id"] is not None else "",
                     "position": position.get(e["recipient_id"], ""),
                     "attempt_id": e["attempt_id"] or "", "kind": e["kind"],
@@ -119,6 +126,9 @@ def history_export(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File (default: stdout)."),
 ) -> None:
     """Export a run: configuration snapshot, recipients, every attempt and event.
+
+    In CSV, a text cell starting with = + - @ (a spreadsheet formula) gets a leading ';
+    the number column keeps its numbers (+39...) as they are.
 
     Example: dialer history export 3 --format csv --output drill-3.csv
     """

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from cli.common import (actor, authorized, email_policy, emit_json, fail, message_audio, out,
                         parse_limit, read_recipient_lines, rules)
+from dialer.csvcells import cell
 from dialer.domain import CampaignSettings, Limits
 from dialer.errors import ValidationError
 from dialer.permissions import Role
@@ -352,7 +353,8 @@ def recipients_import(
     """Append (or --replace) recipients from a CSV, all or nothing.
 
     A file with any bad line stores nothing and names every bad line with its reason; a number
-    already in the list is refused with the line that repeats it.
+    already in the list is refused with the line that repeats it. The ' that export puts before
+    a cell starting with = + - @ is removed, so an exported file imports back unchanged.
     Example: dialer template recipients import Fire staff.csv --replace
     """
     s = authorized(C, "template recipients import")
@@ -368,13 +370,16 @@ def recipients_export(
     name: str = typer.Argument(..., help="Template name."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File (default: stdout)."),
 ) -> None:
-    """Write the recipients as a CSV that import reads back. Example: dialer template recipients export Fire -o staff.csv"""
+    """Write the recipients as a CSV that import reads back. Names and e-mails starting with = + - @
+    (spreadsheet formulas) are written with a leading ' that import removes; numbers stay as they
+    are. Example: dialer template recipients export Fire -o staff.csv"""
     data = template_data(authorized(V, "template recipients export").get_template(name))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["number", "name", "email", "kind"])
     for r in data["recipients"]:
-        w.writerow([r["number"], r["name"] or "", r["email"] or "", r["kind"]])
+        w.writerow([cell(r["number"], number=True), cell(r["name"] or ""),
+                    cell(r["email"] or ""), cell(r["kind"])])
     if output is None:
         typer.echo(buf.getvalue(), nl=False)
     else:

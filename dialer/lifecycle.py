@@ -9,19 +9,29 @@ dialled on a trunk that is down, so it waits for the trunk).
 
 Campaigns: ``scheduled`` becomes ``active`` when its start time comes, or ``blocked`` while the
 global number of active campaigns is reached; blocked campaigns become active by priority, then
-start time, when a place frees. An active campaign whose recipients are all done becomes
+start time, when a place frees, and never before their own start time (one whose start is still
+ahead goes back to ``scheduled``). An active campaign whose recipients are all done becomes
 ``completed`` when the threshold of contacted recipients is reached, ``incomplete`` otherwise.
 
 Threshold reached early: by default (as the reference) the campaign keeps calling until every
 recipient is done. With ``keep_calling_after_threshold = False`` it places no new call once the
 threshold is reached and becomes ``completed`` when the calls in progress end; the recipients not
 yet called stay ``idle`` (never called) in its record.
+
+Operator actions (``operator_action``): suspend (scheduled, blocked or active campaigns), resume
+(suspended ones), stop (anything not finished) and grant (attempts to recipients of a campaign not
+finished; an incomplete one comes back). A campaign that comes back, resumed or granted, goes
+where it would stand had it never left (``rejoin``): ``scheduled`` while its start time is ahead,
+or when it has never been active (its start is the scheduler's to make, as for any campaign whose
+start time comes); otherwise ``active`` when a place is free for it in priority then start-time
+order among the campaigns waiting, ``blocked`` only when the maximum of active campaigns leaves
+it none.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dialer.domain import CampaignState, Outcome, RecipientState
 
@@ -105,13 +115,19 @@ class Startable:
 
 def activate(campaigns: Sequence[Startable], max_active: int | None,
              now: float) -> list[tuple[int, CampaignState]]:
-    """Transitions of scheduled and blocked campaigns: (campaign id, new state)."""
+    """Transitions of scheduled and blocked campaigns: (campaign id, new state).
+
+    A blocked campaign whose start time is still ahead (written by a version that resumed
+    scheduled campaigns as blocked) goes back to ``scheduled``: nothing starts before its time.
+    """
     active = sum(1 for c in campaigns if c.state is CampaignState.ACTIVE)
+    out: list[tuple[int, CampaignState]] = [
+        (c.id, CampaignState.SCHEDULED) for c in campaigns
+        if c.state is CampaignState.BLOCKED and c.start_at > now]
     waiting = [c for c in campaigns
-               if c.state is CampaignState.BLOCKED
-               or (c.state is CampaignState.SCHEDULED and c.start_at <= now)]
+               if c.state in (CampaignState.BLOCKED, CampaignState.SCHEDULED)
+               and c.start_at <= now]
     waiting.sort(key=lambda c: (-c.priority, c.start_at, c.id))
-    out: list[tuple[int, CampaignState]] = []
     for c in waiting:
         if max_active is None or active < max_active:
             out.append((c.id, CampaignState.ACTIVE))
@@ -119,3 +135,52 @@ def activate(campaigns: Sequence[Startable], max_active: int | None,
         elif c.state is CampaignState.SCHEDULED:
             out.append((c.id, CampaignState.BLOCKED))
     return out
+
+
+def rejoin(campaign: Startable, others: Sequence[Startable], max_active: int | None, now: float,
+           *, launched: bool) -> CampaignState:
+    """Where a campaign that comes back among the live ones (resumed, or an incomplete one granted
+    attempts) goes now. ``others`` are the other live campaigns (scheduled, blocked, active);
+    ``launched``: whether it has ever been active.
+
+    Never-launched campaigns go back to ``scheduled`` even when due, so that their first start is
+    the scheduler's, like any campaign's (``activate``: blocked if the maximum is reached, and the
+    first activation that on-launch e-mail follows). A launched one takes a place when
+    ``activate`` would give it one among the waiting campaigns, ranked by priority then start
+    time, and is ``blocked`` only when the places are all taken.
+    """
+    if campaign.start_at > now or not launched:
+        return CampaignState.SCHEDULED
+    waiting = [c for c in others if c.id != campaign.id]
+    waiting.append(replace(campaign, state=CampaignState.BLOCKED))
+    if (campaign.id, CampaignState.ACTIVE) in activate(waiting, max_active, now):
+        return CampaignState.ACTIVE
+    return CampaignState.BLOCKED
+
+
+OPERATOR_ACTIONS = ("suspend", "resume", "stop", "grant")
+
+
+def operator_action(action: str, campaign: Startable, others: Sequence[Startable],
+                    max_active: int | None, now: float, *,
+                    launched: bool) -> CampaignState | None:
+    """The state of ``campaign`` after an operator ``action`` (one of ``OPERATOR_ACTIONS``), or
+    None when its state does not allow the action. ``grant`` leaves the state as it is unless
+    the campaign is incomplete (its granted recipients are idle again: it comes back)."""
+    state = campaign.state
+    if action == "suspend":
+        live = (CampaignState.SCHEDULED, CampaignState.BLOCKED, CampaignState.ACTIVE)
+        return CampaignState.SUSPENDED if state in live else None
+    if action == "resume":
+        if state is not CampaignState.SUSPENDED:
+            return None
+        return rejoin(campaign, others, max_active, now, launched=launched)
+    if action == "stop":
+        return None if state.finished else CampaignState.TERMINATED
+    if action == "grant":
+        if state.finished:
+            return None
+        if state is CampaignState.INCOMPLETE:
+            return rejoin(campaign, others, max_active, now, launched=launched)
+        return state
+    raise ValueError(f"unknown operator action {action!r}")

@@ -24,6 +24,7 @@ import email_validator
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
+from dialer.csvcells import restore
 from dialer.domain import Kind
 from dialer.errors import CsvError, ValidationError
 
@@ -231,10 +232,11 @@ def _check_rows(rows: Sequence[tuple[int, list[str]]], c: _Columns, rules: Numbe
             row = row + [""] * (c.width - len(row))
         if not any(row[i].strip() for i in c.distinct):
             continue  # blank line
-        try:
+        try:  # restore: a cell our own export quoted against spreadsheet formulas
             out.append((line, _make_recipient(
-                row[c.number], None if c.name is None else row[c.name],
-                None if c.email is None else row[c.email],
+                restore(row[c.number].strip()),
+                None if c.name is None else restore(row[c.name].strip()),
+                None if c.email is None else restore(row[c.email].strip()),
                 None if c.kind is None else row[c.kind], rules, extension)))
         except ValidationError as exc:
             out.append((line, str(exc)))

@@ -67,7 +67,8 @@ def import_audio(src: str | Path, dest_dir: Path, *, rate: int = 8000,
     through a temporary file renamed into place, so readers never see a partial file.
 
     Raises ``AudioError`` (one line, naming the file) when the file is missing, cannot be decoded,
-    holds no audio or is longer than ``max_seconds``; nothing is written then.
+    holds no audio, is longer than ``max_seconds``, or (WAV and AIFF) declares lengths that
+    disagree with its content (``_check_declared_lengths``); nothing is written then.
     """
     path = Path(src)
     if rate not in RATES:
@@ -79,6 +80,7 @@ def import_audio(src: str | Path, dest_dir: Path, *, rate: int = 8000,
     if not path.is_file():
         raise AudioError(f"{path}: not a regular file")
 
+    _check_declared_lengths(path)
     pcm, source_format = _decode(path, rate, max_seconds)
     data = _wav_bytes(pcm, rate)
     digest = hashlib.sha256(data).hexdigest()
@@ -105,6 +107,73 @@ def validate_normalised(path: str | Path) -> None:
     Only the headers are read.
     """
     _check_normalised(Path(path))
+
+
+# Sizes that streaming writers (which cannot seek back) leave in a RIFF/FORM header: "unknown,
+# read to the end of the file". Any other size is a claim the content must match.
+_PLACEHOLDER_MIN = 0x7FFFF000
+_IFF_CONTAINERS = {b"RIFF": ("<", (b"WAVE",), b"data", "RIFF"),
+                   b"RIFX": (">", (b"WAVE",), b"data", "RIFX"),
+                   b"FORM": (">", (b"AIFF", b"AIFC"), b"SSND", "FORM")}
+
+
+def _placeholder(size: int) -> bool:
+    return size == 0 or size >= _PLACEHOLDER_MIN
+
+
+def _check_declared_lengths(path: Path) -> None:
+    """Refuse a WAV (RIFF, RIFX) or AIFF file whose headers disagree with its content.
+
+    libsndfile quietly trusts what is there instead: a data chunk that declares 16,000 bytes but
+    holds 100 plays as 6 ms, and bytes past the declared end are ignored. A message cut short or
+    padded with junk is a broken export, not something to dial thousands of people with, so:
+
+    * every chunk must fit in the file (the audio chunk too, unless its size is a streaming
+      placeholder, 0 or >= 0x7ffff000: then the audio runs to the end of the file);
+    * the container's size must be the file's size (one pad byte more or less is tolerated:
+      writers disagree on counting the pad byte of an odd last chunk), unless it is a
+      placeholder; so data longer than the header says (trailing bytes) is refused too;
+    * bytes after the last chunk that do not form a chunk are refused.
+
+    Well-formed chunks after the audio (LIST, id3, cue...) are fine. Other formats are left to
+    their decoder: a truncated FLAC fails to decode, OGG and MP3 declare no length. Only the
+    headers are read.
+    """
+    def bad(why: str) -> AudioError:
+        return AudioError(f"{path}: declared length disagrees with the content: {why}")
+
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(12)
+            kind = _IFF_CONTAINERS.get(head[:4])
+            if len(head) < 12 or kind is None or head[8:12] not in kind[1]:
+                return  # not a RIFF/FORM file: the decoder judges it
+            order, _, audio_id, label = kind
+            (declared,) = struct.unpack(order + "I", head[4:8])
+            # bytes past the container's declared end are the size check's, not chunks
+            end = size if _placeholder(declared) else min(size, declared + 8)
+            pos = 12
+            while pos < end:
+                if end - pos < 8:
+                    if end - pos == 1:
+                        break  # a final pad byte
+                    raise bad(f"{end - pos} bytes after the last chunk are not a chunk")
+                f.seek(pos)
+                cid, csize = struct.unpack(order + "4sI", f.read(8))
+                name = cid.decode("latin-1")
+                if cid == audio_id and _placeholder(csize):
+                    break  # a streaming writer's "to the end of the file"
+                follow = size - pos - 8
+                if csize > follow:
+                    what = "data" if cid == audio_id else repr(name)
+                    raise bad(f"the {what} chunk declares {csize} bytes but only {follow} follow")
+                pos += 8 + csize + (csize & 1)
+            if not _placeholder(declared) and abs(declared + 8 - size) > 1:
+                raise bad(f"the {label} header declares {declared + 8} bytes but the file "
+                          f"has {size}")
+    except (OSError, struct.error) as exc:
+        raise AudioError(f"{path}: cannot read ({_one_line(exc)})") from exc
 
 
 def _decode(path: Path, rate: int, max_seconds: float) -> tuple[npt.NDArray[np.int16], str]:

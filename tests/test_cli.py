@@ -174,7 +174,7 @@ def test_campaign_operator_actions(ready: Invoke, tmp_path: Path) -> None:
     cid = str(ok_json(ready("campaign", "start", "Fire", "--json"))["id"])
     outs = [ready("campaign", a, cid) for a in ("suspend", "resume", "stop")]
     assert [(r.exit_code, r.stdout.strip()) for r in outs] == [
-        (0, "suspended"), (0, "blocked"), (0, "terminated")]
+        (0, "suspended"), (0, "scheduled"), (0, "terminated")]  # resumed: never active yet
     assert_one_error_line(ready("campaign", "resume", cid), "cannot resume", "terminated")
     assert_one_error_line(ready("campaign", "show", "999"), "no campaign with id 999")
 
@@ -326,3 +326,45 @@ def test_audio_longer_than_the_maximum_is_refused_and_nothing_stored(ready: Invo
                                  "Long", "--audio", str(WAV)])
     assert_one_error_line(r, "longer than the limit")
     assert ok_json(ready("template", "list", "--json")) == []
+
+
+def test_a_scheduled_campaign_suspended_and_resumed_stays_scheduled(
+        ready: Invoke, tmp_path: Path, db: str) -> None:
+    """Issue 10: resume used to make it blocked, and the scheduler started it at once."""
+    from datetime import datetime
+
+    assert add_template(ready, tmp_path).exit_code == 0
+    cid = ok_json(ready("campaign", "start", "Fire", "--in", "30", "--json"))["id"]
+    assert ready("campaign", "suspend", str(cid)).stdout.strip() == "suspended"
+    r = ready("campaign", "resume", str(cid))
+    assert (r.exit_code, r.stdout.strip()) == (0, "scheduled")
+    detail = ok_json(ready("campaign", "show", str(cid), "--json"))
+    assert detail["state"] == "scheduled"
+    start = datetime.fromisoformat(detail["start_at"]).timestamp()
+    store = SqlStore(db)
+    try:  # the daemon's scheduling passes, on a clock given to them: nothing before start_at
+        for at in (time.time(), start - 60, start - 0.001):
+            t = store.tick(now=at, node="n")
+            assert (t.calls, t.transitions) == ([], [])
+            assert t.next_due == pytest.approx(start)
+        t = store.tick(now=start, node="n")
+        assert t.transitions == [(cid, "scheduled", "active")] and len(t.calls) == 3
+    finally:
+        store.dispose()
+
+
+@pytest.mark.parametrize(("declared", "holds"), [(16000, 100), (100, 16000)])
+def test_audio_whose_declared_length_disagrees_is_refused_and_nothing_stored(
+        ready: Invoke, tmp_path: Path, db: str, declared: int, holds: int) -> None:
+    import struct
+
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF" + struct.pack("<I", 36 + declared) + b"WAVEfmt "
+                    + struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16)
+                    + b"data" + struct.pack("<I", declared) + b"\x01\x02" * (holds // 2))
+    assert_one_error_line(
+        ready("template", "add", "Fire", "--audio", str(bad), "--recipients",
+              str(csv_file(tmp_path, GOOD_CSV))),
+        "bad.wav", "declared length disagrees with the content")
+    assert ok_json(ready("template", "list", "--json")) == []
+    assert media_count(db) == 0

@@ -8,12 +8,15 @@ from hypothesis import strategies as st
 
 from dialer.domain import CampaignState, Outcome, RecipientState
 from dialer.lifecycle import (
+    OPERATOR_ACTIONS,
     RecipientUpdate,
     Startable,
     Tally,
     activate,
     after_attempt,
     may_call,
+    operator_action,
+    rejoin,
     settle,
     threshold_of,
 )
@@ -212,15 +215,162 @@ def test_activate_never_exceeds_max_active(rows: list[tuple[CampaignState, int, 
     active_after = sum(v is CS.ACTIVE for v in after.values())
     if max_active is not None:
         assert active_after <= max(max_active, active_before)
-    # moves only touch scheduled-and-due and blocked ones, each at most once
+    # moves only touch scheduled-and-due and blocked ones, each at most once; a blocked one
+    # whose start time is ahead goes back to scheduled, and nothing is active before its start
     assert len({cid for cid, _ in moves}) == len(moves)
     for cid, new in moves:
         old = camps[cid]
         assert old.state is CS.BLOCKED or (old.state is CS.SCHEDULED and old.start_at <= 2.0)
-        assert new in (CS.ACTIVE, CS.BLOCKED) and new is not old.state
+        if old.start_at > 2.0:
+            assert new is CS.SCHEDULED
+        else:
+            assert new in (CS.ACTIVE, CS.BLOCKED) and new is not old.state
+    assert all(after[c.id] is not CS.BLOCKED for c in camps if c.start_at > 2.0)
     # whoever got a place ranks above whoever was left waiting
     key = {c.id: (-c.priority, c.start_at, c.id) for c in camps}
     got = [cid for cid, new in moves if new is CS.ACTIVE]
     left = [cid for cid, v in after.items() if v is CS.BLOCKED]
     if got and left:
         assert max(key[g] for g in got) < min(key[w] for w in left)
+
+
+# ----- operator actions (issue 10: a scheduled campaign stays scheduled) -----
+
+FINISHED = [CS.COMPLETED, CS.TERMINATED]
+
+
+@pytest.mark.parametrize(
+    ("action", "state", "start_at", "launched", "max_active", "expected"),
+    [
+        ("suspend", CS.SCHEDULED, NOW + 1800, False, None, CS.SUSPENDED),
+        ("suspend", CS.BLOCKED, NOW, True, 1, CS.SUSPENDED),
+        ("suspend", CS.ACTIVE, NOW, True, None, CS.SUSPENDED),
+        ("suspend", CS.SUSPENDED, NOW, True, None, None),
+        ("suspend", CS.INCOMPLETE, NOW, True, None, None),
+        # the issue's case: start time ahead, no limit at all -> scheduled, never blocked
+        ("resume", CS.SUSPENDED, NOW + 1800, False, None, CS.SCHEDULED),
+        ("resume", CS.SUSPENDED, NOW + 1800, True, None, CS.SCHEDULED),
+        ("resume", CS.SUSPENDED, NOW + 1800, True, 0, CS.SCHEDULED),
+        ("resume", CS.SUSPENDED, NOW, False, None, CS.SCHEDULED),  # due: the pass starts it
+        ("resume", CS.SUSPENDED, NOW, True, None, CS.ACTIVE),
+        ("resume", CS.SUSPENDED, NOW, True, 2, CS.ACTIVE),  # one other active: a place is free
+        ("resume", CS.SUSPENDED, NOW, True, 1, CS.BLOCKED),  # the other holds the only place
+        ("resume", CS.SUSPENDED, NOW, True, 0, CS.BLOCKED),
+        ("resume", CS.ACTIVE, NOW, True, None, None),
+        ("resume", CS.SCHEDULED, NOW + 5, False, None, None),
+        ("grant", CS.INCOMPLETE, NOW - 60, True, None, CS.ACTIVE),
+        ("grant", CS.INCOMPLETE, NOW - 60, True, 1, CS.BLOCKED),
+        ("grant", CS.SUSPENDED, NOW - 60, True, None, CS.SUSPENDED),  # granted, still suspended
+        ("grant", CS.ACTIVE, NOW - 60, True, None, CS.ACTIVE),
+        ("grant", CS.SCHEDULED, NOW + 60, False, None, CS.SCHEDULED),
+        ("stop", CS.SCHEDULED, NOW + 60, False, None, CS.TERMINATED),
+        ("stop", CS.INCOMPLETE, NOW, True, None, CS.TERMINATED),
+        ("stop", CS.SUSPENDED, NOW, True, None, CS.TERMINATED),
+        *[(a, f, NOW, True, None, None) for a in OPERATOR_ACTIONS for f in FINISHED],
+    ],
+)
+def test_operator_action(action: str, state: CampaignState, start_at: float, launched: bool,
+                         max_active: int | None, expected: CampaignState | None) -> None:
+    other = s(2, CS.ACTIVE, 0, NOW - 100)
+    assert operator_action(action, s(1, state, 0, start_at), [other], max_active, NOW,
+                           launched=launched) == expected
+
+
+def test_rejoin_ranks_against_the_blocked_campaigns_waiting() -> None:
+    """One place free and a blocked campaign of higher priority waiting: it takes the place."""
+    others = [s(2, CS.BLOCKED, 5, NOW - 10), s(3, CS.BLOCKED, 0, NOW - 10)]
+    me = s(1, CS.SUSPENDED, 1, NOW - 100)
+    assert rejoin(me, others, 1, NOW, launched=True) is CS.BLOCKED
+    assert rejoin(me, others, 2, NOW, launched=True) is CS.ACTIVE  # ahead of campaign 3
+    assert rejoin(me, others, None, NOW, launched=True) is CS.ACTIVE
+
+
+LIVE_PLACES = (CS.SCHEDULED, CS.BLOCKED, CS.ACTIVE)
+STEPS = st.one_of(
+    st.tuples(st.sampled_from(OPERATOR_ACTIONS), st.integers(0, 3)),
+    st.tuples(st.just("pass"), st.just(0)),  # a scheduling pass (settle aside: "end" does it)
+    st.tuples(st.just("end"), st.integers(0, 3)),  # an active campaign's recipients all done
+    st.tuples(st.just("wait"), st.sampled_from([1, 30, 600, 1800])),
+    st.tuples(st.just("limit"), st.integers(-1, 3)),  # -1: unlimited
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(starts=st.lists(st.tuples(st.integers(0, 3600), st.integers(0, 2)), min_size=1,
+                       max_size=4),
+       max_active=st.one_of(st.none(), st.integers(0, 3)),
+       steps=st.lists(STEPS, max_size=40), ended=st.lists(st.booleans(), min_size=40,
+                                                           max_size=40))
+def test_lifecycle_invariants_over_operator_actions_in_every_state(
+        starts: list[tuple[int, int]], max_active: int | None,
+        steps: list[tuple[str, int]], ended: list[bool]) -> None:
+    """Campaigns created scheduled, then any sequence of operator actions (in whatever state they
+    find the campaign), scheduling passes, campaigns settling, time passing and limit changes.
+    After every step: nothing is active or blocked before its start time, the maximum is never
+    exceeded by an action, finished campaigns stay finished; after every pass also: scheduled only
+    while the start is ahead, blocked only while the maximum is reached."""
+    now = NOW
+    camps = {i: s(i, CS.SCHEDULED, prio, NOW + start) for i, (start, prio) in enumerate(starts)}
+    launched: set[int] = set()
+    history: dict[int, list[CampaignState]] = {i: [CS.SCHEDULED] for i in camps}
+
+    def count_active() -> int:
+        return sum(c.state is CS.ACTIVE for c in camps.values())
+
+    def put(cid: int, new: CampaignState) -> None:
+        old = camps[cid]
+        assert not old.state.finished, (cid, old.state, new)  # finished stays finished
+        if new is CS.ACTIVE and old.state is not CS.ACTIVE:
+            assert old.start_at <= now  # never active before its start time
+            launched.add(cid)
+        camps[cid] = Startable(id=cid, state=new, priority=old.priority, start_at=old.start_at)
+        history[cid].append(new)
+
+    def scheduling_pass() -> None:
+        for cid, new in activate(list(camps.values()), max_active, now):
+            put(cid, new)
+        for c in camps.values():
+            assert c.state is not CS.SCHEDULED or c.start_at > now
+            if c.state is CS.BLOCKED:
+                assert max_active is not None and count_active() >= max_active
+
+    for n, (what, arg) in enumerate(steps):
+        before = count_active()
+        if what == "pass":
+            scheduling_pass()
+        elif what == "wait":
+            now += arg
+        elif what == "limit":
+            max_active = None if arg < 0 else arg
+        elif what == "end":
+            cid = arg % len(camps)
+            if camps[cid].state is CS.ACTIVE:
+                put(cid, CS.COMPLETED if ended[n] else CS.INCOMPLETE)
+        else:
+            cid = arg % len(camps)
+            me = camps[cid]
+            others = [c for c in camps.values() if c.id != cid and c.state in LIVE_PLACES]
+            new = operator_action(what, me, others, max_active, now, launched=cid in launched)
+            if new is None:
+                assert me.state.finished or not (
+                    (what == "suspend" and me.state in LIVE_PLACES)
+                    or (what == "resume" and me.state is CS.SUSPENDED)
+                    or (what in ("stop", "grant")))
+                continue
+            if what in ("resume", "grant") and new is not me.state:
+                if me.start_at > now:
+                    assert new is CS.SCHEDULED
+                if new is CS.BLOCKED:  # only when a pass right now would leave it waiting
+                    assert (cid, CS.ACTIVE) not in activate(
+                        [*others, Startable(id=cid, state=CS.BLOCKED, priority=me.priority,
+                                            start_at=me.start_at)], max_active, now)
+                if new is CS.ACTIVE and max_active is not None:
+                    assert before < max_active
+            put(cid, new)
+        for c in camps.values():
+            if c.state in (CS.ACTIVE, CS.BLOCKED):
+                assert c.start_at <= now, (c, now)
+    scheduling_pass()
+    for seq in history.values():
+        done = [i for i, x in enumerate(seq) if x.finished]
+        assert not done or done[0] == len(seq) - 1  # nothing follows a finished state

@@ -363,3 +363,77 @@ def test_hostile_bytes_only_raise_audio_error_and_leave_nothing(content: bytes,
             assert files_in(dest) == [info.path]
             validate_normalised(info.path)
             assert 0 < info.seconds <= 30.0
+
+
+# ----- issue 10: a declared length that disagrees with the content is refused -----
+
+
+def lying_wav(declared: int, actual: int, *, riff: int | None = None,
+              trailing: bytes = b"") -> bytes:
+    """A 16-bit mono 8 kHz WAV whose data chunk declares ``declared`` bytes and holds
+    ``actual``; the RIFF size is consistent with the declared data unless ``riff`` is given."""
+    pcm = (tone(8000, seconds=actual / 16000)[:, 0] * 20000).astype("<i2").tobytes()[:actual]
+    size = 4 + 8 + 16 + 8 + declared if riff is None else riff
+    return (b"RIFF" + struct.pack("<I", size) + b"WAVE" + b"fmt " + struct.pack("<I", 16)
+            + fmt(8000) + b"data" + struct.pack("<I", declared) + pcm + trailing)
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        # the issue's case: 16,000 data bytes declared, 100 present (was stored as 0.006 s)
+        (lying_wav(16000, 100), "data chunk declares 16000 bytes but only 100 follow"),
+        (lying_wav(16000, 15999 - 1), "declares 16000 bytes but only 15998 follow"),
+        # the RIFF size is right for what is there, the data chunk still lies
+        (lying_wav(16000, 100, riff=4 + 8 + 16 + 8 + 100), "declares 16000 bytes"),
+        # data longer than the header says: bytes past the declared end are refused
+        (lying_wav(100, 16000), "RIFF header declares 144 bytes but the file has 16044"),
+        (lying_wav(100, 100, trailing=b"garbage!" * 10), "declares 144 bytes but the file has 224"),
+        # trailing garbage counted in the RIFF size: it does not parse as a chunk
+        (lying_wav(100, 100, riff=4 + 8 + 16 + 8 + 100 + 80, trailing=b"garbage!" * 10),
+         "'garb' chunk declares"),
+        (lying_wav(100, 100, riff=4 + 8 + 16 + 8 + 100 + 5, trailing=b"junk!"),
+         "5 bytes after the last chunk"),
+    ],
+)
+def test_wav_whose_declared_length_disagrees_with_its_content_is_refused(
+        tmp_path: Path, content: bytes, why: str) -> None:
+    src = tmp_path / "bad.wav"
+    src.write_bytes(content)
+    dest = tmp_path / "store"
+    with pytest.raises(AudioError) as caught:
+        import_audio(src, dest)
+    msg = str(caught.value)
+    assert "\n" not in msg and msg.startswith(f"{src}: ") and why in msg, msg
+    assert "declared length disagrees with the content" in msg
+    assert files_in(dest) == []
+
+
+def test_aiff_whose_sound_chunk_is_cut_short_is_refused(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.aiff"
+    sf.write(str(whole), tone(8000), 8000, format="AIFF", subtype="PCM_16")
+    src = tmp_path / "cut.aiff"
+    src.write_bytes(whole.read_bytes()[:-1000])
+    with pytest.raises(AudioError, match="declared length disagrees with the content"):
+        import_audio(src, tmp_path / "store")
+    assert files_in(tmp_path / "store") == []
+
+
+@pytest.mark.parametrize("extra", [
+    b"LIST" + struct.pack("<I", 12) + b"INFOISFT\0\0\0\0",  # a metadata chunk after the data
+    b"id3 " + struct.pack("<I", 3) + b"ID3\0",  # an odd-sized chunk and its pad byte
+])
+def test_wav_with_well_formed_chunks_after_the_data_is_imported(tmp_path: Path,
+                                                               extra: bytes) -> None:
+    body = lying_wav(16000, 16000)[8:] + extra
+    src = tmp_path / "tagged.wav"
+    src.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    assert import_audio(src, tmp_path / "store").seconds == pytest.approx(1.0)
+
+
+def test_wav_missing_only_the_final_pad_byte_is_imported(tmp_path: Path) -> None:
+    """Writers disagree on whether an odd last chunk's pad byte is written or counted."""
+    body = lying_wav(16000, 16000)[8:] + b"id3 " + struct.pack("<I", 3) + b"ID3"
+    src = tmp_path / "nopad.wav"
+    src.write_bytes(b"RIFF" + struct.pack("<I", len(body) + 1) + body)
+    assert import_audio(src, tmp_path / "store").seconds == pytest.approx(1.0)

@@ -12,7 +12,7 @@ from sqlalchemy import inspect, select
 from dialer.domain import CampaignSettings, Kind, Limits, Outcome
 from dialer.errors import DialerError, NotFound, StateError, ValidationError
 from dialer.recipients import Recipient
-from dialer.storage.models import AttemptRow, RecipientRow, SettingsRow, TemplateRow
+from dialer.storage.models import AttemptRow, CampaignRow, RecipientRow, SettingsRow, TemplateRow
 from dialer.storage.store import ClaimedCall, EndReport, SqlStore, Tick
 from fixtures_core import db_url, pg_database, store  # noqa: F401 - pytest fixtures
 
@@ -447,9 +447,10 @@ def test_operator_actions(store: SqlStore) -> None:
     cid = campaign(store)
     assert store.set_campaign_state(cid, "suspend", actor="op", now=NOW) == "suspended"
     assert tick(store).calls == []
-    assert store.set_campaign_state(cid, "resume", actor="op", now=NOW) == "blocked"
+    # never active yet: back to scheduled, due, and the next pass starts it
+    assert store.set_campaign_state(cid, "resume", actor="op", now=NOW) == "scheduled"
     t = tick(store)
-    assert t.transitions == [(cid, "blocked", "active")] and len(t.calls) == 3
+    assert t.transitions == [(cid, "scheduled", "active")] and len(t.calls) == 3
     assert store.set_campaign_state(cid, "stop", actor="op", now=NOW) == "terminated"
     with pytest.raises(StateError):
         store.set_campaign_state(cid, "resume", actor="op", now=NOW)
@@ -473,3 +474,94 @@ def test_snapshot_settings_dataclass_round_trip(store: SqlStore) -> None:
     (c,) = tick(store).calls
     assert c.settings == dataclasses.replace(st, display_name="Run")
     assert cid == c.campaign_id
+
+
+# ----- issue 10: a scheduled campaign stays scheduled through suspend and resume -----
+
+
+def test_resume_before_the_start_time_is_scheduled_and_waits_for_it(store: SqlStore) -> None:
+    template(store)
+    cid = campaign(store, start_at=NOW + 1800)
+    assert store.set_campaign_state(cid, "suspend", actor="op", now=NOW + 1) == "suspended"
+    assert store.set_campaign_state(cid, "resume", actor="op", now=NOW + 2) == "scheduled"
+    for at in (NOW + 3, NOW + 600, NOW + 1799):
+        t = tick(store, at)
+        assert (t.calls, t.transitions) == ([], [])
+        assert t.next_due == pytest.approx(NOW + 1800)
+    t = tick(store, NOW + 1800)
+    assert t.transitions == [(cid, "scheduled", "active")] and len(t.calls) == 3
+    seq = [(e["detail"]["old"], e["detail"]["new"]) for e in store.events_of(cid)
+           if e["kind"] == "campaign_state"]
+    assert seq == [("scheduled", "suspended"), ("suspended", "scheduled"),
+                   ("scheduled", "active")]
+
+
+def test_resume_of_a_started_campaign_with_a_free_place_is_active(store: SqlStore) -> None:
+    template(store, recipients=[rec("101"), rec("102")], limits=Limits(total=1))
+    cid = campaign(store)
+    (call,) = tick(store).calls
+    assert store.set_campaign_state(cid, "suspend", actor="op", now=NOW + 1) == "suspended"
+    end(store, call, Outcome.CONTACTED, NOW + 2)
+    assert tick(store, NOW + 3).calls == []
+    assert store.set_campaign_state(cid, "resume", actor="op", now=NOW + 4) == "active"
+    t = tick(store, NOW + 5)
+    assert t.transitions == [] and numbers(t.calls) == ["102"]
+
+
+def test_resume_is_blocked_only_while_the_maximum_of_active_campaigns_is_reached(
+        store: SqlStore) -> None:
+    store.set_settings(actor="admin", now=NOW, max_campaigns=1)
+    template(store, recipients=[rec("101")])
+    first, second = campaign(store), campaign(store, start_at=NOW + 1)
+    tick(store, NOW + 1)  # first active, second blocked
+    assert store.set_campaign_state(second, "suspend", actor="op", now=NOW + 2) == "suspended"
+    # never active yet: back to scheduled, and the next pass blocks it again
+    assert store.set_campaign_state(second, "resume", actor="op", now=NOW + 3) == "scheduled"
+    assert tick(store, NOW + 3).transitions == [(second, "scheduled", "blocked")]
+    assert store.set_campaign_state(first, "suspend", actor="op", now=NOW + 4) == "suspended"
+    assert tick(store, NOW + 5).transitions == [(second, "blocked", "active")]
+    assert store.set_campaign_state(first, "resume", actor="op", now=NOW + 6) == "blocked"
+    store.set_settings(actor="admin", now=NOW + 7, max_campaigns=None)
+    assert store.set_campaign_state(first, "suspend", actor="op", now=NOW + 8) == "suspended"
+    assert store.set_campaign_state(first, "resume", actor="op", now=NOW + 9) == "active"
+
+
+def test_resume_of_a_campaign_never_started_leaves_its_start_to_the_scheduler(
+        store: SqlStore) -> None:
+    """Due but never active: back to scheduled, so the next pass starts it like any campaign
+    whose start time came (blocked if the maximum is reached; its first activation is the one
+    the daemon mails on_launch recipients for)."""
+    template(store)
+    cid = campaign(store, start_at=NOW)
+    store.set_campaign_state(cid, "suspend", actor="op", now=NOW)
+    assert store.set_campaign_state(cid, "resume", actor="op", now=NOW + 5) == "scheduled"
+    t = tick(store, NOW + 5)
+    assert t.transitions == [(cid, "scheduled", "active")] and len(t.calls) == 3
+
+
+def test_a_blocked_campaign_never_starts_before_its_start_time(store: SqlStore) -> None:
+    """A database written before the fix may hold a blocked campaign whose start is ahead (a
+    scheduled campaign suspended and resumed): the next pass puts it back to scheduled."""
+    template(store)
+    cid = campaign(store, start_at=NOW + 600)
+    with store.session() as s:
+        row = s.get(CampaignRow, cid)
+        assert row is not None
+        row.state = "blocked"
+    t = tick(store, NOW)
+    assert t.calls == [] and t.transitions == [(cid, "blocked", "scheduled")]
+    assert tick(store, NOW + 599).calls == []
+    t = tick(store, NOW + 600)
+    assert t.transitions == [(cid, "scheduled", "active")] and len(t.calls) == 3
+
+
+def test_granted_attempts_reactivate_an_incomplete_campaign_when_there_is_room(
+        store: SqlStore) -> None:
+    template(store, recipients=[rec("101")], attempts=1)
+    cid = campaign(store)
+    (call,) = tick(store).calls
+    end(store, call, Outcome.BUSY, NOW + 1)
+    assert tick(store, NOW + 2).transitions == [(cid, "active", "incomplete")]
+    store.grant_attempts(cid, [], 1, actor="op", now=NOW + 3)
+    assert store.campaign_detail(cid)["state"] == "active"
+    assert numbers(tick(store, NOW + 4).calls) == ["101"]

@@ -608,27 +608,55 @@ class SqlStore:
                     for e in rows]
 
     def set_campaign_state(self, campaign_id: int, action: str, *, actor: str, now: float) -> str:
-        """Operator actions: suspend, resume, stop."""
+        """Operator actions: suspend, resume, stop (the new state: ``lifecycle.operator_action``).
+
+        Resume puts a campaign back where it would stand had it not been suspended: scheduled
+        while its start time is ahead (or when it never was active), else active, or blocked
+        when the maximum of active campaigns is reached."""
+        if action not in ("suspend", "resume", "stop"):
+            raise ValueError(f"unknown campaign action {action!r}")
         with self.session() as s:
-            c = s.get(CampaignRow, campaign_id, with_for_update=not self.sqlite)
-            if c is None:
-                raise NotFound(f"no campaign with id {campaign_id}")
+            max_active = self._lock_settings(s)
+            c = self._campaign_row(s, campaign_id)
             cur = CampaignState(c.state)
-            new: CampaignState
-            if action == "suspend" and cur in (CampaignState.ACTIVE, CampaignState.BLOCKED,
-                                                CampaignState.SCHEDULED):
-                new = CampaignState.SUSPENDED
-            elif action == "resume" and cur is CampaignState.SUSPENDED:
-                new = CampaignState.BLOCKED  # the next tick activates it if there is room
-            elif action == "stop" and not cur.finished:
-                new = CampaignState.TERMINATED
-            else:
+            new = self._operator_action(s, action, c, max_active, now)
+            if new is None:
                 raise StateError(f"cannot {action} campaign {campaign_id}: it is {cur.value}")
             self._transition(s, c, new, cause=f"operator {action}", now=now, actor=actor)
             self._audit(s, actor=actor, now=now, action=f"campaign.{action}",
                         target=f"campaign {campaign_id}", old={"state": cur.value},
                         new={"state": new.value})
             return new.value
+
+    def _lock_settings(self, s: Session) -> int | None:
+        """The maximum of active campaigns, read under the lock that serialises every
+        scheduling pass on PostgreSQL (taken before any campaign row, in the order the passes
+        take them); SQLite's single writer already serialises."""
+        rows = self._rows(s, _Q_SETTINGS if self.sqlite else _Q_SETTINGS_PG)
+        if not rows:
+            raise DialerError("database is not initialised: run 'dialer init'")
+        return cast("int | None", dict(zip(_SETTINGS_COLUMNS, rows[0]))["max_campaigns"])
+
+    def _operator_action(self, s: Session, action: str, c: CampaignRow, max_active: int | None,
+                         now: float) -> CampaignState | None:
+        """``lifecycle.operator_action`` on a campaign row, with the other live campaigns."""
+        def startable(cid: int, state: str, priority: int, start: Any) -> lifecycle.Startable:
+            return lifecycle.Startable(id=cid, state=CampaignState(state), priority=priority,
+                                       start_at=_as_utc(start).timestamp())
+
+        me = startable(c.id, c.state, c.priority, c.start_at)
+        others: list[lifecycle.Startable] = []
+        launched = False
+        if action in ("resume", "grant") and me.start_at <= now:
+            others = [startable(*row) for row in s.execute(
+                select(CampaignRow.id, CampaignRow.state, CampaignRow.priority,
+                       CampaignRow.start_at).where(CampaignRow.state.in_(_LIVE),
+                                                   CampaignRow.id != c.id))]
+            launched = any(
+                isinstance(d, dict) and d.get("new") == CampaignState.ACTIVE.value
+                for d in s.scalars(select(EventRow.detail).where(
+                    EventRow.campaign_id == c.id, EventRow.kind == "campaign_state")))
+        return lifecycle.operator_action(action, me, others, max_active, now, launched=launched)
 
     def _transition(self, s: Session, c: CampaignRow, new: CampaignState, *, cause: str,
                     now: float, actor: str | None = None) -> None:
@@ -922,8 +950,10 @@ class SqlStore:
         if not 1 <= attempts <= 99:
             raise ValidationError("--attempts must be between 1 and 99")
         with self.session() as s:
+            max_active = self._lock_settings(s)
             c = self._campaign_row(s, campaign_id)
-            if CampaignState(c.state).finished:
+            after = self._operator_action(s, "grant", c, max_active, now)
+            if after is None:
                 raise StateError(f"cannot grant attempts in campaign {campaign_id}: "
                                  f"it is {c.state}")
             recs = list(s.scalars(select(RecipientRow).where(
@@ -955,11 +985,11 @@ class SqlStore:
                 self._audit(s, actor=actor, now=now, action="campaign.grant",
                             target=f"campaign {c.id} recipient {r.position} {r.number}",
                             old=old, new={"state": r.state, "max_attempts": r.max_attempts})
-            if c.state == CampaignState.INCOMPLETE.value:
+            if after.value != c.state:
+                # incomplete: active again, or blocked while the maximum of active campaigns
+                # leaves it no place (lifecycle.rejoin)
                 c.ended_at = None
-                # Blocked, not active: the next scheduling pass activates it if the maximum of
-                # active campaigns leaves a place, in priority order like any other campaign.
-                self._transition(s, c, CampaignState.BLOCKED, cause="operator granted attempts",
+                self._transition(s, c, after, cause="operator granted attempts",
                                  now=now, actor=actor)
             return [r.position for r in chosen]
 
@@ -1214,7 +1244,9 @@ class SqlStore:
                                              start_at=c.start_at) for c in camps.values()],
                         gs.max_campaigns, now):
                     c = camps[cid]
-                    if new is CampaignState.BLOCKED:
+                    if new is CampaignState.SCHEDULED:
+                        cause = "start time not reached"
+                    elif new is CampaignState.BLOCKED:
                         cause = "the maximum of active campaigns is reached"
                     else:
                         cause = ("start time reached" if c.state is CampaignState.SCHEDULED
