@@ -4,7 +4,8 @@ and ``demo``. The command groups live in their own modules: ``cli/templates.py``
 
 Every error the user can act on is one line on stderr and exit code 1, never a traceback; every
 listing and ``show`` takes ``--json`` for scripts (schemas in docs/cli-json.md). Every command
-needs a role of its caller (the OS login): see ``dialer.permissions``.
+needs a role of its caller (the process's real OS user, never $LOGNAME/$USER): see
+``dialer.permissions``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from cli.templates import template_app
 from dialer.errors import DialerError
 from dialer.permissions import PermissionDenied, Role
 from dialer.recipients import DEFAULT_EXTENSION_PATTERN, DEFAULT_REGION, NumberRules
-from dialer.storage.store import SqlStore, ensure_parent_dir
+from dialer.storage.store import SqlStore, sqlite_path
 
 __all__ = ["DEFAULT_DB", "actor", "app", "authorized", "db_url", "emit_json", "err", "fail",
            "import_audio_file", "local", "main", "out", "parse_start", "read_recipients",
@@ -94,13 +95,16 @@ def main_options(
 def init() -> None:
     """Create or upgrade the database; its first caller becomes the first admin.
 
-    Example: dialer --db sqlite:///alerts.db init
+    The only command that creates a database: a new SQLite file is 0600 and the directories
+    it creates 0700, whatever the umask. Example: dialer --db sqlite:///alerts.db init
     """
+    from dialer.files import others_can_read
     from dialer.storage.migrate import current_revision, head_revision
 
     s = store(ready=False)
     who = actor()
     if current_revision(s.engine) == head_revision():
+        s.check_db_role(who)
         roles = s.roles_of(who)
         if s.list_operators() and Role.ADMIN not in roles:
             raise PermissionDenied(who, "init", Role.ADMIN, roles)
@@ -110,6 +114,11 @@ def init() -> None:
     if first:
         err.print(f"note: {who} is its first admin (dialer operator add USER --role ...)",
                   highlight=False)
+    path = sqlite_path(s.engine)
+    mode = others_can_read(path) if path is not None else None
+    if path is not None and mode is not None:  # left as it is: it may be shared on purpose
+        err.print(f"note: other users can access {path} (mode {mode:04o}); "
+                  f"chmod 600 it unless that is meant", highlight=False)
 
 
 @app.command()
@@ -130,8 +139,7 @@ def serve(
 
         cfg = dataclasses.replace(cfg, database_url=_state["db"])
     setup_logging(verbose, log_format)
-    ensure_parent_dir(cfg.database_url)
-    s = SqlStore(cfg.database_url)
+    s = SqlStore(cfg.database_url, create=False)  # only 'dialer init' creates a database
     s.check_ready()
     Daemon(cfg, s).run()
 

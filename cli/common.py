@@ -8,9 +8,9 @@ Only ``cli/`` imports Typer; the commands live in ``cli/templates.py``, ``cli/ca
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
 import os
+import pwd
 import sys
 import tempfile
 import time
@@ -24,7 +24,7 @@ from rich.markup import escape
 from dialer.errors import ValidationError
 from dialer.permissions import PermissionDenied, Role, allows
 from dialer.recipients import NumberRules, Recipient, parse_csv
-from dialer.storage.store import SqlStore, ensure_parent_dir
+from dialer.storage.store import SqlStore
 
 DEFAULT_DB = "sqlite:///dialer.db"
 
@@ -42,12 +42,22 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def actor() -> str:
-    """The identity of the caller: the OS login running the command."""
+def login() -> str:
+    """The name of the process's real user (its uid in the password database).
+
+    Never LOGNAME, USER or any other environment variable: those are the caller's to set, and
+    ``LOGNAME=root dialer ...`` must not make anybody root. A uid with no entry (containers) is
+    ``uid<N>``, which no operator is named unless an admin added it."""
+    uid = os.getuid()
     try:
-        return getpass.getuser()
-    except Exception:  # no login name (containers): fall back to the uid
-        return f"uid{os.getuid()}"
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid{uid}"
+
+
+def actor() -> str:
+    """The identity of the caller, as the permissions and the audit log know it."""
+    return login()
 
 
 def db_url() -> str:
@@ -55,10 +65,9 @@ def db_url() -> str:
 
 
 def store(ready: bool = True) -> SqlStore:
-    """The store of the database given by --db / $DIALER_DB; checked to be initialised."""
-    url = db_url()
-    ensure_parent_dir(url)
-    s = SqlStore(url)
+    """The store of the database given by --db / $DIALER_DB, which must exist already (only
+    ``dialer init`` creates one: ``ready=False``); checked to be initialised."""
+    s = SqlStore(db_url(), create=not ready)
     if ready:
         s.check_ready()
     return s
@@ -68,9 +77,11 @@ def authorized(needed: Role, command: str) -> SqlStore:
     """The store, once the caller is known to hold a role allowing ``command``.
 
     Checked before anything is read or changed, so a refused command leaves no trace (and no
-    audit entry)."""
+    audit entry). When the settings require it (``settings set --require-db-role``), the
+    PostgreSQL role of the connection must be the caller's name too."""
     s = store()
     who = actor()
+    s.check_db_role(who)
     roles = s.roles_of(who)
     if not allows(roles, needed):
         raise PermissionDenied(who, command, needed, roles)

@@ -59,7 +59,8 @@ def audit_list(
     since: Optional[str] = typer.Option(None, "--since", help="Only from this ISO date-time on."),
     json_out: bool = typer.Option(False, "--json", help="JSON for scripts."),
 ) -> None:
-    """Every successful change: who, when, what, old and new values.
+    """Every successful change: who (the OS user, and the PostgreSQL role), when, what, old
+    and new values. Read only: no command changes or deletes an entry.
 
     Example: dialer audit list --since 2026-12-01T00:00
     """
@@ -68,10 +69,10 @@ def audit_list(
     if json_out:
         emit_json(rows)
         return
-    t = Table("time", "who", "action", "target", "old", "new")
+    t = Table("time", "who", "db role", "action", "target", "old", "new")
     for r in rows:
-        t.add_row(local(r["at"]), r["actor"], r["action"], r["target"], _brief(r["old"]),
-                  _brief(r["new"]))
+        t.add_row(local(r["at"]), r["actor"], r["db_role"] or "", r["action"], r["target"],
+                  _brief(r["old"]), _brief(r["new"]))
     out.print(t)
 
 

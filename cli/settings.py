@@ -22,6 +22,7 @@ def settings_data(gs: GlobalSettings) -> dict[str, Any]:
     at = to_dt(gs.updated_at)
     return {"max_campaigns": gs.max_campaigns, "max_calls": gs.limits.total,
             "max_internal": gs.limits.internal, "max_external": gs.limits.external,
+            "require_db_role": gs.require_db_role,
             "version": gs.version, "updated_at": at.isoformat() if at else None,
             "updated_by": gs.updated_by}
 
@@ -30,6 +31,7 @@ def _show(data: dict[str, Any]) -> None:
     t = Table("setting", "value", title="global settings")
     for key in ("max_campaigns", "max_calls", "max_internal", "max_external"):
         t.add_row(key.replace("_", "-"), "unlimited" if data[key] is None else str(data[key]))
+    t.add_row("require-db-role", "yes" if data["require_db_role"] else "no")
     t.add_row("changed", f"{local(data['updated_at'])} by {data['updated_by']}"
               if data["updated_by"] else "never")
     out.print(t)
@@ -51,6 +53,10 @@ def settings_set(
     max_calls: Optional[str] = typer.Option(None, help="Concurrent calls in total (none: unlimited)."),
     max_internal: Optional[str] = typer.Option(None, help="Concurrent internal calls (none: unlimited)."),
     max_external: Optional[str] = typer.Option(None, help="Concurrent external calls (none: unlimited)."),
+    require_db_role: Optional[bool] = typer.Option(
+        None, "--require-db-role/--no-require-db-role",
+        help="PostgreSQL only: every operator command must connect as the operator's own "
+             "database role (turned on from a connection as your own role)."),
     json_out: bool = typer.Option(False, "--json", help="Print the new settings as JSON."),
 ) -> None:
     """Change the global limits; a running daemon applies them within a second.
@@ -63,11 +69,12 @@ def settings_set(
         given, value = parse_limit(raw, "--" + key.replace("_", "-"))
         if given:
             changes[key] = value
-    if not changes:
+    if not changes and require_db_role is None:
         raise ValidationError("nothing to set: give --max-campaigns, --max-calls, "
-                              "--max-internal and/or --max-external")
+                              "--max-internal, --max-external and/or --require-db-role")
     s = authorized(Role.SETTINGS, "settings set")
-    data = settings_data(s.set_settings(actor=actor(), now=time.time(), **changes))
+    data = settings_data(s.set_settings(actor=actor(), now=time.time(),
+                                        require_db_role=require_db_role, **changes))
     if json_out:
         emit_json(data)
     else:

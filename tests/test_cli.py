@@ -98,7 +98,9 @@ def test_init_is_idempotent(dialer: Invoke, db: str) -> None:
     assert " ".join(r1.stdout.split()) == f"database ready: {db}"  # Rich may wrap it
 
 
-def test_commands_before_init_say_so(dialer: Invoke) -> None:
+def test_commands_before_init_say_so(dialer: Invoke, db: str) -> None:
+    assert_one_error_line(dialer("template", "list"), "no database at", "dialer init")
+    Path(db[len("sqlite:///"):]).touch()  # a file that is not a dialer database (yet)
     assert_one_error_line(dialer("template", "list"), "not initialised", "dialer init")
 
 

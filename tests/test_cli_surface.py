@@ -5,7 +5,6 @@ JSON outputs are validated against the schemas documented in docs/cli-json.md.""
 
 from __future__ import annotations
 
-import getpass
 import json
 import re
 import time
@@ -19,6 +18,7 @@ import typer
 from hypothesis import HealthCheck, given, settings, strategies as st
 from typer.testing import CliRunner, Result
 
+import cli.common as cli_common
 from cli.app import app
 from dialer.domain import Kind, Outcome
 from dialer.errors import ValidationError
@@ -60,7 +60,7 @@ class Cli:
 
     def __call__(self, *args: str, user: str | None = None, input: str | None = None) -> Result:
         who = user or self.user
-        self.mp.setattr(getpass, "getuser", lambda: who)
+        self.mp.setattr(cli_common, "login", lambda: who)
         return self.runner.invoke(app, ["--db", self.db, *args], input=input)
 
     def json(self, schema: str, *args: str, user: str | None = None) -> Any:

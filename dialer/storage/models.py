@@ -15,9 +15,11 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    FetchedValue,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -73,6 +75,8 @@ class SettingsRow(Base):
     version: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     updated_by: Mapped[str | None] = mapped_column(String(64))
+    # PostgreSQL: every operator command must connect as the operator's own role
+    require_db_role: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class TemplateRow(Base):
@@ -262,3 +266,7 @@ class AuditRow(Base):
     target: Mapped[str] = mapped_column(String(200))
     old: Mapped[Any] = mapped_column(JSON, nullable=True)
     new: Mapped[Any] = mapped_column(JSON, nullable=True)
+    # The database role of the connection (PostgreSQL's current_user), set by a trigger in the
+    # database, never by the client; NULL on SQLite (no roles). Migration 0005.
+    db_role: Mapped[str | None] = mapped_column(String(64), nullable=True,
+                                                server_default=FetchedValue())

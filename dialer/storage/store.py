@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote
 
 from sqlalchemy import (
     Engine,
@@ -35,6 +36,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text as sql_text,
     update,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -51,6 +53,7 @@ from dialer.domain import (
     RecipientState,
 )
 from dialer.errors import CsvError, DialerError, NotFound, StateError, ValidationError
+from dialer.files import create_private_file, write_private
 from dialer.permissions import Role
 from dialer.recipients import NumberRules, Recipient, normalise_number
 from dialer.storage import counters
@@ -108,6 +111,7 @@ class GlobalSettings:
     version: int
     updated_at: float | None = None
     updated_by: str | None = None
+    require_db_role: bool = False  # PostgreSQL: operators connect as their own role
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,12 +191,24 @@ class TemplateView:
 class SqlStore:
     """The SQLAlchemy adapter of the dialer's storage (SQLite or PostgreSQL)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """``create=False``: a SQLite file must exist already (DialerError naming it
+        otherwise), and is opened read-write only, so that it is never created behind the
+        caller's back; only ``dialer init`` creates a database. A file it creates is 0600, its
+        missing directories 0700 (``dialer.files``); SQLite gives the -wal and -shm files the
+        database file's mode."""
         self.url = url
         self.engine: Engine = create_engine(url, future=True)
         self.sqlite = self.engine.dialect.name == "sqlite"
+        self.postgresql = self.engine.dialect.name == "postgresql"
         if self.sqlite:
             _sqlite_single_writer(self.engine)
+            path = sqlite_path(self.engine)
+            if path is not None:
+                if not create and not path.exists():
+                    raise DialerError(f"no database at {path.absolute()}: "
+                                      "run 'dialer init' first")
+                _sqlite_file(self.engine, path, create=create)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._snapshot_cache: dict[int, _Snapshot] = {}  # campaign id -> frozen settings
         self._view = _View()  # the live campaigns between scheduling passes (tick)
@@ -313,12 +329,14 @@ class SqlStore:
                 raise DialerError("database is not initialised: run 'dialer init'")
             return _settings_view(row)
 
-    def set_settings(self, *, actor: str, now: float, **changes: int | None) -> GlobalSettings:
+    def set_settings(self, *, actor: str, now: float, require_db_role: bool | None = None,
+                     **changes: int | None) -> GlobalSettings:
         allowed = {"max_campaigns", "max_calls", "max_internal", "max_external"}
         with self.session() as s:
             row = s.get(SettingsRow, 1)
             assert row is not None
             old: dict[str, Any] = {}
+            new: dict[str, Any] = dict(changes)
             for key, value in changes.items():
                 if key not in allowed:
                     raise ValidationError(f"unknown setting {key}")
@@ -326,12 +344,24 @@ class SqlStore:
                     raise ValidationError(f"{key} must be 0 or more, or none")
                 old[key] = getattr(row, key)
                 setattr(row, key, value)
+            if require_db_role is not None:
+                if require_db_role and not self.postgresql:
+                    raise ValidationError("--require-db-role needs PostgreSQL "
+                                          f"({self.engine.dialect.name} has no roles)")
+                role = self._current_role(s)
+                if require_db_role and role != actor:
+                    raise ValidationError(f"--require-db-role: this connection's PostgreSQL "
+                                          f"role is {role}, not {actor}; connect as role "
+                                          f"{actor} first (or you would be locked out)")
+                old["require_db_role"] = bool(row.require_db_role)
+                new["require_db_role"] = require_db_role
+                row.require_db_role = require_db_role
             row.version += 1
             row.updated_at = at_dt(now)
             row.updated_by = actor
-            self._event(s, "settings_changed", at=now, actor=actor, old=old, new=changes)
+            self._event(s, "settings_changed", at=now, actor=actor, old=old, new=new)
             self._audit(s, actor=actor, now=now, action="settings.set", target="settings",
-                        old=old, new=dict(changes))
+                        old=old, new=new)
             return _settings_view(row)
 
     # ----- templates -----
@@ -354,10 +384,7 @@ class SqlStore:
                 if row is None:
                     raise NotFound(f"no audio {sha256} in the database")
                 data = row.data
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            write_private(path, data)  # 0600 in a 0700 directory, whatever the umask
         return path
 
     def add_template(self, *, name: str, settings: CampaignSettings, audio_sha: str,
@@ -677,6 +704,27 @@ class SqlStore:
         s.add(AuditRow(at=to_dt(now), actor=actor, action=action, target=target[:200],
                        old=old, new=new))
 
+    def _current_role(self, s: Session) -> str | None:
+        """The database role of the session's connection (None: the database has no roles)."""
+        if not self.postgresql:
+            return None
+        role = s.scalar(sql_text("SELECT current_user"))
+        return None if role is None else str(role)
+
+    def check_db_role(self, operator: str) -> None:
+        """When the settings require it, refuse a connection whose PostgreSQL role is not the
+        operator's name (each operator a role of their own; see README, "Identity")."""
+        if not self.postgresql:
+            return
+        with self.session() as s:
+            row = s.get(SettingsRow, 1)
+            if row is None or not row.require_db_role:
+                return
+            role = self._current_role(s)
+        if role != operator:
+            raise DialerError(f"PostgreSQL role {role} is not operator {operator}: connect as "
+                              f"role {operator} (the settings require each operator's own role)")
+
     def roles_of(self, name: str) -> frozenset[Role]:
         """The roles of an operator (empty when ``name`` is not an operator)."""
         with self.session() as s:
@@ -740,8 +788,9 @@ class SqlStore:
             q = select(AuditRow).order_by(AuditRow.id)
             if since is not None:
                 q = q.where(AuditRow.at >= to_dt(since))
-            return [{"id": a.id, "at": _iso(a.at), "actor": a.actor, "action": a.action,
-                     "target": a.target, "old": a.old, "new": a.new} for a in s.scalars(q)]
+            return [{"id": a.id, "at": _iso(a.at), "actor": a.actor, "db_role": a.db_role,
+                     "action": a.action, "target": a.target, "old": a.old, "new": a.new}
+                    for a in s.scalars(q)]
 
     # ----- template editing -----
 
@@ -1746,7 +1795,9 @@ def _settings_view(row: Any) -> GlobalSettings:
                           limits=Limits(total=row.max_calls, internal=row.max_internal,
                                         external=row.max_external),
                           version=row.version, updated_at=to_ts(row.updated_at),
-                          updated_by=row.updated_by)
+                          updated_by=row.updated_by,
+                          # the scheduling pass reads the limits only (_SettingsValues)
+                          require_db_role=bool(getattr(row, "require_db_role", False)))
 
 
 def _tallies(s: Session, ids: list[int] | None) -> dict[int, lifecycle.Tally]:
@@ -1852,7 +1903,23 @@ def _sqlite_single_writer(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def ensure_parent_dir(url: str) -> None:
-    """Create the directory of a SQLite file URL, so a fresh path just works."""
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+def sqlite_path(engine: Engine) -> Path | None:
+    """The file of a SQLite engine (None: in memory, or a ``file:`` URI left to SQLite)."""
+    db = engine.url.database
+    if engine.dialect.name != "sqlite" or not db or db == ":memory:" or db.startswith("file:") or engine.url.query.get("uri"):
+        return None
+    return Path(db).expanduser()
+
+
+def _sqlite_file(engine: Engine, path: Path, *, create: bool) -> None:
+    """Open the SQLite file ``path``: created private first (``create``), or read-write only,
+    never created (SQLite's ``mode=rw``), so a file removed meanwhile is an error, not a new
+    empty database."""
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _rec: Any, cargs: list[Any], cparams: dict[str, Any]) -> None:
+        if create:
+            create_private_file(path)
+        else:
+            cargs[0] = f"file:{quote(str(path.absolute()))}?mode=rw"
+            cparams["uri"] = True
