@@ -24,12 +24,22 @@ def test_checkpointer_takes_over_from_the_writer_and_keeps_the_log_short(tmp_pat
         assert _autocheckpoint(store) == 1000  # SQLite's default while no thread checkpoints
         store.start_checkpointer(interval=0.01, restart_frames=200)
         assert _autocheckpoint(store) == 0
-        for i in range(1500):  # ~20 MB of log if nothing checkpointed and restarted it
-            store.set_settings(actor="t", now=float(i), max_calls=i)
         wal = Path(str(db) + "-wal")
-        # Without any checkpoint these writes would leave several MB of log (the writer's
-        # auto-checkpoint is off); the thread copies it into the database as it goes, so the
-        # log's frames are reused and the file stays small.
+        # 15 batches of 100 writes (~20 MB of log if nothing checkpointed and restarted it).
+        # After each batch the writer waits for the thread to have copied the whole log (and
+        # restarted it when past 200 frames): the log's size is then bounded by the mechanism,
+        # whatever the machine's speed (a busy machine only makes the waits longer).
+        for batch in range(15):
+            for i in range(100):
+                store.set_settings(actor="t", now=float(batch * 100 + i), max_calls=i)
+            seen = store.checkpoint_passes
+            deadline = time.monotonic() + 60
+            while store.checkpoint_passes < seen + 2:
+                assert time.monotonic() < deadline, "the checkpointer made no complete pass"
+                time.sleep(0.01)
+        assert store.checkpoint_restarts >= 1
+        # Without the thread these writes would leave several MB of log (the writer's
+        # auto-checkpoint is off); with it the log's frames are reused and the file stays small.
         assert wal.stat().st_size < 4 * 1024 * 1024, wal.stat().st_size
         store.stop_checkpointer()
         assert _autocheckpoint(store) == 1000

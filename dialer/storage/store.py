@@ -216,6 +216,9 @@ class SqlStore:
         self._sqlite_datetime: Callable[[Any], Any] = UtcDateTime().dialect_impl(
             self.engine.dialect).bind_processor(self.engine.dialect) or (lambda v: v)
         self._checkpointer: tuple[threading.Thread, threading.Event] | None = None
+        # What the checkpointer did: passes that found the whole log copied, and log restarts.
+        self.checkpoint_passes = 0
+        self.checkpoint_restarts = 0
 
     # ----- plumbing -----
 
@@ -288,7 +291,11 @@ class SqlStore:
                             # Everything is copied already: RESTART only waits for readers to
                             # move on, so that the next commit starts the log from the top
                             # again (a writer that is never idle would otherwise grow it).
-                            con.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                            busy = con.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+                            if not busy:
+                                self.checkpoint_restarts += 1
+                        if log == done:
+                            self.checkpoint_passes += 1
                     except sqlite3.Error:
                         continue  # busy, or the file went away: try again, or stop below
             finally:
