@@ -98,6 +98,9 @@ class Config:
     language: str = "en"
     smtp: SmtpConfig | None = None  # [smtp]: None sends no mail
     sip_reject_code: int = 403  # the answer to an INVITE from the PBX (a dial-out-only UA)
+    # SIGTERM: no new calls; those in progress may finish their dialogue this long, then are
+    # hung up (the shipped unit's TimeoutStopSec leaves room for it).
+    drain_timeout: float = 60.0
 
     def allowed_sources(self) -> list[str]:
         """Where SIP is accepted from: the addresses of the trunks' hosts (URI, registrar,
@@ -283,6 +286,7 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> Config:
         language=str(raw.get("language", "en")),
         smtp=parse_smtp(raw.get("smtp"), base),
         sip_reject_code=_reject_code(sip),
+        drain_timeout=_seconds(sip, "drain_timeout", 60.0, "[sip]", 0, 3600),
     )
 
 

@@ -356,7 +356,7 @@ class Daemon:
             self.metrics.worker_restarts.inc()
             reason = f"SIP worker {w} (pid {msg.get('pid')}) died"
         for call_id in msg.get("calls") or []:
-            self._finish(EndReport(attempt_id=str(call_id), outcome=Outcome.WORKER_LOST,
+            self._finish(EndReport(attempt_id=str(call_id), outcome=Outcome.INTERRUPTED,
                                    at=self.clock(), reason=reason))
         if w == 0 and any(t.needs_registration for t in self.trunks.values()):
             for t in self.trunks.values():
@@ -420,7 +420,21 @@ class Daemon:
             self.metrics.update_campaigns(self.store.list_campaigns())
 
     def shutdown(self) -> None:
-        """Hang every call up, record how each ended, stop the workers."""
+        """Drain, then hang up what is left, record how each call ended, stop the workers.
+
+        Draining: no new call is placed (no scheduling pass runs), and the calls in progress go
+        on to the end of their dialogue for up to ``[sip] drain_timeout`` seconds: a routine
+        restart cuts nobody who is listening to the message."""
+        busy = self.gateway.busy_slots()
+        if busy and self.config.drain_timeout > 0:
+            logger.info("stopping: no new calls; %d call(s) in progress may finish (up to %g s)",
+                        busy, self.config.drain_timeout)
+            deadline = time.monotonic() + self.config.drain_timeout
+            while self.gateway.busy_slots() and time.monotonic() < deadline:
+                for index, msg in self.gateway.poll(min(0.2, max(0.0, deadline
+                                                                 - time.monotonic()))):
+                    self._handle(index, msg)
+                self._flush_progress()
         logger.info("stopping: hanging up %d call(s)", self.gateway.busy_slots())
         self._shutting_down = True
         self.gateway.begin_shutdown()

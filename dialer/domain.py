@@ -63,11 +63,16 @@ class Outcome(str, enum.Enum):
     HUNG_UP = "hung_up"  # answered, then hung up before the required confirmations
     NOT_CONFIRMED = "not_confirmed"  # answered, but the confirmations never came: we hung up
     FAILED = "failed"  # any other failure to place the call
-    WORKER_LOST = "worker_lost"  # the SIP worker holding the call died
-    DAEMON_LOST = "daemon_lost"  # the daemon died while the call was in progress
+    # The dialer cut the call itself: its worker died, the daemon died or was stopped with the
+    # call in progress. Recorded, but not counted against the recipient's attempts (the
+    # recipient did nothing wrong); EXTRA_CALLS bounds how often that can happen to one.
+    INTERRUPTED = "interrupted"
     # The trunk was found down (registrar gone) before the INVITE had any answer: nobody was
     # called, so it is recorded but not counted against the recipient's attempts.
     TRUNK_DOWN = "trunk_down"
+    # Before issue 10 a cut call was one of these, and counted; kept for the history's rows.
+    WORKER_LOST = "worker_lost"
+    DAEMON_LOST = "daemon_lost"
 
     @property
     def success(self) -> bool:
@@ -75,8 +80,14 @@ class Outcome(str, enum.Enum):
 
     @property
     def counted(self) -> bool:
-        """Whether it uses one of the recipient's attempts (every call that was placed does)."""
-        return self is not Outcome.TRUNK_DOWN
+        """Whether it uses one of the recipient's attempts: not when the dialer cut the call or
+        the trunk was down (the recipient did nothing wrong)."""
+        return self not in (Outcome.TRUNK_DOWN, Outcome.INTERRUPTED)
+
+
+# Calls a recipient may receive beyond its attempts, spent only by outcomes that are not counted
+# (interrupted, trunk_down): the bound on a pathological restart or outage loop.
+EXTRA_CALLS = 3
 
 
 def outcome_from_status(code: int) -> Outcome:

@@ -2,10 +2,13 @@
 
 Recipients: an attempt that succeeds makes the recipient ``contacted``; every other outcome is an
 unsuccessful attempt (it counts, whatever the cause, because the call was placed): the recipient
-goes back to ``idle`` with a retry time, or to ``failed`` when its attempts are used up. The one
-exception is ``trunk_down``: the trunk was found down before the INVITE had any answer, nobody was
-called, and the recipient goes back to ``idle`` at once with its attempts untouched (nothing is
-dialled on a trunk that is down, so it waits for the trunk).
+goes back to ``idle`` with a retry time, or to ``failed`` when its attempts are used up. Two
+outcomes are not counted: ``trunk_down`` (the trunk was found down before the INVITE had any
+answer: nobody was called) and ``interrupted`` (the dialer cut the call: its worker or daemon died
+or was stopped). The recipient goes back to ``idle`` at once with its attempts untouched; a hard
+cap of ``EXTRA_CALLS`` calls beyond its attempts ends it ``failed`` should that repeat without
+end. An attempt whose required confirmations were recorded is ``contacted`` whatever happened to
+the call afterwards (``confirmed``).
 
 Campaigns: ``scheduled`` becomes ``active`` when its start time comes, or ``blocked`` while the
 global number of active campaigns is reached; blocked campaigns become active by priority, then
@@ -33,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from dialer.domain import CampaignState, Outcome, RecipientState
+from dialer.domain import EXTRA_CALLS, CampaignState, Outcome, RecipientState
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,13 +48,25 @@ class RecipientUpdate:
     next_at: float | None
 
 
+def confirmed(*, answer_confirm: bool, listen_confirm: bool, answer_confirmed_at: float | None,
+              listen_confirmed_at: float | None) -> bool:
+    """Whether an attempt's recorded confirmations are all the campaign requires (a call with
+    no confirmation required is judged by how it ended, not by this)."""
+    if not (answer_confirm or listen_confirm):
+        return False
+    return ((not answer_confirm or answer_confirmed_at is not None)
+            and (not listen_confirm or listen_confirmed_at is not None))
+
+
 def after_attempt(*, attempts: int, max_attempts: int, outcome: Outcome, now: float,
-                  retry_delay: float, stopped: bool = False) -> RecipientUpdate:
-    """Apply the outcome of one call to a recipient that had ``attempts`` unsuccessful ones."""
+                  retry_delay: float, stopped: bool = False,
+                  calls: int = 0) -> RecipientUpdate:
+    """Apply the outcome of one call to a recipient that had ``attempts`` unsuccessful ones;
+    ``calls``: the calls it received so far, this one included (for the hard cap)."""
     if outcome.success:
         return RecipientUpdate(state=RecipientState.CONTACTED, attempts=attempts, next_at=None)
     if not outcome.counted:
-        if stopped or attempts >= max_attempts:
+        if stopped or attempts >= max_attempts or calls >= max_attempts + EXTRA_CALLS:
             return RecipientUpdate(state=RecipientState.STOPPED if stopped
                                    else RecipientState.FAILED, attempts=attempts, next_at=None)
         return RecipientUpdate(state=RecipientState.IDLE, attempts=attempts, next_at=now)

@@ -57,6 +57,7 @@ MAX_ACCOUNTS = 8  # the 9th Account.create() aborts the process
 POLL_MS = 50  # SIP, RTP and timers still wake libHandleEvents earlier (PJSUA2-NOTES)
 MEDIA_GRACE = 5.0  # seconds an answered call may go without active audio before we give up
 SHUTDOWN_GRACE = 3.0  # seconds to wait for BYE/CANCEL transactions when shutting down
+SHUTTING_DOWN = "worker shutting down"  # the reason of the calls a stopping worker cuts
 # A replaced or finished player is destroyed only this long after it was disconnected. PJSIP
 # 2.15's conference bridge applies connect/disconnect/remove on its clock thread, so a player
 # destroyed at once can still be read by that thread: a use-after-free that killed workers
@@ -532,10 +533,11 @@ class Worker:
             return
         logger.info("call %s: dialling %s via %s", call_id, msg["uri"], trunk.name)
 
-    def _send_failed(self, call_id: str, reason: str) -> None:
-        logger.warning("call %s: failed: %s", call_id, reason)
+    def _send_failed(self, call_id: str, reason: str,
+                     outcome: Outcome = Outcome.FAILED) -> None:
+        logger.warning("call %s: %s: %s", call_id, outcome.value, reason)
         self.send({"ev": "ended", "call_id": call_id, "status": None, "reason": reason,
-                   "q850": None, "outcome": Outcome.FAILED.value, "answered_at": None,
+                   "q850": None, "outcome": outcome.value, "answered_at": None,
                    "keys": "", "answer_confirmed_at": None, "listen_confirmed_at": None,
                    "at": time.time()})
 
@@ -693,7 +695,10 @@ class Worker:
         if att.forced is not None and att.answered_at is None:
             outcome, reason = att.forced
         elif att.abort_reason is not None and att.state.outcome is not Outcome.CONTACTED:
-            outcome = Outcome.CONTACTED if att.state.success else Outcome.FAILED
+            # Cut by the dialer's own stop: interrupted (not counted); by the daemon's request
+            # (a campaign or recipient stopped): failed.
+            outcome = Outcome.CONTACTED if att.state.success else \
+                Outcome.INTERRUPTED if att.abort_reason == SHUTTING_DOWN else Outcome.FAILED
             reason = att.abort_reason
         elif att.state.outcome is not None:
             outcome = att.state.outcome
@@ -923,17 +928,17 @@ class Worker:
         if self.ep is None:
             return
         for _, msg in self._redial:
-            self._send_failed(str(msg.get("call_id")), "worker shutting down")
+            self._send_failed(str(msg.get("call_id")), SHUTTING_DOWN, Outcome.INTERRUPTED)
         self._redial.clear()
         for att in list(self.attempts.values()):
-            self._hangup(att, abort="worker shutting down")
+            self._hangup(att, abort=SHUTTING_DOWN)
         deadline = time.monotonic() + SHUTDOWN_GRACE
         while (self.attempts or self._rejected) and time.monotonic() < deadline:
             self.ep.libHandleEvents(POLL_MS)
             self._graveyard.clear()
             self._reject_pending()
         for att in list(self.attempts.values()):  # no DISCONNECTED in time: report anyway
-            self._finish(att, 0, "worker shutting down", None)
+            self._finish(att, 0, SHUTTING_DOWN, None)
         if self._retired:  # let the bridge drop the last players before they are destroyed
             last = self._retired[-1][0]
             while self._retired and time.monotonic() < last + POLL_MS / 1000:

@@ -185,7 +185,7 @@ def test_kill_9_of_a_worker_mid_call(start_sipp, dialer) -> None:
     detail = finished(d, cid, 120)
     assert d.daemon is not None and d.daemon.poll() is None, "the daemon died with its worker"
     assert detail["state"] == "completed"
-    lost = {a["id"]: a for a in d.attempts(cid) if a["outcome"] == "worker_lost"}
+    lost = {a["id"]: a for a in d.attempts(cid) if a["outcome"] == "interrupted"}
     assert set(held) <= set(lost) and lost
     assert all("died" in (a["reason"] or "") for a in lost.values())
     assert d.worker_pids()[victim] != pid, "the worker was not restarted"
@@ -278,4 +278,27 @@ def test_lowering_the_global_limit_mid_campaign_places_no_call_above_it(start_si
         elif e.kind == "END":
             open_calls.discard(e.call_id)
     assert late_peaks and max(late_peaks) <= 2, late_peaks
+    assert_attempts_match_invites(d, cid, sipp)
+
+
+def test_sigterm_lets_every_call_in_progress_finish_its_dialogue(start_sipp, dialer) -> None:
+    """16 calls in progress when SIGTERM comes: each hears its message to the goodbye, the far
+    end gets the dialer's BYE after it, nobody new is called, and the daemon exits 0."""
+    message = 4.0
+    sipp = start_sipp("answer_confirm", keys={"key1_ms": KEY1_MS,
+                                              "key9_ms": int((message + 1.5) * 1000)})
+    d, cid = launch(dialer, sipp, numbers(24), message=message, max_calls=16)
+    d.wait(lambda: sum(1 for a in d.attempts(cid) if a["answered_at"]) >= 16 or None, 60,
+           "16 calls answered")
+    in_progress = [a["id"] for a in d.attempts(cid) if not a["ended_at"]]
+    assert len(in_progress) == 16
+    assert d.daemon is not None
+    d.daemon.send_signal(signal.SIGTERM)
+    assert d.daemon.wait(90) == 0, d.log_tail()
+    by_id = {a["id"]: a for a in d.attempts(cid)}
+    assert len(by_id) == 16, "a new call was placed while stopping"
+    assert [by_id[i]["outcome"] for i in in_progress] == ["contacted"] * 16, d.log_tail()
+    assert all(by_id[i]["listen_confirmed_at"] for i in in_progress)
+    ended = sipp.wait_for_ended(16, 10)
+    assert {ended.get(i) for i in in_progress} == {"bye-received"}
     assert_attempts_match_invites(d, cid, sipp)

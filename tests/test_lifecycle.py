@@ -40,6 +40,8 @@ FAILURES = [o for o in Outcome if not o.success and o.counted]
         (6, 5, Outcome.UNREACHABLE, False, RecipientUpdate(state=RS.FAILED, attempts=7, next_at=None)),
         (0, 5, Outcome.DAEMON_LOST, False, RecipientUpdate(state=RS.IDLE, attempts=1, next_at=NOW + DELAY)),
         (0, 5, Outcome.WORKER_LOST, False, RecipientUpdate(state=RS.IDLE, attempts=1, next_at=NOW + DELAY)),
+        # cut by the dialer: not counted, due again at once
+        (0, 1, Outcome.INTERRUPTED, False, RecipientUpdate(state=RS.IDLE, attempts=0, next_at=NOW)),
         (1, 5, Outcome.NOT_CONFIRMED, True, RecipientUpdate(state=RS.STOPPED, attempts=2, next_at=None)),
         (1, 5, Outcome.CONTACTED, True, RecipientUpdate(state=RS.CONTACTED, attempts=1, next_at=None)),
         # nobody was called: not counted, and due again at once (the trunk gates it)
@@ -374,3 +376,32 @@ def test_lifecycle_invariants_over_operator_actions_in_every_state(
     for seq in history.values():
         done = [i for i, x in enumerate(seq) if x.finished]
         assert not done or done[0] == len(seq) - 1  # nothing follows a finished state
+
+
+@pytest.mark.parametrize("outcome", [Outcome.INTERRUPTED, Outcome.TRUNK_DOWN])
+def test_calls_that_are_not_counted_are_still_bounded(outcome: Outcome) -> None:
+    """A restart or outage loop cannot call anyone without end: attempts + EXTRA_CALLS calls."""
+    from dialer.domain import EXTRA_CALLS
+
+    attempts, calls, states = 0, 0, []
+    for n in range(20):
+        calls += 1
+        upd = after_attempt(attempts=attempts, max_attempts=2, outcome=outcome, now=NOW + n,
+                            retry_delay=DELAY, calls=calls)
+        attempts = upd.attempts
+        states.append(upd.state)
+        if upd.state is not RS.IDLE:
+            break
+    assert attempts == 0 and calls == 2 + EXTRA_CALLS and states[-1] is RS.FAILED
+
+
+@pytest.mark.parametrize(("answer", "listen", "a1", "a9", "expected"), [
+    (True, True, 1.0, 2.0, True), (True, True, 1.0, None, False), (True, True, None, None, False),
+    (True, False, 1.0, None, True), (False, True, None, 2.0, True), (False, False, None, None, False),
+])
+def test_confirmed(answer: bool, listen: bool, a1: float | None, a9: float | None,
+                   expected: bool) -> None:
+    from dialer.lifecycle import confirmed
+
+    assert confirmed(answer_confirm=answer, listen_confirm=listen, answer_confirmed_at=a1,
+                     listen_confirmed_at=a9) is expected

@@ -313,7 +313,7 @@ def test_shutdown_hangs_up_and_reports_an_answered_call(worker: WorkerProc) -> N
     worker.wait_for(lambda e: e["ev"] == "answered", 5)
     worker.chan.send({"op": "shutdown"})
     ended = worker.ended(call_id)
-    assert (ended["outcome"], ended["reason"]) == ("failed", "worker shutting down")
+    assert (ended["outcome"], ended["reason"]) == ("interrupted", "worker shutting down")
     assert worker.proc.wait(5) == 0
 
 

@@ -379,7 +379,7 @@ def test_progress_is_recorded_on_the_open_attempt(store: SqlStore) -> None:
                          "confirmed", "attempt_ended", "recipient_state"]
 
 
-def test_recover_closes_open_attempts_as_daemon_lost(store: SqlStore) -> None:
+def test_recover_closes_open_attempts_as_interrupted(store: SqlStore) -> None:
     template(store, recipients=[rec("101"), rec("102")], attempts=1)
     cid = campaign(store)
     (mine,) = tick(store, capacity=1).calls
@@ -387,22 +387,56 @@ def test_recover_closes_open_attempts_as_daemon_lost(store: SqlStore) -> None:
     assert store.recover(node=NODE, now=NOW + 10) == 1
     assert store.open_attempts(NODE) == [] and store.open_attempts("node-b") == [theirs.attempt_id]
     by_id = {a["id"]: a for a in store.attempts_of(cid)}
-    assert by_id[mine.attempt_id]["outcome"] == "daemon_lost"
+    assert by_id[mine.attempt_id]["outcome"] == "interrupted"
     assert by_id[theirs.attempt_id]["outcome"] is None
     r = recipients(store, cid)
-    assert (r[0]["state"], r[0]["attempts"], r[0]["last_outcome"]) == ("failed", 1, "daemon_lost")
+    # not counted: with --attempts 1 the recipient is called again
+    assert (r[0]["state"], r[0]["attempts"], r[0]["last_outcome"]) == ("idle", 0, "interrupted")
     assert r[1]["state"] == "active"
     assert store.recover(node=NODE, now=NOW + 11) == 0
 
 
-def test_recover_counts_as_an_attempt_and_retries(store: SqlStore) -> None:
+def test_recover_does_not_count_and_retries_at_once(store: SqlStore) -> None:
     template(store, recipients=[rec("101")], attempts=3, retry_delay=5.0)
     cid = campaign(store)
     tick(store)
     assert store.recover(node=NODE, now=NOW + 1) == 1
     (r,) = recipients(store, cid)
-    assert (r["state"], r["attempts"]) == ("idle", 1)
-    assert len(tick(store, NOW + 6).calls) == 1
+    assert (r["state"], r["attempts"]) == ("idle", 0)
+    assert len(tick(store, NOW + 1).calls) == 1
+
+
+def test_recover_of_a_confirmed_call_is_contacted_and_never_redialled(store: SqlStore) -> None:
+    """kill -9 after key 9 (both confirmations stored, goodbye playing): contacted, one call."""
+    template(store, recipients=[rec("101")], attempts=3)
+    cid = campaign(store)
+    (call,) = tick(store).calls
+    store.record_progress_many([(call.attempt_id, "answered", NOW + 1, {}),
+                                (call.attempt_id, "confirmed", NOW + 2, {"what": "answer"}),
+                                (call.attempt_id, "confirmed", NOW + 3, {"what": "listen"})])
+    assert store.recover(node=NODE, now=NOW + 4) == 1
+    (a,) = store.attempts_of(cid)
+    assert a["outcome"] == "contacted"
+    (r,) = recipients(store, cid)
+    assert (r["state"], r["attempts"]) == ("contacted", 0)
+    assert tick(store, NOW + 100).calls == []
+
+
+def test_an_interrupted_recipient_is_called_at_most_attempts_plus_extra_times(
+        store: SqlStore) -> None:
+    from dialer.domain import EXTRA_CALLS
+
+    template(store, recipients=[rec("101")], attempts=1)
+    cid = campaign(store)
+    calls = 0
+    for n in range(10):
+        placed = tick(store, NOW + 10 * n).calls
+        if not placed:
+            break
+        calls += len(placed)
+        assert store.recover(node=NODE, now=NOW + 10 * n + 1) == 1
+    (r,) = recipients(store, cid)
+    assert calls == 1 + EXTRA_CALLS and r["state"] == "failed" and r["attempts"] == 0
 
 
 def test_max_campaigns_blocks_then_activates(store: SqlStore) -> None:

@@ -1211,12 +1211,13 @@ class SqlStore:
     # ----- the daemon's side -----
 
     def recover(self, *, node: str, now: float) -> int:
-        """Account for calls a previous run of this node left open (it died): failed attempts."""
+        """Account for calls a previous run of this node left open (it died): ``interrupted``
+        (not counted), or ``contacted`` when every confirmation had been recorded."""
         with self.session() as s:
             open_ids = s.scalars(select(AttemptRow.id).where(AttemptRow.ended_at.is_(None),
                                                              AttemptRow.node == node)).all()
         for aid in open_ids:
-            self.finish_attempt(EndReport(attempt_id=aid, outcome=Outcome.DAEMON_LOST, at=now,
+            self.finish_attempt(EndReport(attempt_id=aid, outcome=Outcome.INTERRUPTED, at=now,
                                           reason="the daemon stopped during the call"))
         return len(open_ids)
 
@@ -1619,15 +1620,25 @@ class SqlStore:
             camp = s.get(CampaignRow, a.campaign_id)
             assert rec is not None and camp is not None
             st = settings_from_dict(camp.settings)
+            outcome = report.outcome
+            if not outcome.success and lifecycle.confirmed(
+                    answer_confirm=st.answer_confirm, listen_confirm=st.listen_confirm,
+                    answer_confirmed_at=to_ts(a.answer_confirmed_at),
+                    listen_confirmed_at=to_ts(a.listen_confirmed_at)):
+                # Every confirmation was recorded: whatever happened to the call afterwards (the
+                # goodbye cut by a crash, a stop), the recipient was reached and confirmed.
+                outcome = Outcome.CONTACTED
+                a.outcome = outcome.value
             upd = lifecycle.after_attempt(attempts=rec.attempts, max_attempts=rec.max_attempts,
-                                          outcome=report.outcome, now=report.at,
+                                          outcome=outcome, now=report.at,
                                           retry_delay=st.retry_delay,
-                                          stopped=rec.state == RecipientState.STOPPED.value)
+                                          stopped=rec.state == RecipientState.STOPPED.value,
+                                          calls=rec.calls or 0)
             old_state = rec.state
             rec.state = upd.state.value
             rec.attempts = upd.attempts
             rec.next_at = to_dt(upd.next_at)
-            rec.last_outcome = report.outcome.value
+            rec.last_outcome = outcome.value
             rec.last_status = report.status
             rec.last_reason = a.reason
             if a.answered_at is not None:
@@ -1637,7 +1648,7 @@ class SqlStore:
             if a.listen_confirmed_at is not None:
                 rec.confirmed_at = a.listen_confirmed_at
             self._event(s, "attempt_ended", at=report.at, campaign_id=a.campaign_id,
-                        recipient_id=rec.id, attempt_id=a.id, outcome=report.outcome.value,
+                        recipient_id=rec.id, attempt_id=a.id, outcome=outcome.value,
                         status=report.status, reason=a.reason, q850=report.q850, keys=a.keys)
             if rec.state != old_state:
                 self._event(s, "recipient_state", at=report.at, campaign_id=a.campaign_id,
