@@ -302,3 +302,58 @@ def test_sigterm_lets_every_call_in_progress_finish_its_dialogue(start_sipp, dia
     ended = sipp.wait_for_ended(16, 10)
     assert {ended.get(i) for i in in_progress} == {"bye-received"}
     assert_attempts_match_invites(d, cid, sipp)
+
+
+def _kill_daemon_and_workers(d: Dialer) -> None:
+    pids = list(d.worker_pids().values())
+    assert d.daemon is not None
+    d.daemon.kill()
+    d.daemon.wait(10)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_kill_9_of_the_daemon_and_its_workers_costs_no_attempt(start_sipp, dialer) -> None:
+    """Calls cut by the crash are ``interrupted``, not counted: with ``--attempts 1`` every
+    such recipient is called again after the restart and contacted."""
+    message = 3.0
+    sipp = start_sipp("answer_confirm", keys={"key1_ms": KEY1_MS,
+                                              "key9_ms": int((message + 1.5) * 1000)})
+    d, cid = launch(dialer, sipp, numbers(8), message=message, attempts=1)
+    d.wait(lambda: sum(1 for a in d.attempts(cid)
+                       if a["answered_at"] and not a["listen_confirmed_at"]
+                       and not a["ended_at"]) >= 2 or None, 60, "two calls mid-message")
+    _kill_daemon_and_workers(d)
+    cut = {a["id"] for a in d.attempts(cid) if not a["ended_at"]}
+    assert cut
+    d.serve()
+    detail = finished(d, cid, 120)
+    attempts = d.attempts(cid)
+    outcomes = {a["id"]: a["outcome"] for a in attempts}
+    assert {outcomes[i] for i in cut} <= {"interrupted", "contacted"}
+    assert "interrupted" in {outcomes[i] for i in cut}
+    assert detail["state"] == "completed", detail  # every recipient contacted, --attempts 1
+    assert_attempts_match_invites(d, cid, sipp)
+
+
+def test_kill_9_after_key_9_is_contacted_with_one_call(start_sipp, dialer) -> None:
+    """Both confirmations stored, goodbye playing, then kill -9: contacted, never redialled."""
+    sipp = start_sipp("answer_confirm", keys={"key1_ms": KEY1_MS, "key9_ms": KEY9_MS})
+    d, cid = launch(dialer, sipp, numbers(4), attempts=3)
+    confirmed = d.wait(lambda: [a["id"] for a in d.attempts(cid)
+                                if a["listen_confirmed_at"] and not a["ended_at"]] or None,
+                       60, "a call confirmed and still playing its goodbye")
+    _kill_daemon_and_workers(d)
+    d.serve()
+    detail = finished(d, cid, 120)
+    attempts = d.attempts(cid)
+    mine = [a for a in attempts if a["id"] in confirmed]
+    assert mine and all(a["outcome"] == "contacted" for a in mine)
+    numbers_called = [a["recipient_id"] for a in attempts]
+    for a in mine:  # one call for that recipient, never a second
+        assert numbers_called.count(a["recipient_id"]) == 1
+    assert detail["state"] == "completed"
+    assert_attempts_match_invites(d, cid, sipp)
