@@ -7,8 +7,8 @@ outcomes are not counted: ``trunk_down`` (the trunk was found down before the IN
 answer: nobody was called) and ``interrupted`` (the dialer cut the call: its worker or daemon died
 or was stopped). The recipient goes back to ``idle`` at once with its attempts untouched; a hard
 cap of ``EXTRA_CALLS`` calls beyond its attempts ends it ``failed`` should that repeat without
-end. An attempt whose required confirmations were recorded is ``contacted`` whatever happened to
-the call afterwards (``confirmed``).
+end. An attempt whose listen confirmation (and the answer one, if required) was recorded is
+``contacted`` whatever happened to the call afterwards (``confirmed``).
 
 Campaigns: ``scheduled`` becomes ``active`` when its start time comes, or ``blocked`` while the
 global number of active campaigns is reached; blocked campaigns become active by priority, then
@@ -50,12 +50,14 @@ class RecipientUpdate:
 
 def confirmed(*, answer_confirm: bool, listen_confirm: bool, answer_confirmed_at: float | None,
               listen_confirmed_at: float | None) -> bool:
-    """Whether an attempt's recorded confirmations are all the campaign requires (a call with
-    no confirmation required is judged by how it ended, not by this)."""
-    if not (answer_confirm or listen_confirm):
+    """Whether an attempt's recorded confirmations prove the recipient was reached and heard the
+    message: the listen confirmation (after the message), with the answer one if required. A
+    campaign without a listen confirmation needs the message played to its end, which only the
+    call's own end report can tell."""
+    if not listen_confirm:
         return False
-    return ((not answer_confirm or answer_confirmed_at is not None)
-            and (not listen_confirm or listen_confirmed_at is not None))
+    return listen_confirmed_at is not None and (not answer_confirm
+                                                or answer_confirmed_at is not None)
 
 
 def after_attempt(*, attempts: int, max_attempts: int, outcome: Outcome, now: float,
