@@ -56,9 +56,7 @@ ROUNDS = 3
 FLOOD_COUNT = 500
 FLOOD_RATE = 50.0
 
-TORTURE_DIR = next((p for p in (ROOT.parent / "shared" / "sip-torture",
-                                Path("/work/shared/sip-torture")) if p.is_dir()),
-                   ROOT.parent / "shared" / "sip-torture")
+TORTURE_DIR = ROOT.parent / "shared" / "sip-torture"  # shared/ lies beside the checkout
 TORTURE_ROUNDS = 3
 
 StartSipp = Callable[..., Sipp]  # the start_sipp fixture (tests/conftest.py)
