@@ -392,13 +392,14 @@ class Daemon:
         self._flush_progress()
         meta = self._call_meta.pop(report.attempt_id, None)
         self.metrics.call_ended(report.attempt_id, report.at, report.answered_at)
-        if self.store.finish_attempt(report):
-            self.metrics.record_attempt(report.outcome.value, report.status)
-            logger.info("call %s ended: %s %s %s", report.attempt_id, report.outcome.value,
+        outcome = self.store.finish_attempt(report)
+        if outcome is not None:  # the outcome stored (a confirmed call cut short is contacted)
+            self.metrics.record_attempt(outcome.value, report.status)
+            logger.info("call %s ended: %s %s %s", report.attempt_id, outcome.value,
                         report.status or "", report.reason or "",
                         extra=self._log_fields(report.attempt_id, meta))
             if (meta is not None and meta[2] == EmailPolicy.UNREACHED.value
-                    and not report.outcome.success):
+                    and not outcome.success):
                 # the mail thread checks that this attempt left the recipient failed
                 self.mail.unreached(meta[0], meta[1], report.attempt_id)
         self._dirty = True

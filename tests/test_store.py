@@ -52,7 +52,8 @@ def tick(store: SqlStore, at: float = NOW, **kw: Any) -> Tick:
     return store.tick(now=at, node=kw.pop("node", NODE), **kw)
 
 
-def end(store: SqlStore, call: ClaimedCall, outcome: Outcome, at: float, **kw: Any) -> bool:
+def end(store: SqlStore, call: ClaimedCall, outcome: Outcome, at: float,
+        **kw: Any) -> Outcome | None:
     return store.finish_attempt(EndReport(attempt_id=call.attempt_id, outcome=outcome, at=at,
                                           **kw))
 
@@ -351,13 +352,22 @@ def test_finish_attempt_is_idempotent(store: SqlStore) -> None:
     template(store, recipients=[rec("101")])
     cid = campaign(store)
     (c,) = tick(store).calls
-    assert end(store, c, Outcome.BUSY, NOW + 1) is True
+    assert end(store, c, Outcome.BUSY, NOW + 1) is Outcome.BUSY
     snapshot = (recipients(store, cid), store.attempts_of(cid))
-    assert end(store, c, Outcome.BUSY, NOW + 2) is False
-    assert end(store, c, Outcome.CONTACTED, NOW + 3) is False
+    assert end(store, c, Outcome.BUSY, NOW + 2) is None
+    assert end(store, c, Outcome.CONTACTED, NOW + 3) is None
     assert (recipients(store, cid), store.attempts_of(cid)) == snapshot
     assert store.finish_attempt(EndReport(attempt_id="no-such", outcome=Outcome.BUSY,
-                                          at=NOW)) is False
+                                          at=NOW)) is None
+
+
+def test_a_cut_call_whose_message_was_confirmed_is_reported_contacted(store: SqlStore) -> None:
+    template(store, recipients=[rec("101")])
+    campaign(store)
+    (c,) = tick(store).calls
+    store.record_progress_many([(c.attempt_id, "confirmed", NOW + 1, {"what": "answer"}),
+                                (c.attempt_id, "confirmed", NOW + 2, {"what": "listen"})])
+    assert end(store, c, Outcome.INTERRUPTED, NOW + 3) is Outcome.CONTACTED
 
 
 def test_progress_is_recorded_on_the_open_attempt(store: SqlStore) -> None:

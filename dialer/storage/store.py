@@ -1600,12 +1600,15 @@ class SqlStore:
                 self._event(s, what, at=at, campaign_id=a.campaign_id,
                             recipient_id=a.recipient_id, attempt_id=a.id, **detail)
 
-    def finish_attempt(self, report: EndReport) -> bool:
-        """Close an attempt and apply it to its recipient; idempotent (False if already closed)."""
+    def finish_attempt(self, report: EndReport) -> Outcome | None:
+        """Close an attempt and apply it to its recipient; idempotent (None if already closed).
+
+        Returns the outcome stored: the report's, or ``contacted`` when the attempt's recorded
+        confirmations prove the message was heard (``lifecycle.confirmed``)."""
         with self.session() as s:
             a = s.get(AttemptRow, report.attempt_id, with_for_update=not self.sqlite)
             if a is None or a.ended_at is not None:
-                return False
+                return None
             a.ended_at = to_dt(report.at)
             a.status = report.status
             a.reason = (report.reason or "")[:200] or None
@@ -1654,7 +1657,7 @@ class SqlStore:
                 self._event(s, "recipient_state", at=report.at, campaign_id=a.campaign_id,
                             recipient_id=rec.id, old=old_state, new=rec.state,
                             attempts=rec.attempts)
-            return True
+            return outcome
 
     def open_attempts(self, node: str) -> list[str]:
         with self.session() as s:
