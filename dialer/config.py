@@ -269,7 +269,7 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> Config:
     return Config(
         path=path,
         database_url=str(url),
-        bind=str(sip.get("bind", "127.0.0.1")),
+        bind=_bind(sip),
         workers=_int(sip, "workers", 4, "[sip]", 1, 1000) or 4,
         calls_per_worker=_int(sip, "calls_per_worker", MAX_CALLS_PER_WORKER, "[sip]", 1,
                               MAX_CALLS_PER_WORKER) or MAX_CALLS_PER_WORKER,
@@ -288,6 +288,20 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> Config:
         sip_reject_code=_reject_code(sip),
         drain_timeout=_seconds(sip, "drain_timeout", 60.0, "[sip]", 0, 3600),
     )
+
+
+def _bind(sip: dict[str, Any]) -> str:
+    """``[sip] bind``: the IPv4 address the PBX reaches the workers at (it is also what they
+    advertise in Via, Contact and SDP, so never a wildcard)."""
+    value = str(sip.get("bind", "127.0.0.1"))
+    try:
+        addr = ipaddress.ip_address(value)
+    except ValueError as exc:
+        raise ConfigError(f"[sip].bind must be an IPv4 address, not {value!r}") from exc
+    if addr.version != 4 or addr.is_unspecified:
+        raise ConfigError(f"[sip].bind must be the IPv4 address the PBX reaches (it is "
+                          f"advertised in SIP and SDP), not {value}")
+    return value
 
 
 def _reject_code(sip: dict[str, Any]) -> int:

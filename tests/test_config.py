@@ -155,6 +155,10 @@ def test_missing_external_trunk_in_the_sample(tmp_path: Path) -> None:
          "[trunks.external]\nuri = 'sip:b'\n", r"proxy must be a SIP URI"),
         ("[sip]\nreject_code = 486\n[trunks.internal]\nuri = 'sip:a'\n"
          "[trunks.external]\nuri = 'sip:b'\n", "reject_code must be one of 403, 488, 603"),
+        ("[sip]\nbind = '0.0.0.0'\n[trunks.internal]\nuri = 'sip:a'\n"
+         "[trunks.external]\nuri = 'sip:b'\n", r"bind must be the IPv4 address the PBX reaches"),
+        ("[sip]\nbind = 'pbx-side'\n[trunks.internal]\nuri = 'sip:a'\n"
+         "[trunks.external]\nuri = 'sip:b'\n", r"bind must be an IPv4 address"),
     ],
 )
 def test_invalid_configs(tmp_path: Path, text: str, match: str) -> None:
