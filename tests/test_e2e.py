@@ -336,7 +336,11 @@ def test_kill_9_of_the_daemon_and_its_workers_costs_no_attempt(start_sipp, diale
     assert {outcomes[i] for i in cut} <= {"interrupted", "contacted"}
     assert "interrupted" in {outcomes[i] for i in cut}
     assert detail["state"] == "completed", detail  # every recipient contacted, --attempts 1
-    assert_attempts_match_invites(d, cid, sipp)
+    # Every INVITE is an attempt. An attempt is recorded before its INVITE leaves, so one
+    # claimed in the instant of the kill may never have left: then it is interrupted too.
+    received = set(sipp.received_call_ids())
+    assert received <= set(outcomes)
+    assert {outcomes[i] for i in set(outcomes) - received} <= {"interrupted"}
 
 
 def test_kill_9_after_key_9_is_contacted_with_one_call(start_sipp, dialer) -> None:
@@ -356,4 +360,6 @@ def test_kill_9_after_key_9_is_contacted_with_one_call(start_sipp, dialer) -> No
     for a in mine:  # one call for that recipient, never a second
         assert numbers_called.count(a["recipient_id"]) == 1
     assert detail["state"] == "completed"
-    assert_attempts_match_invites(d, cid, sipp)
+    received = set(sipp.received_call_ids())
+    assert received <= {a["id"] for a in attempts}
+    assert {a["outcome"] for a in attempts if a["id"] not in received} <= {"interrupted"}
