@@ -426,6 +426,7 @@ class Daemon:
         Draining: no new call is placed (no scheduling pass runs), and the calls in progress go
         on to the end of their dialogue for up to ``[sip] drain_timeout`` seconds: a routine
         restart cuts nobody who is listening to the message."""
+        self.stopping.set()  # the resolver thread too (a simulator's daemon never ran run())
         busy = self.gateway.busy_slots()
         if busy and self.config.drain_timeout > 0:
             logger.info("stopping: no new calls; %d call(s) in progress may finish (up to %g s)",
