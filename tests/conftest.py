@@ -16,6 +16,7 @@ import pytest
 if str(Path(__file__).resolve().parent.parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.harness import Dialer  # noqa: E402
 from tests.peers import DTMF_KEYS, SIPP_DIR, Kamailio, Sipp, make_dtmf_captures  # noqa: E402
 
 def _missing(marker: str) -> str | None:
@@ -88,3 +89,18 @@ def start_kamailio(tmp_path: Path) -> Iterator[Callable[..., Kamailio]]:
     yield start
     for kamailio in reversed(started):
         kamailio.stop()
+
+
+@pytest.fixture
+def dialer(tmp_path: Path) -> Iterator[Callable[..., Dialer]]:
+    """Makes dialer installations (``tests.harness.Dialer``) in ``tmp_path``; stops them all."""
+    made: list[Dialer] = []
+
+    def make(**kw: Any) -> Dialer:
+        d = Dialer(tmp_path / f"dialer{len(made)}", **kw)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.stop()

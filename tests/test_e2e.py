@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,20 +43,6 @@ def assert_attempts_match_invites(d: Dialer, cid: int, *sipps: Sipp) -> None:
     """Every attempt in the database is an INVITE SIPp received, and the other way round."""
     received = sorted(c for s in sipps for c in s.received_call_ids())
     assert call_ids(d, cid) == received
-
-
-@pytest.fixture
-def dialer(tmp_path: Path) -> Callable[..., Dialer]:
-    made: list[Dialer] = []
-
-    def make(**kw: Any) -> Dialer:
-        d = Dialer(tmp_path / f"dialer{len(made)}", **kw)
-        made.append(d)
-        return d
-
-    yield make  # type: ignore[misc]
-    for d in made:
-        d.stop()
 
 
 def launch(dialer: Callable[..., Dialer], sipp: Sipp, recipients: list[str], *,

@@ -28,7 +28,6 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,20 +82,6 @@ def kamailio_trunk(kam: Kamailio, **extra: Any) -> dict[str, Any]:
     """A trunk through ``kam``: INVITEs digest-authenticated as ``kam.user`` over UDP."""
     return {"uri": kam.uri, "username": kam.user, "password_env": "TEST_TRUNK_PASSWORD",
             "transport": "udp", **extra}
-
-
-@pytest.fixture
-def dialer(tmp_path: Path) -> Iterator[Callable[..., Dialer]]:
-    made: list[Dialer] = []
-
-    def make(**kw: Any) -> Dialer:
-        d = Dialer(tmp_path / f"dialer{len(made)}", **kw)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        d.stop()
 
 
 @pytest.fixture

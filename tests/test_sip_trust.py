@@ -23,10 +23,9 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,20 +67,6 @@ _STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-@pytest.fixture
-def dialer(tmp_path: Path) -> Iterator[Callable[..., Dialer]]:
-    made: list[Dialer] = []
-
-    def make(**kw: Any) -> Dialer:
-        d = Dialer(tmp_path / f"dialer{len(made)}", **kw)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        d.stop()
 
 
 def trunk(sipp: Sipp, **extra: Any) -> dict[str, Any]:
@@ -350,15 +335,21 @@ def assert_ringing_calls_unharmed(d: Dialer, cid: int, sipp: Sipp, workers: int)
         sorted((a["outcome"], a["reason"]) for a in attempts)
 
 
-def test_invite_flood_from_a_stranger_while_every_slot_rings(
-        start_sipp: StartSipp, dialer: MakeDialer) -> None:
-    sipp, d, cid = ringing_campaign(start_sipp, dialer, workers=4)
+def flood_every_worker(d: Dialer, source: str, *, linger: float) -> list[sipforge.Flooder]:
+    """FLOOD_COUNT INVITEs at FLOOD_RATE from ``source`` at every worker's SIP port, all sent."""
     ports = sorted(sip_ports(d).values())
-    with sipforge.flooding(SCANNER, [(LOCALHOST, p) for p in ports], count=FLOOD_COUNT,
-                           rate=FLOOD_RATE, linger=1.0) as flooders:
+    with sipforge.flooding(source, [(LOCALHOST, p) for p in ports], count=FLOOD_COUNT,
+                           rate=FLOOD_RATE, linger=linger) as flooders:
         pass
     assert all(f.result.sent == FLOOD_COUNT and not f.result.error for f in flooders), \
         [(f.result.sent, f.result.error) for f in flooders]
+    return flooders
+
+
+def test_invite_flood_from_a_stranger_while_every_slot_rings(
+        start_sipp: StartSipp, dialer: MakeDialer) -> None:
+    sipp, d, cid = ringing_campaign(start_sipp, dialer, workers=4)
+    flooders = flood_every_worker(d, SCANNER, linger=1.0)
     assert_ringing_calls_unharmed(d, cid, sipp, workers=4)
     answered = {f.target[1]: dict(f.result.codes()) for f in flooders if f.result.finals}
     assert not answered, f"workers answered the flooder at 127.0.0.3: {answered}"
@@ -367,12 +358,7 @@ def test_invite_flood_from_a_stranger_while_every_slot_rings(
 def test_invite_flood_from_the_pbx_address_gets_403_while_every_slot_rings(
         start_sipp: StartSipp, dialer: MakeDialer) -> None:
     sipp, d, cid = ringing_campaign(start_sipp, dialer, workers=4)
-    ports = sorted(sip_ports(d).values())
-    with sipforge.flooding(LOCALHOST, [(LOCALHOST, p) for p in ports], count=FLOOD_COUNT,
-                           rate=FLOOD_RATE, linger=10.0) as flooders:
-        pass
-    assert all(f.result.sent == FLOOD_COUNT and not f.result.error for f in flooders), \
-        [(f.result.sent, f.result.error) for f in flooders]
+    flooders = flood_every_worker(d, LOCALHOST, linger=10.0)
     assert_ringing_calls_unharmed(d, cid, sipp, workers=4)
     for f in flooders:
         assert f.result.codes() == {403: f.result.sent}, \

@@ -451,9 +451,9 @@ def test_an_unanswered_register_reports_the_trunk_down_within_its_timeout(
     w = _registering_worker(phones, media, dead.port, register_timeout=1.5, keepalive_interval=0)
     try:
         started = time.monotonic()
-        down = w.wait_for(lambda e: e["ev"] == "reg" and e["code"] == 408, 10)
+        down = w.wait_for(lambda e: e["ev"] == "reg" and e["code"] == 408, 20)
         assert "REGISTER unanswered" in down["reason"]
-        assert time.monotonic() - started < 8  # not PJSIP's 32 s transaction timeout
+        assert time.monotonic() - started < 20  # not PJSIP's 32 s transaction timeout
         assert any(m.startswith(b"REGISTER ") for m in dead.received())
     finally:
         w.stop()
@@ -505,8 +505,8 @@ def test_an_invite_with_no_answer_at_all_ends_unreachable_within_its_timeout(
     w = WorkerProc(phones, media, trunk)
     try:
         started = time.monotonic()
-        ended = [w.ended(w.dial("300", ring_timeout=30)) for _ in range(4)][-1]
-        assert time.monotonic() - started < 8
+        ended = [w.ended(w.dial("300", ring_timeout=30), 25) for _ in range(4)][-1]
+        assert time.monotonic() - started < 20  # invite_timeout (1.5 s), not the ring's 30 s
         assert ended["outcome"] == "unreachable" and ended["status"] == 408
         # The slots are free again at once: four more calls are placed, none PJ_ETOOMANY.
         again = [w.ended(w.dial("301", ring_timeout=30)) for _ in range(4)]
