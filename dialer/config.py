@@ -102,6 +102,13 @@ class Config:
     # hung up (the shipped unit's TimeoutStopSec leaves room for it).
     drain_timeout: float = 60.0
 
+    @property
+    def state_dir(self) -> Path:
+        """Where this node's SIP workers keep their sockets (``dialer.pool``): they outlive the
+        daemon there, and its next start finds them."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.node) or "node"
+        return self.data_dir / "run" / safe
+
     def allowed_sources(self) -> list[str]:
         """Where SIP is accepted from: the addresses of the trunks' hosts (URI, registrar,
         proxy; resolved now) and each trunk's ``allowed_sources`` networks."""

@@ -80,7 +80,7 @@ class Daemon:
                        for name, t in config.trunks.items()}
         self.gateway: Gateway = gateway or PoolGateway(WorkerPool(
             size=config.workers, calls_per_worker=config.calls_per_worker,
-            init_message=self._init_message))
+            init_message=self._init_message, state_dir=config.state_dir))
         self.safety_interval = safety_interval
         self.resolve_interval = RESOLVE_INTERVAL
         self.handle_signals = handle_signals
@@ -124,7 +124,9 @@ class Daemon:
                 # One registration per trunk, held by worker 0: a PBX often keeps one contact.
                 "register": bool(t.registrar) and index == 0,
             }
-        per = 2 * self.config.calls_per_worker + 2
+        # RTP and RTCP per call, plus room; doubled so that a worker retiring after an upgrade
+        # (dialer.pool) and its successor fit in one range while the old calls finish.
+        per = 2 * (2 * self.config.calls_per_worker + 2)
         return {"worker": index, "bind": self.config.bind, "trunks": trunks,
                 "allowed_sources": self._sources,
                 "reject_code": self.config.sip_reject_code,
@@ -155,14 +157,11 @@ class Daemon:
         """Everything before the loop: schema check, recovery, metrics, signals, workers."""
         self.store.check_ready()
         self.store.start_checkpointer()  # SQLite: WAL checkpoints off the scheduling path
-        recovered = self.store.recover(node=self.config.node, now=self.clock())
-        if recovered:
-            logger.warning("closed %d call(s) left open by a previous run as daemon_lost",
-                           recovered)
-        if self.config.metrics_port is not None:
-            self.metrics.serve(self.config.metrics_bind, self.config.metrics_port)
         self._install_signals()
         self._sources = self.config.allowed_sources()
+        self._reconcile()
+        if self.config.metrics_port is not None:
+            self.metrics.serve(self.config.metrics_bind, self.config.metrics_port)
         self._resolver = threading.Thread(target=self._resolve_loop, name="resolver",
                                           daemon=True)
         self._resolver.start()
@@ -170,6 +169,34 @@ class Daemon:
         logger.info("dialer serving: node %s, %d worker(s) of %d call(s), database %s",
                     self.config.node, self.config.workers, self.config.calls_per_worker,
                     self.store.safe_url)
+
+    def _reconcile(self) -> None:
+        """Settle what a previous run of this node left, before the first scheduling pass.
+
+        The workers it left carrying calls are adopted first: the events they kept (call ends
+        and confirmations among them) are recorded, in order, and their calls stay open and go
+        on. Only then is every other open attempt of this node closed ``interrupted`` (or
+        ``contacted`` when its confirmations were recorded): a call is never marked lost while
+        a live worker still carries it."""
+        events, live = self.gateway.attach()
+        meta = self.store.attempt_meta(live)
+        for cid, m in meta.items():
+            self._call_meta[cid] = (m.campaign_id, m.recipient_id, m.email)
+            self.metrics.call_started(cid, m.kind, m.created_at)
+        for index, msg in events:
+            self._handle(index, msg)
+        self._flush_progress()
+        for cid in sorted(live - set(meta)):  # settled already (say by an earlier run): the
+            logger.warning("call %s goes on in a worker but its attempt is closed: hanging up",
+                           cid)  # database is the truth
+            self.gateway.hangup(cid)
+        recovered = self.store.recover(node=self.config.node, now=self.clock(), keep=live)
+        if live or events:
+            logger.warning("re-attached to SIP workers carrying %d call(s); %d event(s) they "
+                           "kept recorded", len(meta), len(events))
+        if recovered:
+            logger.warning("closed %d call(s) left open by a previous run as interrupted",
+                           recovered)
 
     def _resolve_loop(self) -> None:
         while not self.stopping.wait(self.resolve_interval):
@@ -350,6 +377,11 @@ class Daemon:
 
     def _worker_lost(self, w: int, msg: Message) -> None:
         """A worker process died: its calls are lost attempts; registrations it held are gone."""
+        if msg.get("retiring"):  # of another version: it was finishing its calls
+            for call_id in msg.get("calls") or []:
+                self._finish(EndReport(attempt_id=str(call_id), outcome=Outcome.INTERRUPTED,
+                                       at=self.clock(), reason="retiring SIP worker exited"))
+            return
         if self._shutting_down:
             reason = "daemon stopped"
         else:

@@ -26,6 +26,10 @@ GatewayEvent = tuple[int, Message]
 class Gateway(Protocol):
     """Places calls and reports their progress; see the module docstring."""
 
+    def attach(self) -> tuple[list[GatewayEvent], set[str]]:
+        """Before anything is settled: find the workers a previous daemon left carrying calls.
+        Returns the events they kept for us, in order, and the calls they still carry."""
+
     def start(self, size: int) -> None:
         """Get ready to carry calls (start ``size`` workers ahead of demand)."""
 
@@ -78,6 +82,18 @@ class PoolGateway:
         self.selector = selectors.DefaultSelector()
         self._registered: dict[int, Worker] = {}
 
+    def attach(self) -> tuple[list[GatewayEvent], set[str]]:
+        events: list[GatewayEvent] = []
+        live: set[str] = set()
+        for w, msgs in self.pool.adopt():
+            for msg in msgs:
+                self.pool.on_message(w, msg)
+                events.append((w.index, msg))
+            live |= w.calls
+        # After adopting: a worker that exited meanwhile wrote its file before closing its socket.
+        events.extend((-1, msg) for msg in self.pool.undelivered())
+        return events, live
+
     def start(self, size: int) -> None:
         self.pool.start(size)
 
@@ -98,7 +114,7 @@ class PoolGateway:
         return None if w is None else w.index
 
     def hangup(self, call_id: str) -> None:
-        for w in self.pool.workers.values():
+        for w in self.pool.all_workers():
             if call_id in w.calls and not w.channel.closed:
                 w.channel.send({"op": "hangup", "call_id": call_id})
 
@@ -132,7 +148,7 @@ class PoolGateway:
                 out.append((w.index, msg))
         for w, calls in self.pool.reap():
             out.append((w.index, {"ev": "worker_lost", "worker": w.index, "pid": w.pid,
-                                  "calls": sorted(calls)}))
+                                  "calls": sorted(calls), "retiring": w.retiring}))
         return out
 
     def next_wakeup_in(self) -> float | None:
@@ -143,7 +159,7 @@ class PoolGateway:
         self.pool.send_all({"op": "shutdown"})
 
     def active(self) -> bool:
-        return bool(self.pool.workers)
+        return bool(self.pool.all_workers())
 
     def close(self, timeout: float) -> None:
         self.pool.shutdown(timeout=timeout)

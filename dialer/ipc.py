@@ -1,9 +1,11 @@
-"""The wire between the daemon and its SIP workers: JSON objects, one per line, over a socketpair.
+"""The wire between the daemon and its SIP workers: JSON objects, one per line, over a stream socket.
 
-The daemon creates a ``socket.socketpair()`` per worker and passes the child's end as a file
-descriptor (``--ipc-fd N``); the worker's stdout and stderr stay free for logs. When the daemon
-dies the worker reads end-of-file, hangs its calls up and exits; when a worker dies the daemon
-reads end-of-file and accounts for the worker's calls.
+``dialer serve`` gives each worker a listening Unix socket in the node's state directory and
+connects to it (``dialer.pool``); when the daemon dies the worker keeps its calls and waits for
+the next daemon to attach (``sip.link``). The tests also drive a worker over one end of a
+``socket.socketpair()`` (``--ipc-fd N``): when that closes, the worker hangs up and exits. The
+worker's stdout and stderr stay free for logs. When a worker dies the daemon reads end-of-file
+and accounts for the worker's calls.
 
 Daemon to worker (``op``):
 
@@ -35,6 +37,19 @@ Worker to daemon (``ev``):
 * ``load``: ``overloaded`` (bool), ``lag`` (s): the worker's loop runs late (the machine is short
   of CPU) or has caught up; an overloaded worker is given no new calls.
 
+Attaching (``sip.link``; this part of the wire does not change between versions, so that a
+daemon can let a worker of another version finish its calls):
+
+* daemon to worker ``attach``: ``wire`` (the daemon's wire version). A worker the daemon did
+  not start itself answers ``hello`` (``wire``, ``worker``, ``pid``, ``sip_port``, ``digest``,
+  ``ready``), then every event it kept while no daemon was attached, in order, then its state
+  (``reg``, ``load``, ``slots``), then ``attached``: ``calls`` (the call_ids it carries, each to
+  end with one ``ended``), ``dropped`` (progress events a full buffer lost), ``alone`` (s).
+  A worker attached to another daemon answers ``refused`` (``reason``, ``pid``) and hangs up.
+* daemon to worker ``retire``: finish the calls, take no new one, exit.
+* ``init`` carries ``wire`` and ``digest`` (a hash of the rest of ``init``), which the worker
+  reports in ``hello``: a daemon adopts a worker of the same wire and digest, and retires others.
+
 Times are POSIX timestamps (float seconds).
 """
 
@@ -48,6 +63,7 @@ from typing import Any
 Message = dict[str, Any]
 
 MAX_LINE = 1 << 20
+WIRE_VERSION = 1  # grows with every change of the wire a daemon and a worker must agree on
 
 
 class Channel:

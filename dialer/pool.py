@@ -1,27 +1,47 @@
 """The supervised pool of SIP worker processes (``python -m sip.worker``).
 
 One PJSUA2 process holds at most 4 calls, so capacity comes from several workers, all started
-ahead of demand (a warm pool: a worker needs a good fraction of a second to become ready). Each
-worker talks to the daemon over its own socketpair (dialer.ipc). A worker that dies takes only
-its own calls: the pool reports them as lost and starts a replacement.
+ahead of demand (a warm pool: a worker needs a good fraction of a second to become ready). A
+worker that dies takes only its own calls: the pool reports them as lost and starts a
+replacement.
+
+Calls outlive the daemon. Each worker listens on a Unix socket of its own in the node's state
+directory (``<data dir>/run/<node>/w<index>-<token>.sock``, the directory 0700): the pool binds
+it, hands the listening descriptor to the new process (in a session of its own, so a signal to
+the daemon's process group does not reach it) and connects at once. When the daemon dies the
+worker keeps its calls (``sip.link``); the next daemon of the node ``adopt``s every worker it
+finds there before it settles any open attempt: each says who it is, hands over the events the
+daemon missed, in order, and lists the calls it still carries. A worker of another wire version
+or configuration is told to ``retire``: it finishes its calls, takes no new ones and exits, while
+a fresh worker of this daemon takes its place for new calls (each worker's RTP range has room
+for both). Adopted workers are not this process's children: they are watched through their
+socket (a dead process closes it) and their pid.
 
 This module starts processes and moves messages; it never imports pjsua2.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import resource
+import secrets
+import selectors
+import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from dialer.errors import ConfigError
-from dialer.ipc import Channel, Message, inheritable_pair
+from dialer.files import private_dir
+from dialer.ipc import WIRE_VERSION, Channel, Message, inheritable_pair
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +52,69 @@ SETUP_RATE = 100.0
 SETUP_BURST = 100
 FDS_PER_WORKER = 4  # the daemon's end of the socketpair, with room for pipes and restarts
 EPHEMERAL_PORTS = "/proc/sys/net/ipv4/ip_local_port_range"
+ADOPT_TIMEOUT = 3.0  # seconds a starting daemon waits for the workers it finds to report
+SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes; longer paths go through /proc/self/fd
+
+
+class AnotherDaemon(ConfigError):
+    """A worker of this node is attached to another running daemon."""
+
+
+class Process(Protocol):
+    """What the pool needs of a worker process: ``subprocess.Popen`` or ``Adopted``."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None: ...
+
+    def kill(self) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+class Adopted:
+    """A worker process a previous daemon started: not a child, so watched by pid."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not _alive(self.pid):
+            self.returncode = -1  # its exit status went to its parent, not to us
+        return self.returncode
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+            time.sleep(0.02)
+        return code
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for a parent that does not reap it does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def digest(init: Message) -> str:
+    """What a worker was configured with, as a short hash: a worker adopted by a daemon whose
+    configuration differs (trunks, bind, ports) retires instead of taking new calls. The trusted
+    sources are left out: they change at run time (``trust``) and are sent again on adoption."""
+    stable = {k: v for k, v in init.items() if k not in ("allowed_sources", "digest", "op")}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def raise_fd_limit(wanted: int) -> int:
@@ -68,10 +151,12 @@ class Worker:
     """The daemon's view of one worker process."""
 
     index: int
-    proc: subprocess.Popen[bytes]
+    proc: Process
     channel: Channel
     started_at: float
     ready: bool = False
+    retiring: bool = False  # another version or configuration: finishes its calls, takes none
+    adopted: bool = False
     sip_port: int | None = None
     calls: set[str] = field(default_factory=set)
     failures: int = 0
@@ -94,8 +179,14 @@ class WorkerPool:
 
     def __init__(self, *, size: int, calls_per_worker: int,
                  init_message: Callable[[int], Message],
-                 command: list[str] | None = None) -> None:
+                 command: list[str] | None = None,
+                 state_dir: Path | None = None) -> None:
+        """``state_dir``: where the workers' sockets live, so that they outlive the daemon;
+        None: each worker is tied to this process by a socketpair and dies with it."""
         self.size = size
+        self.state_dir = state_dir
+        self._dirfd: int | None = None
+        self.retiring: dict[int, Worker] = {}  # pid -> worker of another version or config
         self.calls_per_worker = calls_per_worker
         self._init_message = init_message
         self._command = command or [sys.executable, "-m", "sip.worker"]
@@ -126,19 +217,167 @@ class WorkerPool:
             if i not in self.workers and i not in self._restart_at:
                 self._spawn(i)
 
+    def init_for(self, index: int) -> Message:
+        init = self._init_message(index)
+        return {**init, "wire": WIRE_VERSION, "digest": digest(init)}
+
     def _spawn(self, index: int) -> Worker:
-        channel, child_fd = inheritable_pair()
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        proc = subprocess.Popen([*self._command, "--ipc-fd", str(child_fd)], pass_fds=[child_fd],
-                                stdin=subprocess.DEVNULL, env=env)
-        os.close(child_fd)
+        proc: subprocess.Popen[bytes]
+        if self.state_dir is None:
+            channel, child_fd = inheritable_pair()
+            proc = subprocess.Popen([*self._command, "--ipc-fd", str(child_fd)],
+                                    pass_fds=[child_fd], stdin=subprocess.DEVNULL, env=env)
+            os.close(child_fd)
+        else:
+            name = f"w{index}-{secrets.token_hex(4)}.sock"
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                listener.bind(self._address(name))
+                os.chmod(self.state_dir / name, 0o600)
+                listener.listen(8)
+                proc = subprocess.Popen(
+                    [*self._command, "--listen-fd", str(listener.fileno()),
+                     "--socket", str(self.state_dir / name)],
+                    pass_fds=[listener.fileno()], stdin=subprocess.DEVNULL, env=env,
+                    start_new_session=True)
+            finally:
+                listener.close()
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(self._address(name))  # queued on the listener: no race with the child
+            channel = Channel(sock)
         w = Worker(index=index, proc=proc, channel=channel, started_at=time.monotonic(),
                    failures=self._failures.get(index, 0))
         self.workers[index] = w
-        channel.send({"op": "init", **self._init_message(index)})
+        channel.send({"op": "init", **self.init_for(index)})
         logger.info("worker %d started (pid %d)", index, proc.pid)
         return w
+
+    # ----- the state directory -----
+
+    def _address(self, name: str) -> str:
+        """The address of socket ``name``: its path, or, when that is too long for a Unix
+        socket, the same file through an open descriptor of the directory."""
+        assert self.state_dir is not None
+        full = str(self.state_dir / name)
+        if len(full.encode()) <= SOCKET_PATH_MAX:
+            return full
+        if self._dirfd is None:
+            self._dirfd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY)
+        return f"/proc/self/fd/{self._dirfd}/{name}"
+
+    def adopt(self, timeout: float = ADOPT_TIMEOUT) -> list[tuple[Worker, list[Message]]]:
+        """Re-attach every worker a previous daemon of this node left running.
+
+        Returns each adopted worker with the events it kept for us, in order (the first is its
+        ``hello``, the last ``attached`` with the calls it carries). A worker of another wire
+        version or configuration, or one whose index is taken, is told to retire. A worker that
+        does not report within ``timeout`` is killed (its calls are then settled as
+        interrupted). Raises ``AnotherDaemon`` when a worker is attached to a running daemon."""
+        if self.state_dir is None:
+            return []
+        private_dir(self.state_dir)
+        sel = selectors.DefaultSelector()
+        got: dict[Channel, list[Message]] = {}
+        names: dict[Channel, str] = {}
+        for path in sorted(self.state_dir.glob("w*.sock")):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(self._address(path.name))
+            except OSError:  # nobody listens: its worker is gone
+                sock.close()
+                path.unlink(missing_ok=True)
+                continue
+            ch = Channel(sock)
+            ch.send({"op": "attach", "wire": WIRE_VERSION})
+            sel.register(ch.fileno(), selectors.EVENT_READ, ch)
+            got[ch], names[ch] = [], path.name
+        deadline = time.monotonic() + timeout
+        waiting = set(got)
+        while waiting and time.monotonic() < deadline:
+            for key, _ in sel.select(max(0.0, deadline - time.monotonic())):
+                ch = key.data
+                try:
+                    msgs = ch.receive()
+                except ValueError:
+                    msgs = []
+                    ch.closed = True
+                got[ch].extend(msgs)
+                if ch.closed or any(m.get("ev") in ("attached", "refused") for m in msgs):
+                    sel.unregister(ch.fileno())
+                    waiting.discard(ch)
+        sel.close()
+        adopted: list[tuple[Worker, list[Message]]] = []
+        for ch, msgs in got.items():
+            hello = next((m for m in msgs if m.get("ev") in ("hello", "refused")), None)
+            if hello is not None and hello.get("ev") == "refused":
+                ch.close()
+                raise AnotherDaemon(
+                    f"worker pid {hello.get('pid')} ({names[ch]}) is attached to another running "
+                    f"daemon of this node: stop it first, or give this one another node name")
+            done = any(m.get("ev") == "attached" for m in msgs)
+            if hello is None or not done:
+                ch.close()
+                pid = int(hello.get("pid") or 0) if hello else 0
+                logger.error("worker socket %s did not answer in %.0f s%s", names[ch], timeout,
+                             f": killing pid {pid}" if pid else "")
+                if pid:
+                    Adopted(pid).kill()
+                continue
+            w = self._adopted(ch, hello, msgs)
+            adopted.append((w, msgs))
+        return adopted
+
+    def _adopted(self, ch: Channel, hello: Message, msgs: list[Message]) -> Worker:
+        end = next(m for m in msgs if m.get("ev") == "attached")
+        index = int(hello.get("worker") or 0)
+        w = Worker(index=index, proc=Adopted(int(hello["pid"])), channel=ch,
+                   started_at=time.monotonic(), ready=bool(hello.get("ready")),
+                   sip_port=hello.get("sip_port"), calls={str(c) for c in end.get("calls") or []},
+                   adopted=True)
+        why = None
+        if hello.get("wire") != WIRE_VERSION:
+            why = f"wire version {hello.get('wire')} (ours: {WIRE_VERSION})"
+        elif not 0 <= index < self.size:
+            why = f"index {index} outside this pool of {self.size}"
+        elif index in self.workers:
+            why = f"index {index} already taken by pid {self.workers[index].pid}"
+        elif hello.get("digest") != digest(self._init_message(index)):
+            why = "configuration changed"
+        if why is None:
+            self.workers[index] = w
+            ch.send({"op": "trust", "allowed_sources": self._init_message(index)
+                     .get("allowed_sources") or []})
+        else:
+            w.retiring = True
+            self.retiring[w.pid] = w
+            ch.send({"op": "retire"})
+        logger.warning("worker %d (pid %d) adopted with %d call(s) and %d event(s) kept%s",
+                       index, w.pid, len(w.calls), len(msgs) - 2,
+                       f"; retiring it: {why}" if why else "")
+        return w
+
+    def undelivered(self) -> list[Message]:
+        """Events of workers that exited with no daemon attached (``sip.link``), oldest file
+        first; the files are removed: call ``undelivered`` once, before settling anything."""
+        if self.state_dir is None or not self.state_dir.exists():
+            return []
+        out: list[Message] = []
+        for path in sorted(self.state_dir.glob("undelivered-*.jsonl"),
+                           key=lambda p: p.stat().st_mtime):
+            for line in path.read_text().splitlines():
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    logger.error("%s: a line is not JSON: skipped", path)
+                    continue
+                if isinstance(msg, dict):
+                    out.append(msg)
+            logger.warning("%d event(s) of a worker that exited alone read from %s",
+                           len(out), path.name)
+            path.unlink()
+        return out
 
     # ----- capacity -----
 
@@ -161,7 +400,11 @@ class WorkerPool:
         return self._tokens
 
     def busy_slots(self) -> int:
-        return sum(len(w.calls) for w in self.workers.values())
+        return sum(len(w.calls) for w in self.all_workers())
+
+    def all_workers(self) -> list[Worker]:
+        """Every worker with a channel: the pool's own and those retiring."""
+        return [*self.workers.values(), *self.retiring.values()]
 
     def ready_count(self) -> int:
         return sum(1 for w in self.workers.values() if w.ready)
@@ -180,7 +423,7 @@ class WorkerPool:
         return w
 
     def send_all(self, message: Message) -> None:
-        for w in self.workers.values():
+        for w in self.all_workers():
             if not w.channel.closed:
                 w.channel.send(message)
 
@@ -208,18 +451,18 @@ class WorkerPool:
     def reap(self) -> list[tuple[Worker, set[str]]]:
         """Workers that have exited (or closed their channel): their lost calls, then restart."""
         lost: list[tuple[Worker, set[str]]] = []
+        for w in list(self.retiring.values()):
+            if self._gone(w):
+                logger.info("retiring worker %d (pid %d) exited holding %d call(s)", w.index,
+                            w.pid, len(w.calls))
+                lost.append((w, set(w.calls)))
+                del self.retiring[w.pid]
         for index, w in list(self.workers.items()):
-            code = w.proc.poll()
-            if code is None and not w.channel.closed:
+            if not self._gone(w):
                 continue
-            if code is None:
-                # The channel closed but the process lives on: it is no use to us.
-                w.proc.kill()
-                code = w.proc.wait()
-            w.channel.close()
             (logger.info if self.stopping else logger.error)(
                 "worker %d (pid %d) exited with %s holding %d call(s)",
-                index, w.pid, code, len(w.calls))
+                index, w.pid, w.proc.poll(), len(w.calls))
             lost.append((w, set(w.calls)))
             del self.workers[index]
             fails = self._failures.get(index, 0) + 1
@@ -236,13 +479,25 @@ class WorkerPool:
                 self._spawn(index)
         return lost
 
+    @staticmethod
+    def _gone(w: Worker) -> bool:
+        """Whether ``w`` exited or closed its channel (then it is killed: it is no use)."""
+        code = w.proc.poll()
+        if code is None and not w.channel.closed:
+            return False
+        if code is None:
+            w.proc.kill()
+            w.proc.wait()
+        w.channel.close()
+        return True
+
     def next_restart_in(self) -> float | None:
         if not self._restart_at:
             return None
         return max(0.0, min(self._restart_at.values()) - time.monotonic())
 
     def channels(self) -> list[tuple[Worker, Channel]]:
-        return [(w, w.channel) for w in self.workers.values() if not w.channel.closed]
+        return [(w, w.channel) for w in self.all_workers() if not w.channel.closed]
 
     def stop_restarts(self) -> None:
         """No more replacements: the pool is being shut down."""
@@ -254,7 +509,7 @@ class WorkerPool:
         self.stop_restarts()
         self.send_all({"op": "shutdown"})
         deadline = time.monotonic() + timeout
-        for w in self.workers.values():
+        for w in self.all_workers():
             remaining = max(0.1, deadline - time.monotonic())
             try:
                 w.proc.wait(remaining)
@@ -266,4 +521,14 @@ class WorkerPool:
 
     def describe(self) -> list[dict[str, Any]]:
         return [{"index": w.index, "pid": w.pid, "ready": w.ready, "calls": sorted(w.calls),
-                 "sip_port": w.sip_port} for w in self.workers.values()]
+                 "sip_port": w.sip_port, "retiring": w.retiring, "adopted": w.adopted}
+                for w in self.all_workers()]
+
+    def detach(self) -> None:
+        """Let go of every worker without stopping it (a test's stand-in for kill -9 of the
+        daemon, and the end of a daemon that hands its calls over)."""
+        for w in self.all_workers():
+            w.channel.close()
+        self.workers.clear()
+        self.retiring.clear()
+        self._restart_at.clear()

@@ -1,6 +1,10 @@
 """One SIP worker process: a single-threaded PJSUA2 endpoint with at most 4 calls.
 
-Run as ``python -m sip.worker --ipc-fd N``; the daemon speaks ``dialer.ipc`` on that socket. The
+Run by the daemon as ``python -m sip.worker --listen-fd N --socket PATH`` (a listening Unix
+socket in the node's state directory: the worker outlives its daemon and a restarted daemon
+re-attaches, ``sip.link``), or as ``python -m sip.worker --ipc-fd N`` (one connected socket: the
+worker hangs up and exits when it closes, as the tests drive it). The daemon speaks ``dialer.ipc``.
+The
 main thread alternates between ``libHandleEvents`` (where every pjsua2 callback runs) and a
 non-blocking read of the IPC socket, then checks the calls' timers. Each answered call is driven
 by the pure ``dialer.dialogue`` state machine; this module only turns its commands into SIP and
@@ -35,9 +39,11 @@ import gc
 import logging
 import os
 import select
+import socket
 import sys
 import time
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import pjsua2 as pj
@@ -46,6 +52,7 @@ from dialer import dialogue as dlg
 from dialer.domain import DialogueSettings, Outcome, outcome_from_status
 from dialer.ipc import Channel, Message
 from sip import sockfilter, trust
+from sip.link import Link
 from sip.endpoint import (create_endpoint, create_transport, destroy_endpoint, guarded,
                           pjsua_level, q850_cause, setup_logging)
 from sip.pjmodule import Module, Rx, Tx
@@ -168,8 +175,8 @@ class TrunkAccount(pj.Account):  # type: ignore[misc]
         logger.info("trunk %s registration: %s %s (expires %s)", self._trunk, prm.code,
                     prm.reason, prm.expiration)
         self._worker.registration_changed(self._trunk, prm.code, prm.expiration)
-        self._worker.send({"ev": "reg", "trunk": self._trunk, "code": prm.code,
-                           "reason": prm.reason, "expires": prm.expiration})
+        self._worker.send_reg({"ev": "reg", "trunk": self._trunk, "code": prm.code,
+                               "reason": prm.reason, "expires": prm.expiration})
 
     @guarded
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
@@ -216,8 +223,15 @@ class OutboundCall(pj.Call):  # type: ignore[misc]
 class Worker:
     """Owns the endpoint, the trunk accounts and the calls of one worker process."""
 
-    def __init__(self, channel: Channel) -> None:
-        self.channel = channel
+    def __init__(self, channel: Channel | None, listener: Any = None,
+                 socket_path: str | None = None) -> None:
+        self.link = Link(channel, listener, hello=self._hello, state=self._state,
+                         calls=self._carried,
+                         state_dir=Path(socket_path).parent if socket_path else None)
+        self.socket_path = socket_path
+        self.digest = ""
+        self._reg_last: dict[str, Message] = {}  # trunk -> its last ``reg`` event
+        self._retiring = False  # finish the calls, take no new one, then exit
         self.ep: pj.Endpoint | None = None
         self._writer: Any = None
         self.index = 0
@@ -250,8 +264,28 @@ class Worker:
     # ----- IPC -----
 
     def send(self, msg: Message) -> None:
-        if not self.channel.closed:
-            self.channel.send(msg)
+        self.link.send(msg)
+
+    def send_reg(self, msg: Message) -> None:
+        self._reg_last[str(msg.get("trunk"))] = msg
+        self.send(msg)
+
+    def _hello(self) -> Message:
+        return {"worker": self.index, "sip_port": self.sip_port, "digest": self.digest,
+                "ready": self.ep is not None and not self._retiring}
+
+    def _state(self) -> list[Message]:
+        """What a daemon that attaches must know of this worker's state."""
+        out: list[Message] = list(self._reg_last.values())
+        if self._overloaded:
+            out.append({"ev": "load", "overloaded": True, "lag": round(self._lag, 3)})
+        if self._held_reported:
+            out.append({"ev": "slots", "held": self._held_reported})
+        return out
+
+    def _carried(self) -> list[str]:
+        """The calls this worker carries: each will end with one ``ended``."""
+        return [*self.attempts, *(str(m.get("call_id")) for _, m in self._redial)]
 
     def _log_event(self, level: str, message: str) -> None:
         self.send({"ev": "log", "level": level, "message": message})
@@ -262,6 +296,7 @@ class Worker:
         """Create the endpoint, transports and trunk accounts from the ``init`` message."""
         level = pjsua_level(init.get("log_level"))
         self.index = int(init.get("worker", 0))
+        self.digest = str(init.get("digest") or "")
         bind = str(init.get("bind") or "127.0.0.1")
         self.ep, self._writer = create_endpoint(level, USER_AGENT)
         self.filter = trust.SourceFilter(trust.networks(init.get("allowed_sources") or []),
@@ -369,15 +404,16 @@ class Worker:
                 for give_up, msg in redial:
                     self._handle(msg, give_up)
             self._reject_pending()
-            try:
-                messages = self.channel.receive()
-            except ValueError as exc:  # malformed JSON or an over-long line: treat as EOF
-                logger.error("IPC: %s", exc)
-                messages, self.channel.closed = [], True
-            for msg in messages:
+            for msg in self.link.receive():
                 self._handle(msg)
-            if self.channel.closed:
+            if not self.link.attached and not self.link.detachable:
                 logger.info("IPC socket closed: shutting down")
+                self._stopping = True
+            elif self.link.abandoned and not self._retiring:
+                logger.warning("no daemon for %.0f s: finishing %d call(s), then exiting",
+                               self.link.alone_for(), len(self._carried()))
+                self._retiring = True
+            if self._retiring and not self._carried() and not self._lingering:
                 self._stopping = True
             self._tick()
             self._check_trunks(time.monotonic())
@@ -424,6 +460,9 @@ class Worker:
                                      report=False)
             elif op == "shutdown":
                 self._stopping = True
+            elif op == "retire":
+                logger.info("retiring: finishing %d call(s), then exiting", len(self._carried()))
+                self._retiring = True
             else:
                 logger.warning("unknown IPC op %r", op)
         except Exception as exc:  # noqa: BLE001 - one bad message must not stop the worker
@@ -486,6 +525,9 @@ class Worker:
                 return
         if call_id in self.attempts:
             self._send_failed(call_id, "duplicate call_id")
+            return
+        if self._retiring:
+            self._send_failed(call_id, "worker retiring", Outcome.INTERRUPTED)
             return
         if trunk is None or trunk.account is None:
             self._send_failed(call_id, f"unknown trunk {msg.get('trunk')!r}")
@@ -800,7 +842,7 @@ class Worker:
         trunk.down = why
         if report:
             logger.warning("trunk %s not registered: %s", trunk.name, why)
-            self.send({"ev": "reg", "trunk": trunk.name, "code": 408, "reason": why,
+            self.send_reg({"ev": "reg", "trunk": trunk.name, "code": 408, "reason": why,
                        "expires": 0})
         # Calls whose INVITE has had no answer went into the dead registrar/proxy: nobody rang.
         # End them now (their slots free) as trunk_down, which costs the recipient no attempt.
@@ -967,23 +1009,48 @@ def _read_first(channel: Channel) -> list[Message]:
     return []
 
 
+def _first_daemon(listener: socket.socket, timeout: float) -> Channel | None:
+    """The connection of the daemon that started us (it connects at once)."""
+    ready, _, _ = select.select([listener], [], [], timeout)
+    if not ready:
+        return None
+    conn, _ = listener.accept()
+    return Channel(conn)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ipc-fd", type=int, required=True)
+    wire = parser.add_mutually_exclusive_group(required=True)
+    wire.add_argument("--ipc-fd", type=int, help="a connected socket: exit when it closes")
+    wire.add_argument("--listen-fd", type=int,
+                      help="a listening Unix socket: outlive the daemon, let the next attach")
+    parser.add_argument("--socket", help="the path of the --listen-fd socket (removed at exit)")
     args = parser.parse_args(argv)
     setup_logging(3)
     faulthandler.enable()  # a crash in the library still names the Python line it came from
-    channel = Channel.from_fd(args.ipc_fd)
+    listener: socket.socket | None = None
+    if args.listen_fd is not None:
+        listener = socket.socket(fileno=args.listen_fd)
+        channel = _first_daemon(listener, 10.0)
+        if channel is None:
+            logger.error("no daemon connected")
+            listener.close()
+            _unlink(args.socket)
+            return 2
+    else:
+        channel = Channel.from_fd(args.ipc_fd)
     first = _read_first(channel)
     if not first:
+        _unlink(args.socket)
         return 0  # the daemon went away before init
     init = first[0]
     if init.get("op") != "init":
         logger.error("expected init, got %r", init.get("op"))
+        _unlink(args.socket)
         return 2
     logging.getLogger().setLevel(logging.DEBUG if pjsua_level(init.get("log_level")) >= 4
                                  else logging.INFO)
-    worker = Worker(channel)
+    worker = Worker(channel, listener, args.socket)
     try:
         worker.start(init)
         worker.run(first[1:])
@@ -992,8 +1059,18 @@ def main(argv: list[str] | None = None) -> int:
         worker.send({"ev": "log", "level": "error", "message": f"worker failed: {exc}"})
         return 1
     finally:
-        channel.close()
+        _unlink(args.socket)  # first: no daemon may attach to a worker on its way out
+        worker.link.write_undelivered()
+        worker.link.close()
     return 0
+
+
+def _unlink(path: str | None) -> None:
+    if path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 if __name__ == "__main__":

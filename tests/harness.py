@@ -108,7 +108,30 @@ class Dialer:
         try:
             return self._stop(timeout)
         finally:
+            self.kill_workers()  # those a killed daemon left: they would outlive the test
             self.store.dispose()
+
+    def worker_processes(self) -> list[int]:
+        """Pids of every SIP worker of this installation, attached or not (from /proc)."""
+        mark = f"{self.tmp}/data/run/".encode()
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmd = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"sip.worker" in cmd and mark in cmd:
+                pids.append(int(entry.name))
+        return sorted(pids)
+
+    def kill_workers(self) -> None:
+        for pid in self.worker_processes():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def _stop(self, timeout: float) -> int | None:
         if self.daemon is None or self.daemon.poll() is not None:
@@ -130,8 +153,9 @@ class Dialer:
     def worker_pids(self) -> dict[int, int]:
         """Worker index -> pid of the newest start of each worker, from the daemon's log."""
         pids: dict[int, int] = {}
-        for m in re.finditer(r"worker (\d+) started \(pid (\d+)\)", self.log_text()):
-            pids[int(m.group(1))] = int(m.group(2))
+        for m in re.finditer(r"worker (\d+) (?:started \(pid (\d+)\)|\(pid (\d+)\) adopted)",
+                             self.log_text()):
+            pids[int(m.group(1))] = int(m.group(2) or m.group(3))
         return pids
 
     def wait(self, probe: Callable[[], T | None], timeout: float, what: str) -> T:

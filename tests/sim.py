@@ -110,6 +110,9 @@ class FakeGateway:
 
     # ----- Gateway -----
 
+    def attach(self) -> tuple[list[GatewayEvent], set[str]]:
+        return [], set()  # a simulated node starts with no worker left by a previous run
+
     def start(self, size: int) -> None:
         pass
 

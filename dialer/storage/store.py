@@ -18,7 +18,7 @@ import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +136,17 @@ class Tick:
     next_due: float | None  # when a scheduled start or a retry delay falls due
     transitions: list[tuple[int, str, str]]  # (campaign, from, to)
     settings: GlobalSettings  # the settings the pass decided with
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptMeta:
+    """An open attempt as the daemon tracks it (``attempt_meta``)."""
+
+    campaign_id: int
+    recipient_id: int
+    kind: str
+    email: str
+    created_at: float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1210,12 +1221,14 @@ class SqlStore:
 
     # ----- the daemon's side -----
 
-    def recover(self, *, node: str, now: float) -> int:
+    def recover(self, *, node: str, now: float, keep: Collection[str] = ()) -> int:
         """Account for calls a previous run of this node left open (it died): ``interrupted``
-        (not counted), or ``contacted`` when every confirmation had been recorded."""
+        (not counted), or ``contacted`` when every confirmation had been recorded. ``keep``:
+        calls a live worker still carries (they go on and end on their own)."""
         with self.session() as s:
-            open_ids = s.scalars(select(AttemptRow.id).where(AttemptRow.ended_at.is_(None),
-                                                             AttemptRow.node == node)).all()
+            open_ids = [aid for aid in s.scalars(select(AttemptRow.id).where(
+                AttemptRow.ended_at.is_(None), AttemptRow.node == node)).all()
+                if aid not in keep]
         for aid in open_ids:
             self.finish_attempt(EndReport(attempt_id=aid, outcome=Outcome.INTERRUPTED, at=now,
                                           reason="the daemon stopped during the call"))
@@ -1658,6 +1671,23 @@ class SqlStore:
                             recipient_id=rec.id, old=old_state, new=rec.state,
                             attempts=rec.attempts)
             return outcome
+
+    def attempt_meta(self, ids: Collection[str]) -> dict[str, AttemptMeta]:
+        """What the daemon keeps in memory of each *open* attempt among ``ids`` (a call a
+        re-attached worker carries); closed or unknown ids are left out."""
+        out: dict[str, AttemptMeta] = {}
+        if not ids:
+            return out
+        with self.session() as s:
+            rows = s.execute(select(AttemptRow, CampaignRow.settings)
+                             .join(CampaignRow, CampaignRow.id == AttemptRow.campaign_id)
+                             .where(AttemptRow.id.in_(list(ids)),
+                                    AttemptRow.ended_at.is_(None))).all()
+            for a, settings in rows:
+                out[a.id] = AttemptMeta(campaign_id=a.campaign_id, recipient_id=a.recipient_id,
+                                        kind=a.kind, email=settings_from_dict(settings).email,
+                                        created_at=to_ts(a.created_at) or 0.0)
+        return out
 
     def open_attempts(self, node: str) -> list[str]:
         with self.session() as s:

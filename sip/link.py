@@ -1,0 +1,239 @@
+"""A SIP worker's end of the wire: calls outlive the daemon.
+
+A worker started by ``dialer serve`` listens on a Unix socket in the node's state directory
+(``dialer.pool`` creates it and hands the listening descriptor over, so only the daemon ever
+names its path). The daemon that started it connects at once; a daemon that starts later, after
+the first one died, connects to every socket it finds there and re-attaches (``attach``). While
+no daemon is attached, the worker's calls go on: every event is kept, in order, in a bounded
+buffer, and handed to the next daemon that attaches, before anything else.
+
+Decisions worth knowing:
+
+* One daemon at a time: a connection that arrives while a daemon is attached is told ``refused``
+  and closed (two daemons of one node are a configuration error; the first one keeps its calls).
+* The buffer holds ``BUFFER_MAX`` events. When it is full, progress events (ringing, played,
+  keys) are dropped oldest first; call ends and confirmations are never dropped (at most one end
+  per call: a worker with no daemon places no call, so they are bounded by the calls it held).
+* A worker alone for ``ALONE_S`` seconds takes it that no daemon is coming: it lets its calls
+  finish their dialogue, then exits. What no daemon took by then is written to
+  ``undelivered-<pid>.jsonl`` in the state directory (0600), which the next daemon reads before
+  it settles anything: nothing a call reported is lost, however long the node was down.
+
+This module knows nothing of pjsua2: the worker gives it messages and asks it what arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from dialer.ipc import WIRE_VERSION, Channel, Message
+
+logger = logging.getLogger(__name__)
+
+BUFFER_MAX = 4096
+ALONE_S = 60.0
+KEPT = frozenset({"ended", "confirmed"})  # never dropped from a full buffer
+STATE = frozenset({"reg", "load", "slots"})  # not buffered: restated at each attach
+
+
+class Link:
+    """The worker's connection to whichever daemon is attached, if any.
+
+    ``hello`` builds what a worker says of itself when a daemon attaches (its index, pid, SIP
+    port, configuration digest); ``state`` the messages that restate its current state
+    (registrations, load); ``calls`` lists the calls it carries right now."""
+
+    def __init__(self, channel: Channel | None, listener: socket.socket | None, *,
+                 state_dir: Path | None = None,
+                 hello: Callable[[], Message] = dict,
+                 state: Callable[[], list[Message]] = list,
+                 calls: Callable[[], list[str]] = list,
+                 clock: Callable[[], float] = time.monotonic,
+                 buffer_max: int = BUFFER_MAX, alone_s: float = ALONE_S) -> None:
+        self.channel = channel
+        self.listener = listener
+        if listener is not None:
+            listener.setblocking(False)
+        self.state_dir = state_dir
+        self._hello, self._state, self._calls = hello, state, calls
+        self._clock = clock
+        self.buffer: deque[Message] = deque()
+        self.buffer_max = buffer_max
+        self.alone_s = alone_s
+        self.dropped = 0  # events dropped from a full buffer since the last attach
+        self._alone_since: float | None = None if channel is not None else clock()
+        self.attachments = 0
+        self.pending: Channel | None = None  # a daemon connected; its ``attach`` not yet read
+
+    @property
+    def detachable(self) -> bool:
+        """Whether this worker outlives its daemon (it has a listener to be found on)."""
+        return self.listener is not None
+
+    @property
+    def attached(self) -> bool:
+        return self.channel is not None and not self.channel.closed
+
+    def alone_for(self) -> float:
+        """Seconds since the last daemon went away (0 while one is attached)."""
+        return 0.0 if self._alone_since is None else self._clock() - self._alone_since
+
+    @property
+    def abandoned(self) -> bool:
+        """Alone for longer than the bound: no daemon is coming."""
+        return self._alone_since is not None and self.alone_for() >= self.alone_s
+
+    def fileno(self) -> int | None:
+        return self.channel.fileno() if self.attached and self.channel is not None else None
+
+    # ----- to the daemon -----
+
+    def send(self, msg: Message) -> None:
+        if self.attached and self.channel is not None:
+            self.channel.send(msg)
+            if not self.channel.closed:
+                return
+            self._lost("sending")
+        if not self.detachable or msg.get("ev") in STATE:
+            return
+        self.buffer.append(msg)
+        if len(self.buffer) > self.buffer_max:
+            self._shed()
+
+    def _shed(self) -> None:
+        """The buffer is full: drop the oldest event that is not a call's end or confirmation."""
+        for i, m in enumerate(self.buffer):
+            if m.get("ev") not in KEPT:
+                del self.buffer[i]
+                self.dropped += 1
+                return
+        # Only ends and confirmations: keep them all (they are bounded by the calls held).
+
+    # ----- from the daemon -----
+
+    def receive(self) -> list[Message]:
+        """What the attached daemon sent (``attach`` handled here); accepts a new daemon when
+        none is attached. Sets the worker alone when the daemon goes away."""
+        messages: list[Message] = []
+        if self.attached and self.channel is not None:
+            try:
+                messages = self.channel.receive()
+            except ValueError as exc:  # malformed JSON or an over-long line: hang up on it
+                logger.error("IPC: %s", exc)
+                self.channel.close()
+            if self.channel.closed:
+                self._lost("reading")
+        if self.pending is None:
+            self._accept()
+        if self.pending is not None:
+            messages += self._read_pending()
+        return messages
+
+    def _read_pending(self) -> list[Message]:
+        """The connected daemon's first messages: nothing reaches it before its ``attach``."""
+        pending = self.pending
+        assert pending is not None
+        try:
+            messages = pending.receive()
+        except ValueError as exc:
+            logger.error("IPC: %s", exc)
+            messages = []
+            pending.close()
+        if pending.closed and not messages:
+            self.pending = None
+            return []
+        if not messages:
+            return []
+        if messages[0].get("op") != "attach":
+            logger.error("a daemon connected without attaching (%r): closed", messages[0].get("op"))
+            pending.close()
+            self.pending = None
+            return []
+        self.pending = None
+        if self.channel is not None:
+            self.channel.close()
+        self.channel = pending
+        self._attach(messages[0])
+        return messages[1:]
+
+    def _lost(self, when: str) -> None:
+        if self._alone_since is None:
+            self._alone_since = self._clock()
+            if self.detachable:
+                logger.warning("daemon gone (%s): the calls go on; waiting up to %.0f s for a "
+                               "daemon to attach", when, self.alone_s)
+            else:
+                logger.info("IPC socket closed")
+
+    def _accept(self) -> None:
+        if self.listener is None:
+            return
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                logger.error("accepting a daemon: %s", exc)
+                return
+            if self.attached:
+                refused = Channel(conn)
+                refused.send({"ev": "refused", "reason": "another daemon is attached",
+                              "pid": os.getpid()})
+                refused.close()
+                logger.warning("refused a second daemon: one is attached")
+                continue
+            self.pending = Channel(conn)
+            return
+
+    def _attach(self, msg: Message) -> None:
+        """A daemon (re)attached: say who we are, hand over what it missed, restate our state,
+        then list the calls we carry: the daemon settles nothing before that last line."""
+        assert self.channel is not None
+        theirs = msg.get("wire")
+        self.send({"ev": "hello", "wire": WIRE_VERSION, "pid": os.getpid(), **self._hello()})
+        if theirs != WIRE_VERSION:
+            logger.warning("a daemon of wire version %s attached (ours: %s)", theirs,
+                           WIRE_VERSION)
+        backlog, self.buffer = self.buffer, deque()
+        for m in backlog:
+            self.send(m)
+        for m in self._state():
+            self.send(m)
+        self.send({"ev": "attached", "calls": self._calls(), "dropped": self.dropped,
+                   "alone": round(self.alone_for(), 3)})
+        if self.attached:
+            logger.info("daemon attached after %.1f s alone: %d event(s) handed over, %d dropped",
+                        self.alone_for(), len(backlog), self.dropped)
+            self._alone_since = None
+            self.dropped = 0
+            self.attachments += 1
+
+    # ----- exit -----
+
+    def write_undelivered(self) -> Path | None:
+        """At exit with no daemon attached: keep what no daemon took, for the next one."""
+        if self.attached or not self.buffer or self.state_dir is None:
+            return None
+        path = self.state_dir / f"undelivered-{os.getpid()}.jsonl"
+        data = "".join(json.dumps(m, separators=(",", ":")) + "\n" for m in self.buffer)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(data)
+        logger.warning("no daemon attached: %d event(s) left in %s", len(self.buffer), path)
+        self.buffer.clear()
+        return path
+
+    def close(self) -> None:
+        for ch in (self.channel, self.pending):
+            if ch is not None:
+                ch.close()
+        if self.listener is not None:
+            self.listener.close()
