@@ -101,6 +101,9 @@ class Config:
     # SIGTERM: no new calls; those in progress may finish their dialogue this long, then are
     # hung up (the shipped unit's TimeoutStopSec leaves room for it).
     drain_timeout: float = 60.0
+    # A SIP worker with no daemon attached this long takes it that none is coming: it lets its
+    # calls finish, then exits (what no daemon took is kept in the state directory).
+    orphan_timeout: float = 60.0
 
     @property
     def state_dir(self) -> Path:
@@ -294,6 +297,7 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> Config:
         smtp=parse_smtp(raw.get("smtp"), base),
         sip_reject_code=_reject_code(sip),
         drain_timeout=_seconds(sip, "drain_timeout", 60.0, "[sip]", 0, 3600),
+        orphan_timeout=_seconds(sip, "orphan_timeout", 60.0, "[sip]", 1, 3600),
     )
 
 

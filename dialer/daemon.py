@@ -100,6 +100,8 @@ class Daemon:
         # Progress events and worker assignments wait here until the end of the loop round (or
         # the next call end) and go to the database in one transaction (bench/RESULTS.md).
         self._progress: list[tuple[str, str, float, dict[str, Any]]] = []
+        self._replaying = False  # handling what re-attached workers kept (_reconcile)
+        self.handing_over = False  # stopping leaves the calls to the workers (hand_over)
         self._assigned: list[tuple[str, int]] = []
         # Where SIP is accepted from (the trunks' hosts, resolved): at start, then again every
         # RESOLVE_INTERVAL s off the loop (a slow resolver must not stall dialling); a
@@ -130,6 +132,7 @@ class Daemon:
         return {"worker": index, "bind": self.config.bind, "trunks": trunks,
                 "allowed_sources": self._sources,
                 "reject_code": self.config.sip_reject_code,
+                "orphan_timeout": self.config.orphan_timeout,
                 "log_level": self.config.sip_log_level,
                 "rtp_port": self.config.rtp_port + index * per, "rtp_port_range": per}
 
@@ -183,9 +186,16 @@ class Daemon:
         for cid, m in meta.items():
             self._call_meta[cid] = (m.campaign_id, m.recipient_id, m.email)
             self.metrics.call_started(cid, m.kind, m.created_at)
-        for index, msg in events:
-            self._handle(index, msg)
-        self._flush_progress()
+        # Replayed: the previous daemon may have committed the last of them without having
+        # acknowledged them (it died in between): the store records each such event once.
+        self._replaying = True
+        try:
+            for index, msg in events:
+                self._handle(index, msg)
+            self._flush_progress()
+        finally:
+            self._replaying = False
+        self.gateway.ack()
         for cid in sorted(live - set(meta)):  # settled already (say by an earlier run): the
             logger.warning("call %s goes on in a worker but its attempt is closed: hanging up",
                            cid)  # database is the truth
@@ -224,6 +234,14 @@ class Daemon:
             return
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGUSR1, lambda *_: self.hand_over())
+
+    def hand_over(self) -> None:
+        """Stop at once and leave every call to the workers, which the next daemon adopts
+        (SIGUSR1, the shipped unit's ``RestartKillSignal``: an upgrade pauses dialling for
+        the time of a restart and cuts no call)."""
+        self.handing_over = True
+        self.stopping.set()
 
     def _timeout(self) -> float:
         """How long the next wait may last: until the next due time, restart or safety pass."""
@@ -243,6 +261,7 @@ class Daemon:
         for index, msg in self.gateway.poll(self._timeout()):
             self._handle(index, msg)
         self._flush_progress()
+        self.gateway.ack()
         if self._sources_new is not None:
             self._apply_sources()
         now = self.clock()
@@ -418,7 +437,7 @@ class Daemon:
         """Write the batched progress events (before any call end: an ended attempt takes none)."""
         if self._progress:
             batch, self._progress = self._progress, []
-            self.store.record_progress_many(batch)
+            self.store.record_progress_many(batch, once=self._replaying)
 
     def _finish(self, report: EndReport) -> None:
         self._flush_progress()
@@ -459,6 +478,9 @@ class Daemon:
         on to the end of their dialogue for up to ``[sip] drain_timeout`` seconds: a routine
         restart cuts nobody who is listening to the message."""
         self.stopping.set()  # the resolver thread too (a simulator's daemon never ran run())
+        if self.handing_over:
+            self._hand_over()
+            return
         busy = self.gateway.busy_slots()
         if busy and self.config.drain_timeout > 0:
             logger.info("stopping: no new calls; %d call(s) in progress may finish (up to %g s)",
@@ -469,6 +491,7 @@ class Daemon:
                                                                  - time.monotonic()))):
                     self._handle(index, msg)
                 self._flush_progress()
+                self.gateway.ack()
         logger.info("stopping: hanging up %d call(s)", self.gateway.busy_slots())
         self._shutting_down = True
         self.gateway.begin_shutdown()
@@ -487,6 +510,20 @@ class Daemon:
         self.metrics.stop()
 
     _shutdown = shutdown
+
+    def _hand_over(self) -> None:
+        """What is committed is acknowledged; the workers are let go with their calls (they
+        keep what comes next for the daemon that adopts them); nothing is settled here."""
+        self._flush_progress()
+        self.gateway.ack()
+        busy = self.gateway.busy_slots()
+        self.gateway.detach()
+        logger.warning("handed over: %d call(s) go on in the SIP workers; the next `dialer "
+                       "serve` of node %s adopts them (within %.0f s, or they finish and exit)",
+                       busy, self.config.node, self.config.orphan_timeout)
+        self.store.stop_checkpointer()
+        self.mail.close(10.0)
+        self.metrics.stop()
 
     # ----- logs -----
 

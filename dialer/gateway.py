@@ -61,6 +61,10 @@ class Gateway(Protocol):
     def poll(self, timeout: float) -> list[GatewayEvent]:
         """Wait at most ``timeout`` seconds for events; return those that arrived."""
 
+    def ack(self) -> None:
+        """Everything ``poll`` and ``attach`` returned so far is committed: the workers may
+        forget it (until then they keep it for the next daemon, should this one die)."""
+
     def next_wakeup_in(self) -> float | None:
         """Seconds until the gateway needs ``poll`` called again on its own (None: never)."""
 
@@ -73,6 +77,9 @@ class Gateway(Protocol):
     def close(self, timeout: float) -> None:
         """Stop everything, forcibly after ``timeout`` seconds."""
 
+    def detach(self) -> None:
+        """Let go of the workers without stopping them: their calls go on (``hand_over``)."""
+
 
 class PoolGateway:
     """The ``Gateway`` over the supervised pool of SIP worker processes."""
@@ -81,6 +88,7 @@ class PoolGateway:
         self.pool = pool
         self.selector = selectors.DefaultSelector()
         self._registered: dict[int, Worker] = {}
+        self._seen: dict[int, tuple[Worker, int]] = {}  # pid -> (worker, last seq returned)
 
     def attach(self) -> tuple[list[GatewayEvent], set[str]]:
         events: list[GatewayEvent] = []
@@ -88,6 +96,7 @@ class PoolGateway:
         for w, msgs in self.pool.adopt():
             for msg in msgs:
                 self.pool.on_message(w, msg)
+                self._note(w, msg)
                 events.append((w.index, msg))
             live |= w.calls
         # After adopting: a worker that exited meanwhile wrote its file before closing its socket.
@@ -145,11 +154,23 @@ class PoolGateway:
             w: Worker = key.data
             for msg in w.channel.receive():
                 self.pool.on_message(w, msg)
+                self._note(w, msg)
                 out.append((w.index, msg))
         for w, calls in self.pool.reap():
             out.append((w.index, {"ev": "worker_lost", "worker": w.index, "pid": w.pid,
                                   "calls": sorted(calls), "retiring": w.retiring}))
         return out
+
+    def _note(self, w: Worker, msg: Message) -> None:
+        seq = msg.get("seq")
+        if isinstance(seq, int):
+            self._seen[w.pid] = (w, seq)
+
+    def ack(self) -> None:
+        seen, self._seen = self._seen, {}
+        for w, seq in seen.values():
+            if not w.channel.closed:
+                w.channel.send({"op": "ack", "seq": seq})
 
     def next_wakeup_in(self) -> float | None:
         return self.pool.next_restart_in()
@@ -163,3 +184,6 @@ class PoolGateway:
 
     def close(self, timeout: float) -> None:
         self.pool.shutdown(timeout=timeout)
+
+    def detach(self) -> None:
+        self.pool.detach()

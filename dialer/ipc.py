@@ -47,6 +47,9 @@ daemon can let a worker of another version finish its calls):
   end with one ``ended``), ``dropped`` (progress events a full buffer lost), ``alone`` (s).
   A worker attached to another daemon answers ``refused`` (``reason``, ``pid``) and hangs up.
 * daemon to worker ``retire``: finish the calls, take no new one, exit.
+* Every event but ``reg``, ``load`` and ``slots`` carries ``seq`` (1, 2, ... per worker
+  process); the daemon answers ``ack`` (``seq``: the last one whose effect is committed) and
+  the worker keeps each event until then, to hand it over again to the next daemon.
 * ``init`` carries ``wire`` and ``digest`` (a hash of the rest of ``init``), which the worker
   reports in ``hello``: a daemon adopts a worker of the same wire and digest, and retires others.
 
@@ -64,6 +67,7 @@ Message = dict[str, Any]
 
 MAX_LINE = 1 << 20
 WIRE_VERSION = 1  # grows with every change of the wire a daemon and a worker must agree on
+ALONE_S = 60.0  # a worker with no daemon attached this long finishes its calls and exits
 
 
 class Channel:

@@ -200,6 +200,8 @@ class WorkerPool:
 
     def start(self, size: int | None = None) -> None:
         """Start ``size`` workers (default: the pool's maximum) ahead of any call."""
+        if self.state_dir is not None:
+            private_dir(self.state_dir)
         limit = raise_fd_limit(64 + FDS_PER_WORKER * self.size + 1024)
         if limit < 64 + FDS_PER_WORKER * self.size:
             logger.warning("RLIMIT_NOFILE is %d: too low for %d workers", limit, self.size)
@@ -308,14 +310,18 @@ class WorkerPool:
                     sel.unregister(ch.fileno())
                     waiting.discard(ch)
         sel.close()
+        for ch, msgs in got.items():
+            refused = next((m for m in msgs if m.get("ev") == "refused"), None)
+            if refused is not None:  # before adopting anything: leave every worker untouched
+                for other in got:
+                    other.close()
+                raise AnotherDaemon(
+                    f"worker pid {refused.get('pid')} ({names[ch]}) is attached to another "
+                    f"running daemon of this node: stop it first, or give this one another "
+                    f"node name")
         adopted: list[tuple[Worker, list[Message]]] = []
         for ch, msgs in got.items():
-            hello = next((m for m in msgs if m.get("ev") in ("hello", "refused")), None)
-            if hello is not None and hello.get("ev") == "refused":
-                ch.close()
-                raise AnotherDaemon(
-                    f"worker pid {hello.get('pid')} ({names[ch]}) is attached to another running "
-                    f"daemon of this node: stop it first, or give this one another node name")
+            hello = next((m for m in msgs if m.get("ev") == "hello"), None)
             done = any(m.get("ev") == "attached" for m in msgs)
             if hello is None or not done:
                 ch.close()

@@ -7,12 +7,18 @@ the first one died, connects to every socket it finds there and re-attaches (``a
 no daemon is attached, the worker's calls go on: every event is kept, in order, in a bounded
 buffer, and handed to the next daemon that attaches, before anything else.
 
+Events are numbered (``seq``) and stay in the buffer until the daemon acknowledges them
+(``ack``), which it does once what they report is committed to the database: an event written
+to the socket of a daemon killed before it read it is not lost, it is handed over again. A
+daemon that attaches may therefore receive again the last events its predecessor committed
+but did not acknowledge; it records replayed events only once (``dialer.daemon``).
+
 Decisions worth knowing:
 
 * One daemon at a time: a connection that arrives while a daemon is attached is told ``refused``
   and closed (two daemons of one node are a configuration error; the first one keeps its calls).
-* The buffer holds ``BUFFER_MAX`` events. When it is full, progress events (ringing, played,
-  keys) are dropped oldest first; call ends and confirmations are never dropped (at most one end
+* The buffer holds ``BUFFER_MAX`` unacknowledged events. When it is full, progress events
+  (ringing, played, keys) are dropped oldest first; call ends and confirmations are never dropped (at most one end
   per call: a worker with no daemon places no call, so they are bounded by the calls it held).
 * A worker alone for ``ALONE_S`` seconds takes it that no daemon is coming: it lets its calls
   finish their dialogue, then exits. What no daemon took by then is written to
@@ -33,12 +39,11 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from dialer.ipc import WIRE_VERSION, Channel, Message
+from dialer.ipc import ALONE_S, WIRE_VERSION, Channel, Message
 
 logger = logging.getLogger(__name__)
 
 BUFFER_MAX = 4096
-ALONE_S = 60.0
 KEPT = frozenset({"ended", "confirmed"})  # never dropped from a full buffer
 STATE = frozenset({"reg", "load", "slots"})  # not buffered: restated at each attach
 
@@ -64,13 +69,15 @@ class Link:
         self.state_dir = state_dir
         self._hello, self._state, self._calls = hello, state, calls
         self._clock = clock
-        self.buffer: deque[Message] = deque()
+        self.buffer: deque[Message] = deque()  # sent or not, not acknowledged yet
+        self._seq = 0
         self.buffer_max = buffer_max
         self.alone_s = alone_s
         self.dropped = 0  # events dropped from a full buffer since the last attach
         self._alone_since: float | None = None if channel is not None else clock()
         self.attachments = 0
         self.pending: Channel | None = None  # a daemon connected; its ``attach`` not yet read
+        self._tail: list[Message] = []  # what a daemon sent before a write found it gone
 
     @property
     def detachable(self) -> bool:
@@ -96,16 +103,35 @@ class Link:
     # ----- to the daemon -----
 
     def send(self, msg: Message) -> None:
+        if self.detachable and msg.get("ev") not in STATE:
+            self._seq += 1
+            msg = {**msg, "seq": self._seq}
+            self.buffer.append(msg)
+            if len(self.buffer) > self.buffer_max:
+                self._shed()
+        self._write(msg)
+
+    def _write(self, msg: Message) -> None:
         if self.attached and self.channel is not None:
             self.channel.send(msg)
-            if not self.channel.closed:
-                return
-            self._lost("sending")
-        if not self.detachable or msg.get("ev") in STATE:
-            return
-        self.buffer.append(msg)
-        if len(self.buffer) > self.buffer_max:
-            self._shed()
+            if self.channel.closed:
+                self._tail += self._read_rest(self.channel)
+                self._lost("sending")
+
+    @staticmethod
+    def _read_rest(channel: Channel) -> list[Message]:
+        """What a daemon that went away sent before it went (still in our socket buffer)."""
+        channel.closed = False
+        try:
+            return channel.receive()
+        except ValueError:
+            return []
+        finally:
+            channel.closed = True
+
+    def _acked(self, seq: int) -> None:
+        while self.buffer and int(self.buffer[0].get("seq") or 0) <= seq:
+            self.buffer.popleft()
 
     def _shed(self) -> None:
         """The buffer is full: drop the oldest event that is not a call's end or confirmation."""
@@ -121,6 +147,9 @@ class Link:
     def receive(self) -> list[Message]:
         """What the attached daemon sent (``attach`` handled here); accepts a new daemon when
         none is attached. Sets the worker alone when the daemon goes away."""
+        if self._tail:  # handled before any new daemon attaches (see below)
+            tail, self._tail = self._tail, []
+            return self._own(tail)
         messages: list[Message] = []
         if self.attached and self.channel is not None:
             try:
@@ -130,11 +159,24 @@ class Link:
                 self.channel.close()
             if self.channel.closed:
                 self._lost("reading")
+                # What the dead daemon sent last (a dial among them) is handled before any new
+                # daemon attaches, so that the calls it is told of include them.
+                return self._own(messages)
         if self.pending is None:
             self._accept()
         if self.pending is not None:
             messages += self._read_pending()
-        return messages
+        return self._own(messages)
+
+    def _own(self, messages: list[Message]) -> list[Message]:
+        """Acknowledgements are the link's; the rest is the worker's."""
+        out: list[Message] = []
+        for msg in messages:
+            if msg.get("op") == "ack":
+                self._acked(int(msg.get("seq") or 0))
+            else:
+                out.append(msg)
+        return out
 
     def _read_pending(self) -> list[Message]:
         """The connected daemon's first messages: nothing reaches it before its ``attach``."""
@@ -198,17 +240,17 @@ class Link:
         then list the calls we carry: the daemon settles nothing before that last line."""
         assert self.channel is not None
         theirs = msg.get("wire")
-        self.send({"ev": "hello", "wire": WIRE_VERSION, "pid": os.getpid(), **self._hello()})
+        self._write({"ev": "hello", "wire": WIRE_VERSION, "pid": os.getpid(), **self._hello()})
         if theirs != WIRE_VERSION:
             logger.warning("a daemon of wire version %s attached (ours: %s)", theirs,
                            WIRE_VERSION)
-        backlog, self.buffer = self.buffer, deque()
+        backlog = list(self.buffer)  # kept until this daemon acknowledges them
         for m in backlog:
-            self.send(m)
+            self._write(m)
         for m in self._state():
-            self.send(m)
-        self.send({"ev": "attached", "calls": self._calls(), "dropped": self.dropped,
-                   "alone": round(self.alone_for(), 3)})
+            self._write(m)
+        self._write({"ev": "attached", "calls": self._calls(), "dropped": self.dropped,
+                     "alone": round(self.alone_for(), 3)})
         if self.attached:
             logger.info("daemon attached after %.1f s alone: %d event(s) handed over, %d dropped",
                         self.alone_for(), len(backlog), self.dropped)

@@ -297,6 +297,7 @@ class Worker:
         level = pjsua_level(init.get("log_level"))
         self.index = int(init.get("worker", 0))
         self.digest = str(init.get("digest") or "")
+        self.link.alone_s = float(init.get("orphan_timeout") or self.link.alone_s)
         bind = str(init.get("bind") or "127.0.0.1")
         self.ep, self._writer = create_endpoint(level, USER_AGENT)
         self.filter = trust.SourceFilter(trust.networks(init.get("allowed_sources") or []),

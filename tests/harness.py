@@ -42,7 +42,7 @@ class Dialer:
 
     def __init__(self, tmp: Path, *, internal: dict[str, Any], external: dict[str, Any],
                  workers: int = 4, env: dict[str, str] | None = None,
-                 metrics_port: int | None = None) -> None:
+                 metrics_port: int | None = None, sip: dict[str, Any] | None = None) -> None:
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.db_url = f"sqlite:///{tmp}/dialer.db"
@@ -51,7 +51,8 @@ class Dialer:
         self.log = tmp / "daemon.log"
         lines = [f'[database]\nurl = "{self.db_url}"', f'[data]\ndir = "{tmp}/data"',
                  f'[sip]\nbind = "127.0.0.1"\nworkers = {workers}\nlog_level = 1\n'
-                 f'rtp_port = {20000 + (os.getpid() % 100) * 100}']
+                 f'rtp_port = {20000 + (os.getpid() % 100) * 100}'
+                 + "".join(f"\n{k} = {_toml(v)}" for k, v in (sip or {}).items())]
         for name, trunk in (("internal", internal), ("external", external)):
             body = "\n".join(f"{k} = {_toml(v)}" for k, v in trunk.items())
             lines.append(f"[trunks.{name}]\n{body}")
@@ -96,11 +97,16 @@ class Dialer:
     # ----- daemon -----
 
     def serve(self) -> Dialer:
+        """Start ``dialer serve``; return once it serves (past reconciliation) and a worker has
+        been ready."""
+        starts = self.log_text().count("dialer serving")
         with open(self.log, "ab") as log:
             self.daemon = subprocess.Popen(
                 [sys.executable, "-m", "cli.app", "serve", "--config", str(self.config)],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL)
+        self.wait(lambda: self.log_text().count("dialer serving") > starts or None, 30,
+                  "the daemon did not start serving")
         self.wait(lambda: "ready" in self.log_text() or None, 30, "no worker became ready")
         return self
 

@@ -113,6 +113,12 @@ class FakeGateway:
     def attach(self) -> tuple[list[GatewayEvent], set[str]]:
         return [], set()  # a simulated node starts with no worker left by a previous run
 
+    def ack(self) -> None:
+        pass  # the simulated calls keep nothing for a next daemon
+
+    def detach(self) -> None:
+        raise NotImplementedError("a simulated node has no worker to hand its calls to")
+
     def start(self, size: int) -> None:
         pass
 

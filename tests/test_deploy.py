@@ -126,7 +126,11 @@ def test_the_systemd_unit_runs_serve_hardened() -> None:
                 "ProtectKernelTunables", "RestrictAddressFamilies", "SystemCallFilter",
                 "User", "Restart", "KillSignal", "TimeoutStopSec"):
         assert key in svc, key
-    assert svc["KillSignal"] == "SIGTERM"
+    assert svc["KillSignal"] == "SIGTERM"  # stop: drain
+    # The SIP workers outlive the daemon: systemd signals it alone, and a restart hands the calls
+    # over to the next daemon (SIGUSR1) instead of draining them.
+    assert svc["KillMode"] == "process"
+    assert svc["RestartKillSignal"] == "SIGUSR1"
     # the drain ([sip] drain_timeout's default) and then up to 10 s of hang-ups, with a margin
     from dialer.config import Config
 

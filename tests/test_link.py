@@ -75,11 +75,35 @@ def make(tmp: Path, clock: Clock, calls: list[str] | None = None,
     return link, theirs, path
 
 
-def test_events_go_straight_to_an_attached_daemon(tmp_path: Path) -> None:
+def test_events_go_straight_to_an_attached_daemon_and_are_kept_until_acknowledged(
+        tmp_path: Path) -> None:
     link, daemon, _ = make(tmp_path, Clock())
     link.send({"ev": "ringing", "call_id": "a"})
-    assert daemon.receive() == [{"ev": "ringing", "call_id": "a"}]
-    assert not link.buffer
+    link.send({"ev": "answered", "call_id": "a"})
+    link.send({"ev": "reg", "trunk": "internal", "code": 200})  # state: never numbered
+    assert daemon.receive() == [{"ev": "ringing", "call_id": "a", "seq": 1},
+                                {"ev": "answered", "call_id": "a", "seq": 2},
+                                {"ev": "reg", "trunk": "internal", "code": 200}]
+    assert [m["seq"] for m in link.buffer] == [1, 2]
+    daemon.send({"op": "ack", "seq": 1})
+    for _ in range(20):
+        assert link.receive() == []  # an ack is the link's own business
+        if len(link.buffer) == 1:
+            break
+    assert [m["seq"] for m in link.buffer] == [2]
+
+
+def test_an_event_the_killed_daemon_never_read_is_handed_over_again(tmp_path: Path) -> None:
+    """Written to the socket, never read (kill -9 in between): not lost."""
+    link, daemon, path = make(tmp_path, Clock())
+    link.send({"ev": "ended", "call_id": "b", "outcome": "busy"})
+    daemon.close()
+    link.receive()
+    new = connect(path)
+    new.send({"op": "attach", "wire": WIRE_VERSION})
+    got = read_until(new, link, "attached")
+    assert [(m["ev"], m.get("seq")) for m in got] == [
+        ("hello", None), ("ended", 1), ("reg", None), ("attached", None)]
 
 
 def test_a_restarted_daemon_gets_hello_then_the_kept_events_in_order_then_the_calls(
@@ -100,12 +124,13 @@ def test_a_restarted_daemon_gets_hello_then_the_kept_events_in_order_then_the_ca
     got = read_until(new, link, "attached")
     assert [m["ev"] for m in got] == ["hello", "answered", "confirmed", "ended", "reg",
                                       "attached"]
+    assert [m.get("seq") for m in got[1:4]] == [1, 2, 3]
     assert got[0] == {"ev": "hello", "wire": WIRE_VERSION, "pid": got[0]["pid"], "worker": 3,
                       "sip_port": 5099, "digest": "d"}
     assert got[-1] == {"ev": "attached", "calls": ["c"], "dropped": 0, "alone": 5.0}
-    assert link.attached and not link.buffer and link.alone_for() == 0.0
+    assert link.attached and link.alone_for() == 0.0
     link.send({"ev": "ringing", "call_id": "d"})  # and from now on, straight through
-    assert new.receive() == [{"ev": "ringing", "call_id": "d"}]
+    assert new.receive() == [{"ev": "ringing", "call_id": "d", "seq": 4}]
 
 
 def test_nothing_reaches_a_connected_daemon_before_its_attach(tmp_path: Path) -> None:
@@ -143,7 +168,7 @@ def test_a_second_daemon_is_refused_while_one_is_attached(tmp_path: Path) -> Non
     got = other.receive()
     assert got and got[0]["ev"] == "refused"
     link.send({"ev": "ringing", "call_id": "a"})
-    assert daemon.receive() == [{"ev": "ringing", "call_id": "a"}]  # the first keeps its worker
+    assert daemon.receive() == [{"ev": "ringing", "call_id": "a", "seq": 1}]  # the first keeps it
 
 
 def test_a_full_buffer_sheds_progress_oldest_first_never_ends_or_confirmations(
@@ -174,7 +199,7 @@ def test_alone_past_the_bound_is_abandoned_and_writes_what_it_kept(tmp_path: Pat
     assert path is not None and path.parent == tmp_path
     assert path.stat().st_mode & 0o777 == 0o600
     assert [json.loads(x) for x in path.read_text().splitlines()] == [
-        {"ev": "ended", "call_id": "z", "outcome": "contacted"}]
+        {"ev": "ended", "call_id": "z", "outcome": "contacted", "seq": 1}]
 
 
 def test_a_worker_tied_to_one_socket_keeps_nothing(tmp_path: Path) -> None:

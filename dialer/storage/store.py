@@ -1587,10 +1587,15 @@ class SqlStore:
         """
         self.record_progress_many([(attempt_id, what, at, detail)])
 
-    def record_progress_many(self, items: Sequence[tuple[str, str, float, dict[str, Any]]]) -> None:
+    def record_progress_many(self, items: Sequence[tuple[str, str, float, dict[str, Any]]], *,
+                             once: bool = False) -> None:
         """``record_progress`` for several ``(attempt_id, what, at, detail)`` in one transaction,
         in order: the daemon batches what one loop round brought (at 50 calls a second, one
-        small transaction per event is what limits the daemon, bench/RESULTS.md)."""
+        small transaction per event is what limits the daemon, bench/RESULTS.md).
+
+        ``once``: the items may have been recorded already (a worker handing its events over
+        again to a restarted daemon): one already stored (same attempt, kind and time) is
+        skipped."""
         if not items:
             return
         with self.session() as s:
@@ -1599,6 +1604,11 @@ class SqlStore:
                 if a is None or a.ended_at is not None:
                     continue
                 when = to_dt(at)
+                if once and s.scalar(select(EventRow.id).where(  # ix_events_campaign
+                        EventRow.campaign_id == a.campaign_id,
+                        EventRow.attempt_id == attempt_id, EventRow.kind == what,
+                        EventRow.at == when).limit(1)) is not None:
+                    continue
                 if what == "ringing" and a.ringing_at is None:
                     a.ringing_at = when
                 elif what == "answered":
