@@ -102,6 +102,14 @@ def test_kill_9_of_the_daemon_alone_drops_no_call(start_sipp, dialer) -> None:
         assert not done or done[0] == len(calls) - 1, (number, calls)
     assert set(per_number) == set(numbers), "a recipient was never called"
     assert detail["state"] == "incomplete"  # busy and unanswered numbers fail, by design
+    # Each restarted daemon placed no call before it had reconciled (its "dialer serving" line
+    # comes after adoption and recovery): nothing dialled between a kill and that line.
+    lines = d.log_text().splitlines()
+    for k, line in enumerate(lines):
+        if "dialer serving" in line and k > 0:
+            gone = max((j for j in range(k) if "daemon gone" in lines[j]), default=None)
+            if gone is not None:
+                assert not [x for x in lines[gone:k] if "dialer.daemon: dialing" in x], k
     # The same worker processes carried the whole campaign through every restart.
     assert sorted(d.worker_pids().values()) == first_pids
     assert d.log_text().count("worker 0 started") == 1, d.log_tail()
@@ -179,3 +187,15 @@ def test_a_worker_alone_finishes_its_calls_and_the_next_daemon_records_them(
     assert len({a["recipient_id"] for a in by_id.values() if a["id"] in received}) == len(
         [i for i in by_id if i in received]), "a recipient was called twice"
     assert not list((d.tmp / "data" / "run").glob("*/undelivered-*.jsonl"))
+
+
+def test_a_second_daemon_of_the_node_refuses_to_start(start_sipp, dialer) -> None:
+    sipp = _confirming(start_sipp, MESSAGE)
+    d: Dialer = dialer(internal={"uri": sipp.uri}, external={"uri": sipp.uri}, workers=1)
+    d.serve()
+    second = d.cli("serve", "--config", str(d.config), check=False)
+    assert second.returncode == 1, second.stdout + second.stderr
+    errors = [x for x in second.stderr.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and "attached to another running daemon" in errors[0], second.stderr
+    assert d.daemon is not None and d.daemon.poll() is None  # the first one serves on
+    assert d.stop() == 0
