@@ -5,7 +5,7 @@ and ``demo``. The command groups live in their own modules: ``cli/templates.py``
 Every error the user can act on is one line on stderr and exit code 1, never a traceback; every
 listing and ``show`` takes ``--json`` for scripts (schemas in docs/cli-json.md). Every command
 needs a role of its caller (the process's real OS user, never $LOGNAME/$USER): see
-``dialer.permissions``.
+``dialer.core.permissions``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from cli.history import history_app
 from cli.operators import audit_app, operator_app
 from cli.settings import settings_app
 from cli.templates import template_app
-from dialer.errors import DialerError
-from dialer.permissions import PermissionDenied, Role
+from dialer.core.errors import DialerError
+from dialer.core.permissions import PermissionDenied, Role
 from dialer.recipients import DEFAULT_EXTENSION_PATTERN, DEFAULT_REGION, NumberRules
 from dialer.storage.store import SqlStore, sqlite_path
 

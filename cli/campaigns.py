@@ -13,8 +13,8 @@ from rich.table import Table
 
 from cli.common import (actor, authorized, emit_json, fail, local, message_audio, out,
                         parse_start, read_recipient_lines, rules, short_time)
-from dialer.domain import CampaignState
-from dialer.permissions import Role
+from dialer.core.domain import CampaignState
+from dialer.core.permissions import Role
 
 campaign_app = typer.Typer(help="Launch and follow campaigns.", no_args_is_help=True)
 
@@ -41,7 +41,7 @@ def campaign_start(
     now = time.time()
     start_at = parse_start(in_minutes, at, now)
     if name is not None:
-        from dialer import validation
+        from dialer.core import validation
 
         validation.template_name(name)
     s = authorized(C, "campaign start")
@@ -273,7 +273,7 @@ def campaign_check(
     import tempfile
 
     from dialer import config as config_mod
-    from dialer.errors import NotFound
+    from dialer.core.errors import NotFound
     from dialer.precheck import Severity, check_campaign, fetch_trunk_states, findings_json
 
     cfg = config_mod.load(config) if config is not None else None

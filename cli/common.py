@@ -21,8 +21,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from dialer.errors import ValidationError
-from dialer.permissions import PermissionDenied, Role, allows
+from dialer.core.errors import ValidationError
+from dialer.core.permissions import PermissionDenied, Role, allows
 from dialer.recipients import NumberRules, Recipient, parse_csv
 from dialer.storage.store import SqlStore
 
@@ -240,7 +240,7 @@ def email_policy(value: Optional[str]) -> Optional[str]:
     """``--email off|on-launch|unreached`` as the stored setting (None: not given)."""
     if value is None:
         return None
-    from dialer.domain import EmailPolicy
+    from dialer.core.domain import EmailPolicy
 
     stored = value.strip().lower().replace("-", "_")
     if stored not in {p.value for p in EmailPolicy}:

@@ -24,8 +24,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dialer.domain import CampaignSettings, Kind, Limits
-from dialer.errors import DialerError
+from dialer.core.domain import CampaignSettings, Kind, Limits
+from dialer.core.errors import DialerError
 from dialer.recipients import Recipient
 from dialer.storage.store import SqlStore
 from media.audio import wav_seconds

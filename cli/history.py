@@ -14,9 +14,9 @@ from rich import box
 from rich.table import Table
 
 from cli.common import authorized, emit_json, local, out
-from dialer.csvcells import cell
-from dialer.errors import ValidationError
-from dialer.permissions import Role
+from dialer.core.csvcells import cell
+from dialer.core.errors import ValidationError
+from dialer.core.permissions import Role
 
 history_app = typer.Typer(help="The permanent history of every campaign run.", no_args_is_help=True)
 
@@ -35,7 +35,7 @@ def export_csv(history: dict[str, Any]) -> str:
     """The history as one CSV: a ``run`` row (with the settings snapshot), one ``recipient`` row
     each, then every ``attempt`` and every ``event``; fields that have no column go into
     ``data`` as JSON with sorted keys. Every text cell is neutralised against spreadsheet
-    formulas (``dialer.csvcells``); the ``number`` column keeps its numbers (+39...) as they
+    formulas (``dialer.core.csvcells``); the ``number`` column keeps its numbers (+39...) as they
     are."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, CSV_COLUMNS, lineterminator="\n")

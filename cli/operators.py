@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from cli.common import actor, authorized, emit_json, local, out, parse_when
-from dialer.permissions import Role, parse_roles
+from dialer.core.permissions import Role, parse_roles
 
 operator_app = typer.Typer(help="Operators (OS logins) and their roles: admin, campaigns, "
                                 "settings, viewer.", no_args_is_help=True)

@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from cli.common import actor, authorized, emit_json, local, out, parse_limit
-from dialer.errors import ValidationError
-from dialer.permissions import Role
+from dialer.core.errors import ValidationError
+from dialer.core.permissions import Role
 from dialer.storage.store import GlobalSettings
 
 settings_app = typer.Typer(help="Global settings: campaign and call limits.", no_args_is_help=True)

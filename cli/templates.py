@@ -14,13 +14,13 @@ from rich.table import Table
 
 from cli.common import (actor, authorized, email_policy, emit_json, fail, message_audio, out,
                         parse_limit, read_recipient_lines, rules)
-from dialer.csvcells import cell
-from dialer.domain import CampaignSettings, Limits
-from dialer.errors import ValidationError
-from dialer.permissions import Role
+from dialer.core.csvcells import cell
+from dialer.core.domain import CampaignSettings, Limits
+from dialer.core.errors import ValidationError
+from dialer.core.permissions import Role
 from dialer.recipients import make_recipient
 from dialer.storage.store import TemplateView
-from dialer import validation
+from dialer.core import validation
 
 template_app = typer.Typer(help="Campaign templates (campaign models) and their recipients.",
                            no_args_is_help=True)

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.common import short_time
-from dialer.domain import CampaignState, Limits, RecipientState
+from dialer.core.domain import CampaignState, Limits, RecipientState
 from dialer.precheck import estimate_duration
 from dialer.storage.store import settings_from_dict
 

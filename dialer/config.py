@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from dialer.domain import SIP_REJECT_CODES as REJECT_CODES
-from dialer.errors import ConfigError
+from dialer.core.domain import SIP_REJECT_CODES as REJECT_CODES
+from dialer.core.errors import ConfigError
 from dialer.mailer import SmtpConfig, parse_smtp
 from dialer.recipients import DEFAULT_EXTENSION_PATTERN, DEFAULT_REGION, NumberRules
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dialer.config import Config, TrunkConfig
-from dialer.domain import DialogueSettings, EmailPolicy, Kind, Outcome
+from dialer.core.domain import DialogueSettings, EmailPolicy, Kind, Outcome
 from dialer.gateway import Gateway, PoolGateway
 from dialer.ipc import Message
 from dialer.mailqueue import MailQueue

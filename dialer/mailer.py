@@ -36,7 +36,7 @@ from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dialer.errors import ConfigError, ValidationError
+from dialer.core.errors import ConfigError, ValidationError
 from dialer.recipients import normalise_email
 
 if TYPE_CHECKING:

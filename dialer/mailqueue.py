@@ -7,7 +7,7 @@ the store whether and to whom to mail (``SqlStore.mail_job``: the campaign's ``e
 its first activation, the recipient's state), sends with ``dialer.mailer.Mailer`` and records
 every result as an ``email_sent`` / ``email_failed`` event (``SqlStore.record_emails``).
 
-The ``email`` setting of a campaign (``dialer.domain.EmailPolicy``):
+The ``email`` setting of a campaign (``dialer.core.domain.EmailPolicy``):
 
 * ``on_launch``: when the campaign becomes active for the first time, every recipient with an
   address gets the message (a campaign made active again by granted attempts is not a launch);
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dialer.errors import DialerError
+from dialer.core.errors import DialerError
 from dialer.mailer import Mailer, SmtpConfig
 
 if TYPE_CHECKING:

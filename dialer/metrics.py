@@ -55,7 +55,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from dialer.domain import CampaignState, Limits, RecipientState
+from dialer.core.domain import CampaignState, Limits, RecipientState
 
 logger = logging.getLogger(__name__)
 

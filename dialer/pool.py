@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from dialer.errors import ConfigError
+from dialer.core.errors import ConfigError
 from dialer.files import private_dir
 from dialer.ipc import WIRE_VERSION, Channel, Message, inheritable_pair
 

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from dialer.domain import CampaignSettings, Kind, Limits
-from dialer.errors import DialerError, ValidationError
+from dialer.core.domain import CampaignSettings, Kind, Limits
+from dialer.core.errors import DialerError, ValidationError
 from dialer.recipients import NumberRules, normalise_email, normalise_number
 from media.audio import validate_normalised, wav_seconds
 

@@ -24,9 +24,9 @@ import email_validator
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from dialer.csvcells import restore
-from dialer.domain import Kind
-from dialer.errors import CsvError, ValidationError
+from dialer.core.csvcells import restore
+from dialer.core.domain import Kind
+from dialer.core.errors import CsvError, ValidationError
 
 DEFAULT_EXTENSION_PATTERN = r"\d{2,6}"
 DEFAULT_REGION = "IT"

@@ -22,7 +22,7 @@ import numpy.typing as npt
 import soundfile as sf
 import soxr
 
-from dialer.errors import AudioError
+from dialer.core.errors import AudioError
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from dialer.errors import AudioError, ValidationError
+from dialer.core.errors import AudioError, ValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ LANGUAGES: tuple[str, ...] = ("en", "it")
 """Languages with a shipped prompt set (ISO 639-1 codes)."""
 
 PROMPT_NAMES: tuple[str, ...] = ("answer_prompt", "listen_prompt", "goodbye", "demo_message")
-"""Every prompt set holds these; the first three match ``dialer.dialogue.Prompt`` values."""
+"""Every prompt set holds these; the first three match ``dialer.core.dialogue.Prompt`` values."""
 
 PROMPT_TEXTS: dict[str, dict[str, str]] = {
     "en": {

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from dialer.errors import AudioError
+from dialer.core.errors import AudioError
 from media.audio import AudioInfo, import_audio, wav_seconds
 from media.prompts import LANGUAGES, PROMPT_TEXTS, PROMPTS_DIR, normalise_language
 

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from dialer.domain import SIP_REJECT_CODES
+from dialer.core.domain import SIP_REJECT_CODES
 
 PASS: Final = None
 DROP: Final = "drop"

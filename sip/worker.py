@@ -7,7 +7,7 @@ worker hangs up and exits when it closes, as the tests drive it). The daemon spe
 The
 main thread alternates between ``libHandleEvents`` (where every pjsua2 callback runs) and a
 non-blocking read of the IPC socket, then checks the calls' timers. Each answered call is driven
-by the pure ``dialer.dialogue`` state machine; this module only turns its commands into SIP and
+by the pure ``dialer.core.dialogue`` state machine; this module only turns its commands into SIP and
 audio and SIP events back into dialogue events.
 
 Decisions worth knowing:
@@ -48,8 +48,8 @@ from typing import Any
 
 import pjsua2 as pj
 
-from dialer import dialogue as dlg
-from dialer.domain import DialogueSettings, Outcome, outcome_from_status
+from dialer.core import dialogue as dlg
+from dialer.core.domain import DialogueSettings, Outcome, outcome_from_status
 from dialer.ipc import Channel, Message
 from sip import sockfilter, trust
 from sip.link import Link

@@ -5,7 +5,7 @@ scheduler, lifecycle and dialogue, with a fake SIP gateway on a virtual clock.
 ``Behaviour``s (one per call, the last one repeating): ring for N seconds then answer, be busy,
 reject, never answer (cancelled at the ring timeout), press a wrong key first, hang up in the
 middle of the message, or stay silent. An answered call is driven by the real
-``dialer.dialogue.step`` exactly as the SIP worker drives it (prompts, timers, keys, repeats), and
+``dialer.core.dialogue.step`` exactly as the SIP worker drives it (prompts, timers, keys, repeats), and
 the gateway emits the worker's IPC events (``ringing``, ``answered``, ``played``, ``key``,
 ``confirmed``, ``ended``). Time only moves when the daemon waits: ``poll(timeout)`` jumps the
 clock to the next scripted event or to the end of the timeout, so hours of campaigns run in
@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dialer import dialogue as dlg
+from dialer.core import dialogue as dlg
 from dialer.config import Config, TrunkConfig
 from dialer.daemon import Daemon
-from dialer.domain import DialogueSettings, Outcome
+from dialer.core.domain import DialogueSettings, Outcome
 from dialer.gateway import GatewayEvent
 from dialer.ipc import Message
 from dialer.storage.store import SqlStore
@@ -213,7 +213,7 @@ class FakeGateway:
         if ev.what == "ringing":
             self._emit({"ev": "ringing", "call_id": call.call_id})
         elif ev.what == "final":
-            from dialer.domain import outcome_from_status
+            from dialer.core.domain import outcome_from_status
 
             self._end(call, int(ev.arg), outcome_from_status(int(ev.arg)), "final reply")
         elif ev.what == "answer":

@@ -22,7 +22,7 @@ from sqlalchemy import update
 from typer.testing import CliRunner, Result
 
 from cli.app import JsonFormatter, TextFormatter, app, setup_logging
-from dialer.domain import Outcome
+from dialer.core.domain import Outcome
 from dialer.storage.models import MediaRow, TemplateRecipientRow
 from dialer.storage.store import EndReport, SqlStore
 

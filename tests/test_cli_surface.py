@@ -20,8 +20,8 @@ from typer.testing import CliRunner, Result
 
 import cli.common as cli_common
 from cli.app import app
-from dialer.domain import Kind, Outcome
-from dialer.errors import ValidationError
+from dialer.core.domain import Kind, Outcome
+from dialer.core.errors import ValidationError
 from dialer.recipients import NumberRules, normalise_number
 from dialer.storage.store import EndReport, SqlStore
 

@@ -8,7 +8,7 @@ import pytest
 
 from dialer import config
 from dialer.config import MAX_CALLS_PER_WORKER, Secret
-from dialer.errors import ConfigError
+from dialer.core.errors import ConfigError
 from dialer.recipients import NumberRules
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from dialer.domain import CampaignSettings, Kind, Limits, Outcome
-from dialer.errors import DialerError
+from dialer.core.domain import CampaignSettings, Kind, Limits, Outcome
+from dialer.core.errors import DialerError
 from dialer.recipients import Recipient
 from dialer.storage import counters
 from dialer.storage.models import CampaignRow

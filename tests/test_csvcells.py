@@ -1,5 +1,5 @@
 """CSV exports neutralise spreadsheet formulas (OWASP CSV injection), and the importer reads its
-own exports back (dialer.csvcells, `template recipients export`, `history export --format csv`)."""
+own exports back (dialer.core.csvcells, `template recipients export`, `history export --format csv`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typer.testing import CliRunner, Result
 
 from cli.app import app
 from cli.history import export_csv
-from dialer.csvcells import TRIGGERS, cell, neutralise, restore
+from dialer.core.csvcells import TRIGGERS, cell, neutralise, restore
 from dialer.recipients import parse_csv
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The per-call dialogue (dialer.dialogue): scripted event sequences and their whole command logs."""
+"""The per-call dialogue (dialer.core.dialogue): scripted event sequences and their whole command logs."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dialer import dialogue as dlg
-from dialer.dialogue import (
+from dialer.core import dialogue as dlg
+from dialer.core.dialogue import (
     Answered,
     Confirmed,
     Digit,
@@ -22,7 +22,7 @@ from dialer.dialogue import (
     StartTimer,
     TimerFired,
 )
-from dialer.domain import DialogueSettings, Outcome
+from dialer.core.domain import DialogueSettings, Outcome
 
 A, M, L, G = Prompt.ANSWER_PROMPT, Prompt.MESSAGE, Prompt.LISTEN_PROMPT, Prompt.GOODBYE
 

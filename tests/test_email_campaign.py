@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dialer.domain import CampaignSettings, Kind
+from dialer.core.domain import CampaignSettings, Kind
 from dialer.mailer import SmtpConfig
 from dialer.recipients import Recipient
 from dialer.storage.store import SqlStore

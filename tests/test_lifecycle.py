@@ -1,4 +1,4 @@
-"""Recipient and campaign lifecycle rules (dialer.lifecycle)."""
+"""Recipient and campaign lifecycle rules (dialer.core.lifecycle)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dialer.domain import CampaignState, Outcome, RecipientState
-from dialer.lifecycle import (
+from dialer.core.domain import CampaignState, Outcome, RecipientState
+from dialer.core.lifecycle import (
     OPERATOR_ACTIONS,
     RecipientUpdate,
     Startable,
@@ -381,7 +381,7 @@ def test_lifecycle_invariants_over_operator_actions_in_every_state(
 @pytest.mark.parametrize("outcome", [Outcome.INTERRUPTED, Outcome.TRUNK_DOWN])
 def test_calls_that_are_not_counted_are_still_bounded(outcome: Outcome) -> None:
     """A restart or outage loop cannot call anyone without end: attempts + EXTRA_CALLS calls."""
-    from dialer.domain import EXTRA_CALLS
+    from dialer.core.domain import EXTRA_CALLS
 
     attempts, calls, states = 0, 0, []
     for n in range(20):
@@ -402,7 +402,7 @@ def test_calls_that_are_not_counted_are_still_bounded(outcome: Outcome) -> None:
 ])
 def test_confirmed(answer: bool, listen: bool, a1: float | None, a9: float | None,
                    expected: bool) -> None:
-    from dialer.lifecycle import confirmed
+    from dialer.core.lifecycle import confirmed
 
     assert confirmed(answer_confirm=answer, listen_confirm=listen, answer_confirmed_at=a1,
                      listen_confirmed_at=a9) is expected

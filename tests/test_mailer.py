@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from dialer.config import Secret
-from dialer.errors import ConfigError
+from dialer.core.errors import ConfigError
 from dialer.mailer import Mailer, SmtpConfig, parse_smtp
 from dialer.recipients import Recipient, make_recipient
 

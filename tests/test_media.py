@@ -15,7 +15,7 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dialer.errors import AudioError, ValidationError
+from dialer.core.errors import AudioError, ValidationError
 from media.audio import AudioInfo, import_audio, validate_normalised, wav_seconds
 from media.prompts import LANGUAGES, PROMPT_NAMES, PROMPT_TEXTS, prompt_path, prompt_set
 

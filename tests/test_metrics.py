@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dialer.domain import CampaignState, Limits, Outcome, RecipientState
+from dialer.core.domain import CampaignState, Limits, Outcome, RecipientState
 from dialer.metrics import Metrics, status_class
 
 PROMTOOL = shutil.which("promtool")

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from dialer import pool as pool_mod
-from dialer.errors import ConfigError
+from dialer.core.errors import ConfigError
 from dialer.pool import Worker, WorkerPool, check_rtp_ranges
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dialer.domain import CampaignSettings, Kind, Limits
+from dialer.core.domain import CampaignSettings, Kind, Limits
 from dialer.metrics import Metrics
 from dialer.precheck import (
     CallModel,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dialer.domain import Kind
-from dialer.errors import CsvError, ValidationError
+from dialer.core.domain import Kind
+from dialer.core.errors import CsvError, ValidationError
 from dialer.recipients import (
     NumberRules,
     Recipient,

@@ -1,4 +1,4 @@
-"""The scheduling rule (dialer.scheduler.plan): table-driven cases and the invariants it keeps."""
+"""The scheduling rule (dialer.core.scheduler.plan): table-driven cases and the invariants it keeps."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dialer.domain import Kind, Limits
-from dialer.scheduler import (
+from dialer.core.domain import Kind, Limits
+from dialer.core.scheduler import (
     CampaignLoad,
     Candidate,
     Counts,

@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from dialer import lifecycle
-from dialer.domain import CampaignSettings, CampaignState, Kind, Limits
+from dialer.core import lifecycle
+from dialer.core.domain import CampaignSettings, CampaignState, Kind, Limits
 from dialer.recipients import Recipient
-from dialer.scheduler import Counts, room
+from dialer.core.scheduler import Counts, room
 from dialer.storage.models import AttemptRow, CampaignRow, RecipientRow
 from dialer.storage.store import SqlStore, settings_from_dict, to_ts
 from fixtures_core import db_url, pg_database, store  # noqa: F401 - pytest fixtures

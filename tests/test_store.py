@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect, select
 
-from dialer.domain import CampaignSettings, Kind, Limits, Outcome
-from dialer.errors import DialerError, NotFound, StateError, ValidationError
+from dialer.core.domain import CampaignSettings, Kind, Limits, Outcome
+from dialer.core.errors import DialerError, NotFound, StateError, ValidationError
 from dialer.recipients import Recipient
 from dialer.storage.models import AttemptRow, CampaignRow, RecipientRow, SettingsRow, TemplateRow
 from dialer.storage.store import ClaimedCall, EndReport, SqlStore, Tick
@@ -434,7 +434,7 @@ def test_recover_of_a_confirmed_call_is_contacted_and_never_redialled(store: Sql
 
 def test_an_interrupted_recipient_is_called_at_most_attempts_plus_extra_times(
         store: SqlStore) -> None:
-    from dialer.domain import EXTRA_CALLS
+    from dialer.core.domain import EXTRA_CALLS
 
     template(store, recipients=[rec("101")], attempts=1)
     cid = campaign(store)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dialer.errors import AudioError, ValidationError
+from dialer.core.errors import AudioError, ValidationError
 from media.audio import validate_normalised, wav_seconds
 from media.tts import MAX_TTS_CHARS, render_tts
 

@@ -37,8 +37,8 @@ from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session, attributes, object_session
 from sqlalchemy.orm.base import NEVER_SET, NO_VALUE
 
-from dialer import lifecycle
-from dialer.domain import RecipientState
+from dialer.core import lifecycle
+from dialer.core.domain import RecipientState
 from dialer.storage.models import CampaignRow, RecipientRow
 
 COLUMN = {state.value: f"n_{state.value}" for state in RecipientState}

@@ -42,8 +42,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from dialer import lifecycle, scheduler
-from dialer.domain import (
+from dialer.core import lifecycle, scheduler
+from dialer.core.domain import (
     CampaignSettings,
     CampaignState,
     EmailPolicy,
@@ -52,9 +52,9 @@ from dialer.domain import (
     Outcome,
     RecipientState,
 )
-from dialer.errors import CsvError, DialerError, NotFound, StateError, ValidationError
+from dialer.core.errors import CsvError, DialerError, NotFound, StateError, ValidationError
 from dialer.files import create_private_file, write_private
-from dialer.permissions import Role
+from dialer.core.permissions import Role
 from dialer.recipients import NumberRules, Recipient, normalise_number
 from dialer.storage import counters
 from dialer.storage.models import (

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from dialer.domain import Kind, Limits
+from dialer.core.domain import Kind, Limits
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import enum
 from dataclasses import dataclass, replace
 from typing import Union
 
-from dialer.domain import DialogueSettings, Outcome
+from dialer.core.domain import DialogueSettings, Outcome
 
 
 class Prompt(str, enum.Enum):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 
-from dialer.errors import DialerError, ValidationError
+from dialer.core.errors import DialerError, ValidationError
 
 
 class Role(str, enum.Enum):

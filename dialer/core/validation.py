@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from dialer.domain import CampaignSettings, EmailPolicy
-from dialer.errors import ValidationError
+from dialer.core.domain import CampaignSettings, EmailPolicy
+from dialer.core.errors import ValidationError
 
 NAME_RE = re.compile(r"[A-Za-z0-9 _-]{1,100}")
 DTMF_KEYS = set("0123456789*#")

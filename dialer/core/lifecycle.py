@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from dialer.domain import EXTRA_CALLS, CampaignState, Outcome, RecipientState
+from dialer.core.domain import EXTRA_CALLS, CampaignState, Outcome, RecipientState
 
 
 @dataclass(frozen=True, kw_only=True)
