@@ -13,17 +13,11 @@ from sqlalchemy.orm import Session
 
 from dialer.core import lifecycle
 from dialer.core.domain import CampaignState, RecipientState
-from dialer.core.errors import DialerError, NotFound, StateError, ValidationError
+from dialer.core.errors import NotFound, StateError, ValidationError
 from dialer.recipients import NumberRules, Recipient
 from dialer.storage import counters
 from dialer.storage.dispatch import Dispatch
-from dialer.storage.fastpath import (
-    _LIVE,
-    _Q_SETTINGS,
-    _Q_SETTINGS_PG,
-    _RECIPIENTS,
-    _SETTINGS_COLUMNS,
-)
+from dialer.storage.fastpath import _LIVE, _RECIPIENTS, _SETTINGS_COLUMNS
 from dialer.storage.models import AttemptRow, CampaignRow, EventRow, RecipientRow, RunRow
 from dialer.storage.records import (
     _as_utc,
@@ -248,10 +242,8 @@ class Campaigns(Templates, Dispatch):
         """The maximum of active campaigns, read under the lock that serialises every
         scheduling pass on PostgreSQL (taken before any campaign row, in the order the passes
         take them); SQLite's single writer already serialises."""
-        rows = self._rows(s, _Q_SETTINGS if self.sqlite else _Q_SETTINGS_PG)
-        if not rows:
-            raise DialerError("database is not initialised: run 'dialer init'")
-        return cast("int | None", dict(zip(_SETTINGS_COLUMNS, rows[0]))["max_campaigns"])
+        return cast("int | None",
+                    dict(zip(_SETTINGS_COLUMNS, self._settings_row(s)))["max_campaigns"])
 
     def _operator_action(self, s: Session, action: str, c: CampaignRow, max_active: int | None,
                          now: float) -> CampaignState | None:

@@ -76,6 +76,15 @@ class Dispatch(History, FastPath):
         logger.info("campaign %s: %s -> %s (%s)", c.id, old, new.value, cause,
                     extra={"campaign": c.id})
 
+    def _settings_row(self, s: Session) -> Any:
+        """The settings row as a plain tuple (``_SETTINGS_COLUMNS``), read under the lock that
+        serialises every scheduling pass on PostgreSQL; SQLite's single writer already
+        serialises."""
+        rows = self._rows(s, _Q_SETTINGS if self.sqlite else _Q_SETTINGS_PG)
+        if not rows:
+            raise DialerError("database is not initialised: run 'dialer init'")
+        return rows[0]
+
     # ----- the daemon's side -----
 
     def tick(self, *, now: float, node: str, kinds_available: frozenset[Kind] = frozenset(Kind),
@@ -110,12 +119,10 @@ class Dispatch(History, FastPath):
         transitions: list[tuple[int, str, str]] = []
         view = self._view
         with self.session() as s:
-            rows = self._rows(s, _Q_SETTINGS if self.sqlite else _Q_SETTINGS_PG)
-            if not rows:
-                raise DialerError("database is not initialised: run 'dialer init'")
-            if rows[0] != view.settings_row:
-                view.settings_row = rows[0]
-                values = dict(zip(_SETTINGS_COLUMNS, rows[0]))
+            row = self._settings_row(s)
+            if row != view.settings_row:
+                view.settings_row = row
+                values = dict(zip(_SETTINGS_COLUMNS, row))
                 if values["updated_at"] is not None:
                     values["updated_at"] = _as_utc(values["updated_at"])
                 view.settings = _settings_view(_SettingsValues(**values))
