@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dialer.core import lifecycle, scheduler
@@ -176,17 +176,6 @@ class Attempts(History):
             r = _running(s)
             return scheduler.Counts(sum(v.internal for v in r.values()),
                                     sum(v.external for v in r.values()))
-
-
-def _tallies(s: Session, ids: list[int] | None) -> dict[int, lifecycle.Tally]:
-    q = select(RecipientRow.campaign_id, RecipientRow.state, func.count()).group_by(
-        RecipientRow.campaign_id, RecipientRow.state)
-    if ids is not None:
-        q = q.where(RecipientRow.campaign_id.in_(ids))
-    acc: dict[int, dict[str, int]] = {}
-    for cid, state, n in s.execute(q):
-        acc.setdefault(cid, {})[state] = n
-    return {cid: lifecycle.Tally(**{k: v for k, v in d.items()}) for cid, d in acc.items()}
 
 
 def _running(s: Session) -> dict[int, scheduler.Counts]:

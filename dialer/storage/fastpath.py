@@ -145,6 +145,3 @@ class FastPath(StoreEngine):
         if isinstance(value, dict):
             return json.dumps(value)  # the JSON columns (event detail), as SQLAlchemy writes
         return value
-
-    def _lock(self, q: Any) -> Any:
-        return q if self.sqlite else q.with_for_update(skip_locked=True)
