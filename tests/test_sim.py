@@ -2,7 +2,8 @@
 daemon loop, a store (SqlStore on a SQLite file, and the in-memory fake of ``DispatchPort``,
 ``dialer.testing.memory.MemoryStore``: the scenarios run on both through the ``sim_store``
 fixture; PostgreSQL for one scenario), scheduler, lifecycle and dialogue, with scripted
-recipients on a virtual clock.
+recipients on a virtual clock. One property test runs each random world on both stores and
+requires the same history (calls, instants, outcomes, final states).
 
 The invariants are checked after every step of the daemon, i.e. at every instant something can
 change: limits (global and per campaign, total/internal/external), the number of active
@@ -357,6 +358,41 @@ def test_random_campaigns_keep_every_rule_at_every_instant(tmp_path_factory: Any
         sim.stop()
     finally:
         dispose(store)
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(world=worlds())
+def test_the_fake_store_makes_the_decisions_of_sql_store(tmp_path_factory: Any,
+                                                         world: dict[str, Any]) -> None:
+    """The same world on SQLite and on the fake: the same calls, in the same order, at the same
+    instants, with the same outcomes, and the same final states."""
+    tmp = tmp_path_factory.mktemp("diff")
+    histories = []
+    for backend in BACKENDS:
+        store = make_store(backend, tmp)
+        try:
+            store.set_settings(actor="sim", now=T0, max_campaigns=world["max_campaigns"],
+                               max_calls=world["max_calls"], max_internal=world["max_internal"],
+                               max_external=world["max_external"])
+            ids = []
+            for k, c in enumerate(world["camps"]):
+                c = dict(c)
+                numbers, start_at = c.pop("numbers"), c.pop("start_at")
+                ids.append(launch(store, f"T{k}", numbers, start_at=start_at, **c))
+            sim = Simulation(store, tmp / backend, world["script"])
+            sim.run(done=lambda: campaigns_done(store))
+            sim.stop()
+            histories.append([
+                (store.campaign_detail(cid)["state"],
+                 [(r["number"], r["state"], r["attempts"], r["calls"])
+                  for r in store.campaign_detail(cid)["recipients"]],
+                 sorted((round(to_ts(_dt(a["created_at"])) or 0.0, 3), a["number"],
+                         a["outcome"]) for a in store.attempts_of(cid)))
+                for cid in ids])
+        finally:
+            dispose(store)
+    assert histories[0] == histories[1]
 
 
 def assert_counters_match(store: Store) -> None:
