@@ -29,12 +29,13 @@ from typing import Any
 
 from dialer.config import Config, TrunkConfig
 from dialer.core.domain import DialogueSettings, EmailPolicy, Kind, Outcome
+from dialer.core.ports import DispatchPort
 from dialer.gateway import Gateway, PoolGateway
 from dialer.ipc import Message
 from dialer.mailqueue import MailQueue
 from dialer.metrics import Metrics
 from dialer.pool import WorkerPool
-from dialer.storage.store import ClaimedCall, EndReport, SqlStore
+from dialer.storage.store import ClaimedCall, EndReport
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class TrunkState:
 class Daemon:
     """The long-running dialer process."""
 
-    def __init__(self, config: Config, store: SqlStore, *,
+    def __init__(self, config: Config, store: DispatchPort, *,
                  clock: Callable[[], float] = time.time,
                  prompts: Callable[[str], dict[str, Path]] | None = None,
                  durations: Callable[[str], float] | None = None,
@@ -71,7 +72,7 @@ class Daemon:
         from media.prompts import prompt_set
 
         self.config = config
-        self.store = store
+        self.store: DispatchPort = store
         self.clock = clock
         self._prompts = prompts or prompt_set
         self._seconds = durations or wav_seconds

@@ -35,7 +35,7 @@ from dialer.core.errors import DialerError
 from dialer.mailer import Mailer, SmtpConfig
 
 if TYPE_CHECKING:
-    from dialer.storage.store import SqlStore
+    from dialer.core.ports import MailPort
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +47,10 @@ attempt) or ``unreached``."""
 class MailQueue:
     """A queue of mail jobs and the one thread that sends them."""
 
-    def __init__(self, store: SqlStore, smtp: SmtpConfig | None, media_dir: Path, *,
+    def __init__(self, store: MailPort, smtp: SmtpConfig | None, media_dir: Path, *,
                  clock: Callable[[], float] = time.time,
                  mailer: Callable[[SmtpConfig], Mailer] = Mailer) -> None:
-        self.store = store
+        self.store: MailPort = store
         self.smtp = smtp
         self.media_dir = media_dir
         self.clock = clock
