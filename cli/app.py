@@ -31,7 +31,7 @@ from cli.settings import settings_app
 from cli.templates import template_app
 from dialer.core.errors import DialerError
 from dialer.core.permissions import PermissionDenied, Role
-from dialer.recipients import DEFAULT_EXTENSION_PATTERN, DEFAULT_REGION, NumberRules
+from dialer.core.recipients import DEFAULT_EXTENSION_PATTERN, DEFAULT_REGION, NumberRules
 from dialer.storage.store import SqlStore, sqlite_path
 
 __all__ = ["DEFAULT_DB", "actor", "app", "authorized", "db_url", "emit_json", "err", "fail",

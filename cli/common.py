@@ -23,7 +23,7 @@ from rich.markup import escape
 
 from dialer.core.errors import ValidationError
 from dialer.core.permissions import PermissionDenied, Role, allows
-from dialer.recipients import NumberRules, Recipient, parse_csv
+from dialer.core.recipients import NumberRules, Recipient, parse_csv
 from dialer.storage.store import SqlStore
 
 DEFAULT_DB = "sqlite:///dialer.db"
@@ -190,7 +190,7 @@ def read_recipient_lines(path: Path, rules_: NumberRules | None = None
                          ) -> list[tuple[int, Recipient]]:
     """A whole recipients CSV with the line of each recipient, all or nothing; a Rich progress
     bar on stderr while reading a long file (more than ``BIG_IMPORT_LINES`` lines)."""
-    from dialer.recipients import parse_csv_lines
+    from dialer.core.recipients import parse_csv_lines
 
     text = read_text(path, "recipients file")
     total = text.count("\n")

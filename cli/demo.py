@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from dialer.core.domain import CampaignSettings, Kind, Limits
 from dialer.core.errors import DialerError
-from dialer.recipients import Recipient
+from dialer.core.recipients import Recipient
 from dialer.storage.store import SqlStore
 from media.audio import wav_seconds
 from media.prompts import prompt_path

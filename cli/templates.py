@@ -18,7 +18,7 @@ from dialer.core.csvcells import cell
 from dialer.core.domain import CampaignSettings, Limits
 from dialer.core.errors import ValidationError
 from dialer.core.permissions import Role
-from dialer.recipients import make_recipient
+from dialer.core.recipients import make_recipient
 from dialer.storage.store import TemplateView
 from dialer.core import validation
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from dialer.core.domain import SIP_REJECT_CODES as REJECT_CODES
 from dialer.core.errors import ConfigError
 from dialer.mailer import SmtpConfig, parse_smtp
-from dialer.recipients import DEFAULT_EXTENSION_PATTERN, DEFAULT_REGION, NumberRules
+from dialer.core.recipients import DEFAULT_EXTENSION_PATTERN, DEFAULT_REGION, NumberRules
 
 MAX_CALLS_PER_WORKER = 4  # PJSUA_MAX_CALLS of the pjsua2 wheel
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dialer.core.errors import ConfigError, ValidationError
-from dialer.recipients import normalise_email
+from dialer.core.recipients import normalise_email
 
 if TYPE_CHECKING:
     from dialer.config import Secret
@@ -63,7 +63,7 @@ class SmtpConfig:
 
 
 class MailRecipient(Protocol):
-    """What the mailer reads of a recipient (``dialer.recipients.Recipient`` fits)."""
+    """What the mailer reads of a recipient (``dialer.core.recipients.Recipient`` fits)."""
 
     @property
     def number(self) -> str: ...

@@ -38,7 +38,7 @@ from typing import Protocol
 
 from dialer.core.domain import CampaignSettings, Kind, Limits
 from dialer.core.errors import DialerError, ValidationError
-from dialer.recipients import NumberRules, normalise_email, normalise_number
+from dialer.core.recipients import NumberRules, normalise_email, normalise_number
 from media.audio import validate_normalised, wav_seconds
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class Finding:
 
 
 class RecipientLike(Protocol):
-    """What the check reads of a recipient (``dialer.recipients.Recipient`` fits)."""
+    """What the check reads of a recipient (``dialer.core.recipients.Recipient`` fits)."""
 
     @property
     def number(self) -> str: ...

@@ -22,7 +22,7 @@ import cli.common as cli_common
 from cli.app import app
 from dialer.core.domain import Kind, Outcome
 from dialer.core.errors import ValidationError
-from dialer.recipients import NumberRules, normalise_number
+from dialer.core.recipients import NumberRules, normalise_number
 from dialer.storage.store import EndReport, SqlStore
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pytest
 from dialer import config
 from dialer.config import MAX_CALLS_PER_WORKER, Secret
 from dialer.core.errors import ConfigError
-from dialer.recipients import NumberRules
+from dialer.core.recipients import NumberRules
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-Pa55word-xyzzy"

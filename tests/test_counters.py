@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from dialer.core.domain import CampaignSettings, Kind, Limits, Outcome
 from dialer.core.errors import DialerError
-from dialer.recipients import Recipient
+from dialer.core.recipients import Recipient
 from dialer.storage import counters
 from dialer.storage.models import CampaignRow
 from dialer.storage.store import EndReport, SqlStore

@@ -14,7 +14,7 @@ import pytest
 
 from dialer.core.domain import CampaignSettings, Kind
 from dialer.mailer import SmtpConfig
-from dialer.recipients import Recipient
+from dialer.core.recipients import Recipient
 from dialer.storage.store import SqlStore
 from tests.sim import T0, Behaviour, Simulation
 

@@ -86,7 +86,8 @@ def test_the_ports_cover_what_the_daemon_and_the_mail_thread_call() -> None:
 
 
 def test_dispatch_and_admin_ports_split_sql_store_s_public_methods() -> None:
-    public = {name for name, value in vars(SqlStore).items()
+    public = {name for klass in SqlStore.__mro__ if klass is not object
+              for name, value in vars(klass).items()
               if not name.startswith("_") and (callable(value) or isinstance(value, property))}
     dispatch, admin = set(members(ports.DispatchPort)), set(members(ports.AdminPort))
     assert not dispatch & admin

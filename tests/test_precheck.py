@@ -24,7 +24,7 @@ from dialer.precheck import (
     findings_json,
     trunk_states_from_metrics,
 )
-from dialer.recipients import NumberRules, Recipient
+from dialer.core.recipients import NumberRules, Recipient
 from media.audio import AudioInfo, import_audio
 from media.prompts import prompt_set
 

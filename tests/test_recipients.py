@@ -1,4 +1,4 @@
-"""Numbers and the recipients CSV (dialer.recipients)."""
+"""Numbers and the recipients CSV (dialer.core.recipients)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from dialer.core.domain import Kind
 from dialer.core.errors import CsvError, ValidationError
-from dialer.recipients import (
+from dialer.core.recipients import (
     NumberRules,
     Recipient,
     make_recipient,
@@ -304,7 +304,7 @@ def test_the_fast_parser_answers_as_the_line_by_line_one(text: str) -> None:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(csv_texts(), st.integers(1, 4))
 def test_checking_on_two_processes_answers_as_one(drawn: str, copies: int) -> None:
-    import dialer.recipients as recipients_module
+    import dialer.core.recipients as recipients_module
 
     # the same rows several times over: large enough to split, with repeats across the halves
     text = drawn

@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from dialer.core import lifecycle
 from dialer.core.domain import CampaignSettings, CampaignState, Kind, Limits
-from dialer.recipients import Recipient
+from dialer.core.recipients import Recipient
 from dialer.core.scheduler import Counts, room
 from dialer.storage.models import AttemptRow, CampaignRow, RecipientRow
 from dialer.storage.store import SqlStore, settings_from_dict, to_ts

@@ -11,7 +11,7 @@ from sqlalchemy import inspect, select
 
 from dialer.core.domain import CampaignSettings, Kind, Limits, Outcome
 from dialer.core.errors import DialerError, NotFound, StateError, ValidationError
-from dialer.recipients import Recipient
+from dialer.core.recipients import Recipient
 from dialer.storage.models import AttemptRow, CampaignRow, RecipientRow, SettingsRow, TemplateRow
 from dialer.storage.store import ClaimedCall, EndReport, SqlStore, Tick
 from fixtures_core import db_url, pg_database, store  # noqa: F401 - pytest fixtures

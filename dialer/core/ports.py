@@ -15,31 +15,28 @@ Every signature is ``SqlStore``'s, exactly (names, kinds and defaults of the par
 ``dialer.testing.conformance`` has mypy check that ``SqlStore`` satisfies every port and the fake
 ``DispatchPort``, and tests/test_ports.py compares the signatures at run time.
 
-The record types (``Tick``, ``ClaimedCall``, ``EndReport``...) are still defined in
-``dialer.storage.store``; they are imported for type checking only, so that importing this module
-imports no storage code.
+The record types (``Tick``, ``ClaimedCall``, ``EndReport``...) are pure values of
+``dialer.core.records``: the ports import no storage code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from dialer.core.domain import CampaignSettings, Kind, Outcome
 from dialer.core.permissions import Role
+from dialer.core.recipients import NumberRules, Recipient
+from dialer.core.records import (
+    AttemptMeta,
+    EndReport,
+    GlobalSettings,
+    MailJob,
+    TemplateView,
+    Tick,
+)
 from dialer.core.scheduler import Counts
-
-if TYPE_CHECKING:
-    from dialer.recipients import NumberRules, Recipient
-    from dialer.storage.store import (
-        AttemptMeta,
-        EndReport,
-        GlobalSettings,
-        MailJob,
-        TemplateView,
-        Tick,
-    )
 
 
 class MailPort(Protocol):

@@ -15,7 +15,13 @@ from dialer.core.domain import Outcome, RecipientState
 from dialer.storage.fastpath import _Q_RUNNING
 from dialer.storage.history import History
 from dialer.storage.models import AttemptRow, CampaignRow, EventRow, RecipientRow
-from dialer.storage.records import AttemptMeta, EndReport, settings_from_dict, to_dt, to_ts
+from dialer.storage.records import (
+    AttemptMeta,
+    EndReport,
+    settings_from_dict,
+    to_dt,
+    to_ts,
+)
 
 
 class Attempts(History):

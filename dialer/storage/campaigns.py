@@ -14,11 +14,17 @@ from sqlalchemy.orm import Session
 from dialer.core import lifecycle
 from dialer.core.domain import CampaignState, RecipientState
 from dialer.core.errors import NotFound, StateError, ValidationError
-from dialer.recipients import NumberRules, Recipient
+from dialer.core.recipients import NumberRules, Recipient
 from dialer.storage import counters
 from dialer.storage.dispatch import Dispatch
 from dialer.storage.fastpath import _LIVE, _RECIPIENTS, _SETTINGS_COLUMNS
-from dialer.storage.models import AttemptRow, CampaignRow, EventRow, RecipientRow, RunRow
+from dialer.storage.models import (
+    AttemptRow,
+    CampaignRow,
+    EventRow,
+    RecipientRow,
+    RunRow,
+)
 from dialer.storage.records import (
     _as_utc,
     _attempt_dict,

@@ -16,7 +16,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dialer.core import lifecycle, scheduler
-from dialer.core.domain import CampaignSettings, CampaignState, Kind, Limits, RecipientState
+from dialer.core.domain import (
+    CampaignSettings,
+    CampaignState,
+    Kind,
+    Limits,
+    RecipientState,
+)
 from dialer.core.errors import DialerError
 from dialer.storage import counters
 from dialer.storage.fastpath import (

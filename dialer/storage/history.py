@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import func, select, text as sql_text
+from sqlalchemy import func, select
+from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Session
 
 from dialer.core.domain import CampaignState

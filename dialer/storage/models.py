@@ -7,15 +7,15 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    LargeBinary,
     Boolean,
     DateTime,
+    FetchedValue,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
-    FetchedValue,
     Text,
     TypeDecorator,
     UniqueConstraint,

@@ -14,10 +14,15 @@ from sqlalchemy.orm import Session
 
 from dialer.core.domain import CampaignSettings, CampaignState, Kind
 from dialer.core.errors import CsvError, NotFound, ValidationError
+from dialer.core.recipients import NumberRules, Recipient, normalise_number
 from dialer.files import write_private
-from dialer.recipients import NumberRules, Recipient, normalise_number
 from dialer.storage.history import History
-from dialer.storage.models import CampaignRow, MediaRow, TemplateRecipientRow, TemplateRow
+from dialer.storage.models import (
+    CampaignRow,
+    MediaRow,
+    TemplateRecipientRow,
+    TemplateRow,
+)
 from dialer.storage.records import (
     TemplateView,
     at_dt,

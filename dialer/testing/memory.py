@@ -44,9 +44,8 @@ from dialer.core.domain import (
     RecipientState,
 )
 from dialer.core.errors import DialerError, NotFound, StateError, ValidationError
-from dialer.files import write_private
-from dialer.recipients import Recipient
-from dialer.storage.store import (
+from dialer.core.recipients import Recipient
+from dialer.core.records import (
     AttemptMeta,
     ClaimedCall,
     EndReport,
@@ -55,6 +54,7 @@ from dialer.storage.store import (
     MailTarget,
     Tick,
 )
+from dialer.files import write_private
 
 UTC = dt.timezone.utc
 _LIVE = (CampaignState.SCHEDULED, CampaignState.BLOCKED, CampaignState.ACTIVE)

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from dialer.core.domain import CampaignSettings, Kind
 from dialer.core.ports import DispatchPort
-from dialer.recipients import Recipient
-from dialer.storage.store import GlobalSettings
+from dialer.core.recipients import Recipient
+from dialer.core.records import GlobalSettings
 
 
 class SetupPort(Protocol):
