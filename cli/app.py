@@ -29,10 +29,10 @@ from cli.history import history_app
 from cli.operators import audit_app, operator_app
 from cli.settings import settings_app
 from cli.templates import template_app
+from dialer import bootstrap
 from dialer.core.errors import DialerError
 from dialer.core.permissions import PermissionDenied, Role
 from dialer.core.recipients import DEFAULT_EXTENSION_PATTERN, DEFAULT_REGION, NumberRules
-from dialer.storage.store import SqlStore, sqlite_path
 
 __all__ = ["DEFAULT_DB", "actor", "app", "authorized", "db_url", "emit_json", "err", "fail",
            "import_audio_file", "local", "main", "out", "parse_start", "read_recipients",
@@ -99,11 +99,10 @@ def init() -> None:
     it creates 0700, whatever the umask. Example: dialer --db sqlite:///alerts.db init
     """
     from dialer.files import others_can_read
-    from dialer.storage.migrate import current_revision, head_revision
 
     s = store(ready=False)
     who = actor()
-    if current_revision(s.engine) == head_revision():
+    if bootstrap.schema_is_current(s):
         s.check_db_role(who)
         roles = s.roles_of(who)
         if s.list_operators() and Role.ADMIN not in roles:
@@ -114,7 +113,7 @@ def init() -> None:
     if first:
         err.print(f"note: {who} is its first admin (dialer operator add USER --role ...)",
                   highlight=False)
-    path = sqlite_path(s.engine)
+    path = bootstrap.database_file(s)
     mode = others_can_read(path) if path is not None else None
     if path is not None and mode is not None:  # left as it is: it may be shared on purpose
         err.print(f"note: other users can access {path} (mode {mode:04o}); "
@@ -129,7 +128,6 @@ def serve(
 ) -> None:
     """Run the daemon: SIP workers, registrations, scheduler, metrics. Example: dialer serve -c dialer.toml"""
     from dialer import config as config_mod
-    from dialer.daemon import Daemon
 
     if log_format not in ("text", "json"):  # refused before anything is read
         raise DialerError(f"--log-format {log_format!r}: text or json")
@@ -139,9 +137,7 @@ def serve(
 
         cfg = dataclasses.replace(cfg, database_url=_state["db"])
     setup_logging(verbose, log_format)
-    s = SqlStore(cfg.database_url, create=False)  # only 'dialer init' creates a database
-    s.check_ready()
-    Daemon(cfg, s).run()
+    bootstrap.daemon(cfg).run()  # its database must exist: only 'dialer init' creates one
 
 
 @app.command()
@@ -150,7 +146,7 @@ def demo(
     keep: bool = typer.Option(False, help="Keep the throw-away directory and print its path."),
 ) -> None:
     """Run a whole campaign against simulated phones on loopback. Example: dialer demo"""
-    from cli.demo import run_demo
+    from cli.demo import run_demo  # here, not at the top: its imports (numpy...) load only for it
 
     run_demo(out, recipients=recipients, keep=keep)
 

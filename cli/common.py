@@ -21,10 +21,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from dialer.bootstrap import Store, open_store
 from dialer.core.errors import ValidationError
 from dialer.core.permissions import PermissionDenied, Role, allows
-from dialer.core.recipients import NumberRules, Recipient, parse_csv
-from dialer.storage.store import SqlStore
+from dialer.core.recipients import NumberRules, Recipient
+from dialer.csvimport import parse_csv
 
 DEFAULT_DB = "sqlite:///dialer.db"
 
@@ -64,16 +65,13 @@ def db_url() -> str:
     return str(_state["db"] or os.environ.get("DIALER_DB") or DEFAULT_DB)
 
 
-def store(ready: bool = True) -> SqlStore:
+def store(ready: bool = True) -> Store:
     """The store of the database given by --db / $DIALER_DB, which must exist already (only
     ``dialer init`` creates one: ``ready=False``); checked to be initialised."""
-    s = SqlStore(db_url(), create=not ready)
-    if ready:
-        s.check_ready()
-    return s
+    return open_store(db_url(), create=not ready, ready=ready)
 
 
-def authorized(needed: Role, command: str) -> SqlStore:
+def authorized(needed: Role, command: str) -> Store:
     """The store, once the caller is known to hold a role allowing ``command``.
 
     Checked before anything is read or changed, so a refused command leaves no trace (and no
@@ -155,7 +153,7 @@ def parse_limit(text: Optional[str], option: str) -> tuple[bool, Optional[int]]:
     return True, value
 
 
-def import_audio_file(s: SqlStore, path: Path, max_seconds: float | None = None) -> tuple[str, float]:
+def import_audio_file(s: Store, path: Path, max_seconds: float | None = None) -> tuple[str, float]:
     """Decode, normalise and store an audio file; returns (sha256, seconds)."""
     from media.audio import import_audio
 
@@ -190,7 +188,7 @@ def read_recipient_lines(path: Path, rules_: NumberRules | None = None
                          ) -> list[tuple[int, Recipient]]:
     """A whole recipients CSV with the line of each recipient, all or nothing; a Rich progress
     bar on stderr while reading a long file (more than ``BIG_IMPORT_LINES`` lines)."""
-    from dialer.core.recipients import parse_csv_lines
+    from dialer.csvimport import parse_csv_lines
 
     text = read_text(path, "recipients file")
     total = text.count("\n")
@@ -209,7 +207,7 @@ def read_recipient_lines(path: Path, rules_: NumberRules | None = None
     return lines
 
 
-def message_audio(s: SqlStore, audio: Optional[Path], tts: Optional[str], voice: str,
+def message_audio(s: Store, audio: Optional[Path], tts: Optional[str], voice: str,
                   *, required: bool) -> tuple[Optional[str], Optional[float], Optional[str]]:
     """The message of ``--audio FILE`` or ``--tts TEXT [--voice]``: (sha256, seconds, text).
 

@@ -24,10 +24,11 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cli.campaigns import recipients_table
+from dialer.bootstrap import Store, open_store
 from dialer.core.domain import CampaignSettings, Kind, Limits
 from dialer.core.errors import DialerError
 from dialer.core.recipients import Recipient
-from dialer.storage.store import SqlStore
 from media.audio import wav_seconds
 from media.prompts import prompt_path
 
@@ -91,8 +92,6 @@ def _stop(proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
 
 def run_demo(console: Console, *, recipients: int = 20, keep: bool = False) -> None:
     """Run the demo campaign and print its outcome table."""
-    from cli.app import recipients_table
-
     tmp = Path(tempfile.mkdtemp(prefix="dialer-demo-"))
     daemon: subprocess.Popen[bytes] | None = None
     phones: list[subprocess.Popen[bytes]] = []
@@ -134,7 +133,7 @@ uri = "sip:127.0.0.1:{ports['internal']}"
 [trunks.external]
 uri = "sip:127.0.0.1:{ports['external']}"
 """)
-        store = SqlStore(db_url)
+        store = open_store(db_url, create=True, ready=False)
         store.migrate()
         now = time.time()
         store.set_settings(actor="demo", now=now, max_calls=8, max_internal=4, max_external=4)
@@ -176,7 +175,7 @@ uri = "sip:127.0.0.1:{ports['external']}"
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _follow(console: Console, store: SqlStore, cid: int, total: int,
+def _follow(console: Console, store: Store, cid: int, total: int,
             daemon: subprocess.Popen[bytes], tmp: Path) -> dict[str, Any]:
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console)

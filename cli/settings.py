@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any, Optional
 
@@ -9,17 +10,16 @@ import typer
 from rich.table import Table
 
 from cli.common import actor, authorized, emit_json, local, out, parse_limit
+from dialer.bootstrap import GlobalSettings
 from dialer.core.errors import ValidationError
 from dialer.core.permissions import Role
-from dialer.storage.store import GlobalSettings
 
 settings_app = typer.Typer(help="Global settings: campaign and call limits.", no_args_is_help=True)
 
 
 def settings_data(gs: GlobalSettings) -> dict[str, Any]:
-    from dialer.storage.store import to_dt
-
-    at = to_dt(gs.updated_at)
+    at = (None if gs.updated_at is None
+          else dt.datetime.fromtimestamp(gs.updated_at, dt.timezone.utc))
     return {"max_campaigns": gs.max_campaigns, "max_calls": gs.limits.total,
             "max_internal": gs.limits.internal, "max_external": gs.limits.external,
             "require_db_role": gs.require_db_role,

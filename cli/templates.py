@@ -14,12 +14,12 @@ from rich.table import Table
 
 from cli.common import (actor, authorized, email_policy, emit_json, fail, message_audio, out,
                         parse_limit, read_recipient_lines, rules)
+from dialer.bootstrap import TemplateView
 from dialer.core.csvcells import cell
 from dialer.core.domain import CampaignSettings, Limits
 from dialer.core.errors import ValidationError
 from dialer.core.permissions import Role
 from dialer.core.recipients import make_recipient
-from dialer.storage.store import TemplateView
 from dialer.core import validation
 
 template_app = typer.Typer(help="Campaign templates (campaign models) and their recipients.",

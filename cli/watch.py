@@ -19,9 +19,9 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.common import short_time
+from dialer.bootstrap import settings_from_dict
 from dialer.core.domain import CampaignState, Limits, RecipientState
 from dialer.precheck import estimate_duration
-from dialer.storage.store import settings_from_dict
 
 FINISHED = {CampaignState.COMPLETED.value, CampaignState.INCOMPLETE.value,
             CampaignState.TERMINATED.value}

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from dialer.configfields import Secret as Secret
+from dialer.configfields import parse_int as parse_int
+from dialer.configfields import parse_password as parse_password
 from dialer.core.domain import SIP_REJECT_CODES as REJECT_CODES
 from dialer.core.errors import ConfigError
 from dialer.mailer import SmtpConfig, parse_smtp
@@ -20,23 +23,6 @@ from dialer.core.recipients import DEFAULT_EXTENSION_PATTERN, DEFAULT_REGION, Nu
 MAX_CALLS_PER_WORKER = 4  # PJSUA_MAX_CALLS of the pjsua2 wheel
 
 logger = logging.getLogger(__name__)
-
-
-class Secret:
-    """A password that never shows itself in a repr, a log line or a traceback."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,41 +137,6 @@ def _hostport(uri: str) -> str:
     rest = uri.split(":", 1)[1] if uri.lower().startswith(("sip:", "sips:")) else uri
     rest = rest.split(";", 1)[0].split("?", 1)[0]
     return rest.rsplit("@", 1)[-1]
-
-
-def parse_int(d: dict[str, Any], key: str, default: int | None, where: str,
-              lo: int = 0, hi: int | None = None) -> int | None:
-    """``d[key]`` (or ``default``) as an integer in ``lo..hi``; a one-line ConfigError otherwise.
-
-    ``where`` names the table in the message (``"[sip]"``).
-    """
-    v = d.get(key, default)
-    if v is None:
-        return None
-    if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
-        bound = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ConfigError(f"{where}.{key} must be an integer {bound}, not {v!r}")
-    return v
-
-
-def parse_password(t: dict[str, Any], where: str, base: Path) -> Secret | None:
-    """The password of table ``t``: from ``password_env`` or ``password_file`` (relative to
-    ``base``), never from the file itself; None when neither is given."""
-    if "password" in t:
-        raise ConfigError(f"{where}: a password is never written in the config; "
-                          "use password_env or password_file")
-    if env := t.get("password_env"):
-        value = os.environ.get(str(env))
-        if value is None:
-            raise ConfigError(f"{where}.password_env: environment variable {env} is not set")
-        return Secret(value)
-    if pfile := t.get("password_file"):
-        try:
-            pf = Path(str(pfile))
-            return Secret((pf if pf.is_absolute() else base / pf).read_text().strip())
-        except OSError as exc:
-            raise ConfigError(f"{where}.password_file: cannot read {pfile}: {exc.strerror}") from exc
-    return None
 
 
 _int = parse_int  # the names the parsers below used first

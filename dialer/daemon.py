@@ -1,4 +1,5 @@
-"""``dialer serve``: the daemon. Wires the store, the scheduler, the worker pool and the metrics.
+"""``dialer serve``: the daemon. Drives the scheduler over the store, the worker pool and the
+metrics (``dialer.bootstrap`` builds them).
 
 One thread, one loop: wait on the gateway (the SIP workers) with a timeout that ends exactly when
 the next thing falls due (a scheduled start, a retry delay, a worker restart): the scheduler reruns
@@ -8,8 +9,9 @@ notices what the CLI changed from another process (new campaigns, resumed ones, 
 normal scheduling pass, a few indexed reads when nothing changed (see bench/RESULTS.md).
 
 The loop is written against two ports, a clock and a ``Gateway`` (dialer.gateway): ``dialer
-serve`` wires the wall clock and ``PoolGateway`` (the PJSUA2 worker processes); the simulator of the
-test suite (tests/sim.py) wires a virtual clock and a fake gateway and drives this same ``step``.
+serve`` wires the wall clock and ``PoolGateway`` (the PJSUA2 worker processes) through
+``dialer.bootstrap``; the simulator of the test suite (tests/sim.py) wires a virtual clock and a
+fake gateway and drives this same ``step``.
 
 Nothing lost, nothing repeated: the attempt row is committed before the dial leaves for a worker
 (its id is the SIP Call-ID); a worker's death closes its calls as ``worker_lost`` attempts; calls
@@ -30,18 +32,21 @@ from typing import Any
 from dialer.config import Config, TrunkConfig
 from dialer.core.domain import DialogueSettings, EmailPolicy, Kind, Outcome
 from dialer.core.ports import DispatchPort
-from dialer.gateway import Gateway, PoolGateway
+from dialer.core.records import ClaimedCall, EndReport
+from dialer.gateway import Gateway
 from dialer.ipc import Message
 from dialer.mailqueue import MailQueue
 from dialer.metrics import Metrics
-from dialer.pool import WorkerPool
-from dialer.storage.store import ClaimedCall, EndReport
 
 logger = logging.getLogger(__name__)
 
 MAX_WAIT = 1.0
 CAMPAIGN_METRICS_INTERVAL = 5.0  # seconds between two refreshes of the per-campaign gauges
 RESOLVE_INTERVAL = 60.0  # seconds between two resolutions of the trunks' hosts (trusted SIP sources)
+
+WorkerInit = Callable[[int], Message]
+"""The first message SIP worker N gets (its trunks, RTP ports, trusted sources): the daemon's
+``init_message``, which a gateway of worker processes needs to start them."""
 
 
 @dataclass
@@ -66,8 +71,15 @@ class Daemon:
                  prompts: Callable[[str], dict[str, Path]] | None = None,
                  durations: Callable[[str], float] | None = None,
                  gateway: Gateway | None = None,
+                 make_gateway: Callable[[WorkerInit], Gateway] | None = None,
+                 metrics: Metrics | None = None,
+                 mail: MailQueue | None = None,
                  safety_interval: float = MAX_WAIT,
                  handle_signals: bool = True) -> None:
+        """The gateway is given (``gateway``: the simulator's fake) or made from the daemon's
+        ``init_message`` (``make_gateway``: ``dialer.bootstrap`` wires the SIP worker pool
+        so). ``metrics`` and ``mail`` default to a fresh registry and a mail queue on
+        ``store``, which the simulator uses as they are."""
         from media.audio import wav_seconds
         from media.prompts import prompt_set
 
@@ -79,18 +91,22 @@ class Daemon:
         self._seconds_cache: dict[str, float] = {}
         self.trunks = {name: TrunkState(config=t, registered=t.registrar is None)
                        for name, t in config.trunks.items()}
-        self.gateway: Gateway = gateway or PoolGateway(WorkerPool(
-            size=config.workers, calls_per_worker=config.calls_per_worker,
-            init_message=self._init_message, state_dir=config.state_dir))
+        if gateway is None:
+            if make_gateway is None:
+                raise TypeError("Daemon needs a gateway or make_gateway "
+                                "(dialer.bootstrap.daemon wires the SIP worker pool)")
+            gateway = make_gateway(self.init_message)
+        self.gateway: Gateway = gateway
         self.safety_interval = safety_interval
         self.resolve_interval = RESOLVE_INTERVAL
         self.handle_signals = handle_signals
-        self.metrics = Metrics()
+        self.metrics = metrics if metrics is not None else Metrics()
         self._campaign_metrics_at = float("-inf")  # time.monotonic() of the last refresh
         self._pool_wanted = 0
         # attempt id -> (campaign, recipient, e-mail setting) of the calls this node placed
         self._call_meta: dict[str, tuple[int, int, str]] = {}
-        self.mail = MailQueue(store, config.smtp, config.data_dir / "media", clock=clock)
+        self.mail = mail if mail is not None else MailQueue(
+            store, config.smtp, config.data_dir / "media", clock=clock)
         self.stopping = threading.Event()
         self.ticks = 0  # scheduling passes so far (the simulator checks after each)
         self._dirty = True
@@ -113,7 +129,7 @@ class Daemon:
 
     # ----- wiring -----
 
-    def _init_message(self, index: int) -> Message:
+    def init_message(self, index: int) -> Message:
         trunks: dict[str, Any] = {}
         for name, t in self.config.trunks.items():
             trunks[name] = {

@@ -34,13 +34,11 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from dialer.configfields import Secret, parse_int, parse_password
 from dialer.core.errors import ConfigError, ValidationError
 from dialer.core.recipients import normalise_email
-
-if TYPE_CHECKING:
-    from dialer.config import Secret
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +92,6 @@ def parse_smtp(raw: Any, base: Path | None = None) -> SmtpConfig | None:
         return None
     if not isinstance(raw, dict):
         raise ConfigError("[smtp] must be a table")
-    from dialer import config as cfg  # here: dialer.config imports this module to parse [smtp]
-
     where = "[smtp]"
     unknown = set(raw) - {"host", "port", "starttls", "username", "password_env",
                           "password_file", "password", "sender", "subject", "timeout"}
@@ -108,7 +104,7 @@ def parse_smtp(raw: Any, base: Path | None = None) -> SmtpConfig | None:
     starttls = raw.get("starttls", True)
     if not isinstance(starttls, bool):
         raise ConfigError(f"{where}.starttls must be true or false, not {starttls!r}")
-    port = cfg.parse_int(raw, "port", 587 if starttls else 25, where, 1, 65535)
+    port = parse_int(raw, "port", 587 if starttls else 25, where, 1, 65535)
     assert port is not None
     timeout = raw.get("timeout", 30)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 600:
@@ -117,7 +113,7 @@ def parse_smtp(raw: Any, base: Path | None = None) -> SmtpConfig | None:
     username = raw.get("username")
     if username is not None and (not isinstance(username, str) or not username):
         raise ConfigError(f"{where}.username must be a non-empty string")
-    password = cfg.parse_password(raw, where, base or Path.cwd())
+    password = parse_password(raw, where, base or Path.cwd())
     if password is not None and not username:
         raise ConfigError(f"{where}: a password needs a username")
     if username and not starttls and host.strip().lower() not in LOOPBACK:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv with a Python the pjsua2 wheel supports (3.11 or 3.12) and installs the project.
-# Usage: scripts/setup.sh [test]   ("test" adds the test dependencies)
+# Usage: scripts/setup.sh [test]   ("test" adds the test dependencies, import-linter among them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,3 +25,7 @@ extras=""
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras}" 2>&1 \
   | grep -v -e "^WARNING: Location" -e "is ignored: it is neither" || true
 .venv/bin/python -c "import pjsua2, sqlalchemy, typer" || { echo "error: the install failed" >&2; exit 1; }
+if [ -n "$extras" ] && [ ! -x .venv/bin/lint-imports ]; then
+  echo "error: the install failed: no .venv/bin/lint-imports (import-linter, a test extra)" >&2
+  exit 1
+fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # From nothing to the whole test suite: system packages the SIP tests need (SIPp, Kamailio,
-# Prometheus' promtool), a venv with the test dependencies, then pytest.
+# Prometheus' promtool), a venv with the test dependencies, the import contracts (lint-imports),
+# then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,12 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 bash scripts/setup.sh test
+# The architecture first: a broken import contract (pyproject.toml [tool.importlinter]) fails
+# the run before any test does.
+if ! .venv/bin/lint-imports --no-logo; then
+  echo "error: lint-imports: an import contract is broken (see above)" >&2
+  exit 1
+fi
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -17,7 +17,7 @@ from typer.testing import CliRunner, Result
 from cli.app import app
 from cli.history import export_csv
 from dialer.core.csvcells import TRIGGERS, cell, neutralise, restore
-from dialer.core.recipients import parse_csv
+from dialer.csvimport import parse_csv
 
 REPO = Path(__file__).resolve().parents[1]
 WAV = REPO / "media" / "prompts" / "en" / "demo_message.wav"

@@ -16,10 +16,9 @@ from dialer.core.recipients import (
     make_recipient,
     normalise_email,
     normalise_number,
-    parse_csv,
-    parse_csv_lines,
     plain_email,
 )
+from dialer.csvimport import parse_csv, parse_csv_lines
 
 I, E = Kind.INTERNAL, Kind.EXTERNAL
 
@@ -304,7 +303,7 @@ def test_the_fast_parser_answers_as_the_line_by_line_one(text: str) -> None:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(csv_texts(), st.integers(1, 4))
 def test_checking_on_two_processes_answers_as_one(drawn: str, copies: int) -> None:
-    import dialer.core.recipients as recipients_module
+    import dialer.csvimport as recipients_module
 
     # the same rows several times over: large enough to split, with repeats across the halves
     text = drawn

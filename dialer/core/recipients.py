@@ -1,5 +1,5 @@
-"""Recipient numbers and the recipients CSV: validation and normalisation (pure, no I/O beyond
-reading the text handed in).
+"""Recipient numbers and e-mail addresses: validation and normalisation (pure). The CSV reader
+built on these rules is ``dialer.csvimport``.
 
 A number is an *internal* extension when it matches the extension pattern (short digit strings by
 default), otherwise an *external* number, normalised to E.164 with ``phonenumbers`` and a default
@@ -8,25 +8,15 @@ region for numbers written without the international prefix.
 
 from __future__ import annotations
 
-import concurrent.futures
-import concurrent.futures.process
-import csv
-import io
-import multiprocessing
-import os
 import re
-import sys
-import threading
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import email_validator
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from dialer.core.csvcells import restore
 from dialer.core.domain import Kind
-from dialer.core.errors import CsvError, ValidationError
+from dialer.core.errors import ValidationError
 
 DEFAULT_EXTENSION_PATTERN = r"\d{2,6}"
 DEFAULT_REGION = "IT"
@@ -125,165 +115,3 @@ def _make_recipient(number: str, name: str | None, email: str | None, kind: str 
     stored, k2 = _normalise_number(number, rules, k, extension)
     mail = normalise_email(email) if email and email.strip() else None
     return Recipient(number=stored, kind=k2, name=(name or "").strip() or None, email=mail)
-
-
-PROGRESS_EVERY = 500
-
-
-def parse_csv(text: str, *, source: str = "recipients.csv",
-              rules: NumberRules = NumberRules()) -> list[Recipient]:
-    """Parse a whole recipients CSV; all or nothing: any bad line raises CsvError naming each."""
-    return [rec for _, rec in parse_csv_lines(text, source=source, rules=rules)]
-
-
-def parse_csv_lines(text: str, *, source: str = "recipients.csv",
-                    rules: NumberRules = NumberRules(),
-                    progress: Callable[[int], None] | None = None
-                    ) -> list[tuple[int, Recipient]]:
-    """As ``parse_csv``, each recipient with the line of the file it came from.
-
-    ``progress`` is called with the current line number every ``PROGRESS_EVERY`` lines (a
-    progress bar for long files).
-
-    Rows are read first, then checked (``phonenumbers`` and e-mail validation are nearly all of
-    the time; a large file is checked on two processes, ``PARALLEL_MIN_ROWS``), then merged in
-    file order: repeated numbers and every problem are reported exactly as a line-by-line pass
-    would."""
-    # csv.reader rather than DictReader (a dict per row costs more than the checks of an
-    # extension), with DictReader's rules: blank rows skipped, short rows padded, a repeated
-    # column name keeps its last value.
-    problems: list[tuple[int, str]] = []
-    reader = csv.reader(io.StringIO(text))
-    try:
-        first = next(reader, [])
-    except csv.Error as exc:
-        raise CsvError(source, [(1, f"unreadable CSV ({exc})")]) from exc
-    header = [h.strip().lower() for h in first]
-    if "number" not in header:
-        raise CsvError(source, [(1, "the header row has no 'number' column")])
-    unknown = [h for h in header if h not in ("number", "name", "email", "kind")]
-    if unknown:
-        raise CsvError(source, [(1, f"unknown column(s): {', '.join(unknown)}")])
-    width = len(header)
-    column = {h: i for i, h in enumerate(header)}  # the last one of a repeated name
-    columns = _Columns(width=width, distinct=tuple(sorted(column.values())),
-                       number=column["number"], name=column.get("name"),
-                       email=column.get("email"), kind=column.get("kind"))
-    rows: list[tuple[int, list[str]]] = []
-    unreadable: tuple[int, str] | None = None
-    try:
-        for row in reader:
-            if row:  # an empty line: DictReader skips it before anything else
-                rows.append((reader.line_num, row))
-    except csv.Error as exc:
-        unreadable = (reader.line_num, f"unreadable CSV ({exc})")
-    checked = _check_rows_parallel(rows, columns, rules, progress)
-    out: list[tuple[int, Recipient]] = []
-    seen: dict[str, int] = {}
-    for line, rec in checked:
-        if isinstance(rec, str):
-            problems.append((line, rec))
-            continue
-        if rec.number in seen:
-            problems.append((line, f"{rec.number} repeats line {seen[rec.number]}"))
-            continue
-        seen[rec.number] = line
-        out.append((line, rec))
-    if unreadable is not None:
-        problems.append(unreadable)
-    if problems:
-        raise CsvError(source, problems)
-    if not out:
-        raise CsvError(source, [(1, "no recipients")])
-    return out
-
-
-PARALLEL_MIN_ROWS = 20_000
-"""From this many rows on, the second half of a file is checked in a forked process."""
-
-
-@dataclass(frozen=True)
-class _Columns:
-    """Where each field of a row is (None: no such column)."""
-
-    width: int
-    distinct: tuple[int, ...]
-    number: int
-    name: int | None
-    email: int | None
-    kind: int | None
-
-
-_Checked = list[tuple[int, "Recipient | str"]]  # (line, recipient or what is wrong with it)
-
-
-def _check_rows(rows: Sequence[tuple[int, list[str]]], c: _Columns, rules: NumberRules,
-                progress: Callable[[int], None] | None) -> _Checked:
-    """Validate rows one by one; blank ones are dropped, a bad one becomes its problem."""
-    extension = re.compile(rules.extension_pattern)
-    out: _Checked = []
-    for line, row in rows:
-        if progress is not None and line % PROGRESS_EVERY == 0:
-            progress(line)
-        if len(row) > c.width:
-            out.append((line, "more fields than the header"))
-            continue
-        if len(row) < c.width:
-            row = row + [""] * (c.width - len(row))
-        if not any(row[i].strip() for i in c.distinct):
-            continue  # blank line
-        try:  # restore: a cell our own export quoted against spreadsheet formulas
-            out.append((line, _make_recipient(
-                restore(row[c.number].strip()),
-                None if c.name is None else restore(row[c.name].strip()),
-                None if c.email is None else restore(row[c.email].strip()),
-                None if c.kind is None else row[c.kind], rules, extension)))
-        except ValidationError as exc:
-            out.append((line, str(exc)))
-    return out
-
-
-def _check_rows_plain(rows: Sequence[tuple[int, list[str]]], c: _Columns,
-                      rules: NumberRules) -> list[tuple[int, tuple[str, str, str | None,
-                                                                   str | None] | str]]:
-    """``_check_rows`` in a worker process: plain tuples travel back faster than dataclasses."""
-    return [(line, rec if isinstance(rec, str)
-             else (rec.number, rec.kind.value, rec.name, rec.email))
-            for line, rec in _check_rows(rows, c, rules, None)]
-
-
-def _check_rows_parallel(rows: list[tuple[int, list[str]]], c: _Columns, rules: NumberRules,
-                         progress: Callable[[int], None] | None) -> _Checked:
-    """``_check_rows`` on two processes for a large file: this one checks the first half while
-    a forked one checks the second. Falls back to one process where fork is not available or
-    not safe (threads running on Python 3.12+), or when the worker fails to start."""
-    if len(rows) < PARALLEL_MIN_ROWS or (os.cpu_count() or 1) < 2 or not _can_fork():
-        return _check_rows(rows, c, rules, progress)
-    half = len(rows) // 2
-    try:
-        pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("fork"))
-    except (OSError, ValueError):
-        return _check_rows(rows, c, rules, progress)
-    with pool:
-        future = pool.submit(_check_rows_plain, rows[half:], c, rules)
-        head = _check_rows(rows[:half], c, rules, progress)
-        try:
-            tail_plain = future.result()
-        except concurrent.futures.process.BrokenProcessPool:
-            return head + _check_rows(rows[half:], c, rules, progress)
-    if progress is not None:
-        for line, _ in rows[half:]:
-            if line % PROGRESS_EVERY == 0:
-                progress(line)
-    tail: _Checked = [(line, rec if isinstance(rec, str) else
-                       Recipient(number=rec[0], kind=Kind(rec[1]), name=rec[2], email=rec[3]))
-                      for line, rec in tail_plain]
-    return head + tail
-
-
-def _can_fork() -> bool:
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return False
-    # Python 3.12 warns (and may deadlock) when a process with threads forks
-    return sys.version_info < (3, 12) or threading.active_count() == 1
