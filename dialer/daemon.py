@@ -143,8 +143,9 @@ class Daemon:
                 # One registration per trunk, held by worker 0: a PBX often keeps one contact.
                 "register": bool(t.registrar) and index == 0,
             }
-        # RTP and RTCP per call, plus room; doubled so that a worker retiring after an upgrade
-        # (dialer.pool) and its successor fit in one range while the old calls finish.
+        # RTP and RTCP per call, plus room, twice: a new process for an index takes the other
+        # half from the one it replaces (WorkerPool._half: stale far ends of a dead worker
+        # still send to its ports), and a retiring worker and its successor fit side by side.
         per = 2 * (2 * self.config.calls_per_worker + 2)
         return {"worker": index, "bind": self.config.bind, "trunks": trunks,
                 "allowed_sources": self._sources,

@@ -42,7 +42,7 @@ daemon can let a worker of another version finish its calls):
 
 * daemon to worker ``attach``: ``wire`` (the daemon's wire version). A worker the daemon did
   not start itself answers ``hello`` (``wire``, ``worker``, ``pid``, ``sip_port``, ``digest``,
-  ``ready``), then every event it kept while no daemon was attached, in order, then its state
+  ``ready``, ``rtp_port``), then every event it kept while no daemon was attached, in order, then its state
   (``reg``, ``load``, ``slots``), then ``attached``: ``calls`` (the call_ids it carries, each to
   end with one ``ended``), ``dropped`` (progress events a full buffer lost), ``alone`` (s).
   A worker attached to another daemon answers ``refused`` (``reason``, ``pid``) and hangs up.

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dialer.core.errors import ConfigError
-from dialer.files import private_dir
+from dialer.files import private_dir, write_private
 from dialer.ipc import WIRE_VERSION, Channel, Message, inheritable_pair
 
 logger = logging.getLogger(__name__)
@@ -157,6 +157,7 @@ class Worker:
     ready: bool = False
     retiring: bool = False  # another version or configuration: finishes its calls, takes none
     adopted: bool = False
+    rtp_half: int = 0  # which half of its index's RTP range it uses (WorkerPool._half)
     sip_port: int | None = None
     calls: set[str] = field(default_factory=set)
     failures: int = 0
@@ -194,6 +195,8 @@ class WorkerPool:
         self.restarts = 0
         self._restart_at: dict[int, float] = {}
         self._failures: dict[int, int] = {}
+        self._spawns: dict[int, int] = {}  # index -> processes started for it by this daemon
+        self._generation: int | None = None  # this daemon's start, counted in the state dir
         self.stopping = False
         self._tokens = float(SETUP_BURST)
         self._tokens_at = time.monotonic()
@@ -219,9 +222,43 @@ class WorkerPool:
             if i not in self.workers and i not in self._restart_at:
                 self._spawn(i)
 
-    def init_for(self, index: int) -> Message:
+    def init_for(self, index: int, half: int = 0) -> Message:
+        """``index``'s init message, its RTP ports in one ``half`` of the index's range."""
         init = self._init_message(index)
-        return {**init, "wire": WIRE_VERSION, "digest": digest(init)}
+        out = {**init, "wire": WIRE_VERSION, "digest": digest(init)}
+        span = int(init.get("rtp_port_range") or 0)
+        if init.get("rtp_port") and span >= 4:
+            # pjsua wraps past port + range, so a range of span/2 - 2 stays inside the half
+            out["rtp_port"] = int(init["rtp_port"]) + half * (span // 2)
+            out["rtp_port_range"] = span // 2 - 2
+        return out
+
+    def _half(self, index: int) -> int:
+        """Which half of ``index``'s RTP range a new process for it takes.
+
+        Not the half of the process it replaces: a worker that died (or a daemon killed with its
+        workers) leaves far ends that still send RTP and DTMF to its ports until they notice,
+        and a new call on such a port would hear them. So each start of the daemon and each
+        restart of an index alternate halves, and a worker retiring beside its successor keeps
+        the other half."""
+        if self._generation is None:
+            self._generation = self._next_generation()
+        half = (self._generation + self._spawns.get(index, 0)) % 2
+        for w in self.retiring.values():
+            if w.index == index and w.rtp_half == half:
+                half = 1 - half
+        return half
+
+    def _next_generation(self) -> int:
+        if self.state_dir is None:
+            return 0
+        path = self.state_dir / "generation"
+        try:
+            gen = int(path.read_text().strip()) + 1
+        except (OSError, ValueError):
+            gen = 0
+        write_private(path, f"{gen}\n".encode())
+        return gen
 
     def _spawn(self, index: int) -> Worker:
         env = dict(os.environ)
@@ -249,10 +286,12 @@ class WorkerPool:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.connect(self._address(name))  # queued on the listener: no race with the child
             channel = Channel(sock)
+        half = self._half(index)
+        self._spawns[index] = self._spawns.get(index, 0) + 1
         w = Worker(index=index, proc=proc, channel=channel, started_at=time.monotonic(),
-                   failures=self._failures.get(index, 0))
+                   failures=self._failures.get(index, 0), rtp_half=half)
         self.workers[index] = w
-        channel.send({"op": "init", **self.init_for(index)})
+        channel.send({"op": "init", **self.init_for(index, half)})
         logger.info("worker %d started (pid %d)", index, proc.pid)
         return w
 
@@ -341,7 +380,7 @@ class WorkerPool:
         w = Worker(index=index, proc=Adopted(int(hello["pid"])), channel=ch,
                    started_at=time.monotonic(), ready=bool(hello.get("ready")),
                    sip_port=hello.get("sip_port"), calls={str(c) for c in end.get("calls") or []},
-                   adopted=True)
+                   adopted=True, rtp_half=self._half_of(index, hello.get("rtp_port")))
         why = None
         if hello.get("wire") != WIRE_VERSION:
             why = f"wire version {hello.get('wire')} (ours: {WIRE_VERSION})"
@@ -363,6 +402,13 @@ class WorkerPool:
                        index, w.pid, len(w.calls), len(msgs) - 2,
                        f"; retiring it: {why}" if why else "")
         return w
+
+    def _half_of(self, index: int, rtp_port: Any) -> int:
+        init = self._init_message(index) if 0 <= index < self.size else {}
+        base, span = int(init.get("rtp_port") or 0), int(init.get("rtp_port_range") or 0)
+        if not (base and span >= 4 and isinstance(rtp_port, int)):
+            return 0
+        return 1 if rtp_port >= base + span // 2 else 0
 
     def undelivered(self) -> list[Message]:
         """Events of workers that exited with no daemon attached (``sip.link``), oldest file

@@ -230,6 +230,7 @@ class Worker:
                          state_dir=Path(socket_path).parent if socket_path else None)
         self.socket_path = socket_path
         self.digest = ""
+        self.rtp_port = 0
         self._reg_last: dict[str, Message] = {}  # trunk -> its last ``reg`` event
         self._retiring = False  # finish the calls, take no new one, then exit
         self.ep: pj.Endpoint | None = None
@@ -272,6 +273,7 @@ class Worker:
 
     def _hello(self) -> Message:
         return {"worker": self.index, "sip_port": self.sip_port, "digest": self.digest,
+                "rtp_port": self.rtp_port,
                 "ready": self.ep is not None and not self._retiring}
 
     def _state(self) -> list[Message]:
@@ -297,6 +299,7 @@ class Worker:
         level = pjsua_level(init.get("log_level"))
         self.index = int(init.get("worker", 0))
         self.digest = str(init.get("digest") or "")
+        self.rtp_port = int(init.get("rtp_port") or 0)
         self.link.alone_s = float(init.get("orphan_timeout") or self.link.alone_s)
         bind = str(init.get("bind") or "127.0.0.1")
         self.ep, self._writer = create_endpoint(level, USER_AGENT)

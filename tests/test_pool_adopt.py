@@ -190,3 +190,29 @@ def test_a_socket_path_too_long_for_a_unix_socket_still_works(tmp_path: Path) ->
     again.gateway.attach()
     assert len(again.pool.workers) == 1
     again.gateway.close(5)
+
+
+def test_a_new_process_for_an_index_never_takes_the_rtp_ports_of_the_one_before(
+        tmp_path: Path) -> None:
+    """Far ends of a dead worker still send RTP (and DTMF) to its ports: its successor, in this
+    daemon or the next one, uses the other half of the index's range."""
+    def pool() -> WorkerPool:
+        return WorkerPool(size=2, calls_per_worker=4, state_dir=tmp_path,
+                          init_message=lambda i: {"worker": i, "rtp_port": 30000 + 20 * i,
+                                                  "rtp_port_range": 20})
+
+    def ports(p: WorkerPool, index: int) -> tuple[int, int]:
+        half = p._half(index)
+        p._spawns[index] = p._spawns.get(index, 0) + 1  # what _spawn does
+        init = p.init_for(index, half)
+        return init["rtp_port"], init["rtp_port"] + init["rtp_port_range"] + 1
+
+    first = pool()
+    a = ports(first, 1)
+    b = ports(first, 1)  # the worker died and was restarted
+    later = pool()  # the daemon was killed with its workers, and started again
+    c = ports(later, 1)
+    assert a == (30020, 30029) and b == (30030, 30039) and c == (30030, 30039)
+    for lo, hi in (a, b, c):
+        assert 30020 <= lo and hi < 30040  # inside index 1's range
+    assert first.init_for(1, 0)["digest"] == first.init_for(1, 1)["digest"]
