@@ -45,7 +45,6 @@ import re
 import resource
 import sqlite3
 import struct
-import subprocess
 import sys
 import tempfile
 import time

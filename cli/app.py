@@ -22,9 +22,23 @@ import typer
 from typer.core import TyperGroup
 
 from cli.campaigns import campaign_app, recipients_table
-from cli.common import (DEFAULT_DB, _state, actor, authorized, db_url, emit_json, err, fail,
-                        import_audio_file, local, out, parse_start, read_recipients, short_time,
-                        store)
+from cli.common import (
+    DEFAULT_DB,
+    _state,
+    actor,
+    authorized,
+    db_url,
+    emit_json,
+    err,
+    fail,
+    import_audio_file,
+    local,
+    out,
+    parse_start,
+    read_recipients,
+    short_time,
+    store,
+)
 from cli.history import history_app
 from cli.operators import audit_app, operator_app
 from cli.settings import settings_app

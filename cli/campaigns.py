@@ -11,8 +11,19 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import (actor, authorized, emit_json, fail, local, message_audio, out,
-                        parse_start, read_recipient_lines, rules, short_time)
+from cli.common import (
+    actor,
+    authorized,
+    emit_json,
+    fail,
+    local,
+    message_audio,
+    out,
+    parse_start,
+    read_recipient_lines,
+    rules,
+    short_time,
+)
 from dialer.core.domain import CampaignState
 from dialer.core.permissions import Role
 

@@ -162,7 +162,7 @@ def history_report(
     from dialer.report import render_report
 
     h = authorized(V, "history report").run_history(run_id)
-    tz = dt.timezone.utc if utc else dt.datetime.now().astimezone().tzinfo or dt.timezone.utc
+    tz = dt.UTC if utc else dt.datetime.now().astimezone().tzinfo or dt.UTC
     page = render_report(h, tz=tz)
     try:
         output.write_text(page, encoding="utf-8")

@@ -19,7 +19,7 @@ settings_app = typer.Typer(help="Global settings: campaign and call limits.", no
 
 def settings_data(gs: GlobalSettings) -> dict[str, Any]:
     at = (None if gs.updated_at is None
-          else dt.datetime.fromtimestamp(gs.updated_at, dt.timezone.utc))
+          else dt.datetime.fromtimestamp(gs.updated_at, dt.UTC))
     return {"max_campaigns": gs.max_campaigns, "max_calls": gs.limits.total,
             "max_internal": gs.limits.internal, "max_external": gs.limits.external,
             "require_db_role": gs.require_db_role,

@@ -12,15 +12,25 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from cli.common import (actor, authorized, email_policy, emit_json, fail, message_audio, out,
-                        parse_limit, read_recipient_lines, rules)
+from cli.common import (
+    actor,
+    authorized,
+    email_policy,
+    emit_json,
+    fail,
+    message_audio,
+    out,
+    parse_limit,
+    read_recipient_lines,
+    rules,
+)
 from dialer.bootstrap import TemplateView
+from dialer.core import validation
 from dialer.core.csvcells import cell
 from dialer.core.domain import CampaignSettings, Limits
 from dialer.core.errors import ValidationError
 from dialer.core.permissions import Role
 from dialer.core.recipients import make_recipient
-from dialer.core import validation
 
 template_app = typer.Typer(help="Campaign templates (campaign models) and their recipients.",
                            no_args_is_help=True)

@@ -17,8 +17,8 @@ from dialer.configfields import parse_int as parse_int
 from dialer.configfields import parse_password as parse_password
 from dialer.core.domain import SIP_REJECT_CODES as REJECT_CODES
 from dialer.core.errors import ConfigError
-from dialer.mailer import SmtpConfig, parse_smtp
 from dialer.core.recipients import DEFAULT_EXTENSION_PATTERN, DEFAULT_REGION, NumberRules
+from dialer.mailer import SmtpConfig, parse_smtp
 
 MAX_CALLS_PER_WORKER = 4  # PJSUA_MAX_CALLS of the pjsua2 wheel
 

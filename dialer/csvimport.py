@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from dialer.core.csvcells import restore
 from dialer.core.domain import Kind
 from dialer.core.errors import CsvError, ValidationError
-from dialer.core.recipients import (NumberRules, Recipient, _make_recipient)
+from dialer.core.recipients import NumberRules, Recipient, _make_recipient
 
 PROGRESS_EVERY = 500
 

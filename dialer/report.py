@@ -42,7 +42,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 OUTCOME_COLOURS: dict[str, str] = {
     "contacted": "#1f9d55", "busy": "#e8912d", "no_answer": "#d6b40b", "rejected": "#8e44ad",

@@ -34,14 +34,14 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pjsua2 as pj
 
-from sip.endpoint import (create_endpoint, create_transport, destroy_endpoint, guarded,
-                          setup_logging)
+from sip.endpoint import create_endpoint, create_transport, destroy_endpoint, guarded, setup_logging
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,21 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from ctypes import (CFUNCTYPE, POINTER, Structure, Union, c_char, c_char_p, c_int, c_int32,
-                    c_long, c_size_t, c_ssize_t, c_uint32, c_void_p)
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    Structure,
+    Union,
+    c_char,
+    c_char_p,
+    c_int,
+    c_int32,
+    c_long,
+    c_size_t,
+    c_ssize_t,
+    c_uint32,
+    c_void_p,
+)
 from dataclasses import dataclass
 from typing import Any
 

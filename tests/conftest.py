@@ -19,6 +19,7 @@ if str(Path(__file__).resolve().parent.parent) not in sys.path:
 from tests.harness import Dialer  # noqa: E402
 from tests.peers import DTMF_KEYS, SIPP_DIR, Kamailio, Sipp, make_dtmf_captures  # noqa: E402
 
+
 def _missing(marker: str) -> str | None:
     """Why the peer a marker needs is unavailable, or None."""
     if marker == "sip":

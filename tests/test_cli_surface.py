@@ -15,7 +15,8 @@ from typing import Any
 import jsonschema
 import pytest
 import typer
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 import cli.common as cli_common

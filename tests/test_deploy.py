@@ -88,7 +88,7 @@ def test_the_dashboard_is_valid_grafana_json_with_the_expected_panels() -> None:
     assert len(ids) == len(set(ids))
     for p in dash["panels"]:
         g = p["gridPos"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
     assert any("histogram_quantile(0.99" in e and "dialer_scheduler_decision_seconds_bucket" in e
                for e in dashboard_exprs())
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from dialer.core.domain import CampaignSettings, Kind
-from dialer.mailer import SmtpConfig
 from dialer.core.recipients import Recipient
+from dialer.mailer import SmtpConfig
 from dialer.storage.store import SqlStore
 from tests.sim import T0, Behaviour, Simulation
 

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures_core import PG_HOST, PG_PORT, PG_USER, _admin_connect, pg_database  # noqa: F401
 from typer.testing import CliRunner
 
 import cli.common
 from cli.app import app
 from dialer.storage.store import SqlStore
-from fixtures_core import PG_HOST, PG_PORT, PG_USER, _admin_connect, pg_database  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 ME = pwd.getpwuid(os.getuid()).pw_name  # the real user running the tests

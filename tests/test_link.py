@@ -12,7 +12,6 @@ import pytest
 from dialer.ipc import WIRE_VERSION, Channel, Message
 from sip.link import Link
 
-
 OPEN: list[Link | Channel] = []
 
 

@@ -19,8 +19,8 @@ import pytest
 
 from dialer.config import Secret
 from dialer.core.errors import ConfigError
-from dialer.mailer import Mailer, SmtpConfig, parse_smtp
 from dialer.core.recipients import Recipient, make_recipient
+from dialer.mailer import Mailer, SmtpConfig, parse_smtp
 
 aiosmtpd = pytest.importorskip("aiosmtpd", reason="aiosmtpd is not installed (pip install "
                                "-e '.[test]')")

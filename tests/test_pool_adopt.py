@@ -214,5 +214,5 @@ def test_a_new_process_for_an_index_never_takes_the_rtp_ports_of_the_one_before(
     c = ports(later, 1)
     assert a == (30020, 30029) and b == (30030, 30039) and c == (30030, 30039)
     for lo, hi in (a, b, c):
-        assert 30020 <= lo and hi < 30040  # inside index 1's range
+        assert lo >= 30020 and hi < 30040  # inside index 1's range
     assert first.init_for(1, 0)["digest"] == first.init_for(1, 1)["digest"]

@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from dialer.core.domain import CampaignSettings, Kind, Limits
+from dialer.core.recipients import NumberRules, Recipient
 from dialer.metrics import Metrics
 from dialer.precheck import (
     CallModel,
@@ -24,7 +25,6 @@ from dialer.precheck import (
     findings_json,
     trunk_states_from_metrics,
 )
-from dialer.core.recipients import NumberRules, Recipient
 from media.audio import AudioInfo, import_audio
 from media.prompts import prompt_set
 

@@ -59,7 +59,7 @@ def epoch(iso: str | None) -> float:
     assert iso is not None
     value = dt.datetime.fromisoformat(iso)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
     return value.timestamp()
 
 

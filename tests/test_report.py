@@ -129,7 +129,7 @@ def test_a_run_without_calls() -> None:
     page = render_report(h)
     assert "No call was placed in this run." in page
     assert "scheduled" in page
-    assert chart_svg([], 0, dt.timezone.utc).endswith("</svg>")
+    assert chart_svg([], 0, dt.UTC).endswith("</svg>")
 
 
 def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:

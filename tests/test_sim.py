@@ -21,19 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures_core import db_url, pg_database, store  # noqa: F401 - pytest fixtures
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
 from dialer.core import lifecycle
-from dialer.core.domain import CampaignSettings, CampaignState, Kind, Limits
+from dialer.core.domain import CampaignSettings, Kind, Limits
 from dialer.core.recipients import Recipient
 from dialer.core.scheduler import Counts, room
 from dialer.storage.models import AttemptRow, CampaignRow, RecipientRow
 from dialer.storage.store import SqlStore, settings_from_dict, to_ts
 from dialer.testing.memory import MemoryStore
 from dialer.testing.setup import ContractStore
-from fixtures_core import db_url, pg_database, store  # noqa: F401 - pytest fixtures
 from tests.sim import BEHAVIOURS, T0, Behaviour, Simulation
 
 I, E = Kind.INTERNAL, Kind.EXTERNAL

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dialer.ipc import Channel, Message, inheritable_pair
+from dialer.ipc import Message, inheritable_pair
 from sip.endpoint import q850_cause
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,6 +7,7 @@ import hashlib
 from typing import Any
 
 import pytest
+from fixtures_core import db_url, pg_database, store  # noqa: F401 - pytest fixtures
 from sqlalchemy import inspect, select
 
 from dialer.core.domain import CampaignSettings, Kind, Limits, Outcome
@@ -14,7 +15,6 @@ from dialer.core.errors import DialerError, NotFound, StateError, ValidationErro
 from dialer.core.recipients import Recipient
 from dialer.storage.models import AttemptRow, CampaignRow, RecipientRow, SettingsRow, TemplateRow
 from dialer.storage.store import ClaimedCall, EndReport, SqlStore, Tick
-from fixtures_core import db_url, pg_database, store  # noqa: F401 - pytest fixtures
 
 NOW = 1_800_000_000.0
 NODE = "node-a"

@@ -12,7 +12,7 @@ from typing import Any
 from dialer.core.domain import CampaignSettings, Kind, Limits, Outcome
 from dialer.core.recipients import Recipient
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def to_dt(ts: float | None) -> dt.datetime | None:

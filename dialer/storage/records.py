@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from dialer.core.domain import Limits
 from dialer.core.records import (
     UTC,
     AttemptMeta,
@@ -22,7 +23,6 @@ from dialer.core.records import (
     to_dt,
     to_ts,
 )
-from dialer.core.domain import Limits
 from dialer.storage.models import AttemptRow, EventRow
 
 __all__ = ["UTC", "AttemptMeta", "ClaimedCall", "EndReport", "GlobalSettings", "MailJob",

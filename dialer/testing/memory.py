@@ -56,7 +56,7 @@ from dialer.core.records import (
 )
 from dialer.files import write_private
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 _LIVE = (CampaignState.SCHEDULED, CampaignState.BLOCKED, CampaignState.ACTIVE)
 _SETTINGS_KEYS = {"max_campaigns", "max_calls", "max_internal", "max_external"}
 
