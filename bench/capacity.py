@@ -279,7 +279,7 @@ class Run:
         ramp, best5 = log.setup_rates(min(peak, limit))
         s = self.samples
         plateau_cpu = plateau_cs = run_cpu = run_cs = 0.0
-        for a, b in zip(s, s[1:]):
+        for a, b in zip(s, s[1:], strict=False):
             dt = b.t - a.t
             held = (a.established + b.established) / 2 * dt
             run_cpu += b.cpu - a.cpu
@@ -288,10 +288,10 @@ class Run:
                 plateau_cpu += b.cpu - a.cpu
                 plateau_cs += held
         busy = [((b.machine[0] - a.machine[0]) / max(1.0, b.machine[1] - a.machine[1]))
-                * (os.cpu_count() or 1) * 100 for a, b in zip(s, s[1:])]
-        caller_pct = [(b.cpu - a.cpu) / max(1e-6, b.t - a.t) * 100 for a, b in zip(s, s[1:])]
+                * (os.cpu_count() or 1) * 100 for a, b in zip(s, s[1:], strict=False)]
+        caller_pct = [(b.cpu - a.cpu) / max(1e-6, b.t - a.t) * 100 for a, b in zip(s, s[1:], strict=False)]
         answerer_pct = [(b.answerer_cpu - a.answerer_cpu) / max(1e-6, b.t - a.t) * 100
-                        for a, b in zip(s, s[1:])]
+                        for a, b in zip(s, s[1:], strict=False)]
         rss_peak = max((x.rss for x in s), default=0)
         return {
             "peak_established": peak,

@@ -153,7 +153,7 @@ def bench_import(store: SqlStore, size: int, runs: int) -> dict[str, Any]:
         store.start_campaign(template="T0", name=f"import {run}", now=T0, start_at=T0 + 86400,
                              actor="bench", recipients=recs)
         insert.append(time.perf_counter() - t)
-    total = [a + b for a, b in zip(parse, insert)]
+    total = [a + b for a, b in zip(parse, insert, strict=True)]
     return {"size": size, "parse_csv": summary(parse), "store_insert": summary(insert),
             "total": summary(total)}
 

@@ -126,7 +126,7 @@ class MailQueue:
         results = self._mailer(self.smtp).send_campaign(mail.name, mail.recipients, audio,
                                                         mail.text)
         # one result per recipient with an address, in order (all of them have one here)
-        pairs = list(zip(mail.recipients, results))
+        pairs = list(zip(mail.recipients, results, strict=False))
         self.store.record_emails(campaign_id, [
             (rec.id, res.email, res.sent, (res.message_id if res.sent else res.error) or "")
             for rec, res in pairs], at=self.clock())

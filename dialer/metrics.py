@@ -41,6 +41,7 @@ an unlimited limit instead of a negative ratio; dashboards show "unlimited" for 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -350,7 +351,5 @@ class Metrics:
 
     @staticmethod
     def _remove(metric: Gauge, *labels: str) -> None:
-        try:
+        with contextlib.suppress(KeyError):
             metric.remove(*labels)
-        except KeyError:
-            pass

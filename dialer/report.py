@@ -267,7 +267,7 @@ def chart_svg(points: Sequence[Point], total: int, tz: dt.tzinfo, *,
     xs = [x(p.at) for p in points] + [x(t1)]
     lower = [0] * len(points)
     for sid, name, colour in SERIES:
-        upper = [lo + getattr(p, sid) for lo, p in zip(lower, points)]
+        upper = [lo + getattr(p, sid) for lo, p in zip(lower, points, strict=True)]
         top_path = [f"M{x(t0):.1f},{y(0):.1f}", f"L{xs[0]:.1f},{y(0):.1f}"]
         for i, val in enumerate(upper):
             top_path.append(f"L{xs[i]:.1f},{y(val):.1f}L{xs[i + 1]:.1f},{y(val):.1f}")

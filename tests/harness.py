@@ -6,6 +6,7 @@ deadlines; the daemon's log is attached to every failure message.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -134,10 +135,8 @@ class Dialer:
 
     def kill_workers(self) -> None:
         for pid in self.worker_processes():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def _stop(self, timeout: float) -> int | None:
         if self.daemon is None or self.daemon.poll() is not None:
@@ -145,10 +144,10 @@ class Dialer:
         self.daemon.send_signal(signal.SIGTERM)
         try:
             return self.daemon.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             self.daemon.kill()
             self.daemon.wait()
-            raise AssertionError("the daemon did not stop on SIGTERM\n" + self.log_tail())
+            raise AssertionError("the daemon did not stop on SIGTERM\n" + self.log_tail()) from exc
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -554,7 +554,7 @@ def test_import_never_crashes_nor_stores_a_partial_list(cli: Cli, rows: list[tup
     w.writerow(["number", "name", "email"])
     w.writerows(rows)
     path = cli.csv(buf.getvalue(), "prop.csv")
-    if not cli("template", "show", "P").exit_code == 0:
+    if cli("template", "show", "P").exit_code != 0:
         cli.ok("template", "add", "P", "--audio", str(WAV), "--recipients",
                cli.csv("number\n555\n", "seed.csv"))
     before = cli.json("template recipients list", "template", "recipients", "list", "P")

@@ -29,7 +29,7 @@ STORED = [n[1:] if n == "'=already quoted" else n for n in NAMES]
 HOSTILE_CSV = "number,name,email\n" + "".join(
     f"{101 + i},\"{n.replace(chr(34), chr(34) * 2)}\",{m}\n"
     for i, (n, m) in enumerate(zip(NAMES, ["-ops@example.com", "=x@example.com", "", "", "",
-                                           "a@example.com", "", ""]))
+                                           "a@example.com", "", ""], strict=False))
 ) + "+39 06 6982 0000,\"=HYPERLINK(\"\"http://evil\"\")\",\n"
 
 

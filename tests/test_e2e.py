@@ -8,6 +8,7 @@ lasts about message + 5 s.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Callable
@@ -295,10 +296,8 @@ def _kill_daemon_and_workers(d: Dialer) -> None:
     d.daemon.kill()
     d.daemon.wait(10)
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_kill_9_of_the_daemon_and_its_workers_costs_no_attempt(start_sipp, dialer) -> None:

@@ -148,9 +148,8 @@ def test_audit_rows_cannot_be_updated_or_deleted(migrated: SqlStore) -> None:
     migrated.set_settings(actor="alice", now=1.0, max_calls=3)
     before = migrated.audit_list()
     for sql in ("UPDATE audit SET actor = 'mallory'", "DELETE FROM audit"):
-        with pytest.raises(DatabaseError, match="append-only"):
-            with migrated.engine.begin() as conn:
-                conn.execute(text(sql))
+        with pytest.raises(DatabaseError, match="append-only"), migrated.engine.begin() as conn:
+            conn.execute(text(sql))
     assert migrated.audit_list() == before
 
 

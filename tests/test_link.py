@@ -3,6 +3,7 @@ kept to the next one, in order, before the calls it still carries."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from pathlib import Path
@@ -219,10 +220,8 @@ def test_a_garbled_daemon_is_hung_up_on_and_the_worker_waits_for_the_next(
     sent = 0
     for _ in range(1000):
         if sent < len(junk):
-            try:
+            with contextlib.suppress(BlockingIOError, OSError):
                 sent += daemon.sock.send(junk[sent:sent + 65536])
-            except (BlockingIOError, OSError):
-                pass
         link.receive()
         if not link.attached:
             break

@@ -46,7 +46,7 @@ def same_parameters(port_fn: Any, impl_fn: Any) -> bool:
     want, got = shape(port_fn), shape(impl_fn)
     if [(n, k) for n, k, _ in want] != [(n, k) for n, k, _ in got]:
         return False
-    for (_, _, w), (_, _, g) in zip(want, got):
+    for (_, _, w), (_, _, g) in zip(want, got, strict=True):
         if w is inspect.Parameter.empty:
             if g is not inspect.Parameter.empty:
                 return False

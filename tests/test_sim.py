@@ -302,7 +302,7 @@ def worlds(draw: st.DrawFn) -> dict[str, Any]:
     camps = []
     serial = 0
     script: dict[str, list[Behaviour]] = {}
-    for k in range(n_camps):
+    for _ in range(n_camps):
         kinds = draw(st.lists(st.sampled_from([I, E]), min_size=1, max_size=5))
         numbers = []
         for kind in kinds:
@@ -381,7 +381,7 @@ def test_the_fake_store_makes_the_decisions_of_sql_store(tmp_path_factory: Any,
                 numbers, start_at = c.pop("numbers"), c.pop("start_at")
                 ids.append(launch(store, f"T{k}", numbers, start_at=start_at, **c))
             sim = Simulation(store, tmp / backend, world["script"])
-            sim.run(done=lambda: campaigns_done(store))
+            sim.run(done=lambda store=store: campaigns_done(store))
             sim.stop()
             histories.append([
                 (store.campaign_detail(cid)["state"],

@@ -425,7 +425,7 @@ def test_torture_messages_over_udp_and_tcp_during_a_campaign(
                 barrier(port)
     with ThreadPoolExecutor(len(ports)) as pool:  # one TCP sender per worker
         refused = {i: r for i, r in zip(ports, pool.map(
-            lambda port: torture_tcp(port, messages), ports.values())) if r}
+            lambda port: torture_tcp(port, messages), ports.values()), strict=True) if r}
     detail = finished(d, cid, 120)
     assert_alive(d)
     assert starts(d) == 4, f"{starts(d) - 4} worker restart(s)\n{restarts_log(d)}"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
-from typing import Union
 
 from dialer.core.domain import DialogueSettings, Outcome
 
@@ -78,7 +77,7 @@ class RemoteHangup:
     at: float
 
 
-Event = Union[Answered, Digit, TimerFired, RemoteHangup]
+Event = Answered | Digit | TimerFired | RemoteHangup
 
 
 # ----- commands (to the worker) -----
@@ -112,7 +111,7 @@ class Confirmed:
     at: float
 
 
-Command = Union[Play, StartTimer, HangUp, Confirmed]
+Command = Play | StartTimer | HangUp | Confirmed
 
 
 @dataclass(frozen=True, kw_only=True)

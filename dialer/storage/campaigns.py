@@ -86,7 +86,7 @@ class Campaigns(Templates, Dispatch):
                          audio_seconds=camp.audio_seconds,
                          recipients=[{"id": rid, "position": pos, "number": r.number,
                                       "name": r.name, "email": r.email, "kind": r.kind.value}
-                                     for (rid, pos), r in zip(ids, recs)]))
+                                     for (rid, pos), r in zip(ids, recs, strict=False)]))
             self._audit(s, actor=actor, now=now, action="campaign.start",
                         target=f"campaign {camp.id}",
                         new={"name": camp.name, "template": tpl.name, "recipients": len(recs),
@@ -249,7 +249,7 @@ class Campaigns(Templates, Dispatch):
         scheduling pass on PostgreSQL (taken before any campaign row, in the order the passes
         take them); SQLite's single writer already serialises."""
         return cast("int | None",
-                    dict(zip(_SETTINGS_COLUMNS, self._settings_row(s)))["max_campaigns"])
+                    dict(zip(_SETTINGS_COLUMNS, self._settings_row(s), strict=True))["max_campaigns"])
 
     def _operator_action(self, s: Session, action: str, c: CampaignRow, max_active: int | None,
                          now: float) -> CampaignState | None:

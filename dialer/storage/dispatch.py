@@ -128,7 +128,7 @@ class Dispatch(History, FastPath):
             row = self._settings_row(s)
             if row != view.settings_row:
                 view.settings_row = row
-                values = dict(zip(_SETTINGS_COLUMNS, row))
+                values = dict(zip(_SETTINGS_COLUMNS, row, strict=True))
                 if values["updated_at"] is not None:
                     values["updated_at"] = _as_utc(values["updated_at"])
                 view.settings = _settings_view(_SettingsValues(**values))
@@ -214,7 +214,7 @@ class Dispatch(History, FastPath):
         changed = [cid for cid, v in versions.items() if view.versions.get(cid) != v]
         if changed:
             for cid, state, prio, start, n_i, n_a, n_c, n_f, n_s in (
-                    [r for cid in changed for r in self._rows(s, _Q_LIVE_ONE, {"cid": cid})]
+                    [r for one in changed for r in self._rows(s, _Q_LIVE_ONE, {"cid": one})]
                     if self.sqlite else self._rows(s, _Q_LIVE, {"ids": changed})):
                 if state not in _LIVE:
                     continue  # left the live states between the two reads
