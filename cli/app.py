@@ -63,7 +63,8 @@ class _Group(TyperGroup):
             fail(str(exc))
 
 
-app = typer.Typer(cls=_Group, help="SIP-native alert dialer: call a list of people, play a message, collect "
+app = typer.Typer(cls=_Group,
+                  help="SIP-native alert dialer: call a list of people, play a message, collect "
                        "DTMF confirmations, retry, keep the record.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False,
                   context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,7 +89,8 @@ def main_options(
                                             envvar="DIALER_MAX_AUDIO_SECONDS",
                                             help="Longest message accepted on import."),
 ) -> None:
-    """Alert dialer. Example: dialer init && dialer template add Fire --audio fire.wav --recipients staff.csv"""
+    ("Alert dialer. Example: dialer init && dialer template add Fire --audio fire.wav "
+     "--recipients staff.csv")
     import phonenumbers
 
     if region.upper() not in phonenumbers.SUPPORTED_REGIONS:
@@ -136,11 +138,13 @@ def init() -> None:
 
 @app.command()
 def serve(
-    config: Path = typer.Option(..., "--config", "-c", help="TOML configuration (see dialer.toml)."),
+    config: Path = typer.Option(..., "--config", "-c",
+                                help="TOML configuration (see dialer.toml)."),
     log_format: str = typer.Option("text", help="text or json."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
 ) -> None:
-    """Run the daemon: SIP workers, registrations, scheduler, metrics. Example: dialer serve -c dialer.toml"""
+    ("Run the daemon: SIP workers, registrations, scheduler, metrics. "
+     "Example: dialer serve -c dialer.toml")
     from dialer import config as config_mod
 
     if log_format not in ("text", "json"):  # refused before anything is read

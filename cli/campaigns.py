@@ -38,11 +38,14 @@ def campaign_start(
     template: str = typer.Argument(..., help="Template to launch."),
     name: Optional[str] = typer.Option(None, help="Campaign name (default: the template's)."),
     audio: Optional[Path] = typer.Option(None, help="Another message for this launch."),
-    tts: Optional[str] = typer.Option(None, "--tts", help="Another message for this launch, as text spoken by espeak-ng."),
-    voice: Optional[str] = typer.Option(None, "--voice", help="Voice of --tts: en or it (default: the template's language)."),
+    tts: Optional[str] = typer.Option(None, "--tts", help="Another message for this launch, "
+                                      "as text spoken by espeak-ng."),
+    voice: Optional[str] = typer.Option(None, "--voice", help="Voice of --tts: en or it "
+                                        "(default: the template's language)."),
     recipients: Optional[Path] = typer.Option(None, help="Another recipient list (CSV)."),
     in_minutes: Optional[float] = typer.Option(None, "--in", help="Start after N minutes."),
-    at: Optional[str] = typer.Option(None, "--at", help="Start at an ISO date-time (local zone if none)."),
+    at: Optional[str] = typer.Option(None, "--at",
+                                     help="Start at an ISO date-time (local zone if none)."),
     json_out: bool = typer.Option(False, "--json", help="Print {\"id\": ...}."),
 ) -> None:
     """Launch a campaign from a template, now, --in N minutes or --at a date-time.
@@ -71,7 +74,8 @@ def campaign_start(
 
 @campaign_app.command("list")
 def campaign_list(
-    state: Optional[list[str]] = typer.Option(None, "--state", help=f"Only these states ({', '.join(STATES)}); repeatable."),
+    state: Optional[list[str]] = typer.Option(None, "--state", help=f"Only these states "
+                                              f"({', '.join(STATES)}); repeatable."),
     json_out: bool = typer.Option(False, "--json", help="JSON for scripts."),
 ) -> None:
     """List campaigns. Example: dialer campaign list --state active --state blocked"""
@@ -141,7 +145,8 @@ def campaign_show(campaign_id: int = typer.Argument(..., help="Campaign id."),
 @campaign_app.command("attempts")
 def campaign_attempts(campaign_id: int = typer.Argument(..., help="Campaign (run) id."),
                       recipient: str = typer.Argument(..., help="Position (#N) or number."),
-                      json_out: bool = typer.Option(False, "--json", help="JSON for scripts.")) -> None:
+                      json_out: bool = typer.Option(False, "--json",
+                                                    help="JSON for scripts.")) -> None:
     """Every attempt to one recipient, with its events and timestamps.
 
     Example: dialer campaign attempts 3 101
@@ -153,8 +158,10 @@ def campaign_attempts(campaign_id: int = typer.Argument(..., help="Campaign (run
     out.print(f"campaign {campaign_id}, recipient {data['position']} {data['number']} "
               f"{data['name'] or ''}: {len(data['attempts'])} attempt(s)")
     for i, a in enumerate(data["attempts"], 1):
-        t = Table("time", "event", "detail", title=f"attempt {i} ({a['id']}): {a['outcome'] or 'in progress'}"
-                  + (f" {a['status']}" if a["status"] else "") + (f" {a['reason']}" if a["reason"] else ""),
+        t = Table("time", "event", "detail",
+                  title=f"attempt {i} ({a['id']}): {a['outcome'] or 'in progress'}"
+                  + (f" {a['status']}" if a["status"] else "")
+                  + (f" {a['reason']}" if a["reason"] else ""),
                   box=box.SIMPLE_HEAD)
         for e in a["events"]:
             detail = ", ".join(f"{k}={v}" for k, v in sorted(e["detail"].items()) if v is not None)
@@ -196,7 +203,8 @@ def campaign_stop(campaign_id: int = typer.Argument(..., help="Campaign id.")) -
 @campaign_app.command("grant")
 def campaign_grant(
     campaign_id: int = typer.Argument(..., help="Campaign id."),
-    recipients: Optional[list[str]] = typer.Argument(None, help="Positions (#N) or numbers; none: every failed recipient."),
+    recipients: Optional[list[str]] = typer.Argument(None, help="Positions (#N) or numbers; "
+                                                     "none: every failed recipient."),
     attempts: int = typer.Option(..., "--attempts", "-n", help="How many more attempts (1..99)."),
 ) -> None:
     """Grant more attempts: a failed recipient becomes idle again and an incomplete campaign
@@ -208,7 +216,8 @@ def campaign_grant(
 
 @campaign_app.command("stop-recipient")
 def campaign_stop_recipient(campaign_id: int = typer.Argument(..., help="Campaign id."),
-                            recipient: str = typer.Argument(..., help="Position (#N) or number.")) -> None:
+                            recipient: str = typer.Argument(
+                                ..., help="Position (#N) or number.")) -> None:
     """Stop the attempts to one recipient. Example: dialer campaign stop-recipient 3 101"""
     r = authorized(C, "campaign stop-recipient").stop_recipient(
         campaign_id, recipient, actor=actor(), now=time.time(), rules=rules())
@@ -272,8 +281,12 @@ def campaign_watch(
 @campaign_app.command("check")
 def campaign_check(
     template: str = typer.Argument(..., help="Template to check."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="The daemon's dialer.toml: its [numbers] rules, worker capacity and metrics endpoint (trunk registrations)."),
-    recipients: Optional[Path] = typer.Option(None, "--recipients", help="Check this list instead of the template's (CSV)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c",
+                                          help="The daemon's dialer.toml: its [numbers] rules, "
+                                          "worker capacity and metrics endpoint "
+                                          "(trunk registrations)."),
+    recipients: Optional[Path] = typer.Option(None, "--recipients", help="Check this list "
+                                              "instead of the template's (CSV)."),
     json_out: bool = typer.Option(False, "--json", help="The findings as JSON."),
 ) -> None:
     """Before a launch: bad or duplicate numbers, missing or invalid audio, unregistered trunks,

@@ -58,7 +58,8 @@ def _behaviours(message: float, answer_prompt: float) -> list[tuple[str, Any]]:
     ]
 
 
-def _start_phones(tmp: Path, name: str, script: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:
+def _start_phones(tmp: Path, name: str,
+                  script: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:
     script_file = tmp / f"phones-{name}.json"
     script_file.write_text(json.dumps(script, indent=1))
     ready = tmp / f"phones-{name}.port"
@@ -98,7 +99,8 @@ def run_demo(console: Console, *, recipients: int = 20, keep: bool = False) -> N
     ok = False
     try:
         message = prompt_path("en", "demo_message")
-        behaviours = _behaviours(wav_seconds(message), wav_seconds(prompt_path("en", "answer_prompt")))
+        behaviours = _behaviours(wav_seconds(message),
+                                 wav_seconds(prompt_path("en", "answer_prompt")))
         recs: list[Recipient] = []
         scripts: dict[str, dict[str, Any]] = {"internal": {"numbers": {}},
                                               "external": {"numbers": {}}}

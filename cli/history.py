@@ -61,7 +61,8 @@ def export_csv(history: dict[str, Any]) -> str:
     position = {r["id"]: r["position"] for r in history["recipients"]}
     for a in history["attempts"]:
         put({"record": "attempt", "id": a["id"], "at": a["created_at"],
-                    "recipient_id": a["recipient_id"], "position": position.get(a["recipient_id"], ""),
+                    "recipient_id": a["recipient_id"],
+                    "position": position.get(a["recipient_id"], ""),
                     "number": a["number"], "attempt_id": a["id"], "kind": a["outcome"] or "",
                     "data": data(a, "id", "created_at", "recipient_id", "number")})
     for e in history["events"]:

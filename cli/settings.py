@@ -49,10 +49,14 @@ def settings_show(json_out: bool = typer.Option(False, "--json", help="JSON for 
 
 @settings_app.command("set")
 def settings_set(
-    max_campaigns: Optional[str] = typer.Option(None, help="Simultaneously active campaigns (none: unlimited)."),
-    max_calls: Optional[str] = typer.Option(None, help="Concurrent calls in total (none: unlimited)."),
-    max_internal: Optional[str] = typer.Option(None, help="Concurrent internal calls (none: unlimited)."),
-    max_external: Optional[str] = typer.Option(None, help="Concurrent external calls (none: unlimited)."),
+    max_campaigns: Optional[str] = typer.Option(None, help="Simultaneously active campaigns (none: "
+                                                           "unlimited)."),
+    max_calls: Optional[str] = typer.Option(None, help="Concurrent calls in total (none: "
+                                                       "unlimited)."),
+    max_internal: Optional[str] = typer.Option(None, help="Concurrent internal calls (none: "
+                                                          "unlimited)."),
+    max_external: Optional[str] = typer.Option(None, help="Concurrent external calls (none: "
+                                                          "unlimited)."),
     require_db_role: Optional[bool] = typer.Option(
         None, "--require-db-role/--no-require-db-role",
         help="PostgreSQL only: every operator command must connect as the operator's own "

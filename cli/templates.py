@@ -56,11 +56,16 @@ def _optional_text(value: Optional[str]) -> tuple[bool, Optional[str]]:
 
 @template_app.command("add")
 def template_add(
-    name: str = typer.Argument(..., help="Letters, digits, spaces, - and _; also the caller display name."),
-    audio: Optional[Path] = typer.Option(None, "--audio", help="The message: WAV, FLAC, OGG or MP3."),
-    tts: Optional[str] = typer.Option(None, "--tts", help="The message as text, spoken by espeak-ng (instead of --audio)."),
-    voice: Optional[str] = typer.Option(None, "--voice", help="Voice of --tts: en or it (default: --language)."),
-    email: str = typer.Option("off", "--email", help="Mail the message to recipients with an address: off, on-launch or unreached."),
+    name: str = typer.Argument(..., help="Letters, digits, spaces, - and _; also the caller "
+                                         "display name."),
+    audio: Optional[Path] = typer.Option(None, "--audio",
+                                         help="The message: WAV, FLAC, OGG or MP3."),
+    tts: Optional[str] = typer.Option(None, "--tts", help="The message as text, spoken by "
+                                                          "espeak-ng (instead of --audio)."),
+    voice: Optional[str] = typer.Option(None, "--voice", help="Voice of --tts: en or it (default: "
+                                                              "--language)."),
+    email: str = typer.Option("off", "--email", help="Mail the message to recipients with an "
+                                                     "address: off, on-launch or unreached."),
     caller_number: Optional[str] = typer.Option(None, help="Calling number (From user part)."),
     external_route: Optional[str] = typer.Option(None, help="External route / routing class."),
     priority: int = typer.Option(0, help="Higher runs first when slots are scarce."),
@@ -72,20 +77,27 @@ def template_add(
                                         help="Require the listen key (9) after the message."),
     answer_key: str = typer.Option("1", help="Key that confirms the answer."),
     listen_key: str = typer.Option("9", help="Key that confirms the listening."),
-    threshold: Optional[int] = typer.Option(None, help="Recipients to reach for Completed (default all)."),
-    max_calls: Optional[str] = typer.Option(None, help="Concurrent calls of this campaign (none: unlimited)."),
-    max_internal: Optional[str] = typer.Option(None, help="Concurrent internal calls (none: unlimited)."),
-    max_external: Optional[str] = typer.Option(None, help="Concurrent external calls (none: unlimited)."),
-    retry_delay: float = typer.Option(60.0, help="Minimum seconds between two calls to one recipient."),
+    threshold: Optional[int] = typer.Option(None, help="Recipients to reach for Completed (default "
+                                                       "all)."),
+    max_calls: Optional[str] = typer.Option(None, help="Concurrent calls of this campaign (none: "
+                                                       "unlimited)."),
+    max_internal: Optional[str] = typer.Option(None, help="Concurrent internal calls (none: "
+                                                          "unlimited)."),
+    max_external: Optional[str] = typer.Option(None, help="Concurrent external calls (none: "
+                                                          "unlimited)."),
+    retry_delay: float = typer.Option(60.0, help="Minimum seconds between two calls to one "
+                                                 "recipient."),
     key_timeout: float = typer.Option(5.0, help="Seconds to wait for a key after a prompt."),
     max_repeats: int = typer.Option(3, help="Repeats of a prompt or the message without the key."),
     language: str = typer.Option("en", help="Language of the prompts: en or it."),
-    enabled: bool = typer.Option(True, "--enabled/--disabled", help="Whether it may launch campaigns."),
+    enabled: bool = typer.Option(True, "--enabled/--disabled",
+                                 help="Whether it may launch campaigns."),
     keep_calling: bool = typer.Option(
         True, "--keep-calling/--stop-at-threshold",
         help="After the threshold is reached: keep calling everyone (default, as the reference) "
              "or place no new call and complete."),
-    recipients: Optional[Path] = typer.Option(None, "--recipients", help="CSV: number[,name,email,kind]."),
+    recipients: Optional[Path] = typer.Option(None, "--recipients",
+                                              help="CSV: number[,name,email,kind]."),
     json_out: bool = typer.Option(False, "--json", help="Print {\"id\": ...}."),
 ) -> None:
     """Create a template; the message is a recording (--audio) or a text to speak (--tts).
@@ -176,9 +188,12 @@ def template_edit(
     external_route: Optional[str] = typer.Option(None, help="External route (none: default)."),
     priority: Optional[int] = typer.Option(None, help="Priority (higher first)."),
     audio: Optional[Path] = typer.Option(None, help="A new message file."),
-    tts: Optional[str] = typer.Option(None, "--tts", help="A new message as text, spoken by espeak-ng."),
-    voice: Optional[str] = typer.Option(None, "--voice", help="Voice of --tts: en or it (default: the template's language)."),
-    email: Optional[str] = typer.Option(None, "--email", help="Mail the message: off, on-launch or unreached."),
+    tts: Optional[str] = typer.Option(None, "--tts", help="A new message as text, spoken by "
+                                                          "espeak-ng."),
+    voice: Optional[str] = typer.Option(None, "--voice", help="Voice of --tts: en or it (default: "
+                                                              "the template's language)."),
+    email: Optional[str] = typer.Option(None, "--email", help="Mail the message: off, on-launch or "
+                                                              "unreached."),
     threshold: Optional[str] = typer.Option(None, help="Recipients to reach (none: all)."),
     attempts: Optional[int] = typer.Option(None, help="Maximum unsuccessful attempts (1..99)."),
     ring_timeout: Optional[float] = typer.Option(None, help="Seconds to ring."),
@@ -189,9 +204,12 @@ def template_edit(
     answer_key: Optional[str] = typer.Option(None, help="Key that confirms the answer."),
     listen_key: Optional[str] = typer.Option(None, help="Key that confirms the listening."),
     max_calls: Optional[str] = typer.Option(None, help="Concurrent calls (none: unlimited)."),
-    max_internal: Optional[str] = typer.Option(None, help="Concurrent internal calls (none: unlimited)."),
-    max_external: Optional[str] = typer.Option(None, help="Concurrent external calls (none: unlimited)."),
-    retry_delay: Optional[float] = typer.Option(None, help="Seconds between two calls to one recipient."),
+    max_internal: Optional[str] = typer.Option(None, help="Concurrent internal calls (none: "
+                                                          "unlimited)."),
+    max_external: Optional[str] = typer.Option(None, help="Concurrent external calls (none: "
+                                                          "unlimited)."),
+    retry_delay: Optional[float] = typer.Option(None, help="Seconds between two calls to one "
+                                                           "recipient."),
     key_timeout: Optional[float] = typer.Option(None, help="Seconds to wait for a key."),
     max_repeats: Optional[int] = typer.Option(None, help="Repeats without the key."),
     language: Optional[str] = typer.Option(None, help="Prompt language: en or it."),
@@ -259,8 +277,10 @@ def template_edit(
 @template_app.command("clone")
 def template_clone(name: str = typer.Argument(..., help="Template to copy."),
                    new_name: str = typer.Argument(..., help="Name of the copy."),
-                   json_out: bool = typer.Option(False, "--json", help="Print {\"id\": ...}.")) -> None:
-    """Copy a template with its settings, audio and recipients. Example: dialer template clone Fire Flood"""
+                   json_out: bool = typer.Option(False, "--json",
+                                                 help="Print {\"id\": ...}.")) -> None:
+    ("Copy a template with its settings, audio and recipients. "
+     "Example: dialer template clone Fire Flood")
     validation.template_name(new_name)
     tid = authorized(C, "template clone").clone_template(name, new_name, actor=actor(),
                                                           now=time.time())
@@ -310,8 +330,10 @@ def template_delete(name: str = typer.Argument(..., help="Template name."),
 
 @recipients_app.command("list")
 def recipients_list(name: str = typer.Argument(..., help="Template name."),
-                    json_out: bool = typer.Option(False, "--json", help="JSON for scripts.")) -> None:
-    """List the recipients of a template in dialing order. Example: dialer template recipients list Fire"""
+                    json_out: bool = typer.Option(False, "--json",
+                                                  help="JSON for scripts.")) -> None:
+    ("List the recipients of a template in dialing order. "
+     "Example: dialer template recipients list Fire")
     data = template_data(authorized(V, "template recipients list").get_template(name))
     if json_out:
         emit_json(data["recipients"])
@@ -325,10 +347,12 @@ def recipients_add(
     number: str = typer.Argument(..., help="Extension or phone number."),
     person: Optional[str] = typer.Option(None, "--name", help="The person's name."),
     email: Optional[str] = typer.Option(None, "--email", help="E-mail address."),
-    kind: Optional[str] = typer.Option(None, "--kind", help="internal or external (default: guessed)."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="internal or external (default: "
+                                                            "guessed)."),
     position: Optional[int] = typer.Option(None, "--position", help="Insert at this position."),
 ) -> None:
-    """Add one recipient. Example: dialer template recipients add Fire "+39 06 6982 0000" --name Bob"""
+    ("Add one recipient. "
+     'Example: dialer template recipients add Fire "+39 06 6982 0000" --name Bob')
     rec = make_recipient(number, name=person, email=email, kind=kind, rules=rules())
     pos = authorized(C, "template recipients add").template_recipient_add(
         name, rec, actor=actor(), now=time.time(), position=position)
@@ -337,8 +361,10 @@ def recipients_add(
 
 @recipients_app.command("remove")
 def recipients_remove(name: str = typer.Argument(..., help="Template name."),
-                      recipient: str = typer.Argument(..., help="Position (#N) or number.")) -> None:
-    """Remove a recipient (by number or position). Example: dialer template recipients remove Fire 101"""
+                      recipient: str = typer.Argument(
+                          ..., help="Position (#N) or number.")) -> None:
+    ("Remove a recipient (by number or position). "
+     "Example: dialer template recipients remove Fire 101")
     old = authorized(C, "template recipients remove").template_recipient_remove(
         name, recipient, actor=actor(), now=time.time(), rules=rules())
     out.print(f"{old['number']} removed (was position {old['position']})")
