@@ -289,7 +289,8 @@ class Run:
                 plateau_cs += held
         busy = [((b.machine[0] - a.machine[0]) / max(1.0, b.machine[1] - a.machine[1]))
                 * (os.cpu_count() or 1) * 100 for a, b in zip(s, s[1:], strict=False)]
-        caller_pct = [(b.cpu - a.cpu) / max(1e-6, b.t - a.t) * 100 for a, b in zip(s, s[1:], strict=False)]
+        caller_pct = [(b.cpu - a.cpu) / max(1e-6, b.t - a.t) * 100
+                      for a, b in zip(s, s[1:], strict=False)]
         answerer_pct = [(b.answerer_cpu - a.answerer_cpu) / max(1e-6, b.t - a.t) * 100
                         for a, b in zip(s, s[1:], strict=False)]
         rss_peak = max((x.rss for x in s), default=0)

@@ -72,7 +72,8 @@ def run_one(rate: int, seconds: float, workers: int, source: str, work: Path) ->
                 [sipp_bin, "-sf", str(ROOT / "bench/sipp/flood_invite.xml"), "-i", source,
                  "-p", str(free_port()), "-mp", str(free_port(3)), "-r", str(rate),
                  "-m", str(int(rate * seconds)), "-l", str(int(rate * seconds)), "-nostdin",
-                 "-trace_stat", "-stf", str(stat), "-fd", "1", "-timeout", str(int(seconds * 3 + 10)),
+                 "-trace_stat", "-stf", str(stat), "-fd", "1",
+                 "-timeout", str(int(seconds * 3 + 10)),
                  "-timeout_error", f"127.0.0.1:{port}"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work))
         for p in floods:
@@ -100,7 +101,8 @@ def run_one(rate: int, seconds: float, workers: int, source: str, work: Path) ->
         late = sum(1 for a in attempts if span(a) > RING + 5)
         early = sum(1 for a in attempts if span(a) < RING - 1)
         match = sorted(str(a["id"]) for a in attempts) == sorted(sipp.received_call_ids())
-        return {"rate": rate, "sent": sent, "achieved": round(sent / max(flood_s, 1e-9) / len(ports)),
+        return {"rate": rate, "sent": sent,
+                "achieved": round(sent / max(flood_s, 1e-9) / len(ports)),
                 "dropped": int(counted), "restarts": len(STARTED.findall(d.log_text())) - workers,
                 "late": late, "early": early, "attempts": len(attempts),
                 "state": detail["state"], "attempts_match": match}

@@ -62,5 +62,6 @@ def parse_password(t: dict[str, Any], where: str, base: Path) -> Secret | None:
             pf = Path(str(pfile))
             return Secret((pf if pf.is_absolute() else base / pf).read_text().strip())
         except OSError as exc:
-            raise ConfigError(f"{where}.password_file: cannot read {pfile}: {exc.strerror}") from exc
+            raise ConfigError(
+                f"{where}.password_file: cannot read {pfile}: {exc.strerror}") from exc
     return None

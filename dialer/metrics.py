@@ -6,10 +6,11 @@ durations are in seconds and end in ``_seconds``. The full set:
 ========================================  =========  ===============================================
 metric                                    type       labels / meaning
 ========================================  =========  ===============================================
-dialer_campaigns                          gauge      ``state``: campaigns in each state (all seven)
-dialer_campaign_state                     gauge      ``campaign``, ``state``: 1 for the current state
-                                                     of each *live* campaign, 0 for its other live
-                                                     states
+dialer_campaigns                          gauge      ``state``: campaigns in each state (all
+                                                     seven)
+dialer_campaign_state                     gauge      ``campaign``, ``state``: 1 for the current
+                                                     state of each *live* campaign, 0 for its other
+                                                     live states
 dialer_recipients                         gauge      ``campaign``, ``state``: recipients by state of
                                                      each *live* campaign
 dialer_calls_in_progress                  gauge      ``kind`` (internal/external), ``trunk``
@@ -26,7 +27,8 @@ dialer_worker_slots                       gauge      call slots of the ready wor
 dialer_worker_busy_slots                  gauge      call slots in use
 dialer_worker_restarts_total              counter    worker processes restarted after dying
 dialer_scheduler_decision_seconds         histogram  one scheduling pass (claim included)
-dialer_call_setup_seconds                 histogram  ``kind``: INVITE sent -> answered (answered only)
+dialer_call_setup_seconds                 histogram  ``kind``: INVITE sent -> answered (answered
+                                                     only)
 dialer_call_ring_seconds                  histogram  ``kind``: first ringing -> answer or give-up
 ========================================  =========  ===============================================
 

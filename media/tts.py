@@ -1,8 +1,8 @@
 """Text to speech with espeak-ng, and the regeneration of the shipped prompts.
 
 ``synthesize`` turns a text into a normalised WAV through ``import_audio``, so speech gets the
-same checks as any uploaded file; ``render_tts`` is what ``--tts "text" [--voice it|en]`` calls. ``python -m media.tts`` rewrites ``media/prompts/*/*.wav``
-from ``media.prompts.PROMPT_TEXTS``.
+same checks as any uploaded file; ``render_tts`` is what ``--tts "text" [--voice it|en]`` calls.
+``python -m media.tts`` rewrites ``media/prompts/*/*.wav`` from ``media.prompts.PROMPT_TEXTS``.
 """
 
 from __future__ import annotations

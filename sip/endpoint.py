@@ -26,7 +26,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Digest material must never reach a log line, even at message-logging levels.
 _SECRET = re.compile(r"^((?:Proxy-)?Authorization:).*$", re.IGNORECASE | re.MULTILINE)
 
-_Q850 = re.compile(r"^Reason:[^\r\n]*?Q\.850[^,\r\n]*?;\s*cause=(\d+)", re.IGNORECASE | re.MULTILINE)
+_Q850 = re.compile(r"^Reason:[^\r\n]*?Q\.850[^,\r\n]*?;\s*cause=(\d+)",
+                   re.IGNORECASE | re.MULTILINE)
 
 
 def q850_cause(message: str) -> int | None:

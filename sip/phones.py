@@ -218,11 +218,14 @@ class Phones:
     def _schedule_keys(self, rec: PhoneCallRecord) -> None:
         p, b = rec.params, rec.behaviour
         if b in ("confirm", "wrong_key", "hangup_early"):
-            self._after(rec, float(p["answer_key_delay"]), "key", lambda r: self._key(r, p["answer_key"]))
+            self._after(rec, float(p["answer_key_delay"]), "key",
+                        lambda r: self._key(r, p["answer_key"]))
         if b == "wrong_key":
-            self._after(rec, float(p["wrong_key_delay"]), "key", lambda r: self._key(r, p["wrong_key"]))
+            self._after(rec, float(p["wrong_key_delay"]), "key",
+                        lambda r: self._key(r, p["wrong_key"]))
         if b in ("confirm", "wrong_key"):
-            self._after(rec, float(p["listen_key_delay"]), "key", lambda r: self._key(r, p["listen_key"]))
+            self._after(rec, float(p["listen_key_delay"]), "key",
+                        lambda r: self._key(r, p["listen_key"]))
         hangup_after = float(p["hangup_after"] if b == "hangup_early" else p["max_duration"])
         self._after(rec, hangup_after, "hangup", self._hangup)
 
@@ -277,7 +280,8 @@ class Phones:
             self.ep.libHandleEvents(20)
             self._graveyard.clear()
             now = time.monotonic()
-            for seq, (due, call_id, action) in sorted(self._timers.items(), key=lambda kv: kv[1][0]):
+            for seq, (due, call_id, action) in sorted(self._timers.items(),
+                                                      key=lambda kv: kv[1][0]):
                 if due > now:
                     break
                 del self._timers[seq]

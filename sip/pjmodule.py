@@ -76,8 +76,8 @@ class _Method(Structure):
         return METHODS.get(self.id) or self.name.text()
 
 
-_HDR_MEMBERS: list[tuple[str, Any]] = [("prev", c_void_p), ("next", c_void_p), ("type", c_int), ("name", PjStr),
-                ("sname", PjStr), ("vptr", c_void_p)]
+_HDR_MEMBERS: list[tuple[str, Any]] = [("prev", c_void_p), ("next", c_void_p), ("type", c_int),
+                                       ("name", PjStr), ("sname", PjStr), ("vptr", c_void_p)]
 
 
 class _CidHdr(Structure):

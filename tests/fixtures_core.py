@@ -1,4 +1,5 @@
-"""Fixtures of the core test suite: one database URL fixture parametrized over SQLite and PostgreSQL.
+"""Fixtures of the core test suite: one database URL fixture parametrized over SQLite and
+PostgreSQL.
 
 Import explicitly from a test module (``from fixtures_core import db_url, store``); this module is
 not a conftest, so it stays out of the SIP suite's way.

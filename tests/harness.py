@@ -93,7 +93,8 @@ class Dialer:
     def start_campaign(self, template: str, *extra: str) -> int:
         import json
 
-        return int(json.loads(self.cli("campaign", "start", template, "--json", *extra).stdout)["id"])
+        out = self.cli("campaign", "start", template, "--json", *extra).stdout
+        return int(json.loads(out)["id"])
 
     # ----- daemon -----
 

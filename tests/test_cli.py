@@ -323,7 +323,8 @@ def test_region_option_reads_national_numbers_in_that_region(ready: Invoke, db: 
     assert [x["number"] for x in shown["recipients"]] == ["+12025550143"]
 
 
-def test_audio_longer_than_the_maximum_is_refused_and_nothing_stored(ready: Invoke, db: str) -> None:
+def test_audio_longer_than_the_maximum_is_refused_and_nothing_stored(ready: Invoke,
+                                                                     db: str) -> None:
     r = CliRunner().invoke(app, ["--db", db, "--max-audio-seconds", "1", "template", "add",
                                  "Long", "--audio", str(WAV)])
     assert_one_error_line(r, "longer than the limit")

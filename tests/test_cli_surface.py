@@ -312,7 +312,8 @@ def test_campaign_lifecycle_from_the_cli(cli: Cli) -> None:
     assert cli.json("campaign show", "campaign", "show", str(cid))["recipients"][1]["state"] == \
         "stopped"
     before_delete = cli.json("campaign attempts", "campaign", "attempts", str(cid), "2")
-    assert before_delete["attempts"][0] == att["attempts"][0] and len(before_delete["attempts"]) == 2
+    assert (before_delete["attempts"][0] == att["attempts"][0]
+            and len(before_delete["attempts"]) == 2)
     # delete: only finished campaigns
     one_error(cli("campaign", "delete", str(cid), "--yes"), "stop it first")
     assert cli.ok("campaign", "stop", str(cid)).strip() == "terminated"

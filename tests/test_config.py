@@ -150,7 +150,8 @@ def test_missing_external_trunk_in_the_sample(tmp_path: Path) -> None:
         ("[trunks.internal]\nuri = 'sip:a'\nkeepalive_interval = -1\n"
          "[trunks.external]\nuri = 'sip:b'\n", r"keepalive_interval must be a number of seconds"),
         ("[trunks.internal]\nuri = 'sip:a'\ninvite_timeout = 40\n"
-         "[trunks.external]\nuri = 'sip:b'\n", r"invite_timeout must be a number of seconds 0.5..32"),
+         "[trunks.external]\nuri = 'sip:b'\n",
+         r"invite_timeout must be a number of seconds 0.5..32"),
         ("[trunks.internal]\nuri = 'sip:a'\nproxy = 'http://x'\n"
          "[trunks.external]\nuri = 'sip:b'\n", r"proxy must be a SIP URI"),
         ("[sip]\nreject_code = 486\n[trunks.internal]\nuri = 'sip:a'\n"

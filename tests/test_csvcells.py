@@ -1,5 +1,6 @@
 """CSV exports neutralise spreadsheet formulas (OWASP CSV injection), and the importer reads its
-own exports back (dialer.core.csvcells, `template recipients export`, `history export --format csv`)."""
+own exports back (dialer.core.csvcells, `template recipients export`,
+`history export --format csv`)."""
 
 from __future__ import annotations
 

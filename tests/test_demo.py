@@ -28,7 +28,8 @@ def test_demo_completes_with_the_expected_outcomes() -> None:
     ok = False
     try:
         db = sqlite3.connect(tmp / "demo.db")
-        rows = db.execute("select name, state, attempts from recipients order by position").fetchall()
+        rows = db.execute(
+            "select name, state, attempts from recipients order by position").fetchall()
         db.close()
         assert len(rows) == 20
         by_label: dict[str, set[str]] = {}

@@ -1,4 +1,5 @@
-"""The per-call dialogue (dialer.core.dialogue): scripted event sequences and their whole command logs."""
+"""The per-call dialogue (dialer.core.dialogue): scripted event sequences and their whole
+command logs."""
 
 from __future__ import annotations
 

@@ -31,23 +31,33 @@ FAILURES = [o for o in Outcome if not o.success and o.counted]
 @pytest.mark.parametrize(
     ("attempts", "max_attempts", "outcome", "stopped", "expected"),
     [
-        (0, 5, Outcome.CONTACTED, False, RecipientUpdate(state=RS.CONTACTED, attempts=0, next_at=None)),
-        (4, 5, Outcome.CONTACTED, False, RecipientUpdate(state=RS.CONTACTED, attempts=4, next_at=None)),
-        (0, 5, Outcome.BUSY, False, RecipientUpdate(state=RS.IDLE, attempts=1, next_at=NOW + DELAY)),
-        (3, 5, Outcome.NO_ANSWER, False, RecipientUpdate(state=RS.IDLE, attempts=4, next_at=NOW + DELAY)),
+        (0, 5, Outcome.CONTACTED, False,
+         RecipientUpdate(state=RS.CONTACTED, attempts=0, next_at=None)),
+        (4, 5, Outcome.CONTACTED, False,
+         RecipientUpdate(state=RS.CONTACTED, attempts=4, next_at=None)),
+        (0, 5, Outcome.BUSY, False,
+         RecipientUpdate(state=RS.IDLE, attempts=1, next_at=NOW + DELAY)),
+        (3, 5, Outcome.NO_ANSWER, False,
+         RecipientUpdate(state=RS.IDLE, attempts=4, next_at=NOW + DELAY)),
         (4, 5, Outcome.HUNG_UP, False, RecipientUpdate(state=RS.FAILED, attempts=5, next_at=None)),
         (0, 1, Outcome.REJECTED, False, RecipientUpdate(state=RS.FAILED, attempts=1, next_at=None)),
-        (6, 5, Outcome.UNREACHABLE, False, RecipientUpdate(state=RS.FAILED, attempts=7, next_at=None)),
-        (0, 5, Outcome.DAEMON_LOST, False, RecipientUpdate(state=RS.IDLE, attempts=1, next_at=NOW + DELAY)),
-        (0, 5, Outcome.WORKER_LOST, False, RecipientUpdate(state=RS.IDLE, attempts=1, next_at=NOW + DELAY)),
+        (6, 5, Outcome.UNREACHABLE, False,
+         RecipientUpdate(state=RS.FAILED, attempts=7, next_at=None)),
+        (0, 5, Outcome.DAEMON_LOST, False,
+         RecipientUpdate(state=RS.IDLE, attempts=1, next_at=NOW + DELAY)),
+        (0, 5, Outcome.WORKER_LOST, False,
+         RecipientUpdate(state=RS.IDLE, attempts=1, next_at=NOW + DELAY)),
         # cut by the dialer: not counted, due again at once
         (0, 1, Outcome.INTERRUPTED, False, RecipientUpdate(state=RS.IDLE, attempts=0, next_at=NOW)),
-        (1, 5, Outcome.NOT_CONFIRMED, True, RecipientUpdate(state=RS.STOPPED, attempts=2, next_at=None)),
-        (1, 5, Outcome.CONTACTED, True, RecipientUpdate(state=RS.CONTACTED, attempts=1, next_at=None)),
+        (1, 5, Outcome.NOT_CONFIRMED, True,
+         RecipientUpdate(state=RS.STOPPED, attempts=2, next_at=None)),
+        (1, 5, Outcome.CONTACTED, True,
+         RecipientUpdate(state=RS.CONTACTED, attempts=1, next_at=None)),
         # nobody was called: not counted, and due again at once (the trunk gates it)
         (2, 5, Outcome.TRUNK_DOWN, False, RecipientUpdate(state=RS.IDLE, attempts=2, next_at=NOW)),
         (0, 1, Outcome.TRUNK_DOWN, False, RecipientUpdate(state=RS.IDLE, attempts=0, next_at=NOW)),
-        (2, 5, Outcome.TRUNK_DOWN, True, RecipientUpdate(state=RS.STOPPED, attempts=2, next_at=None)),
+        (2, 5, Outcome.TRUNK_DOWN, True,
+         RecipientUpdate(state=RS.STOPPED, attempts=2, next_at=None)),
     ],
 )
 def test_after_attempt(attempts: int, max_attempts: int, outcome: Outcome, stopped: bool,
@@ -398,7 +408,8 @@ def test_calls_that_are_not_counted_are_still_bounded(outcome: Outcome) -> None:
 @pytest.mark.parametrize(("answer", "listen", "a1", "a9", "expected"), [
     (True, True, 1.0, 2.0, True), (True, True, 1.0, None, False), (True, True, None, None, False),
     # key 1 alone proves no message was heard: the end report decides
-    (True, False, 1.0, None, False), (False, True, None, 2.0, True), (False, False, None, None, False),
+    (True, False, 1.0, None, False), (False, True, None, 2.0, True),
+    (False, False, None, None, False),
 ])
 def test_confirmed(answer: bool, listen: bool, a1: float | None, a9: float | None,
                    expected: bool) -> None:

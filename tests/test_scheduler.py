@@ -1,4 +1,5 @@
-"""The scheduling rule (dialer.core.scheduler.plan): table-driven cases and the invariants it keeps."""
+"""The scheduling rule (dialer.core.scheduler.plan): table-driven cases and the invariants it
+keeps."""
 
 from __future__ import annotations
 

@@ -467,7 +467,8 @@ def test_a_limit_change_takes_effect_at_the_next_decision(sim_store: Store, tmp_
     sim.stop()
 
 
-def test_blocked_campaign_takes_the_freed_place_in_the_same_pass(sim_store: Store, tmp_path: Path) -> None:
+def test_blocked_campaign_takes_the_freed_place_in_the_same_pass(sim_store: Store,
+                                                                 tmp_path: Path) -> None:
     store = sim_store
     store.set_settings(actor="sim", now=T0, max_campaigns=1)
     first = launch(store, "A", [internal(1)], priority=1)

@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # counted from the answer and land inside the right windows:
 #   answer prompt 0.5 + key wait 1.5 -> "1" at 0.5 -> message 0.5..1.5 -> listen window 1.5..3.5
 #   -> "9" at 2.2 -> goodbye 0.3 -> hang up at ~2.5 s.
-# wrong_key: "5" at 2.0 replays the message (2.0..3.0), the listen window reopens at 3.0, "9" at 3.6.
+# wrong_key: "5" at 2.0 replays the message (2.0..3.0), the listen window reopens at 3.0,
+# "9" at 3.6.
 LENGTHS = {"answer_prompt": 0.5, "message": 1.0, "listen_prompt": 0.5, "goodbye": 0.3}
 DIALOGUE = {"answer_confirm": True, "listen_confirm": True, "answer_key": "1",
             "listen_key": "9", "max_repeats": 2, "key_timeout": 1.5,
@@ -517,7 +518,8 @@ def test_an_invite_with_no_answer_at_all_ends_unreachable_within_its_timeout(
         dead.close()
 
 
-def test_a_strangers_tcp_connection_never_completes(phones: PhoneSim, media: dict[str, str]) -> None:
+def test_a_strangers_tcp_connection_never_completes(phones: PhoneSim,
+                                                    media: dict[str, str]) -> None:
     trunk = {"uri": f"sip:127.0.0.1:{phones.port}", "transport": "tcp", "register": False}
     w = WorkerProc(phones, media, trunk)
     port = w.ready["sip_port"]

@@ -1,4 +1,5 @@
-"""The source filter's decision for every kind of received SIP message (``sip.trust``), row by row."""
+"""The source filter's decision for every kind of received SIP message (``sip.trust``), row by
+row."""
 
 from __future__ import annotations
 

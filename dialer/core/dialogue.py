@@ -10,7 +10,7 @@ Flow (SPEC section 4, step 3)::
 
     answered --(answer confirmation on)--> ANSWER_KEY: "press 1", wait; wrong key / no key repeats
              --(off, or 1 pressed)-------> MESSAGE: the recorded message
-    MESSAGE  --(listen confirmation on)--> LISTEN_KEY: "press 9", wait; wrong / no key replays MESSAGE
+    MESSAGE  --(listen confirmation on)--> LISTEN_KEY: "press 9", wait; wrong/no key replays MESSAGE
              --(off, or 9 pressed)-------> GOODBYE --> hang up, outcome contacted
 
 Repeats are bounded by ``max_repeats``; past it the dialogue hangs up with ``not_confirmed``. The
@@ -173,7 +173,8 @@ def _on_answered(state: DialogueState, at: float) -> tuple[DialogueState, list[C
     return _message(state, repeats=0)
 
 
-def _message(state: DialogueState, repeats: int | None = None) -> tuple[DialogueState, list[Command]]:
+def _message(state: DialogueState,
+             repeats: int | None = None) -> tuple[DialogueState, list[Command]]:
     return _arm(state, Phase.MESSAGE, Prompt.MESSAGE, state.settings.message_seconds, repeats)
 
 

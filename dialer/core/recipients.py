@@ -54,7 +54,8 @@ def _normalise_number(raw: str, rules: NumberRules, kind: Kind | None,
     is_ext = extension.fullmatch(text) is not None
     if kind is Kind.INTERNAL or (kind is None and is_ext):
         if not is_ext:
-            raise ValidationError(f"{text!r} is not an extension (pattern {rules.extension_pattern})")
+            raise ValidationError(
+                f"{text!r} is not an extension (pattern {rules.extension_pattern})")
         return text, Kind.INTERNAL
     try:
         parsed = phonenumbers.parse(text, rules.region)

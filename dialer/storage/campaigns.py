@@ -69,7 +69,8 @@ class Campaigns(Templates, Dispatch):
             if self.sqlite:
                 fresh_id = 1 + max(s.scalar(select(func.max(RunRow.id))) or 0,
                                    s.scalar(select(func.max(CampaignRow.id))) or 0)
-            camp = CampaignRow(id=fresh_id, template_id=tpl.id, template_name=tpl.name, name=name or tpl.name,
+            camp = CampaignRow(id=fresh_id, template_id=tpl.id, template_name=tpl.name,
+                               name=name or tpl.name,
                                state=CampaignState.SCHEDULED.value, settings=settings_to_dict(st),
                                audio_sha=audio_sha or tpl.audio_sha,
                                audio_seconds=audio_seconds if audio_seconds is not None
@@ -248,8 +249,8 @@ class Campaigns(Templates, Dispatch):
         """The maximum of active campaigns, read under the lock that serialises every
         scheduling pass on PostgreSQL (taken before any campaign row, in the order the passes
         take them); SQLite's single writer already serialises."""
-        return cast("int | None",
-                    dict(zip(_SETTINGS_COLUMNS, self._settings_row(s), strict=True))["max_campaigns"])
+        row = dict(zip(_SETTINGS_COLUMNS, self._settings_row(s), strict=True))
+        return cast("int | None", row["max_campaigns"])
 
     def _operator_action(self, s: Session, action: str, c: CampaignRow, max_active: int | None,
                          now: float) -> CampaignState | None:

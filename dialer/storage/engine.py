@@ -77,8 +77,8 @@ class StoreEngine:
         if cur is None:
             raise DialerError(f"database {self.safe_url} is not initialised: run 'dialer init'")
         if cur != head_revision():
-            raise DialerError(f"database {self.safe_url} is at schema {cur}, not {head_revision()}: "
-                              "run 'dialer init' to upgrade it")
+            raise DialerError(f"database {self.safe_url} is at schema {cur}, "
+                              f"not {head_revision()}: run 'dialer init' to upgrade it")
 
     @property
     def safe_url(self) -> str:
@@ -181,7 +181,8 @@ def _sqlite_single_writer(engine: Engine) -> None:
 def sqlite_path(engine: Engine) -> Path | None:
     """The file of a SQLite engine (None: in memory, or a ``file:`` URI left to SQLite)."""
     db = engine.url.database
-    if engine.dialect.name != "sqlite" or not db or db == ":memory:" or db.startswith("file:") or engine.url.query.get("uri"):
+    if (engine.dialect.name != "sqlite" or not db or db == ":memory:" or db.startswith("file:")
+            or engine.url.query.get("uri")):
         return None
     return Path(db).expanduser()
 

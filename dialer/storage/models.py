@@ -99,7 +99,8 @@ class TemplateRecipientRow(Base):
     __tablename__ = "template_recipients"
     __table_args__ = (UniqueConstraint("template_id", "number"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    template_id: Mapped[int] = mapped_column(ForeignKey("templates.id", ondelete="CASCADE"), index=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("templates.id", ondelete="CASCADE"),
+                                             index=True)
     position: Mapped[int] = mapped_column(Integer)
     number: Mapped[str] = mapped_column(String(40))
     name: Mapped[str | None] = mapped_column(String(200))
