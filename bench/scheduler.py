@@ -43,7 +43,8 @@ if str(ROOT) not in sys.path:
 from sqlalchemy import text  # noqa: E402
 
 from dialer.core.domain import CampaignSettings, Kind, Limits, Outcome  # noqa: E402
-from dialer.core.recipients import Recipient, parse_csv  # noqa: E402
+from dialer.core.recipients import Recipient  # noqa: E402
+from dialer.csvimport import parse_csv  # noqa: E402
 from dialer.storage import counters  # noqa: E402
 from dialer.storage.store import EndReport, SqlStore, to_dt  # noqa: E402
 
