@@ -49,7 +49,8 @@ from typing import Any
 import pjsua2 as pj
 
 from dialer.core import dialogue as dlg
-from dialer.core.domain import DialogueSettings, Outcome, outcome_from_status
+from dialer.core import outcome as oc
+from dialer.core.domain import DialogueSettings, Outcome
 from dialer.ipc import Channel, Message
 from sip import sockfilter, trust
 from sip.link import Link
@@ -64,7 +65,7 @@ MAX_ACCOUNTS = 8  # the 9th Account.create() aborts the process
 POLL_MS = 50  # SIP, RTP and timers still wake libHandleEvents earlier (PJSUA2-NOTES)
 MEDIA_GRACE = 5.0  # seconds an answered call may go without active audio before we give up
 SHUTDOWN_GRACE = 3.0  # seconds to wait for BYE/CANCEL transactions when shutting down
-SHUTTING_DOWN = "worker shutting down"  # the reason of the calls a stopping worker cuts
+SHUTTING_DOWN = oc.SHUTTING_DOWN  # the reason of the calls a stopping worker cuts
 # A replaced or finished player is destroyed only this long after it was disconnected. PJSIP
 # 2.15's conference bridge applies connect/disconnect/remove on its clock thread, so a player
 # destroyed at once can still be read by that thread: a use-after-free that killed workers
@@ -75,11 +76,6 @@ PLAYER_RETIRE_S = 0.5
 # which the worker asks for no new calls, and below which it takes them again. On a machine
 # short of CPU every process waits for a core; the calls in progress keep theirs.
 LAG_OVERLOAD_S = 0.10
-# pjsua frees a call slot a little after the DISCONNECTED callback that made the daemon send
-# the next dial, so makeCall can still say PJ_ETOOMANY (4 calls in 2,000 at 500 concurrent
-# calls): such a dial is retried on the next loop turns for this long before it fails.
-TOOMANY_RETRY_S = 2.0
-PJ_ETOOMANY = 70010
 LAG_RECOVER_S = 0.03
 # pjlib's select ioqueue has 64 sockets and keeps each closed one 0.5 s before reusing it; past
 # that it aborts the process. TCP connections (even from trusted peers: a PBX opening one per
@@ -442,11 +438,11 @@ class Worker:
             elif op == "hangup":
                 att = self.attempts.get(str(msg.get("call_id")))
                 if att is not None:
-                    self._hangup(att, abort="hung up on request")
+                    self._hangup(att, abort=oc.ON_REQUEST)
                 waiting = [m for _, m in self._redial if m.get("call_id") == msg.get("call_id")]
                 if waiting:
                     self._redial = [(g, m) for g, m in self._redial if m not in waiting]
-                    self._send_failed(str(msg.get("call_id")), "hung up on request")
+                    self._send_failed(str(msg.get("call_id")), oc.ON_REQUEST)
             elif op == "trust":
                 self.filter.trusted = trust.networks(msg.get("allowed_sources") or [])
                 logger.info("trusted SIP sources now %s", msg.get("allowed_sources"))
@@ -476,12 +472,15 @@ class Worker:
         now = time.monotonic()
         for att in list(self.attempts.values()):
             try:
-                if att.answered_at is None and now >= att.ring_deadline \
-                        and att.abort_reason is None:
+                ring = oc.ring_timeout(now=now, deadline=att.ring_deadline,
+                                       answered=att.answered_at is not None,
+                                       sip_confirmed=att.sip_confirmed,
+                                       aborting=att.abort_reason is not None)
+                if ring is not oc.RingTimeout.WAIT:
                     att.ring_deadline = float("inf")
-                    if att.sip_confirmed:  # 200 OK and ACK, but the audio never came up
+                    if ring is oc.RingTimeout.NO_AUDIO:
                         logger.warning("call %s: answered without audio", att.call_id)
-                        self._hangup(att, abort="answered without audio")
+                        self._hangup(att, abort=oc.ANSWERED_WITHOUT_AUDIO)
                     else:
                         logger.info("call %s: ring timeout, cancelling", att.call_id)
                         self._hangup(att)  # CANCEL -> 487 -> no_answer
@@ -490,14 +489,13 @@ class Worker:
                     seconds = att.trunk.invite_timeout
                     logger.warning("call %s: no response to the INVITE in %.0f s: unreachable",
                                    att.call_id, seconds)
-                    outcome = Outcome.TRUNK_DOWN if att.trunk.down else Outcome.UNREACHABLE
-                    self._terminate(att, 408, (outcome,
-                                               f"no response from the trunk in {seconds:.0f} s"))
+                    self._terminate(att, 408, oc.invite_timeout_outcome(
+                        trunk_down=att.trunk.down is not None, seconds=seconds))
                 elif att.hangup_deadline is not None and now >= att.hangup_deadline:
                     att.hangup_deadline = None
                     logger.warning("call %s: still not over %.0f s after hanging up: ending it",
                                    att.call_id, att.trunk.invite_timeout)
-                    self._terminate(att, 487 if att.answered_at is None else 200, None)
+                    self._terminate(att, oc.hangup_status(att.answered_at is not None), None)
                 if att.timer is not None and now >= att.timer[0]:
                     token, att.timer = att.timer[1], None
                     self._feed(att, dlg.TimerFired(token, time.time()))
@@ -561,15 +559,15 @@ class Worker:
             self.filter.call_ended(call_id)
             att.call = None
             now = time.monotonic()
-            if exc.status == PJ_ETOOMANY and (give_up is None or now < give_up) \
-                    and not self._stopping:
+            until = oc.redial_until(status=exc.status, now=now, give_up=give_up,
+                                    stopping=self._stopping, invite_timeout=trunk.invite_timeout)
+            if until is not None:
                 # A slot still held by a finished call's SIP transaction is freed within
                 # invite_timeout (_reap_lingering): wait that long, logged once.
-                window = max(TOOMANY_RETRY_S, trunk.invite_timeout + 1)
                 if give_up is None:
                     logger.info("call %s: no free pjsua call slot yet, retrying for %.0f s",
-                                call_id, window)
-                self._redial.append((give_up or now + window, msg))
+                                call_id, until - now)
+                self._redial.append((until, msg))
                 return
             logger.warning("call %s: makeCall failed: %s", call_id, exc.info())
             self._send_failed(call_id, f"makeCall failed: {exc.reason} ({exc.status})")
@@ -720,8 +718,7 @@ class Worker:
             self._retired.pop(0)  # the last reference: pjsua_player_destroy
 
     def _hangup(self, att: Attempt, abort: str | None = None) -> None:
-        if abort is not None and att.abort_reason is None and att.state.outcome is None:
-            att.abort_reason = abort
+        att.abort_reason = oc.abort_reason_after(att.abort_reason, abort, att.state.outcome)
         if att.call is None:
             return
         if att.hangup_deadline is None:
@@ -733,20 +730,13 @@ class Worker:
 
     def _finish(self, att: Attempt, status: int, reason: str, q850: int | None) -> None:
         """The call is over: report it once and drop every reference to it."""
-        if att.answered_at is not None and att.abort_reason is None:
+        answered = att.answered_at is not None
+        if oc.remote_hangup_counts(answered=answered, abort_reason=att.abort_reason):
             self._feed(att, dlg.RemoteHangup(time.time()))  # no-op if the dialogue ended it
-        if att.forced is not None and att.answered_at is None:
-            outcome, reason = att.forced
-        elif att.abort_reason is not None and att.state.outcome is not Outcome.CONTACTED:
-            # Cut by the dialer's own stop: interrupted (not counted); by the daemon's request
-            # (a campaign or recipient stopped): failed.
-            outcome = Outcome.CONTACTED if att.state.success else \
-                Outcome.INTERRUPTED if att.abort_reason == SHUTTING_DOWN else Outcome.FAILED
-            reason = att.abort_reason
-        elif att.state.outcome is not None:
-            outcome = att.state.outcome
-        else:
-            outcome = outcome_from_status(status)
+        outcome, reason = oc.decide(oc.CallEnd(
+            status=status, reason=reason, answered=answered,
+            dialogue_outcome=att.state.outcome, dialogue_success=att.state.success,
+            abort_reason=att.abort_reason, forced=att.forced))
         logger.info("call %s: ended %s %s (q850 %s): %s", att.call_id, status, reason, q850,
                     outcome.value)
         self.send({"ev": "ended", "call_id": att.call_id, "status": status, "reason": reason,
@@ -849,7 +839,7 @@ class Worker:
         # End them now (their slots free) as trunk_down, which costs the recipient no attempt.
         for att in list(self.attempts.values()):
             if att.trunk is trunk and not att.responded and att.forced is None:
-                self._terminate(att, 408, (Outcome.TRUNK_DOWN, f"trunk down: {why}"))
+                self._terminate(att, 408, oc.trunk_down_outcome(why))
 
     def registration_changed(self, trunk_name: str, code: int, expires: int) -> None:
         trunk = self.trunks.get(trunk_name)

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from dialer.core import dialogue as dlg
+from dialer.core import outcome as oc
 from dialer.config import Config, TrunkConfig
 from dialer.daemon import Daemon
-from dialer.core.domain import DialogueSettings, Outcome
+from dialer.core.domain import DialogueSettings
 from dialer.gateway import GatewayEvent
 from dialer.ipc import Message
 from dialer.storage.store import SqlStore
@@ -162,7 +163,7 @@ class FakeGateway:
         self._at(0.05, call, "ringing")
         b = behaviour
         if b.kind == "no_answer" or b.after >= call.ring_timeout:
-            self._at(call.ring_timeout, call, "final", 487)  # we cancel it at the ring timeout
+            self._at(call.ring_timeout, call, "ring_timeout")  # we cancel it then: 487
         elif b.kind == "busy":
             self._at(b.after, call, "final", 486)
         elif b.kind == "reject":
@@ -180,8 +181,8 @@ class FakeGateway:
     def hangup(self, call_id: str) -> None:
         call = self.calls.get(call_id)
         if call is not None:
-            outcome = Outcome.CONTACTED if call.dialogue.success else Outcome.FAILED
-            self._end(call, 200 if call.answered else 487, outcome, "hung up by the dialer")
+            self._end(call, oc.hangup_status(call.answered), "hung up by the dialer",
+                      abort="hung up by the dialer")
 
     def poll(self, timeout: float) -> list[GatewayEvent]:
         deadline = self.clock.now + max(0.0, timeout)
@@ -213,9 +214,12 @@ class FakeGateway:
         if ev.what == "ringing":
             self._emit({"ev": "ringing", "call_id": call.call_id})
         elif ev.what == "final":
-            from dialer.core.domain import outcome_from_status
-
-            self._end(call, int(ev.arg), outcome_from_status(int(ev.arg)), "final reply")
+            self._end(call, int(ev.arg), "final reply")
+        elif ev.what == "ring_timeout":
+            ring = oc.ring_timeout(now=now, deadline=ev.at, answered=call.answered,
+                                   sip_confirmed=False, aborting=False)
+            if ring is oc.RingTimeout.CANCEL:
+                self._end(call, 487, "final reply")  # CANCEL -> 487 Request Terminated
         elif ev.what == "answer":
             call.answered = True
             self._emit({"ev": "answered", "call_id": call.call_id})
@@ -226,8 +230,9 @@ class FakeGateway:
         elif ev.what == "timer":
             self._feed(call, dlg.TimerFired(int(ev.arg), now))
         elif ev.what == "remote_hangup":
-            self._feed(call, dlg.RemoteHangup(now))
-            self._end(call, 200, call.dialogue.outcome or Outcome.HUNG_UP, "BYE received")
+            if oc.remote_hangup_counts(answered=call.answered, abort_reason=None):
+                self._feed(call, dlg.RemoteHangup(now))
+            self._end(call, 200, "BYE received")
 
     def _feed(self, call: _Call, event: dlg.Event) -> None:
         call.dialogue, commands = dlg.step(call.dialogue, event)
@@ -240,7 +245,7 @@ class FakeGateway:
             elif isinstance(cmd, dlg.Confirmed):
                 self._emit({"ev": "confirmed", "call_id": call.call_id, "what": cmd.what})
             elif isinstance(cmd, dlg.HangUp):
-                self._end(call, 200, call.dialogue.outcome or Outcome.FAILED, "BYE sent")
+                self._end(call, 200, "BYE sent")
                 return
 
     def _react(self, call: _Call, prompt: dlg.Prompt) -> None:
@@ -262,7 +267,12 @@ class FakeGateway:
         elif kind in ("confirm", "wrong_key", "hangup_mid_message"):
             self._at(1.0, call, "digit", right)
 
-    def _end(self, call: _Call, status: int, outcome: Outcome, reason: str) -> None:
+    def _end(self, call: _Call, status: int, reason: str, abort: str | None = None) -> None:
+        """The call is over: its outcome as the worker decides it (``dialer.core.outcome``)."""
+        outcome, reason = oc.decide(oc.CallEnd(
+            status=status, reason=reason, answered=call.answered,
+            dialogue_outcome=call.dialogue.outcome, dialogue_success=call.dialogue.success,
+            abort_reason=abort))
         call.ended = True
         del self.calls[call.call_id]
         self.ended += 1
