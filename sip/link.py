@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import socket
 import time
 from collections import deque
@@ -279,3 +280,30 @@ class Link:
                 ch.close()
         if self.listener is not None:
             self.listener.close()
+
+
+def read_first(channel: Channel) -> list[Message]:
+    """Block until the first messages (``init`` first) arrive; empty at EOF."""
+    while not channel.closed:
+        select.select([channel], [], [], 1.0)
+        messages = channel.receive()
+        if messages:
+            return messages
+    return []
+
+
+def first_daemon(listener: socket.socket, timeout: float) -> Channel | None:
+    """The connection of the daemon that started us (it connects at once)."""
+    ready, _, _ = select.select([listener], [], [], timeout)
+    if not ready:
+        return None
+    conn, _ = listener.accept()
+    return Channel(conn)
+
+
+def unlink_socket(path: str | None) -> None:
+    if path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
