@@ -18,7 +18,7 @@ import pjsua2 as pj
 from dialer.core import dialogue as dlg
 from dialer.core import outcome as oc
 from dialer.core.domain import Outcome
-from dialer.ipc import Message
+from dialer import ipc
 from sip import sockfilter, trust
 from sip.endpoint import guarded, q850_cause
 from sip.trunks import Trunk
@@ -223,7 +223,7 @@ class CallEvents:
     _to_reject: list[RejectedCall]
     _graveyard: list[pj.Call]
 
-    def send(self, msg: Message) -> None:
+    def send(self, msg: ipc.Event) -> None:
         raise NotImplementedError
 
     def _log_event(self, level: str, message: str) -> None:
@@ -243,7 +243,7 @@ class CallEvents:
         if ci.state == pj.PJSIP_INV_STATE_EARLY and not att.ringing_sent \
                 and ci.lastStatusCode in (180, 183):
             att.ringing_sent = True
-            self.send({"ev": "ringing", "call_id": att.call_id, "at": time.time()})
+            self.send(ipc.Ringing(call_id=att.call_id, at=time.time()))
         elif ci.state == pj.PJSIP_INV_STATE_CONFIRMED:
             att.sip_confirmed = True
             att.ring_deadline = time.monotonic() + MEDIA_GRACE  # now guards the audio
@@ -276,7 +276,7 @@ class CallEvents:
             return  # answered just as we were hanging up: nothing to play
         att.answered_at = time.time()
         logger.info("call %s: answered", att.call_id)
-        self.send({"ev": "answered", "call_id": att.call_id, "at": att.answered_at})
+        self.send(ipc.Answered(call_id=att.call_id, at=att.answered_at))
         self._feed(att, dlg.Answered(att.answered_at))
 
     def on_digit(self, call_id: str, digit: str) -> None:
@@ -285,7 +285,7 @@ class CallEvents:
             return
         now = time.time()
         logger.info("call %s: key %s", call_id, digit)
-        self.send({"ev": "key", "call_id": call_id, "key": digit, "at": now})
+        self.send(ipc.Key(call_id=call_id, key=digit, at=now))
         self._feed(att, dlg.Digit(digit, now))
 
     def _feed(self, att: Attempt, event: dlg.Event) -> None:
@@ -299,15 +299,14 @@ class CallEvents:
                 problem = self.players.play(att, cmd.prompt.value)
                 if problem is not None:
                     self._log_event("error", problem)
-                self.send({"ev": "played", "call_id": att.call_id, "prompt": cmd.prompt.value,
-                           "at": time.time()})
+                self.send(ipc.Played(call_id=att.call_id, prompt=cmd.prompt.value,
+                                     at=time.time()))
             elif isinstance(cmd, dlg.StartTimer):
                 att.timer = (time.monotonic() + cmd.seconds, cmd.token)
             elif isinstance(cmd, dlg.HangUp):
                 self._hangup(att)
             elif isinstance(cmd, dlg.Confirmed):
-                self.send({"ev": "confirmed", "call_id": att.call_id, "what": cmd.what,
-                           "at": cmd.at})
+                self.send(ipc.Confirmed(call_id=att.call_id, what=cmd.what, at=cmd.at))
 
     def _hangup(self, att: Attempt, abort: str | None = None) -> None:
         att.abort_reason = oc.abort_reason_after(att.abort_reason, abort, att.state.outcome)

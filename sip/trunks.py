@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pjsua2 as pj
 
-from dialer.ipc import Message
+from dialer import ipc
 from sip.pjmodule import Module, Rx, Tx
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ class Trunk:
     reregister_at: float = 0.0
 
 
-def account_config(name: str, t: dict[str, Any], bind: str, init: Message,
+def account_config(name: str, t: dict[str, Any], bind: str, init: ipc.Init,
                    tp_ids: dict[str, int]) -> tuple[Trunk, pj.AccountConfig]:
     """The trunk ``name`` of ``init`` and the configuration of its account."""
     transport = str(t.get("transport") or "udp").lower()
@@ -107,9 +107,9 @@ def account_config(name: str, t: dict[str, Any], bind: str, init: Message,
         cfg.regConfig.registrarUri = ""
     tcfg = cfg.mediaConfig.transportConfig
     tcfg.boundAddress = bind
-    if init.get("rtp_port"):
-        tcfg.port = int(init["rtp_port"])
-        tcfg.portRange = int(init.get("rtp_port_range") or 0)
+    if init.rtp_port:
+        tcfg.port = init.rtp_port
+        tcfg.portRange = init.rtp_port_range or 0
     return trunk, cfg
 
 
@@ -119,7 +119,7 @@ class Registrations:
     ``report`` sends a ``reg`` event to the daemon; ``on_down`` is told when a trunk goes down
     (by our finding or the daemon's word), to end the calls on it that had no answer yet."""
 
-    def __init__(self, report: Callable[[Message], None],
+    def __init__(self, report: Callable[[ipc.Reg], None],
                  on_down: Callable[[Trunk, str], None]) -> None:
         self.trunks: dict[str, Trunk] = {}
         self._report = report
@@ -170,8 +170,7 @@ class Registrations:
         trunk.down = why
         if report:
             logger.warning("trunk %s not registered: %s", trunk.name, why)
-            self._report({"ev": "reg", "trunk": trunk.name, "code": 408, "reason": why,
-                          "expires": 0})
+            self._report(ipc.Reg(trunk=trunk.name, code=408, reason=why, expires=0))
         self._on_down(trunk, why)
 
     def registration_changed(self, trunk_name: str, code: int, expires: int) -> None:

@@ -48,7 +48,8 @@ import pjsua2 as pj
 from dialer.core import dialogue as dlg
 from dialer.core import outcome as oc
 from dialer.core.domain import DialogueSettings, Outcome
-from dialer.ipc import Channel, Message
+from dialer import ipc
+from dialer.ipc import Channel
 from sip import sockfilter, trust
 from sip.calls import Attempt, CallEvents, OutboundCall, Players, RejectedCall, TrunkAccount
 from sip.endpoint import (create_endpoint, create_transport, destroy_endpoint, pjsua_level,
@@ -85,7 +86,7 @@ class Worker(CallEvents):
                          state_dir=Path(socket_path).parent if socket_path else None)
         self.socket_path = socket_path
         self.digest = ""
-        self._reg_last: dict[str, Message] = {}  # trunk -> its last ``reg`` event
+        self._reg_last: dict[str, ipc.Reg] = {}  # trunk -> its last ``reg`` event
         self._retiring = False  # finish the calls, take no new one, then exit
         self.ep: pj.Endpoint | None = None
         self._writer: Any = None
@@ -98,7 +99,7 @@ class Worker(CallEvents):
         self._to_reject: list[RejectedCall] = []
         self._graveyard: list[pj.Call] = []  # disconnected calls, dropped after the callback
         self.players = Players()
-        self._redial: list[tuple[float, Message]] = []  # (give up at, dial) after PJ_ETOOMANY
+        self._redial: list[tuple[float, ipc.Dial]] = []  # (give up at, dial) after PJ_ETOOMANY
         self._stopping = False
         self._lag = 0.0  # moving average of how late each loop iteration came round (s)
         self._overloaded = False
@@ -113,50 +114,50 @@ class Worker(CallEvents):
 
     # ----- IPC -----
 
-    def send(self, msg: Message) -> None:
+    def send(self, msg: ipc.Event) -> None:
         self.link.send(msg)
 
-    def send_reg(self, msg: Message) -> None:
-        self._reg_last[str(msg.get("trunk"))] = msg
+    def send_reg(self, msg: ipc.Reg) -> None:
+        self._reg_last[msg.trunk] = msg
         self.send(msg)
 
-    def _hello(self) -> Message:
+    def _hello(self) -> dict[str, Any]:
         return {"worker": self.index, "sip_port": self.sip_port, "digest": self.digest,
                 "ready": self.ep is not None and not self._retiring}
 
-    def _state(self) -> list[Message]:
+    def _state(self) -> list[ipc.Event]:
         """What a daemon that attaches must know of this worker's state."""
-        out: list[Message] = list(self._reg_last.values())
+        out: list[ipc.Event] = list(self._reg_last.values())
         if self._overloaded:
-            out.append({"ev": "load", "overloaded": True, "lag": round(self._lag, 3)})
+            out.append(ipc.Load(overloaded=True, lag=round(self._lag, 3)))
         if self._held_reported:
-            out.append({"ev": "slots", "held": self._held_reported})
+            out.append(ipc.Slots(held=self._held_reported))
         return out
 
     def _carried(self) -> list[str]:
         """The calls this worker carries: each will end with one ``ended``."""
-        return [*self.attempts, *(str(m.get("call_id")) for _, m in self._redial)]
+        return [*self.attempts, *(m.call_id for _, m in self._redial)]
 
     def _log_event(self, level: str, message: str) -> None:
-        self.send({"ev": "log", "level": level, "message": message})
+        self.send(ipc.Log(level=level, message=message))
 
     # ----- start-up -----
 
-    def start(self, init: Message) -> None:
+    def start(self, init: ipc.Init) -> None:
         """Create the endpoint, transports and trunk accounts from the ``init`` message."""
-        level = pjsua_level(init.get("log_level"))
-        self.index = int(init.get("worker", 0))
-        self.digest = str(init.get("digest") or "")
-        self.link.alone_s = float(init.get("orphan_timeout") or self.link.alone_s)
-        bind = str(init.get("bind") or "127.0.0.1")
+        level = pjsua_level(init.log_level)
+        self.index = init.worker
+        self.digest = init.digest or ""
+        self.link.alone_s = float(init.orphan_timeout or self.link.alone_s)
+        bind = init.bind or "127.0.0.1"
         self.ep, self._writer = create_endpoint(level, USER_AGENT)
-        self.filter = trust.SourceFilter(trust.networks(init.get("allowed_sources") or []),
-                                         int(init.get("reject_code") or 403))
+        self.filter = trust.SourceFilter(trust.networks(init.allowed_sources),
+                                         init.reject_code or 403)
         if not self.filter.trusted:
             logger.error("no trusted SIP source: every SIP message will be dropped")
         # Registered before any transport exists: no message is ever seen unfiltered.
         self.module = Module(self._on_rx, self._on_tx)
-        trunks: dict[str, Any] = init.get("trunks") or {}
+        trunks = init.trunks
         transports = {str(t.get("transport") or "udp").lower() for t in trunks.values()}
         udp_id, self.sip_port = create_transport(self.ep, pj.PJSIP_TRANSPORT_UDP, bind)
         tp_ids = {"udp": udp_id}
@@ -186,10 +187,9 @@ class Worker(CallEvents):
             self._add_trunk("_local", {"uri": f"sip:{bind}:{self.sip_port}"}, bind, init, tp_ids)
         logger.info("worker %d ready on %s:%d with trunks %s", self.index, bind, self.sip_port,
                     ", ".join(self.trunks))
-        self.send({"ev": "ready", "worker": self.index, "pid": os.getpid(),
-                   "sip_port": self.sip_port})
+        self.send(ipc.Ready(worker=self.index, pid=os.getpid(), sip_port=self.sip_port))
 
-    def _add_trunk(self, name: str, t: dict[str, Any], bind: str, init: Message,
+    def _add_trunk(self, name: str, t: dict[str, Any], bind: str, init: ipc.Init,
                    tp_ids: dict[str, int]) -> None:
         trunk, cfg = account_config(name, t, bind, init, tp_ids)
         trunk.account = TrunkAccount(self, name)
@@ -202,7 +202,7 @@ class Worker(CallEvents):
 
     # ----- main loop -----
 
-    def run(self, pending: list[Message]) -> None:
+    def run(self, pending: list[ipc.Op]) -> None:
         """Handle ``pending`` (what arrived with ``init``), then loop until shutdown or EOF."""
         assert self.ep is not None
         for msg in pending:
@@ -248,43 +248,41 @@ class Worker(CallEvents):
             self._overloaded = not self._overloaded
             logger.warning("worker %d %s: loop %.0f ms late", self.index,
                            "overloaded" if self._overloaded else "caught up", self._lag * 1000)
-            self.send({"ev": "load", "overloaded": self._overloaded, "lag": round(self._lag, 3)})
+            self.send(ipc.Load(overloaded=self._overloaded, lag=round(self._lag, 3)))
 
-    def _handle(self, msg: Message, give_up: float | None = None) -> None:
-        op = msg.get("op")
+    def _handle(self, msg: ipc.Op, give_up: float | None = None) -> None:
         try:
-            if op == "dial":
+            if isinstance(msg, ipc.Dial):
                 self.dial(msg, give_up)
-            elif op == "hangup":
-                att = self.attempts.get(str(msg.get("call_id")))
+            elif isinstance(msg, ipc.Hangup):
+                att = self.attempts.get(msg.call_id)
                 if att is not None:
                     self._hangup(att, abort=oc.ON_REQUEST)
-                waiting = [m for _, m in self._redial if m.get("call_id") == msg.get("call_id")]
+                waiting = [m for _, m in self._redial if m.call_id == msg.call_id]
                 if waiting:
                     self._redial = [(g, m) for g, m in self._redial if m not in waiting]
-                    self._send_failed(str(msg.get("call_id")), oc.ON_REQUEST)
-            elif op == "trust":
-                self.filter.trusted = trust.networks(msg.get("allowed_sources") or [])
-                logger.info("trusted SIP sources now %s", msg.get("allowed_sources"))
+                    self._send_failed(msg.call_id, oc.ON_REQUEST)
+            elif isinstance(msg, ipc.Trust):
+                self.filter.trusted = trust.networks(msg.allowed_sources)
+                logger.info("trusted SIP sources now %s", msg.allowed_sources)
                 self.tcp.trust_changed()
-            elif op == "trunk":
-                trunk = self.trunks.get(str(msg.get("trunk")))
-                if trunk is not None and msg.get("up"):
+            elif isinstance(msg, ipc.TrunkState):
+                trunk = self.trunks.get(msg.trunk)
+                if trunk is not None and msg.up:
                     trunk.down = None
                 elif trunk is not None:
-                    self.regs.trunk_down(trunk, str(msg.get("reason") or "not registered"),
-                                         report=False)
-            elif op == "shutdown":
+                    self.regs.trunk_down(trunk, msg.reason or "not registered", report=False)
+            elif isinstance(msg, ipc.Shutdown):
                 self._stopping = True
-            elif op == "retire":
+            elif isinstance(msg, ipc.Retire):
                 logger.info("retiring: finishing %d call(s), then exiting", len(self._carried()))
                 self._retiring = True
             else:
-                logger.warning("unknown IPC op %r", op)
+                logger.warning("unexpected IPC op %r", msg.OP)
         except Exception as exc:  # noqa: BLE001 - one bad message must not stop the worker
-            logger.exception("error handling %r", op)
-            if op == "dial" and msg.get("call_id") not in self.attempts:
-                self._send_failed(str(msg.get("call_id")), f"worker error: {exc}")
+            logger.exception("error handling %r", msg.OP)
+            if isinstance(msg, ipc.Dial) and msg.call_id not in self.attempts:
+                self._send_failed(msg.call_id, f"worker error: {exc}")
 
     def _tick(self) -> None:
         """Fire due ring timeouts and dialogue timers."""
@@ -324,12 +322,12 @@ class Worker(CallEvents):
 
     # ----- calls -----
 
-    def dial(self, msg: Message, give_up: float | None = None) -> None:
+    def dial(self, msg: ipc.Dial, give_up: float | None = None) -> None:
         """Place one call; every path ends in exactly one ``ended`` for this ``call_id``.
 
         ``give_up``: when a dial refused with PJ_ETOOMANY stops being retried."""
-        call_id = str(msg["call_id"])
-        trunk = self.trunks.get(str(msg.get("trunk")))
+        call_id = msg.call_id
+        trunk = self.trunks.get(msg.trunk)
         if trunk is not None and self._lingering and not self._stopping \
                 and len(self.attempts) + len(self._lingering) >= MAX_CALLS:
             # Every slot is taken, some by finished calls whose CANCEL/BYE is unanswered: they
@@ -348,25 +346,25 @@ class Worker(CallEvents):
             self._send_failed(call_id, "worker retiring", Outcome.INTERRUPTED)
             return
         if trunk is None or trunk.account is None:
-            self._send_failed(call_id, f"unknown trunk {msg.get('trunk')!r}")
+            self._send_failed(call_id, f"unknown trunk {msg.trunk!r}")
             return
         if len(self.attempts) + len(self._rejected) >= MAX_CALLS:
             self._send_failed(call_id, f"worker busy: {MAX_CALLS} calls already")
             return
         names = {f.name for f in fields(DialogueSettings)}
-        settings = DialogueSettings(**{k: v for k, v in (msg.get("dialogue") or {}).items()
+        settings = DialogueSettings(**{k: v for k, v in msg.dialogue.items()
                                        if k in names})
         now = time.monotonic()
-        att = Attempt(call_id=call_id, trunk=trunk, media=dict(msg.get("media") or {}),
-                      ring_deadline=now + float(msg.get("ring_timeout") or 30.0),
+        att = Attempt(call_id=call_id, trunk=trunk, media=dict(msg.media),
+                      ring_deadline=now + float(msg.ring_timeout or 30.0),
                       state=dlg.start(settings), invite_deadline=now + trunk.invite_timeout)
-        from_uri = msg.get("from_uri")
+        from_uri = msg.from_uri
         if from_uri and not str(from_uri).lower().startswith(("sip:", "sips:", "tel:")):
             from_uri = f"sip:{from_uri}@{sip_hostport(trunk.uri)}"  # a bare caller number
-        target = with_transport(str(msg["uri"]), trunk.transport)
+        target = with_transport(msg.uri, trunk.transport)
         prm = pj.CallOpParam(True)
         prm.opt.customCallId = call_id  # the SIP Call-ID is the attempt id
-        prm.txOption.localUri = name_addr(str(msg.get("display") or ""),
+        prm.txOption.localUri = name_addr(msg.display or "",
                                            str(from_uri or trunk.id_uri))
         att.call = OutboundCall(self, trunk.account, call_id)
         self.attempts[call_id] = att  # before makeCall: callbacks may run inside it
@@ -391,15 +389,14 @@ class Worker(CallEvents):
             logger.warning("call %s: makeCall failed: %s", call_id, exc.info())
             self._send_failed(call_id, f"makeCall failed: {exc.reason} ({exc.status})")
             return
-        logger.info("call %s: dialling %s via %s", call_id, msg["uri"], trunk.name)
+        logger.info("call %s: dialling %s via %s", call_id, msg.uri, trunk.name)
 
     def _send_failed(self, call_id: str, reason: str,
                      outcome: Outcome = Outcome.FAILED) -> None:
         logger.warning("call %s: %s: %s", call_id, outcome.value, reason)
-        self.send({"ev": "ended", "call_id": call_id, "status": None, "reason": reason,
-                   "q850": None, "outcome": outcome.value, "answered_at": None,
-                   "keys": "", "answer_confirmed_at": None, "listen_confirmed_at": None,
-                   "at": time.time()})
+        self.send(ipc.Ended(call_id=call_id, status=None, reason=reason, q850=None,
+                            outcome=outcome.value, answered_at=None, keys="",
+                            answer_confirmed_at=None, listen_confirmed_at=None, at=time.time()))
 
     def _finish(self, att: Attempt, status: int, reason: str, q850: int | None) -> None:
         """The call is over: report it once and drop every reference to it."""
@@ -412,10 +409,10 @@ class Worker(CallEvents):
             abort_reason=att.abort_reason, forced=att.forced))
         logger.info("call %s: ended %s %s (q850 %s): %s", att.call_id, status, reason, q850,
                     outcome.value)
-        self.send({"ev": "ended", "call_id": att.call_id, "status": status, "reason": reason,
-                   "q850": q850, "outcome": outcome.value, "answered_at": att.answered_at,
-                   "keys": att.state.keys, "answer_confirmed_at": att.state.answer_confirmed_at,
-                   "listen_confirmed_at": att.state.listen_confirmed_at, "at": time.time()})
+        self.send(ipc.Ended(call_id=att.call_id, status=status, reason=reason, q850=q850,
+                            outcome=outcome.value, answered_at=att.answered_at,
+                            keys=att.state.keys, answer_confirmed_at=att.state.answer_confirmed_at,
+                            listen_confirmed_at=att.state.listen_confirmed_at, at=time.time()))
         self.players.stop(att)
         att.timer = None
         self.attempts.pop(att.call_id, None)
@@ -474,8 +471,7 @@ class Worker(CallEvents):
 
     def on_reg_state(self, trunk: str, code: int, reason: str, expires: int) -> None:
         self.regs.registration_changed(trunk, code, expires)
-        self.send_reg({"ev": "reg", "trunk": trunk, "code": code, "reason": reason,
-                       "expires": expires})
+        self.send_reg(ipc.Reg(trunk=trunk, code=code, reason=reason, expires=expires))
 
     def _on_trunk_down(self, trunk: Trunk, why: str) -> None:
         """Calls whose INVITE has had no answer went into the dead registrar/proxy: nobody
@@ -499,7 +495,7 @@ class Worker(CallEvents):
                 del self._lingering[call_id]
         if len(self._lingering) != self._held_reported:
             self._held_reported = len(self._lingering)
-            self.send({"ev": "slots", "held": self._held_reported})
+            self.send(ipc.Slots(held=self._held_reported))
 
     def _report_drops(self, now: float) -> None:
         if now < self._drops_at:
@@ -508,8 +504,8 @@ class Worker(CallEvents):
         counts = self.filter.take_dropped()
         if counts:
             last = self.filter.last_dropped
-            self.send({"ev": "dropped", "counts": counts,
-                       "last": f"{last.method} from {last.src}" if last else None})
+            self.send(ipc.Dropped(counts=counts,
+                                  last=f"{last.method} from {last.src}" if last else None))
 
     # ----- shutdown -----
 
@@ -518,7 +514,7 @@ class Worker(CallEvents):
         if self.ep is None:
             return
         for _, msg in self._redial:
-            self._send_failed(str(msg.get("call_id")), SHUTTING_DOWN, Outcome.INTERRUPTED)
+            self._send_failed(msg.call_id, SHUTTING_DOWN, Outcome.INTERRUPTED)
         self._redial.clear()
         for att in list(self.attempts.values()):
             self._hangup(att, abort=SHUTTING_DOWN)
@@ -574,19 +570,19 @@ def main(argv: list[str] | None = None) -> int:
         unlink_socket(args.socket)
         return 0  # the daemon went away before init
     init = first[0]
-    if init.get("op") != "init":
-        logger.error("expected init, got %r", init.get("op"))
+    if not isinstance(init, ipc.Init):
+        logger.error("expected init, got %r", getattr(init, "OP", None) or getattr(init, "EV"))
         unlink_socket(args.socket)
         return 2
-    logging.getLogger().setLevel(logging.DEBUG if pjsua_level(init.get("log_level")) >= 4
+    logging.getLogger().setLevel(logging.DEBUG if pjsua_level(init.log_level) >= 4
                                  else logging.INFO)
     worker = Worker(channel, listener, args.socket)
     try:
         worker.start(init)
-        worker.run(first[1:])
+        worker.run([m for m in first[1:] if isinstance(m, ipc.Op)])
     except Exception as exc:  # noqa: BLE001 - report, then exit non-zero
         logger.exception("worker failed")
-        worker.send({"ev": "log", "level": "error", "message": f"worker failed: {exc}"})
+        worker.send(ipc.Log(level="error", message=f"worker failed: {exc}"))
         return 1
     finally:
         unlink_socket(args.socket)  # first: no daemon may attach to a worker on its way out

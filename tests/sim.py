@@ -30,7 +30,7 @@ from dialer.config import Config, TrunkConfig
 from dialer.daemon import Daemon
 from dialer.core.domain import DialogueSettings
 from dialer.gateway import GatewayEvent
-from dialer.ipc import Message
+from dialer import ipc
 from dialer.storage.store import SqlStore
 
 T0 = 1_900_000_000.0
@@ -148,17 +148,17 @@ class FakeGateway:
     def close(self, timeout: float) -> None:
         pass
 
-    def dial(self, message: Message) -> int | None:
+    def dial(self, message: ipc.Dial) -> int | None:
         if len(self.calls) >= self.capacity:
             return None
-        number = str(message["uri"]).split(":", 1)[1].split("@", 1)[0]
+        number = message.uri.split(":", 1)[1].split("@", 1)[0]
         n = self.dialled.get(number, 0)
         self.dialled[number] = n + 1
         seq = self.script.get(number) or [self.default]
         behaviour = seq[min(n, len(seq) - 1)]
-        settings = DialogueSettings(**message["dialogue"])
-        call = _Call(call_id=str(message["call_id"]), number=number, behaviour=behaviour,
-                     ring_timeout=float(message["ring_timeout"]), dialogue=dlg.start(settings))
+        settings = DialogueSettings(**message.dialogue)
+        call = _Call(call_id=message.call_id, number=number, behaviour=behaviour,
+                     ring_timeout=float(message.ring_timeout), dialogue=dlg.start(settings))
         self.calls[call.call_id] = call
         self._at(0.05, call, "ringing")
         b = behaviour
@@ -203,8 +203,9 @@ class FakeGateway:
         heapq.heappush(self._heap, _Event(self.clock.now + delay, next(self._seq), call.call_id,
                                           what, arg))
 
-    def _emit(self, msg: Message) -> None:
-        self._out.append((0, {"at": self.clock.now, **msg}))
+    def _emit(self, msg: ipc.Event) -> None:
+        """What the worker would report, on worker 0, at the virtual clock's time."""
+        self._out.append((0, msg))
 
     def _run(self, ev: _Event) -> None:
         call = self.calls.get(ev.call_id)
@@ -212,7 +213,7 @@ class FakeGateway:
             return
         now = self.clock.now
         if ev.what == "ringing":
-            self._emit({"ev": "ringing", "call_id": call.call_id})
+            self._emit(ipc.Ringing(call_id=call.call_id, at=now))
         elif ev.what == "final":
             self._end(call, int(ev.arg), "final reply")
         elif ev.what == "ring_timeout":
@@ -222,10 +223,10 @@ class FakeGateway:
                 self._end(call, 487, "final reply")  # CANCEL -> 487 Request Terminated
         elif ev.what == "answer":
             call.answered = True
-            self._emit({"ev": "answered", "call_id": call.call_id})
+            self._emit(ipc.Answered(call_id=call.call_id, at=now))
             self._feed(call, dlg.Answered(now))
         elif ev.what == "digit":
-            self._emit({"ev": "key", "call_id": call.call_id, "key": ev.arg})
+            self._emit(ipc.Key(call_id=call.call_id, key=str(ev.arg), at=now))
             self._feed(call, dlg.Digit(str(ev.arg), now))
         elif ev.what == "timer":
             self._feed(call, dlg.TimerFired(int(ev.arg), now))
@@ -238,12 +239,14 @@ class FakeGateway:
         call.dialogue, commands = dlg.step(call.dialogue, event)
         for cmd in commands:
             if isinstance(cmd, dlg.Play):
-                self._emit({"ev": "played", "call_id": call.call_id, "prompt": cmd.prompt.value})
+                self._emit(ipc.Played(call_id=call.call_id, prompt=cmd.prompt.value,
+                                      at=self.clock.now))
                 self._react(call, cmd.prompt)
             elif isinstance(cmd, dlg.StartTimer):
                 self._at(cmd.seconds, call, "timer", cmd.token)
             elif isinstance(cmd, dlg.Confirmed):
-                self._emit({"ev": "confirmed", "call_id": call.call_id, "what": cmd.what})
+                self._emit(ipc.Confirmed(call_id=call.call_id, what=cmd.what,
+                                         at=self.clock.now))
             elif isinstance(cmd, dlg.HangUp):
                 self._end(call, 200, "BYE sent")
                 return
@@ -277,11 +280,10 @@ class FakeGateway:
         del self.calls[call.call_id]
         self.ended += 1
         d = call.dialogue
-        self._emit({"ev": "ended", "call_id": call.call_id, "status": status, "reason": reason,
-                    "q850": None, "outcome": outcome.value,
-                    "answered_at": d.answered_at, "keys": d.keys,
-                    "answer_confirmed_at": d.answer_confirmed_at,
-                    "listen_confirmed_at": d.listen_confirmed_at})
+        self._emit(ipc.Ended(call_id=call.call_id, status=status, reason=reason, q850=None,
+                             outcome=outcome.value, answered_at=d.answered_at, keys=d.keys,
+                             answer_confirmed_at=d.answer_confirmed_at,
+                             listen_confirmed_at=d.listen_confirmed_at, at=self.clock.now))
 
 
 def sim_config(store: SqlStore, data_dir: Path, node: str = "sim") -> Config:
