@@ -17,7 +17,7 @@ import selectors
 from typing import Protocol
 
 from dialer import ipc
-from dialer.pool import Worker, WorkerPool, _events
+from dialer.pool import Worker, WorkerPool, worker_events
 
 GatewayEvent = tuple[int, ipc.Event]
 """(worker index, message): what a gateway reports."""
@@ -152,7 +152,7 @@ class PoolGateway:
         out: list[GatewayEvent] = []
         for key, _ in self.selector.select(timeout):
             w: Worker = key.data
-            for msg in _events(w.channel.receive_msgs()):
+            for msg in worker_events(w.channel.receive_msgs()):
                 self.pool.on_message(w, msg)
                 self._note(w, msg)
                 out.append((w.index, msg))

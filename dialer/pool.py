@@ -120,7 +120,7 @@ def digest(init: ipc.Init) -> str:
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _events(msgs: list[ipc.Message]) -> list[ipc.Event]:
+def worker_events(msgs: list[ipc.Message]) -> list[ipc.Event]:
     """The events of what a worker sent (an operation from a worker is dropped, logged)."""
     out: list[ipc.Event] = []
     for m in msgs:
@@ -315,7 +315,7 @@ class WorkerPool:
             for key, _ in sel.select(max(0.0, deadline - time.monotonic())):
                 ch = key.data
                 try:
-                    msgs = _events(ch.receive_msgs())
+                    msgs = worker_events(ch.receive_msgs())
                 except ValueError:
                     msgs = []
                     ch.closed = True
@@ -390,7 +390,7 @@ class WorkerPool:
                 except ValueError:
                     logger.error("%s: a line is not JSON: skipped", path)
                     continue
-                out.extend(_events(ipc.decode_all([msg])))
+                out.extend(worker_events(ipc.decode_all([msg])))
             logger.warning("%d event(s) of a worker that exited alone read from %s",
                            len(out), path.name)
             path.unlink()
