@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dialer import ipc
 from dialer.config import Config, TrunkConfig
 from dialer.core.domain import DialogueSettings, EmailPolicy, Kind, Outcome
 from dialer.core.ports import DispatchPort
 from dialer.core.records import ClaimedCall, EndReport
 from dialer.gateway import Gateway
-from dialer.ipc import Message
 from dialer.mailqueue import MailQueue
 from dialer.metrics import Metrics
 
@@ -42,9 +42,9 @@ logger = logging.getLogger(__name__)
 
 MAX_WAIT = 1.0
 CAMPAIGN_METRICS_INTERVAL = 5.0  # seconds between two refreshes of the per-campaign gauges
-RESOLVE_INTERVAL = 60.0  # seconds between two resolutions of the trunks' hosts (trusted SIP sources)
+RESOLVE_INTERVAL = 60.0  # seconds between resolutions of the trunks' hosts (trusted sources)
 
-WorkerInit = Callable[[int], Message]
+WorkerInit = Callable[[int], ipc.Init]
 """The first message SIP worker N gets (its trunks, RTP ports, trusted sources): the daemon's
 ``init_message``, which a gateway of worker processes needs to start them."""
 
@@ -129,7 +129,7 @@ class Daemon:
 
     # ----- wiring -----
 
-    def init_message(self, index: int) -> Message:
+    def init_message(self, index: int) -> ipc.Init:
         trunks: dict[str, Any] = {}
         for name, t in self.config.trunks.items():
             trunks[name] = {
@@ -147,12 +147,12 @@ class Daemon:
         # half from the one it replaces (WorkerPool._half: stale far ends of a dead worker
         # still send to its ports), and a retiring worker and its successor fit side by side.
         per = 2 * (2 * self.config.calls_per_worker + 2)
-        return {"worker": index, "bind": self.config.bind, "trunks": trunks,
-                "allowed_sources": self._sources,
-                "reject_code": self.config.sip_reject_code,
-                "orphan_timeout": self.config.orphan_timeout,
-                "log_level": self.config.sip_log_level,
-                "rtp_port": self.config.rtp_port + index * per, "rtp_port_range": per}
+        return ipc.Init(worker=index, bind=self.config.bind, trunks=trunks,
+                        allowed_sources=list(self._sources),
+                        reject_code=self.config.sip_reject_code,
+                        orphan_timeout=self.config.orphan_timeout,
+                        log_level=self.config.sip_log_level,
+                        rtp_port=self.config.rtp_port + index * per, rtp_port_range=per)
 
     def _pool_size(self, total: int | None) -> int:
         """Workers needed for the global call limit (all of ``[sip] workers`` if unlimited)."""
@@ -319,7 +319,8 @@ class Daemon:
         trunk = self.config.trunks[call.kind.value]
         st = call.settings
         media = {name: str(path) for name, path in self._prompts(st.language).items()}
-        media["message"] = str(self.store.media_file(call.audio_sha, self.config.data_dir / "media"))
+        media["message"] = str(self.store.media_file(call.audio_sha,
+                                                     self.config.data_dir / "media"))
         dialogue = DialogueSettings(
             answer_confirm=st.answer_confirm, listen_confirm=st.listen_confirm,
             answer_key=st.answer_key, listen_key=st.listen_key, max_repeats=st.max_repeats,
@@ -328,12 +329,11 @@ class Daemon:
             listen_prompt_seconds=self._duration(media["listen_prompt"]),
             goodbye_seconds=self._duration(media["goodbye"]))
         caller = st.caller_number or trunk.caller_id
-        msg: Message = {
-            "call_id": call.attempt_id, "trunk": trunk.name, "uri": trunk.target(call.number),
-            "from_uri": f"sip:{caller}@{trunk.host.split(':')[0]}" if caller else None,
-            "display": st.display_name, "ring_timeout": st.ring_timeout, "media": media,
-            "dialogue": {k: getattr(dialogue, k) for k in dialogue.__dataclass_fields__},
-        }
+        msg = ipc.Dial(
+            call_id=call.attempt_id, trunk=trunk.name, uri=trunk.target(call.number),
+            from_uri=f"sip:{caller}@{trunk.host.split(':')[0]}" if caller else None,
+            display=st.display_name, ring_timeout=st.ring_timeout, media=media,
+            dialogue={k: getattr(dialogue, k) for k in dialogue.__dataclass_fields__})
         w = self.gateway.dial(msg)
         if w is None:  # cannot happen: the claim was bounded by free slots; never lose it
             self._finish(EndReport(attempt_id=call.attempt_id, outcome=Outcome.FAILED,
@@ -352,80 +352,78 @@ class Daemon:
             self._seconds_cache[path] = self._seconds(path)
         return self._seconds_cache[path]
 
-    def _handle(self, w: int, msg: Message) -> None:
-        ev = msg.get("ev")
-        cid = str(msg.get("call_id", ""))
-        at = float(msg.get("at") or self.clock())
-        if ev == "ready":
+    def _handle(self, w: int, msg: ipc.Event) -> None:
+        at = float(getattr(msg, "at", None) or self.clock())
+        if isinstance(msg, ipc.Ready):
             self._dirty = True
-        elif ev == "reg":
+        elif isinstance(msg, ipc.Reg):
             self._on_registration(msg)
-        elif ev in ("ringing", "answered"):
-            self._progress.append((cid, ev, at, {}))
-            if ev == "ringing":
+        elif isinstance(msg, (ipc.Ringing, ipc.Answered)):
+            cid = msg.call_id
+            self._progress.append((cid, msg.EV, at, {}))
+            if isinstance(msg, ipc.Ringing):
                 self.metrics.call_ringing(cid, at)
             else:
                 self.metrics.call_answered(cid, at)
-            self._log_event(cid, ev)
-        elif ev == "played":
-            self._progress.append((cid, "played", at, {"prompt": msg.get("prompt")}))
-        elif ev == "key":
-            self._progress.append((cid, "key", at, {"key": msg.get("key")}))
-            self._log_event(cid, f"key {msg.get('key')}")
-        elif ev == "confirmed":
-            what = str(msg.get("what"))
-            self._progress.append((cid, "confirmed", at, {"what": what}))
+            self._log_event(cid, msg.EV)
+        elif isinstance(msg, ipc.Played):
+            self._progress.append((msg.call_id, "played", at, {"prompt": msg.prompt}))
+        elif isinstance(msg, ipc.Key):
+            self._progress.append((msg.call_id, "key", at, {"key": msg.key}))
+            self._log_event(msg.call_id, f"key {msg.key}")
+        elif isinstance(msg, ipc.Confirmed):
+            what = str(msg.what)
+            self._progress.append((msg.call_id, "confirmed", at, {"what": what}))
             self.metrics.record_confirmation(what)
-            self._log_event(cid, f"confirmed {what}")
-        elif ev == "ended":
+            self._log_event(msg.call_id, f"confirmed {what}")
+        elif isinstance(msg, ipc.Ended):
             try:
-                outcome = Outcome(str(msg.get("outcome")))
+                outcome = Outcome(msg.outcome or "")
             except ValueError:
                 outcome = Outcome.FAILED
             self._finish(EndReport(
-                attempt_id=cid, outcome=outcome, at=at, status=msg.get("status"),
-                reason=msg.get("reason"), q850=msg.get("q850"),
-                answered_at=msg.get("answered_at"),
-                answer_confirmed_at=msg.get("answer_confirmed_at"),
-                listen_confirmed_at=msg.get("listen_confirmed_at"), keys=str(msg.get("keys") or "")))
-        elif ev == "dropped":
+                attempt_id=msg.call_id, outcome=outcome, at=at, status=msg.status,
+                reason=msg.reason, q850=msg.q850, answered_at=msg.answered_at,
+                answer_confirmed_at=msg.answer_confirmed_at,
+                listen_confirmed_at=msg.listen_confirmed_at, keys=msg.keys or ""))
+        elif isinstance(msg, ipc.Dropped):
             self._on_dropped(w, msg)
-        elif ev == "worker_lost":
+        elif isinstance(msg, ipc.WorkerLost):
             self._worker_lost(w, msg)
-        elif ev == "log":
-            level = msg.get("level", logging.INFO)
+        elif isinstance(msg, ipc.Log):
+            level = msg.level
             if isinstance(level, str):
                 level = logging.getLevelName(level.upper())
             logger.log(level if isinstance(level, int) else logging.INFO, "worker %d: %s", w,
-                       msg.get("message"))
+                       msg.message)
 
-    def _on_dropped(self, w: int, msg: Message) -> None:
+    def _on_dropped(self, w: int, msg: ipc.Dropped) -> None:
         """SIP messages a worker dropped (its source filter): counted, one line per report.
 
         Workers report at most every few seconds, so a flood costs a few lines, not one a packet.
         """
-        counts = {str(k): int(v) for k, v in (msg.get("counts") or {}).items() if int(v) > 0}
+        counts = {k: v for k, v in msg.counts.items() if v > 0}
         for reason, n in counts.items():
             self.metrics.sip_dropped.labels(reason).inc(n)
         if counts:
             logger.warning("worker %d dropped SIP messages: %s (last: %s)", w,
                            ", ".join(f"{n} {r}" for r, n in sorted(counts.items())),
-                           msg.get("last"))
+                           msg.last)
 
-    def _worker_lost(self, w: int, msg: Message) -> None:
+    def _worker_lost(self, w: int, msg: ipc.WorkerLost) -> None:
         """A worker process died: its calls are lost attempts; registrations it held are gone."""
-        if msg.get("retiring"):  # of another version: it was finishing its calls
-            for call_id in msg.get("calls") or []:
-                self._finish(EndReport(attempt_id=str(call_id), outcome=Outcome.INTERRUPTED,
+        if msg.retiring:  # of another version: it was finishing its calls
+            for call_id in msg.calls:
+                self._finish(EndReport(attempt_id=call_id, outcome=Outcome.INTERRUPTED,
                                        at=self.clock(), reason="retiring SIP worker exited"))
             return
         if self._shutting_down:
             reason = "daemon stopped"
         else:
             self.metrics.worker_restarts.inc()
-            reason = f"SIP worker {w} (pid {msg.get('pid')}) died"
-        for call_id in msg.get("calls") or []:
-            self._finish(EndReport(attempt_id=str(call_id), outcome=Outcome.INTERRUPTED,
+            reason = f"SIP worker {w} (pid {msg.pid}) died"
+        for call_id in msg.calls:
+            self._finish(EndReport(attempt_id=call_id, outcome=Outcome.INTERRUPTED,
                                    at=self.clock(), reason=reason))
         if w == 0 and any(t.needs_registration for t in self.trunks.values()):
             for t in self.trunks.values():
@@ -433,15 +431,14 @@ class Daemon:
                     t.registered = False
         self._dirty = True
 
-    def _on_registration(self, msg: Message) -> None:
-        t = self.trunks.get(str(msg.get("trunk")))
+    def _on_registration(self, msg: ipc.Reg) -> None:
+        t = self.trunks.get(msg.trunk)
         if t is None:
             return
-        code = int(msg.get("code") or 0)
-        expires = int(msg.get("expires") or 0)
+        code, expires = msg.code, msg.expires
         was = t.registered
         t.registered = 200 <= code < 300 and expires > 0
-        t.code, t.reason = code, msg.get("reason")
+        t.code, t.reason = code, msg.reason
         self.metrics.set_trunk(t.config.name, t.registered, code)
         if was != t.registered or not t.registered:  # every failure is worth a line
             log = logger.info if t.registered else logger.warning

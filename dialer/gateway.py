@@ -13,13 +13,14 @@ decision loop is written against it only, so it runs unchanged on:
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 from typing import Protocol
 
-from dialer.ipc import Message
-from dialer.pool import Worker, WorkerPool
+from dialer import ipc
+from dialer.pool import Worker, WorkerPool, worker_events
 
-GatewayEvent = tuple[int, Message]
+GatewayEvent = tuple[int, ipc.Event]
 """(worker index, message): what a gateway reports."""
 
 
@@ -45,7 +46,7 @@ class Gateway(Protocol):
     def ready_count(self) -> int:
         """Workers ready to take calls."""
 
-    def dial(self, message: Message) -> int | None:
+    def dial(self, message: ipc.Dial) -> int | None:
         """Place a call (``dialer.ipc`` ``dial`` fields); the worker index, None when full."""
 
     def hangup(self, call_id: str) -> None:
@@ -118,29 +119,27 @@ class PoolGateway:
     def ready_count(self) -> int:
         return self.pool.ready_count()
 
-    def dial(self, message: Message) -> int | None:
+    def dial(self, message: ipc.Dial) -> int | None:
         w = self.pool.dial(message)
         return None if w is None else w.index
 
     def hangup(self, call_id: str) -> None:
         for w in self.pool.all_workers():
             if call_id in w.calls and not w.channel.closed:
-                w.channel.send({"op": "hangup", "call_id": call_id})
+                w.channel.send_msg(ipc.Hangup(call_id=call_id))
 
     def trust(self, sources: list[str]) -> None:
-        self.pool.send_all({"op": "trust", "allowed_sources": sources})
+        self.pool.send_all(ipc.Trust(allowed_sources=sources))
 
     def trunk_state(self, trunk: str, up: bool, reason: str) -> None:
-        self.pool.send_all({"op": "trunk", "trunk": trunk, "up": up, "reason": reason})
+        self.pool.send_all(ipc.TrunkState(trunk=trunk, up=up, reason=reason))
 
     def _sync_selector(self) -> None:
         live = {ch.fileno(): w for w, ch in self.pool.channels()}
         for fd in list(self._registered):
             if fd not in live or self._registered[fd] is not live[fd]:
-                try:
+                with contextlib.suppress(KeyError, ValueError):
                     self.selector.unregister(fd)
-                except (KeyError, ValueError):
-                    pass
                 del self._registered[fd]
         for fd, w in live.items():
             if fd not in self._registered:
@@ -152,32 +151,31 @@ class PoolGateway:
         out: list[GatewayEvent] = []
         for key, _ in self.selector.select(timeout):
             w: Worker = key.data
-            for msg in w.channel.receive():
+            for msg in worker_events(w.channel.receive_msgs()):
                 self.pool.on_message(w, msg)
                 self._note(w, msg)
                 out.append((w.index, msg))
         for w, calls in self.pool.reap():
-            out.append((w.index, {"ev": "worker_lost", "worker": w.index, "pid": w.pid,
-                                  "calls": sorted(calls), "retiring": w.retiring}))
+            out.append((w.index, ipc.WorkerLost(worker=w.index, pid=w.pid, calls=sorted(calls),
+                                                retiring=w.retiring)))
         return out
 
-    def _note(self, w: Worker, msg: Message) -> None:
-        seq = msg.get("seq")
-        if isinstance(seq, int):
-            self._seen[w.pid] = (w, seq)
+    def _note(self, w: Worker, msg: ipc.Event) -> None:
+        if msg.seq is not None:
+            self._seen[w.pid] = (w, msg.seq)
 
     def ack(self) -> None:
         seen, self._seen = self._seen, {}
         for w, seq in seen.values():
             if not w.channel.closed:
-                w.channel.send({"op": "ack", "seq": seq})
+                w.channel.send_msg(ipc.Ack(seq=seq))
 
     def next_wakeup_in(self) -> float | None:
         return self.pool.next_restart_in()
 
     def begin_shutdown(self) -> None:
         self.pool.stop_restarts()
-        self.pool.send_all({"op": "shutdown"})
+        self.pool.send_all(ipc.Shutdown())
 
     def active(self) -> bool:
         return bool(self.pool.all_workers())

@@ -22,6 +22,8 @@ This module starts processes and moves messages; it never imports pjsua2.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -39,9 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from dialer import ipc
 from dialer.core.errors import ConfigError
 from dialer.files import private_dir, write_private
-from dialer.ipc import WIRE_VERSION, Channel, Message, inheritable_pair
+from dialer.ipc import WIRE_VERSION, Channel, inheritable_pair
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +89,8 @@ class Adopted:
         return self.returncode
 
     def kill(self) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def wait(self, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -109,12 +110,24 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def digest(init: Message) -> str:
+def digest(init: ipc.Init) -> str:
     """What a worker was configured with, as a short hash: a worker adopted by a daemon whose
     configuration differs (trunks, bind, ports) retires instead of taking new calls. The trusted
     sources are left out: they change at run time (``trust``) and are sent again on adoption."""
-    stable = {k: v for k, v in init.items() if k not in ("allowed_sources", "digest", "op")}
+    stable = {k: v for k, v in ipc.encode(init).items()
+              if k not in ("allowed_sources", "digest", "op", "wire")}
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def worker_events(msgs: list[ipc.Message]) -> list[ipc.Event]:
+    """The events of what a worker sent (an operation from a worker is dropped, logged)."""
+    out: list[ipc.Event] = []
+    for m in msgs:
+        if isinstance(m, ipc.Event):
+            out.append(m)
+        else:
+            logger.error("IPC: a worker sent an operation (%s): dropped", m.OP)
+    return out
 
 
 def raise_fd_limit(wanted: int) -> int:
@@ -179,7 +192,7 @@ class WorkerPool:
     """Starts, feeds and restarts the SIP workers."""
 
     def __init__(self, *, size: int, calls_per_worker: int,
-                 init_message: Callable[[int], Message],
+                 init_message: Callable[[int], ipc.Init],
                  command: list[str] | None = None,
                  state_dir: Path | None = None) -> None:
         """``state_dir``: where the workers' sockets live, so that they outlive the daemon;
@@ -209,9 +222,9 @@ class WorkerPool:
         if limit < 64 + FDS_PER_WORKER * self.size:
             logger.warning("RLIMIT_NOFILE is %d: too low for %d workers", limit, self.size)
         last = self._init_message(self.size - 1)
-        if last.get("rtp_port"):
-            first = int(self._init_message(0)["rtp_port"])
-            check_rtp_ranges(first, int(last["rtp_port"]) + int(last.get("rtp_port_range") or 0))
+        first = self._init_message(0).rtp_port
+        if last.rtp_port and first:
+            check_rtp_ranges(first, last.rtp_port + (last.rtp_port_range or 0))
         self.resize(self.size if size is None else size)
 
     def resize(self, size: int) -> None:
@@ -222,15 +235,15 @@ class WorkerPool:
             if i not in self.workers and i not in self._restart_at:
                 self._spawn(i)
 
-    def init_for(self, index: int, half: int = 0) -> Message:
+    def init_for(self, index: int, half: int = 0) -> ipc.Init:
         """``index``'s init message, its RTP ports in one ``half`` of the index's range."""
         init = self._init_message(index)
-        out = {**init, "wire": WIRE_VERSION, "digest": digest(init)}
-        span = int(init.get("rtp_port_range") or 0)
-        if init.get("rtp_port") and span >= 4:
+        out = dataclasses.replace(init, wire=WIRE_VERSION, digest=digest(init))
+        span = init.rtp_port_range or 0
+        if init.rtp_port and span >= 4:
             # pjsua wraps past port + range, so a range of span/2 - 2 stays inside the half
-            out["rtp_port"] = int(init["rtp_port"]) + half * (span // 2)
-            out["rtp_port_range"] = span // 2 - 2
+            out = dataclasses.replace(out, rtp_port=init.rtp_port + half * (span // 2),
+                                      rtp_port_range=span // 2 - 2)
         return out
 
     def _half(self, index: int) -> int:
@@ -291,7 +304,7 @@ class WorkerPool:
         w = Worker(index=index, proc=proc, channel=channel, started_at=time.monotonic(),
                    failures=self._failures.get(index, 0), rtp_half=half)
         self.workers[index] = w
-        channel.send({"op": "init", **self.init_for(index, half)})
+        channel.send_msg(self.init_for(index, half))
         logger.info("worker %d started (pid %d)", index, proc.pid)
         return w
 
@@ -308,7 +321,7 @@ class WorkerPool:
             self._dirfd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY)
         return f"/proc/self/fd/{self._dirfd}/{name}"
 
-    def adopt(self, timeout: float = ADOPT_TIMEOUT) -> list[tuple[Worker, list[Message]]]:
+    def adopt(self, timeout: float = ADOPT_TIMEOUT) -> list[tuple[Worker, list[ipc.Event]]]:
         """Re-attach every worker a previous daemon of this node left running.
 
         Returns each adopted worker with the events it kept for us, in order (the first is its
@@ -320,7 +333,7 @@ class WorkerPool:
             return []
         private_dir(self.state_dir)
         sel = selectors.DefaultSelector()
-        got: dict[Channel, list[Message]] = {}
+        got: dict[Channel, list[ipc.Event]] = {}
         names: dict[Channel, str] = {}
         for path in sorted(self.state_dir.glob("w*.sock")):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -331,7 +344,7 @@ class WorkerPool:
                 path.unlink(missing_ok=True)
                 continue
             ch = Channel(sock)
-            ch.send({"op": "attach", "wire": WIRE_VERSION})
+            ch.send_msg(ipc.Attach(wire=WIRE_VERSION))
             sel.register(ch.fileno(), selectors.EVENT_READ, ch)
             got[ch], names[ch] = [], path.name
         deadline = time.monotonic() + timeout
@@ -340,31 +353,31 @@ class WorkerPool:
             for key, _ in sel.select(max(0.0, deadline - time.monotonic())):
                 ch = key.data
                 try:
-                    msgs = ch.receive()
+                    msgs = worker_events(ch.receive_msgs())
                 except ValueError:
                     msgs = []
                     ch.closed = True
                 got[ch].extend(msgs)
-                if ch.closed or any(m.get("ev") in ("attached", "refused") for m in msgs):
+                if ch.closed or any(isinstance(m, (ipc.Attached, ipc.Refused)) for m in msgs):
                     sel.unregister(ch.fileno())
                     waiting.discard(ch)
         sel.close()
         for ch, msgs in got.items():
-            refused = next((m for m in msgs if m.get("ev") == "refused"), None)
+            refused = next((m for m in msgs if isinstance(m, ipc.Refused)), None)
             if refused is not None:  # before adopting anything: leave every worker untouched
                 for other in got:
                     other.close()
                 raise AnotherDaemon(
-                    f"worker pid {refused.get('pid')} ({names[ch]}) is attached to another "
+                    f"worker pid {refused.pid} ({names[ch]}) is attached to another "
                     f"running daemon of this node: stop it first, or give this one another "
                     f"node name")
-        adopted: list[tuple[Worker, list[Message]]] = []
+        adopted: list[tuple[Worker, list[ipc.Event]]] = []
         for ch, msgs in got.items():
-            hello = next((m for m in msgs if m.get("ev") == "hello"), None)
-            done = any(m.get("ev") == "attached" for m in msgs)
+            hello = next((m for m in msgs if isinstance(m, ipc.Hello)), None)
+            done = any(isinstance(m, ipc.Attached) for m in msgs)
             if hello is None or not done:
                 ch.close()
-                pid = int(hello.get("pid") or 0) if hello else 0
+                pid = hello.pid if hello else 0
                 logger.error("worker socket %s did not answer in %.0f s%s", names[ch], timeout,
                              f": killing pid {pid}" if pid else "")
                 if pid:
@@ -374,48 +387,49 @@ class WorkerPool:
             adopted.append((w, msgs))
         return adopted
 
-    def _adopted(self, ch: Channel, hello: Message, msgs: list[Message]) -> Worker:
-        end = next(m for m in msgs if m.get("ev") == "attached")
-        index = int(hello.get("worker") or 0)
-        w = Worker(index=index, proc=Adopted(int(hello["pid"])), channel=ch,
-                   started_at=time.monotonic(), ready=bool(hello.get("ready")),
-                   sip_port=hello.get("sip_port"), calls={str(c) for c in end.get("calls") or []},
-                   adopted=True, rtp_half=self._half_of(index, hello.get("rtp_port")))
+    def _adopted(self, ch: Channel, hello: ipc.Hello, msgs: list[ipc.Event]) -> Worker:
+        end = next(m for m in msgs if isinstance(m, ipc.Attached))
+        index = hello.worker
+        w = Worker(index=index, proc=Adopted(hello.pid), channel=ch,
+                   started_at=time.monotonic(), ready=bool(hello.ready),
+                   sip_port=hello.sip_port, calls=set(end.calls), adopted=True,
+                   rtp_half=self._half_of(index, hello.rtp_port))
         why = None
-        if hello.get("wire") != WIRE_VERSION:
-            why = f"wire version {hello.get('wire')} (ours: {WIRE_VERSION})"
+        if hello.wire != WIRE_VERSION:
+            why = f"wire version {hello.wire} (ours: {WIRE_VERSION})"
         elif not 0 <= index < self.size:
             why = f"index {index} outside this pool of {self.size}"
         elif index in self.workers:
             why = f"index {index} already taken by pid {self.workers[index].pid}"
-        elif hello.get("digest") != digest(self._init_message(index)):
+        elif hello.digest != digest(self._init_message(index)):
             why = "configuration changed"
         if why is None:
             self.workers[index] = w
-            ch.send({"op": "trust", "allowed_sources": self._init_message(index)
-                     .get("allowed_sources") or []})
+            ch.send_msg(ipc.Trust(allowed_sources=self._init_message(index).allowed_sources))
         else:
             w.retiring = True
             self.retiring[w.pid] = w
-            ch.send({"op": "retire"})
+            ch.send_msg(ipc.Retire())
         logger.warning("worker %d (pid %d) adopted with %d call(s) and %d event(s) kept%s",
                        index, w.pid, len(w.calls), len(msgs) - 2,
                        f"; retiring it: {why}" if why else "")
         return w
 
-    def _half_of(self, index: int, rtp_port: Any) -> int:
-        init = self._init_message(index) if 0 <= index < self.size else {}
-        base, span = int(init.get("rtp_port") or 0), int(init.get("rtp_port_range") or 0)
-        if not (base and span >= 4 and isinstance(rtp_port, int)):
+    def _half_of(self, index: int, rtp_port: int | None) -> int:
+        if not 0 <= index < self.size or rtp_port is None:
+            return 0
+        init = self._init_message(index)
+        base, span = init.rtp_port or 0, init.rtp_port_range or 0
+        if not (base and span >= 4):
             return 0
         return 1 if rtp_port >= base + span // 2 else 0
 
-    def undelivered(self) -> list[Message]:
+    def undelivered(self) -> list[ipc.Event]:
         """Events of workers that exited with no daemon attached (``sip.link``), oldest file
         first; the files are removed: call ``undelivered`` once, before settling anything."""
         if self.state_dir is None or not self.state_dir.exists():
             return []
-        out: list[Message] = []
+        out: list[ipc.Event] = []
         for path in sorted(self.state_dir.glob("undelivered-*.jsonl"),
                            key=lambda p: p.stat().st_mtime):
             for line in path.read_text().splitlines():
@@ -424,8 +438,7 @@ class WorkerPool:
                 except ValueError:
                     logger.error("%s: a line is not JSON: skipped", path)
                     continue
-                if isinstance(msg, dict):
-                    out.append(msg)
+                out.extend(worker_events(ipc.decode_all([msg])))
             logger.warning("%d event(s) of a worker that exited alone read from %s",
                            len(out), path.name)
             path.unlink()
@@ -461,7 +474,7 @@ class WorkerPool:
     def ready_count(self) -> int:
         return sum(1 for w in self.workers.values() if w.ready)
 
-    def dial(self, message: Message) -> Worker | None:
+    def dial(self, message: ipc.Dial) -> Worker | None:
         """Hand a call to the least busy ready worker; None when every slot is taken."""
         ready = [w for w in self.workers.values()
                  if self._usable(w) and w.taken < self.calls_per_worker]
@@ -470,35 +483,34 @@ class WorkerPool:
         w = min(ready, key=lambda x: (x.taken, x.index))
         self._refill()
         self._tokens = max(0.0, self._tokens - 1)  # never refuses: the claim was bounded
-        w.calls.add(str(message["call_id"]))
-        w.channel.send({"op": "dial", **message})
+        w.calls.add(message.call_id)
+        w.channel.send_msg(message)
         return w
 
-    def send_all(self, message: Message) -> None:
+    def send_all(self, message: ipc.Op) -> None:
         for w in self.all_workers():
             if not w.channel.closed:
-                w.channel.send(message)
+                w.channel.send_msg(message)
 
     # ----- events -----
 
-    def on_message(self, w: Worker, msg: Message) -> None:
+    def on_message(self, w: Worker, msg: ipc.Event) -> None:
         """Book-keeping the pool itself needs; the daemon handles the rest."""
-        ev = msg.get("ev")
-        if ev == "ready":
+        if isinstance(msg, ipc.Ready):
             w.ready = True
-            w.sip_port = msg.get("sip_port")
+            w.sip_port = msg.sip_port
             self._failures[w.index] = 0
             logger.info("worker %d ready (pid %d, SIP port %s)", w.index, w.pid, w.sip_port)
-        elif ev == "ended":
-            w.calls.discard(str(msg.get("call_id")))
-        elif ev == "slots":
-            w.held = max(0, int(msg.get("held") or 0))
-        elif ev == "load":
-            w.overloaded = bool(msg.get("overloaded"))
+        elif isinstance(msg, ipc.Ended):
+            w.calls.discard(msg.call_id)
+        elif isinstance(msg, ipc.Slots):
+            w.held = max(0, msg.held)
+        elif isinstance(msg, ipc.Load):
+            w.overloaded = msg.overloaded
             (logger.warning if w.overloaded else logger.info)(
                 "worker %d %s (loop %.0f ms late)", w.index,
                 "overloaded: no new calls" if w.overloaded else "caught up",
-                1000 * float(msg.get("lag") or 0))
+                1000 * msg.lag)
 
     def reap(self) -> list[tuple[Worker, set[str]]]:
         """Workers that have exited (or closed their channel): their lost calls, then restart."""
@@ -559,7 +571,7 @@ class WorkerPool:
     def shutdown(self, timeout: float = 10.0) -> None:
         """Ask every worker to hang up and exit; kill those that do not in time."""
         self.stop_restarts()
-        self.send_all({"op": "shutdown"})
+        self.send_all(ipc.Shutdown())
         deadline = time.monotonic() + timeout
         for w in self.all_workers():
             remaining = max(0.1, deadline - time.monotonic())

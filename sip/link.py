@@ -18,28 +18,34 @@ Decisions worth knowing:
 * One daemon at a time: a connection that arrives while a daemon is attached is told ``refused``
   and closed (two daemons of one node are a configuration error; the first one keeps its calls).
 * The buffer holds ``BUFFER_MAX`` unacknowledged events. When it is full, progress events
-  (ringing, played, keys) are dropped oldest first; call ends and confirmations are never dropped (at most one end
-  per call: a worker with no daemon places no call, so they are bounded by the calls it held).
+  (ringing, played, keys) are dropped oldest first; call ends and confirmations are never
+  dropped (at most one end per call: a worker with no daemon places no call, so they are
+  bounded by the calls it held).
 * A worker alone for ``ALONE_S`` seconds takes it that no daemon is coming: it lets its calls
   finish their dialogue, then exits. What no daemon took by then is written to
   ``undelivered-<pid>.jsonl`` in the state directory (0600), which the next daemon reads before
   it settles anything: nothing a call reported is lost, however long the node was down.
 
-This module knows nothing of pjsua2: the worker gives it messages and asks it what arrived.
+This module knows nothing of pjsua2: the worker gives it messages and asks it what arrived,
+typed (``dialer.ipc``); what it keeps is their JSON (``seq`` added), as it goes on the wire.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import select
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from dialer.ipc import ALONE_S, WIRE_VERSION, Channel, Message
+from dialer import ipc
+from dialer.ipc import ALONE_S, WIRE_VERSION, Channel, Raw
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +57,15 @@ STATE = frozenset({"reg", "load", "slots"})  # not buffered: restated at each at
 class Link:
     """The worker's connection to whichever daemon is attached, if any.
 
-    ``hello`` builds what a worker says of itself when a daemon attaches (its index, pid, SIP
-    port, configuration digest); ``state`` the messages that restate its current state
+    ``hello`` builds what a worker says of itself when a daemon attaches (the fields of
+    ``dialer.ipc.Hello`` but ``wire`` and ``pid``: its index, SIP port, configuration digest,
+    whether it is ready); ``state`` the messages that restate its current state
     (registrations, load); ``calls`` lists the calls it carries right now."""
 
     def __init__(self, channel: Channel | None, listener: socket.socket | None, *,
                  state_dir: Path | None = None,
-                 hello: Callable[[], Message] = dict,
-                 state: Callable[[], list[Message]] = list,
+                 hello: Callable[[], dict[str, Any]] = dict,
+                 state: Callable[[], Sequence[ipc.Event | Raw]] = list,
                  calls: Callable[[], list[str]] = list,
                  clock: Callable[[], float] = time.monotonic,
                  buffer_max: int = BUFFER_MAX, alone_s: float = ALONE_S) -> None:
@@ -69,7 +76,7 @@ class Link:
         self.state_dir = state_dir
         self._hello, self._state, self._calls = hello, state, calls
         self._clock = clock
-        self.buffer: deque[Message] = deque()  # sent or not, not acknowledged yet
+        self.buffer: deque[Raw] = deque()  # sent or not, not acknowledged yet (their JSON)
         self._seq = 0
         self.buffer_max = buffer_max
         self.alone_s = alone_s
@@ -77,7 +84,7 @@ class Link:
         self._alone_since: float | None = None if channel is not None else clock()
         self.attachments = 0
         self.pending: Channel | None = None  # a daemon connected; its ``attach`` not yet read
-        self._tail: list[Message] = []  # what a daemon sent before a write found it gone
+        self._tail: list[ipc.Message] = []  # what a daemon sent before a write found it gone
 
     @property
     def detachable(self) -> bool:
@@ -102,28 +109,31 @@ class Link:
 
     # ----- to the daemon -----
 
-    def send(self, msg: Message) -> None:
-        if self.detachable and msg.get("ev") not in STATE:
+    def send(self, msg: ipc.Event | Raw) -> None:
+        """Send an event to the daemon (numbered and kept until acknowledged, when this worker
+        outlives its daemon). A ``Raw`` one is taken as already encoded."""
+        raw = msg if isinstance(msg, dict) else ipc.encode(msg)
+        if self.detachable and raw.get("ev") not in STATE:
             self._seq += 1
-            msg = {**msg, "seq": self._seq}
-            self.buffer.append(msg)
+            raw = {**raw, "seq": self._seq}
+            self.buffer.append(raw)
             if len(self.buffer) > self.buffer_max:
                 self._shed()
-        self._write(msg)
+        self._write(raw)
 
-    def _write(self, msg: Message) -> None:
+    def _write(self, msg: ipc.Event | Raw) -> None:
         if self.attached and self.channel is not None:
-            self.channel.send(msg)
+            self.channel.send(msg if isinstance(msg, dict) else ipc.encode(msg))
             if self.channel.closed:
                 self._tail += self._read_rest(self.channel)
                 self._lost("sending")
 
     @staticmethod
-    def _read_rest(channel: Channel) -> list[Message]:
+    def _read_rest(channel: Channel) -> list[ipc.Message]:
         """What a daemon that went away sent before it went (still in our socket buffer)."""
         channel.closed = False
         try:
-            return channel.receive()
+            return channel.receive_msgs()
         except ValueError:
             return []
         finally:
@@ -144,16 +154,16 @@ class Link:
 
     # ----- from the daemon -----
 
-    def receive(self) -> list[Message]:
+    def receive(self) -> list[ipc.Op]:
         """What the attached daemon sent (``attach`` handled here); accepts a new daemon when
         none is attached. Sets the worker alone when the daemon goes away."""
         if self._tail:  # handled before any new daemon attaches (see below)
             tail, self._tail = self._tail, []
             return self._own(tail)
-        messages: list[Message] = []
+        messages: list[ipc.Message] = []
         if self.attached and self.channel is not None:
             try:
-                messages = self.channel.receive()
+                messages = self.channel.receive_msgs()
             except ValueError as exc:  # malformed JSON or an over-long line: hang up on it
                 logger.error("IPC: %s", exc)
                 self.channel.close()
@@ -168,22 +178,24 @@ class Link:
             messages += self._read_pending()
         return self._own(messages)
 
-    def _own(self, messages: list[Message]) -> list[Message]:
-        """Acknowledgements are the link's; the rest is the worker's."""
-        out: list[Message] = []
+    def _own(self, messages: list[ipc.Message]) -> list[ipc.Op]:
+        """Acknowledgements are the link's; the rest is the worker's (events are dropped)."""
+        out: list[ipc.Op] = []
         for msg in messages:
-            if msg.get("op") == "ack":
-                self._acked(int(msg.get("seq") or 0))
-            else:
+            if isinstance(msg, ipc.Ack):
+                self._acked(msg.seq)
+            elif isinstance(msg, ipc.Op):
                 out.append(msg)
+            else:
+                logger.error("IPC: a daemon sent an event (%s): dropped", msg.EV)
         return out
 
-    def _read_pending(self) -> list[Message]:
+    def _read_pending(self) -> list[ipc.Message]:
         """The connected daemon's first messages: nothing reaches it before its ``attach``."""
         pending = self.pending
         assert pending is not None
         try:
-            messages = pending.receive()
+            messages = pending.receive_msgs()
         except ValueError as exc:
             logger.error("IPC: %s", exc)
             messages = []
@@ -193,8 +205,10 @@ class Link:
             return []
         if not messages:
             return []
-        if messages[0].get("op") != "attach":
-            logger.error("a daemon connected without attaching (%r): closed", messages[0].get("op"))
+        first = messages[0]
+        if not isinstance(first, ipc.Attach):
+            logger.error("a daemon connected without attaching (%r): closed",
+                         getattr(first, "OP", None) or getattr(first, "EV", None))
             pending.close()
             self.pending = None
             return []
@@ -202,7 +216,7 @@ class Link:
         if self.channel is not None:
             self.channel.close()
         self.channel = pending
-        self._attach(messages[0])
+        self._attach(first)
         return messages[1:]
 
     def _lost(self, when: str) -> None:
@@ -227,30 +241,30 @@ class Link:
                 return
             if self.attached:
                 refused = Channel(conn)
-                refused.send({"ev": "refused", "reason": "another daemon is attached",
-                              "pid": os.getpid()})
+                refused.send_msg(ipc.Refused(reason="another daemon is attached",
+                                             pid=os.getpid()))
                 refused.close()
                 logger.warning("refused a second daemon: one is attached")
                 continue
             self.pending = Channel(conn)
             return
 
-    def _attach(self, msg: Message) -> None:
+    def _attach(self, msg: ipc.Attach) -> None:
         """A daemon (re)attached: say who we are, hand over what it missed, restate our state,
         then list the calls we carry: the daemon settles nothing before that last line."""
         assert self.channel is not None
-        theirs = msg.get("wire")
-        self._write({"ev": "hello", "wire": WIRE_VERSION, "pid": os.getpid(), **self._hello()})
+        theirs = msg.wire
+        self._write(ipc.Hello(wire=WIRE_VERSION, pid=os.getpid(), **self._hello()))
         if theirs != WIRE_VERSION:
             logger.warning("a daemon of wire version %s attached (ours: %s)", theirs,
                            WIRE_VERSION)
         backlog = list(self.buffer)  # kept until this daemon acknowledges them
         for m in backlog:
             self._write(m)
-        for m in self._state():
-            self._write(m)
-        self._write({"ev": "attached", "calls": self._calls(), "dropped": self.dropped,
-                     "alone": round(self.alone_for(), 3)})
+        for state in self._state():
+            self._write(state)
+        self._write(ipc.Attached(calls=self._calls(), dropped=self.dropped,
+                                 alone=round(self.alone_for(), 3)))
         if self.attached:
             logger.info("daemon attached after %.1f s alone: %d event(s) handed over, %d dropped",
                         self.alone_for(), len(backlog), self.dropped)
@@ -279,3 +293,28 @@ class Link:
                 ch.close()
         if self.listener is not None:
             self.listener.close()
+
+
+def read_first(channel: Channel) -> list[ipc.Message]:
+    """Block until the first messages (``init`` first) arrive; empty at EOF."""
+    while not channel.closed:
+        select.select([channel], [], [], 1.0)
+        messages = channel.receive_msgs()
+        if messages:
+            return messages
+    return []
+
+
+def first_daemon(listener: socket.socket, timeout: float) -> Channel | None:
+    """The connection of the daemon that started us (it connects at once)."""
+    ready, _, _ = select.select([listener], [], [], timeout)
+    if not ready:
+        return None
+    conn, _ = listener.accept()
+    return Channel(conn)
+
+
+def unlink_socket(path: str | None) -> None:
+    if path:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from dialer.ipc import Channel, Message
+from dialer import ipc
+from dialer.ipc import Channel
 from sip import link as linkmod
 
 
@@ -30,41 +31,42 @@ def main() -> int:
     select.select([listener], [], [], 10)
     conn, _ = listener.accept()
     channel = Channel(conn)
-    init: Message = {}
-    while not init and not channel.closed:
+    init: ipc.Init | None = None
+    while init is None and not channel.closed:
         select.select([channel], [], [], 1.0)
-        got = channel.receive()
-        init = got[0] if got else {}
+        got = channel.receive_msgs()
+        init = got[0] if got and isinstance(got[0], ipc.Init) else None
+    if init is None:
+        return 2
     calls: dict[str, float] = {}
     retiring = False
     link = linkmod.Link(channel, listener, state_dir=Path(args.socket).parent,
-                        hello=lambda: {"worker": init.get("worker"), "sip_port": 0,
-                                       "digest": init.get("digest"), "ready": True},
+                        hello=lambda: {"worker": init.worker, "sip_port": 0,
+                                       "digest": init.digest, "ready": True},
                         calls=lambda: sorted(calls),
-                        alone_s=float(init.get("orphan_timeout") or 60))
-    link.send({"ev": "ready", "worker": init.get("worker"), "pid": os.getpid(), "sip_port": 0})
+                        alone_s=float(init.orphan_timeout or 60))
+    link.send(ipc.Ready(worker=init.worker, pid=os.getpid(), sip_port=0))
     try:
         while True:
             for msg in link.receive():
-                op = msg.get("op")
-                if op == "dial":
-                    cid = str(msg["call_id"])
-                    calls[cid] = time.monotonic() + float(msg.get("ring_timeout") or 1)
-                    link.send({"ev": "ringing", "call_id": cid, "at": time.time()})
-                elif op == "hangup" and msg.get("call_id") in calls:
-                    del calls[str(msg["call_id"])]
-                    link.send({"ev": "ended", "call_id": msg["call_id"], "outcome": "failed",
-                               "reason": "hung up on request", "at": time.time()})
-                elif op == "retire":
+                if isinstance(msg, ipc.Dial):
+                    cid = msg.call_id
+                    calls[cid] = time.monotonic() + float(msg.ring_timeout or 1)
+                    link.send(ipc.Ringing(call_id=cid, at=time.time()))
+                elif isinstance(msg, ipc.Hangup) and msg.call_id in calls:
+                    del calls[msg.call_id]
+                    link.send(ipc.Ended(call_id=msg.call_id, outcome="failed",
+                                        reason="hung up on request", at=time.time()))
+                elif isinstance(msg, ipc.Retire):
                     retiring = True
-                elif op == "shutdown":
+                elif isinstance(msg, ipc.Shutdown):
                     return 0
             now = time.monotonic()
             for cid, end in list(calls.items()):
                 if now >= end:
                     del calls[cid]
-                    link.send({"ev": "ended", "call_id": cid, "outcome": "contacted",
-                               "status": 200, "at": time.time()})
+                    link.send(ipc.Ended(call_id=cid, outcome="contacted", status=200,
+                                        at=time.time()))
             if link.abandoned:
                 retiring = True
             if retiring and not calls:

@@ -5,11 +5,11 @@ scheduler, lifecycle and dialogue, with a fake SIP gateway on a virtual clock.
 ``Behaviour``s (one per call, the last one repeating): ring for N seconds then answer, be busy,
 reject, never answer (cancelled at the ring timeout), press a wrong key first, hang up in the
 middle of the message, or stay silent. An answered call is driven by the real
-``dialer.core.dialogue.step`` exactly as the SIP worker drives it (prompts, timers, keys, repeats), and
-the gateway emits the worker's IPC events (``ringing``, ``answered``, ``played``, ``key``,
-``confirmed``, ``ended``). Time only moves when the daemon waits: ``poll(timeout)`` jumps the
-clock to the next scripted event or to the end of the timeout, so hours of campaigns run in
-seconds and the daemon's wake-ups are exact or visibly late.
+``dialer.core.dialogue.step`` exactly as the SIP worker drives it (prompts, timers, keys,
+repeats), and the gateway emits the worker's IPC events (``ringing``, ``answered``,
+``played``, ``key``, ``confirmed``, ``ended``). Time only moves when the daemon waits:
+``poll(timeout)`` jumps the clock to the next scripted event or to the end of the timeout, so
+hours of campaigns run in seconds and the daemon's wake-ups are exact or visibly late.
 
 ``Simulation`` wires it to ``dialer.daemon.Daemon`` (``step`` is the daemon's own loop turn)
 and calls an optional checker after every step, i.e. at every instant something can change.
@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dialer.core import dialogue as dlg
+from dialer import ipc
 from dialer.config import Config, TrunkConfig
+from dialer.core import dialogue as dlg
+from dialer.core import outcome as oc
+from dialer.core.domain import DialogueSettings
 from dialer.daemon import Daemon
-from dialer.core.domain import DialogueSettings, Outcome
 from dialer.gateway import GatewayEvent
-from dialer.ipc import Message
 from dialer.storage.store import SqlStore
 
 T0 = 1_900_000_000.0
@@ -147,22 +148,22 @@ class FakeGateway:
     def close(self, timeout: float) -> None:
         pass
 
-    def dial(self, message: Message) -> int | None:
+    def dial(self, message: ipc.Dial) -> int | None:
         if len(self.calls) >= self.capacity:
             return None
-        number = str(message["uri"]).split(":", 1)[1].split("@", 1)[0]
+        number = message.uri.split(":", 1)[1].split("@", 1)[0]
         n = self.dialled.get(number, 0)
         self.dialled[number] = n + 1
         seq = self.script.get(number) or [self.default]
         behaviour = seq[min(n, len(seq) - 1)]
-        settings = DialogueSettings(**message["dialogue"])
-        call = _Call(call_id=str(message["call_id"]), number=number, behaviour=behaviour,
-                     ring_timeout=float(message["ring_timeout"]), dialogue=dlg.start(settings))
+        settings = DialogueSettings(**message.dialogue)
+        call = _Call(call_id=message.call_id, number=number, behaviour=behaviour,
+                     ring_timeout=float(message.ring_timeout), dialogue=dlg.start(settings))
         self.calls[call.call_id] = call
         self._at(0.05, call, "ringing")
         b = behaviour
         if b.kind == "no_answer" or b.after >= call.ring_timeout:
-            self._at(call.ring_timeout, call, "final", 487)  # we cancel it at the ring timeout
+            self._at(call.ring_timeout, call, "ring_timeout")  # we cancel it then: 487
         elif b.kind == "busy":
             self._at(b.after, call, "final", 486)
         elif b.kind == "reject":
@@ -180,8 +181,8 @@ class FakeGateway:
     def hangup(self, call_id: str) -> None:
         call = self.calls.get(call_id)
         if call is not None:
-            outcome = Outcome.CONTACTED if call.dialogue.success else Outcome.FAILED
-            self._end(call, 200 if call.answered else 487, outcome, "hung up by the dialer")
+            self._end(call, oc.hangup_status(call.answered), "hung up by the dialer",
+                      abort="hung up by the dialer")
 
     def poll(self, timeout: float) -> list[GatewayEvent]:
         deadline = self.clock.now + max(0.0, timeout)
@@ -202,8 +203,9 @@ class FakeGateway:
         heapq.heappush(self._heap, _Event(self.clock.now + delay, next(self._seq), call.call_id,
                                           what, arg))
 
-    def _emit(self, msg: Message) -> None:
-        self._out.append((0, {"at": self.clock.now, **msg}))
+    def _emit(self, msg: ipc.Event) -> None:
+        """What the worker would report, on worker 0, at the virtual clock's time."""
+        self._out.append((0, msg))
 
     def _run(self, ev: _Event) -> None:
         call = self.calls.get(ev.call_id)
@@ -211,36 +213,42 @@ class FakeGateway:
             return
         now = self.clock.now
         if ev.what == "ringing":
-            self._emit({"ev": "ringing", "call_id": call.call_id})
+            self._emit(ipc.Ringing(call_id=call.call_id, at=now))
         elif ev.what == "final":
-            from dialer.core.domain import outcome_from_status
-
-            self._end(call, int(ev.arg), outcome_from_status(int(ev.arg)), "final reply")
+            self._end(call, int(ev.arg), "final reply")
+        elif ev.what == "ring_timeout":
+            ring = oc.ring_timeout(now=now, deadline=ev.at, answered=call.answered,
+                                   sip_confirmed=False, aborting=False)
+            if ring is oc.RingTimeout.CANCEL:
+                self._end(call, 487, "final reply")  # CANCEL -> 487 Request Terminated
         elif ev.what == "answer":
             call.answered = True
-            self._emit({"ev": "answered", "call_id": call.call_id})
+            self._emit(ipc.Answered(call_id=call.call_id, at=now))
             self._feed(call, dlg.Answered(now))
         elif ev.what == "digit":
-            self._emit({"ev": "key", "call_id": call.call_id, "key": ev.arg})
+            self._emit(ipc.Key(call_id=call.call_id, key=str(ev.arg), at=now))
             self._feed(call, dlg.Digit(str(ev.arg), now))
         elif ev.what == "timer":
             self._feed(call, dlg.TimerFired(int(ev.arg), now))
         elif ev.what == "remote_hangup":
-            self._feed(call, dlg.RemoteHangup(now))
-            self._end(call, 200, call.dialogue.outcome or Outcome.HUNG_UP, "BYE received")
+            if oc.remote_hangup_counts(answered=call.answered, abort_reason=None):
+                self._feed(call, dlg.RemoteHangup(now))
+            self._end(call, 200, "BYE received")
 
     def _feed(self, call: _Call, event: dlg.Event) -> None:
         call.dialogue, commands = dlg.step(call.dialogue, event)
         for cmd in commands:
             if isinstance(cmd, dlg.Play):
-                self._emit({"ev": "played", "call_id": call.call_id, "prompt": cmd.prompt.value})
+                self._emit(ipc.Played(call_id=call.call_id, prompt=cmd.prompt.value,
+                                      at=self.clock.now))
                 self._react(call, cmd.prompt)
             elif isinstance(cmd, dlg.StartTimer):
                 self._at(cmd.seconds, call, "timer", cmd.token)
             elif isinstance(cmd, dlg.Confirmed):
-                self._emit({"ev": "confirmed", "call_id": call.call_id, "what": cmd.what})
+                self._emit(ipc.Confirmed(call_id=call.call_id, what=cmd.what,
+                                         at=self.clock.now))
             elif isinstance(cmd, dlg.HangUp):
-                self._end(call, 200, call.dialogue.outcome or Outcome.FAILED, "BYE sent")
+                self._end(call, 200, "BYE sent")
                 return
 
     def _react(self, call: _Call, prompt: dlg.Prompt) -> None:
@@ -262,16 +270,20 @@ class FakeGateway:
         elif kind in ("confirm", "wrong_key", "hangup_mid_message"):
             self._at(1.0, call, "digit", right)
 
-    def _end(self, call: _Call, status: int, outcome: Outcome, reason: str) -> None:
+    def _end(self, call: _Call, status: int, reason: str, abort: str | None = None) -> None:
+        """The call is over: its outcome as the worker decides it (``dialer.core.outcome``)."""
+        outcome, reason = oc.decide(oc.CallEnd(
+            status=status, reason=reason, answered=call.answered,
+            dialogue_outcome=call.dialogue.outcome, dialogue_success=call.dialogue.success,
+            abort_reason=abort))
         call.ended = True
         del self.calls[call.call_id]
         self.ended += 1
         d = call.dialogue
-        self._emit({"ev": "ended", "call_id": call.call_id, "status": status, "reason": reason,
-                    "q850": None, "outcome": outcome.value,
-                    "answered_at": d.answered_at, "keys": d.keys,
-                    "answer_confirmed_at": d.answer_confirmed_at,
-                    "listen_confirmed_at": d.listen_confirmed_at})
+        self._emit(ipc.Ended(call_id=call.call_id, status=status, reason=reason, q850=None,
+                             outcome=outcome.value, answered_at=d.answered_at, keys=d.keys,
+                             answer_confirmed_at=d.answer_confirmed_at,
+                             listen_confirmed_at=d.listen_confirmed_at, at=self.clock.now))
 
 
 def sim_config(store: SqlStore, data_dir: Path, node: str = "sim") -> Config:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from dialer import ipc
 from dialer.ipc import WIRE_VERSION, Channel, Message
 from sip.link import Link
 
@@ -153,12 +154,12 @@ def test_operations_after_attach_in_the_same_read_are_returned(tmp_path: Path) -
     new = connect(path)
     new.send({"op": "attach", "wire": WIRE_VERSION})
     new.send({"op": "retire"})
-    ops: list[Message] = []
+    ops: list[ipc.Op] = []
     for _ in range(20):
         ops += link.receive()
         if ops:
             break
-    assert ops == [{"op": "retire"}]
+    assert ops == [ipc.Retire()]
 
 
 def test_a_second_daemon_is_refused_while_one_is_attached(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from dialer import ipc
 from dialer.gateway import GatewayEvent, PoolGateway
 from dialer.pool import AnotherDaemon, WorkerPool, _alive
 
@@ -38,8 +39,8 @@ class Node:
 
     def __init__(self, state_dir: Path, *, size: int = 2, config: str = "a") -> None:
         self.pool = WorkerPool(size=size, calls_per_worker=4, command=FAKE, state_dir=state_dir,
-                               init_message=lambda i: {"worker": i, "config": config,
-                                                       "allowed_sources": ["127.0.0.1"]})
+                               init_message=lambda i: ipc.Init(worker=i, bind=config,
+                                                               allowed_sources=["127.0.0.1"]))
         self.gateway = PoolGateway(self.pool)
         self.events: list[GatewayEvent] = []
 
@@ -50,8 +51,7 @@ class Node:
         return got
 
     def ended(self) -> dict[str, str]:
-        return {str(m["call_id"]): str(m["outcome"]) for _, m in self.events
-                if m.get("ev") == "ended"}
+        return {m.call_id: m.outcome for _, m in self.events if isinstance(m, ipc.Ended)}
 
     def wait_ready(self, n: int) -> None:
         until(lambda: (self.pump(), self.pool.ready_count() >= n)[1], 15, f"{n} ready")
@@ -62,7 +62,7 @@ class Node:
         self.pool.detach()
 
     def dial(self, call_id: str, seconds: float) -> int | None:
-        return self.gateway.dial({"call_id": call_id, "ring_timeout": seconds})
+        return self.gateway.dial(ipc.Dial(call_id=call_id, ring_timeout=seconds))
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_a_new_daemon_adopts_the_workers_and_their_calls(state: Path) -> None:
     old.wait_ready(2)
     pids = sorted(w.pid for w in old.pool.workers.values())
     assert old.dial("c1", 1.0) is not None and old.dial("c2", 1.0) is not None
-    until(lambda: (old.pump(), sum(1 for _, m in old.events if m.get("ev") == "ringing") == 2)[1],
+    until(lambda: (old.pump(), sum(1 for _, m in old.events if isinstance(m, ipc.Ringing)) == 2)[1],
           5, "ringing")
     assert state.stat().st_mode & 0o777 == 0o700
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in state.glob("*.sock"))
@@ -94,7 +94,7 @@ def test_a_new_daemon_adopts_the_workers_and_their_calls(state: Path) -> None:
     events, live = new.gateway.attach()
     assert live == {"c1", "c2"}
     assert sorted(w.pid for w in new.pool.workers.values()) == pids
-    assert [m["ev"] for _, m in events if m["ev"] in ("hello", "attached")] == [
+    assert [m.EV for _, m in events if m.EV in ("hello", "attached")] == [
         "hello", "attached"] * 2
     new.gateway.start(2)  # nothing to start: both indexes are adopted
     assert sorted(w.pid for w in new.pool.workers.values()) == pids
@@ -114,7 +114,7 @@ def test_an_event_sent_to_the_dead_daemon_is_handed_over_again(state: Path) -> N
     old.die()
     new = Node(state, size=1)
     events, live = new.gateway.attach()
-    assert [m["call_id"] for _, m in events if m.get("ev") == "ended"] == ["c1"]
+    assert [m.call_id for _, m in events if isinstance(m, ipc.Ended)] == ["c1"]
     assert live == set()
     new.gateway.close(5)
 
@@ -139,9 +139,8 @@ def test_a_worker_of_another_configuration_retires_and_a_fresh_one_takes_its_pla
     assert new.pool.workers[0].calls == {"c2"}
     until(lambda: (new.pump(), old_pid not in new.pool.retiring)[1], 10, "the old one to exit")
     assert new.ended() == {"c1": "contacted", "c2": "contacted"}
-    lost = [m for _, m in new.events if m.get("ev") == "worker_lost"]
-    assert lost == [{"ev": "worker_lost", "worker": 0, "pid": old_pid, "calls": [],
-                     "retiring": True}]
+    lost = [m for _, m in new.events if isinstance(m, ipc.WorkerLost)]
+    assert lost == [ipc.WorkerLost(worker=0, pid=old_pid, calls=[], retiring=True)]
     new.gateway.close(5)
 
 
@@ -175,7 +174,7 @@ def test_stale_sockets_are_removed_and_kept_events_read_once(state: Path) -> Non
     node = Node(state, size=1)
     events, live = node.gateway.attach()
     assert not (state / "w0-dead.sock").exists()
-    assert [m for _, m in events] == [{"ev": "ended", "call_id": "x", "seq": 1}]
+    assert [m for _, m in events] == [ipc.Ended(call_id="x", seq=1)]
     assert not list(state.glob("undelivered-*"))
     assert node.gateway.attach() == ([], set())
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from dialer import ipc
 from dialer import pool as pool_mod
 from dialer.core.errors import ConfigError
 from dialer.pool import Worker, WorkerPool, check_rtp_ranges
@@ -20,9 +21,12 @@ class _Channel:
     def send(self, msg: dict[str, Any]) -> None:
         self.sent.append(msg)
 
+    def send_msg(self, msg: ipc.Message) -> None:
+        self.send(ipc.encode(msg))
+
 
 def _pool(workers: int, per: int = 4) -> WorkerPool:
-    p = WorkerPool(size=workers, calls_per_worker=per, init_message=lambda i: {"worker": i})
+    p = WorkerPool(size=workers, calls_per_worker=per, init_message=lambda i: ipc.Init(worker=i))
     for i in range(workers):
         p.workers[i] = Worker(index=i, proc=None, channel=_Channel(),  # type: ignore[arg-type]
                               started_at=0.0, ready=True)
@@ -32,12 +36,12 @@ def _pool(workers: int, per: int = 4) -> WorkerPool:
 def test_an_overloaded_worker_gets_no_new_calls_until_it_catches_up() -> None:
     p = _pool(3)
     assert p.free_slots() == 12
-    p.on_message(p.workers[1], {"ev": "load", "overloaded": True, "lag": 0.2})
+    p.on_message(p.workers[1], ipc.Load(overloaded=True, lag=0.2))
     assert p.free_slots() == 8
-    placed = [p.dial({"call_id": f"c{i}"}) for i in range(8)]
+    placed = [p.dial(ipc.Dial(call_id=f"c{i}")) for i in range(8)]
     assert {w.index for w in placed if w is not None} == {0, 2}
-    assert p.dial({"call_id": "c9"}) is None
-    p.on_message(p.workers[1], {"ev": "load", "overloaded": False, "lag": 0.01})
+    assert p.dial(ipc.Dial(call_id="c9")) is None
+    p.on_message(p.workers[1], ipc.Load(overloaded=False, lag=0.01))
     assert p.free_slots() == 4
 
 
@@ -48,7 +52,7 @@ def test_new_calls_are_paced_by_the_setup_rate(monkeypatch: pytest.MonkeyPatch) 
     p._tokens_at = now[0]
     assert p.free_slots() == pool_mod.SETUP_BURST
     for i in range(pool_mod.SETUP_BURST):
-        assert p.dial({"call_id": f"c{i}"}) is not None
+        assert p.dial(ipc.Dial(call_id=f"c{i}")) is not None
     assert p.free_slots() == 0
     now[0] += 0.5
     assert p.free_slots() == int(0.5 * pool_mod.SETUP_RATE)
