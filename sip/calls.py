@@ -21,9 +21,12 @@ from dialer.core import outcome as oc
 from dialer.core.domain import Outcome
 from sip import sockfilter, trust
 from sip.endpoint import guarded, q850_cause
+from sip.pjmodule import Module
 from sip.trunks import Trunk
 
 logger = logging.getLogger(__name__)
+
+DROP_REPORT_S = 2.0  # how often dropped-message counts go to the daemon (one line each there)
 
 # A replaced or finished player is destroyed only this long after it was disconnected. PJSIP
 # 2.15's conference bridge applies connect/disconnect/remove on its clock thread, so a player
@@ -222,6 +225,10 @@ class CallEvents:
     _rejected: set[RejectedCall]
     _to_reject: list[RejectedCall]
     _graveyard: list[pj.Call]
+    module: Module | None
+    _lingering: dict[str, tuple[str, str, float]]
+    _held_reported: int
+    _drops_at: float
 
     def send(self, msg: ipc.Event) -> None:
         raise NotImplementedError
@@ -346,3 +353,29 @@ class CallEvents:
         if call in self._rejected:
             self._rejected.discard(call)
             self._graveyard.append(call)
+
+    def _reap_lingering(self, now: float) -> None:
+        """Forget finished sessions, end those past their time; tell the daemon the slots held."""
+        if self.module is None:
+            return
+        for call_id, (local, remote, end_by) in list(self._lingering.items()):
+            if not self.module.session_alive(call_id, local, remote):
+                del self._lingering[call_id]
+            elif now >= end_by:
+                logger.warning("call %s: its SIP transaction is still unanswered: ending it",
+                               call_id)
+                self.module.terminate(call_id, local, remote, 408)
+                del self._lingering[call_id]
+        if len(self._lingering) != self._held_reported:
+            self._held_reported = len(self._lingering)
+            self.send(ipc.Slots(held=self._held_reported))
+
+    def _report_drops(self, now: float) -> None:
+        if now < self._drops_at:
+            return
+        self._drops_at = now + DROP_REPORT_S
+        counts = self.filter.take_dropped()
+        if counts:
+            last = self.filter.last_dropped
+            self.send(ipc.Dropped(counts=counts,
+                                  last=f"{last.method} from {last.src}" if last else None))

@@ -76,7 +76,6 @@ SHUTTING_DOWN = oc.SHUTTING_DOWN  # the reason of the calls a stopping worker cu
 # short of CPU every process waits for a core; the calls in progress keep theirs.
 LAG_OVERLOAD_S = 0.10
 LAG_RECOVER_S = 0.03
-DROP_REPORT_S = 2.0  # how often dropped-message counts go to the daemon (one line each there)
 USER_AGENT = "alert-dialer"  # names no worker, version or library
 
 
@@ -487,32 +486,6 @@ class Worker(CallEvents):
         for att in list(self.attempts.values()):
             if att.trunk is trunk and not att.responded and att.forced is None:
                 self._terminate(att, 408, oc.trunk_down_outcome(why))
-
-    def _reap_lingering(self, now: float) -> None:
-        """Forget finished sessions, end those past their time; tell the daemon the slots held."""
-        if self.module is None:
-            return
-        for call_id, (local, remote, end_by) in list(self._lingering.items()):
-            if not self.module.session_alive(call_id, local, remote):
-                del self._lingering[call_id]
-            elif now >= end_by:
-                logger.warning("call %s: its SIP transaction is still unanswered: ending it",
-                               call_id)
-                self.module.terminate(call_id, local, remote, 408)
-                del self._lingering[call_id]
-        if len(self._lingering) != self._held_reported:
-            self._held_reported = len(self._lingering)
-            self.send(ipc.Slots(held=self._held_reported))
-
-    def _report_drops(self, now: float) -> None:
-        if now < self._drops_at:
-            return
-        self._drops_at = now + DROP_REPORT_S
-        counts = self.filter.take_dropped()
-        if counts:
-            last = self.filter.last_dropped
-            self.send(ipc.Dropped(counts=counts,
-                                  last=f"{last.method} from {last.src}" if last else None))
 
     # ----- shutdown -----
 

@@ -29,7 +29,6 @@ import itertools
 import threading
 import uuid
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -55,6 +54,16 @@ from dialer.core.records import (
     Tick,
 )
 from dialer.files import write_private
+from dialer.testing.memory_rows import (
+    _Attempt,
+    _Campaign,
+    _Event,
+    _iso,
+    _Media,
+    _Recipient,
+    _Settings,
+    _Template,
+)
 
 UTC = dt.UTC
 _LIVE = (CampaignState.SCHEDULED, CampaignState.BLOCKED, CampaignState.ACTIVE)
@@ -71,113 +80,6 @@ def _locked(method: Callable[Concatenate[MemoryStore, P], R]
         with self._lock:
             return method(self, *args, **kwargs)
     return run
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else dt.datetime.fromtimestamp(ts, UTC).isoformat()
-
-
-@dataclass
-class _Media:
-    data: bytes
-    rate: int
-    seconds: float
-    source: str | None
-
-
-@dataclass
-class _Template:
-    id: int
-    name: str
-    enabled: bool
-    settings: CampaignSettings
-    audio_sha: str
-    audio_seconds: float
-    recipients: list[Recipient]
-
-
-@dataclass
-class _Campaign:
-    id: int
-    name: str
-    template_name: str
-    state: CampaignState
-    priority: int
-    start_at: float
-    settings: CampaignSettings
-    audio_sha: str
-    audio_seconds: float
-    created_at: float
-    ended_at: float | None = None
-
-
-@dataclass
-class _Recipient:
-    id: int
-    campaign_id: int
-    position: int
-    number: str
-    kind: Kind
-    name: str | None
-    email: str | None
-    max_attempts: int
-    state: RecipientState = RecipientState.IDLE
-    calls: int = 0
-    attempts: int = 0
-    next_at: float | None = None
-    last_call_at: float | None = None
-    last_outcome: str | None = None
-    last_status: int | None = None
-    last_reason: str | None = None
-    answered_at: float | None = None
-    answer_confirmed_at: float | None = None
-    confirmed_at: float | None = None
-
-
-@dataclass
-class _Attempt:
-    id: str
-    seq: int  # creation order (ties of created_at)
-    campaign_id: int
-    recipient_id: int
-    number: str
-    kind: Kind
-    node: str
-    created_at: float
-    worker: int | None = None
-    ringing_at: float | None = None
-    answered_at: float | None = None
-    answer_confirmed_at: float | None = None
-    listen_confirmed_at: float | None = None
-    ended_at: float | None = None
-    status: int | None = None
-    reason: str | None = None
-    q850: int | None = None
-    keys: str = ""
-    outcome: str | None = None
-
-
-@dataclass
-class _Event:
-    id: int
-    at: float
-    kind: str
-    campaign_id: int | None
-    recipient_id: int | None
-    attempt_id: str | None
-    actor: str | None
-    detail: dict[str, Any]
-
-
-@dataclass
-class _Settings:
-    max_campaigns: int | None = None
-    max_calls: int | None = None
-    max_internal: int | None = None
-    max_external: int | None = None
-    version: int = 0
-    updated_at: float | None = None
-    updated_by: str | None = None
 
 
 class MemoryStore:
