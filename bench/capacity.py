@@ -57,8 +57,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.harness import Dialer  # noqa: E402
-from tests.peers import DTMF_PAYLOAD_TYPE, Sipp, make_dtmf_captures  # noqa: E402
+from testkit import DTMF_PAYLOAD_TYPE, Sipp, make_dtmf_captures  # noqa: E402
+from testkit.harness import Dialer  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 ANSWER_SCENARIO = ROOT / "tests" / "sipp" / "answer_confirm.xml"

@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.harness import Dialer  # noqa: E402
-from tests.peers import Sipp, free_port  # noqa: E402
+from testkit import Sipp, free_port  # noqa: E402
+from testkit.harness import Dialer  # noqa: E402
 
 RING = 4.0
 READY = re.compile(r"worker (\d+) ready \(pid (\d+), SIP port (\d+)\)")

@@ -1,4 +1,4 @@
-"""Fixtures for the SIP test peers (SIPp far ends, Kamailio PBX); see tests/peers.py."""
+"""Fixtures for the SIP test peers (SIPp far ends, Kamailio PBX); see the testkit package."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-# ``tests.peers`` must import under plain ``pytest`` too, not only ``python -m pytest``.
+# ``testkit`` must import under plain ``pytest`` too, not only ``python -m pytest``.
 if str(Path(__file__).resolve().parent.parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness import Dialer  # noqa: E402
-from tests.peers import DTMF_KEYS, SIPP_DIR, Kamailio, Sipp, make_dtmf_captures  # noqa: E402
+from testkit import DTMF_KEYS, SIPP_DIR, Kamailio, Sipp, make_dtmf_captures  # noqa: E402
+from testkit.harness import Dialer  # noqa: E402
 
 
 def _missing(marker: str) -> str | None:
@@ -94,7 +94,7 @@ def start_kamailio(tmp_path: Path) -> Iterator[Callable[..., Kamailio]]:
 
 @pytest.fixture
 def dialer(tmp_path: Path) -> Iterator[Callable[..., Dialer]]:
-    """Makes dialer installations (``tests.harness.Dialer``) in ``tmp_path``; stops them all."""
+    """Makes dialer installations (``testkit.harness.Dialer``) in ``tmp_path``; stops them all."""
     made: list[Dialer] = []
 
     def make(**kw: Any) -> Dialer:
@@ -105,3 +105,39 @@ def dialer(tmp_path: Path) -> Iterator[Callable[..., Dialer]]:
     yield make
     for d in made:
         d.stop()
+
+
+# ----- the CLI in-process (one definition for every CLI test module) -----
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    """The URL of a fresh SQLite database file (not initialised)."""
+    return f"sqlite:///{tmp_path / 'x.db'}"
+
+
+@pytest.fixture
+def cli_invoke(db: str, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """``dialer --db <db> ARGS`` in-process through Typer's runner: ``invoke(*args, env=...,
+    input=...)`` returns the ``Result``. The database is not initialised (``cli_ready`` is)."""
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    monkeypatch.delenv("DIALER_DB", raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str, env: dict[str, str] | None = None,
+               input: str | None = None) -> Any:
+        return runner.invoke(app, ["--db", db, *args], env=env, input=input)
+
+    return invoke
+
+
+@pytest.fixture
+def cli_ready(cli_invoke: Callable[..., Any]) -> Callable[..., Any]:
+    """``cli_invoke`` on a database ``dialer init`` made."""
+    r = cli_invoke("init")
+    assert r.exit_code == 0, r.stderr
+    return cli_invoke
+

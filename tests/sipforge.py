@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tests.peers import wait_until
+from testkit import wait_until
 
 #: Compact header forms (RFC 3261 section 7.3.3) that the parsers below understand.
 COMPACT = {"i": "call-id", "f": "from", "t": "to", "v": "via", "m": "contact",

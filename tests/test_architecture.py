@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("dialer", "sip", "media", "cli")
+PACKAGES = ("dialer", "sip", "media", "cli", "testkit")
 
 
 def _lint_imports() -> str:

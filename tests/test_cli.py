@@ -25,26 +25,13 @@ Invoke = Callable[..., Result]
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'x.db'}"
+def dialer(cli_invoke: Invoke) -> Invoke:
+    return cli_invoke
 
 
 @pytest.fixture
-def dialer(db: str, monkeypatch: pytest.MonkeyPatch) -> Invoke:
-    monkeypatch.delenv("DIALER_DB", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, ["--db", db, *args])
-
-    return invoke
-
-
-@pytest.fixture
-def ready(dialer: Invoke) -> Invoke:
-    r = dialer("init")
-    assert r.exit_code == 0, r.stderr
-    return dialer
+def ready(cli_ready: Invoke) -> Invoke:
+    return cli_ready
 
 
 def csv_file(tmp_path: Path, text: str, name: str = "r.csv") -> Path:

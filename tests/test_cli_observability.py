@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import update
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from cli.app import JsonFormatter, TextFormatter, app, setup_logging
+from cli.app import JsonFormatter, TextFormatter, setup_logging
 from dialer.core.domain import Outcome
 from dialer.storage.models import MediaRow, TemplateRecipientRow
 from dialer.storage.store import EndReport, SqlStore
@@ -37,21 +37,9 @@ Invoke = Callable[..., Result]
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'x.db'}"
-
-
-@pytest.fixture
-def cli(db: str, monkeypatch: pytest.MonkeyPatch) -> Invoke:
-    monkeypatch.delenv("DIALER_DB", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, ["--db", db, *args], env={"COLUMNS": "160"})
-
-    r = invoke("init")
-    assert r.exit_code == 0, r.stderr
-    return invoke
+def cli(cli_ready: Invoke) -> Invoke:
+    """The CLI on an initialised database, on a 160-column terminal (tables unwrapped)."""
+    return lambda *args: cli_ready(*args, env={"COLUMNS": "160"})
 
 
 def ok(r: Result) -> Result:

@@ -8,14 +8,14 @@ import csv
 import io
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from cli.app import app
 from cli.history import export_csv
 from dialer.core.csvcells import TRIGGERS, cell, neutralise, restore
 from dialer.csvimport import parse_csv
@@ -74,18 +74,8 @@ def test_restore_leaves_what_export_would_not_have_written_alone(value: str) -> 
 # ----- through the CLI -----
 
 
-@pytest.fixture
-def ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[CliRunner, str]:
-    monkeypatch.delenv("DIALER_DB", raising=False)
-    db = f"sqlite:///{tmp_path / 'x.db'}"
-    runner = CliRunner()
-    assert runner.invoke(app, ["--db", db, "init"]).exit_code == 0
-    return runner, db
-
-
-def run(ready: tuple[CliRunner, str], *args: str) -> Result:
-    runner, db = ready
-    r = runner.invoke(app, ["--db", db, *args])
+def run(cli_ready: Callable[..., Result], *args: str) -> Result:
+    r = cli_ready(*args)
     assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
     return r
 
@@ -104,14 +94,14 @@ def assert_no_formula(rows: list[list[str]], number_column: int) -> None:
 
 
 def test_recipients_export_neutralises_and_import_reads_it_back(
-        ready: tuple[CliRunner, str], tmp_path: Path) -> None:
+        cli_ready: Callable[..., Result], tmp_path: Path) -> None:
     src = tmp_path / "hostile.csv"
     src.write_text(HOSTILE_CSV)
-    run(ready, "template", "add", "Fire", "--audio", str(WAV), "--recipients", str(src))
-    original = json.loads(run(ready, "template", "show", "Fire", "--json").stdout)["recipients"]
+    run(cli_ready, "template", "add", "Fire", "--audio", str(WAV), "--recipients", str(src))
+    original = json.loads(run(cli_ready, "template", "show", "Fire", "--json").stdout)["recipients"]
     assert [r["name"] for r in original][:len(NAMES)] == STORED
 
-    exported = run(ready, "template", "recipients", "export", "Fire").stdout
+    exported = run(cli_ready, "template", "recipients", "export", "Fire").stdout
     rows = rows_of(exported)
     assert rows[0] == ["number", "name", "email", "kind"]
     assert_no_formula(rows, number_column=0)
@@ -121,25 +111,25 @@ def test_recipients_export_neutralises_and_import_reads_it_back(
 
     # the round trip: importing the export gives back exactly what was stored
     path = tmp_path / "export.csv"
-    run(ready, "template", "recipients", "export", "Fire", "--output", str(path))
-    run(ready, "template", "add", "Copy", "--audio", str(WAV), "--recipients", str(path))
-    copy = json.loads(run(ready, "template", "show", "Copy", "--json").stdout)["recipients"]
+    run(cli_ready, "template", "recipients", "export", "Fire", "--output", str(path))
+    run(cli_ready, "template", "add", "Copy", "--audio", str(WAV), "--recipients", str(path))
+    copy = json.loads(run(cli_ready, "template", "show", "Copy", "--json").stdout)["recipients"]
     key = [(r["number"], r["name"], r["email"], r["kind"]) for r in original]
     assert [(r["number"], r["name"], r["email"], r["kind"]) for r in copy] == key
-    run(ready, "template", "recipients", "import", "Copy", str(path), "--replace")
-    again = json.loads(run(ready, "template", "show", "Copy", "--json").stdout)["recipients"]
+    run(cli_ready, "template", "recipients", "import", "Copy", str(path), "--replace")
+    again = json.loads(run(cli_ready, "template", "show", "Copy", "--json").stdout)["recipients"]
     assert [(r["number"], r["name"], r["email"], r["kind"]) for r in again] == key
     assert [r.name for r in parse_csv(exported)] == [r["name"] for r in original]
 
 
-def test_history_csv_export_neutralises_every_text_cell(ready: tuple[CliRunner, str],
+def test_history_csv_export_neutralises_every_text_cell(cli_ready: Callable[..., Result],
                                                         tmp_path: Path) -> None:
     src = tmp_path / "hostile.csv"
     src.write_text(HOSTILE_CSV)
-    run(ready, "template", "add", "Fire", "--audio", str(WAV), "--recipients", str(src))
-    cid = json.loads(run(ready, "campaign", "start", "Fire", "--json").stdout)["id"]
-    run(ready, "campaign", "stop", str(cid))
-    text = run(ready, "history", "export", str(cid), "--format", "csv").stdout
+    run(cli_ready, "template", "add", "Fire", "--audio", str(WAV), "--recipients", str(src))
+    cid = json.loads(run(cli_ready, "campaign", "start", "Fire", "--json").stdout)["id"]
+    run(cli_ready, "campaign", "stop", str(cid))
+    text = run(cli_ready, "history", "export", str(cid), "--format", "csv").stdout
     rows = rows_of(text)
     header = rows[0]
     assert_no_formula(rows, number_column=header.index("number"))
@@ -149,7 +139,7 @@ def test_history_csv_export_neutralises_every_text_cell(ready: tuple[CliRunner, 
     assert [d["name"] for d in recipients][:len(NAMES)] == STORED
 
     # text columns written from operator input: the actor (an OS login) is neutralised too
-    history = json.loads(run(ready, "history", "show", str(cid), "--json").stdout)
+    history = json.loads(run(cli_ready, "history", "show", str(cid), "--json").stdout)
     history["run"]["created_by"] = "=evil()"
     for e in history["events"]:
         e["actor"] = "@SUM(1)"

@@ -24,8 +24,8 @@ from collections import Counter
 
 import pytest
 
-from tests.harness import Dialer
-from tests.peers import parse_sipp_log
+from testkit import parse_sipp_log
+from testkit.harness import Dialer
 
 pytestmark = pytest.mark.sip
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Dialer
-from tests.peers import Kamailio, Sipp
+from testkit import Kamailio, Sipp
+from testkit.harness import Dialer
 
 pytestmark = pytest.mark.sip
 
@@ -232,7 +232,7 @@ def test_raising_the_global_limit_mid_campaign_takes_effect_at_once(start_sipp, 
     d.store.set_settings(actor="test", now=0.0, max_calls=6)
     detail = finished(d, cid, 120)
     assert detail["state"] == "completed"
-    from tests.peers import peak_concurrency
+    from testkit import peak_concurrency
 
     assert peak_concurrency(before) == 2
     assert sipp.peak_calls() == 6

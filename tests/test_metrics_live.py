@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import Dialer
+from testkit.harness import Dialer
 
 pytestmark = pytest.mark.sip
 

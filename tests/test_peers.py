@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import (
+from testkit import (
     DTMF_PAYLOAD_TYPE,
     Kamailio,
     PeerError,

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,20 +18,11 @@ import pytest
 from dialer import ipc
 from dialer.gateway import GatewayEvent, PoolGateway
 from dialer.pool import AnotherDaemon, WorkerPool, _alive
+from testkit import until
 
 T = TypeVar("T")
 FAKE = [sys.executable, "-m", "tests.fake_worker"]
 DISOWNED: list[Any] = []  # Popen objects of workers a "dead" daemon let go (reaped at teardown)
-
-
-def until(probe: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Node:
@@ -197,14 +188,15 @@ def test_a_new_process_for_an_index_never_takes_the_rtp_ports_of_the_one_before(
     daemon or the next one, uses the other half of the index's range."""
     def pool() -> WorkerPool:
         return WorkerPool(size=2, calls_per_worker=4, state_dir=tmp_path,
-                          init_message=lambda i: {"worker": i, "rtp_port": 30000 + 20 * i,
-                                                  "rtp_port_range": 20})
+                          init_message=lambda i: ipc.Init(worker=i, rtp_port=30000 + 20 * i,
+                                                          rtp_port_range=20))
 
     def ports(p: WorkerPool, index: int) -> tuple[int, int]:
         half = p._half(index)
         p._spawns[index] = p._spawns.get(index, 0) + 1  # what _spawn does
         init = p.init_for(index, half)
-        return init["rtp_port"], init["rtp_port"] + init["rtp_port_range"] + 1
+        assert init.rtp_port is not None and init.rtp_port_range is not None
+        return init.rtp_port, init.rtp_port + init.rtp_port_range + 1
 
     first = pool()
     a = ports(first, 1)
@@ -214,4 +206,4 @@ def test_a_new_process_for_an_index_never_takes_the_rtp_ports_of_the_one_before(
     assert a == (30020, 30029) and b == (30030, 30039) and c == (30030, 30039)
     for lo, hi in (a, b, c):
         assert lo >= 30020 and hi < 30040  # inside index 1's range
-    assert first.init_for(1, 0)["digest"] == first.init_for(1, 1)["digest"]
+    assert first.init_for(1, 0).digest == first.init_for(1, 1).digest

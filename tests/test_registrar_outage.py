@@ -32,8 +32,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Dialer
-from tests.peers import LOCALHOST, Kamailio, Sipp, free_port
+from testkit import LOCALHOST, Kamailio, Sipp, free_port
+from testkit.harness import Dialer
 
 pytestmark = [pytest.mark.sip, pytest.mark.kamailio]
 

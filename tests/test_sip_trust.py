@@ -31,9 +31,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from testkit import LOCALHOST, PeerError, Sipp, free_port, wait_until
+from testkit.harness import ROOT, Dialer
 from tests import sipforge
-from tests.harness import ROOT, Dialer
-from tests.peers import LOCALHOST, PeerError, Sipp, free_port, wait_until
 
 pytestmark = pytest.mark.sip
 

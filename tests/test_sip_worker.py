@@ -21,6 +21,7 @@ import pytest
 
 from dialer.ipc import Message, inheritable_pair
 from sip.endpoint import q850_cause
+from testkit import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,16 +61,6 @@ def write_tone(path: Path, seconds: float, freq: float) -> None:
         w.setsampwidth(2)
         w.setframerate(8000)
         w.writeframes(samples.tobytes())
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

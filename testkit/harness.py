@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import wave
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from dialer.storage.store import SqlStore
+from testkit.wait import until
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -165,17 +165,14 @@ class Dialer:
         return pids
 
     def wait(self, probe: Callable[[], T | None], timeout: float, what: str) -> T:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = probe()
-            if value:
-                return value
+        """``testkit.wait.until``, giving up at once if the daemon exits; the log tail in the
+        message."""
+        def alive() -> None:
             if self.daemon is not None and self.daemon.poll() is not None:
                 raise AssertionError(f"the daemon exited ({self.daemon.returncode}) while "
                                      f"waiting: {what}\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s: {what}\n{self.log_tail()}")
-            time.sleep(0.1)
+
+        return until(probe, timeout, what, 0.1, check=alive, detail=self.log_tail)
 
     # ----- database -----
 
