@@ -4,11 +4,13 @@ keeps."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dialer.core import scheduler
 from dialer.core.domain import Kind, Limits
 from dialer.core.scheduler import (
     CampaignLoad,
@@ -330,3 +332,79 @@ def test_without_global_room_plan_places_nothing(sc: tuple[list[CampaignLoad], L
     assert plan(loads, g, g_running, candidates, kinds_available=avail, capacity=capacity) == []
     assert plan(loads, g, g_running, lambda c, _g, _cap: candidates.get(c.id, []),
                 kinds_available=avail, capacity=capacity) == []
+
+
+# ----- SPEC 3 rules 3-4: the pure ranking, and the SQL that mirrors it -----
+
+waiting_sets = st.lists(
+    st.tuples(st.sampled_from([I, E]), st.one_of(st.none(), st.integers(0, 50))),
+    min_size=0, max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(waiting_sets, st.integers(0, 6), st.integers(0, 6))
+def test_candidates_fresh_first_in_list_order_then_longest_ago_first(
+        drawn: list[tuple[Kind, int | None]], n_int: int, n_ext: int) -> None:
+    waiting = [scheduler.Waiting(i, kind, i, None if last is None else float(last))
+               for i, (kind, last) in enumerate(drawn)]
+    got = scheduler.candidates(waiting, n_int, n_ext)
+    by_id = {w.recipient_id: w for w in waiting}
+    for kind, n in ((I, n_int), (E, n_ext)):
+        mine = [c for c in got if c.kind is kind]
+        assert len(mine) == min(n, sum(1 for w in waiting if w.kind is kind))
+        # no one left out ranks before one taken
+        taken = {c.recipient_id for c in mine}
+        worst = max((scheduler.call_order(by_id[r]) for r in taken), default=None)
+        for w in waiting:
+            if w.kind is kind and w.recipient_id not in taken and worst is not None:
+                assert scheduler.call_order(w) > worst
+    fresh = [c.fresh for c in got]
+    assert fresh == sorted(fresh, reverse=True)  # every fresh one before any retry
+    positions = [by_id[c.recipient_id].position for c in got if c.fresh]
+    assert positions == sorted(positions)  # fresh ones in list order
+    lasts = [(by_id[c.recipient_id].last_call_at, by_id[c.recipient_id].position)
+             for c in got if not c.fresh]
+    assert lasts == sorted(lasts)  # retries: called longest ago first, ties in list order
+    assert [c.fresh for c in got] == [by_id[c.recipient_id].last_call_at is None for c in got]
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(st.none(), st.integers(1, 40)), min_size=1, max_size=10),
+       st.integers(1, 6))
+def test_the_sql_claims_in_the_order_of_the_pure_ranking(
+        tmp_path: Path, lasts: list[int | None], n: int) -> None:
+    """SqlStore's queries (dialer.storage.fastpath) pick and order recipients as
+    ``scheduler.candidates`` does, whatever the mix of fresh and due retries."""
+    import uuid
+
+    from sqlalchemy import update
+
+    from dialer.storage.models import RecipientRow
+    from dialer.storage.store import SqlStore, to_dt
+    from dialer.testing.setup import launch
+
+    now = 1_800_000_000.0
+    store = SqlStore(f"sqlite:///{tmp_path / uuid.uuid4().hex}.db")
+    store.migrate()
+    try:
+        cid = launch(store, "T", [str(101 + i) for i in range(len(lasts))], now=now,
+                     attempts=99)
+        with store.session() as s:
+            rows = s.query(RecipientRow).filter(RecipientRow.campaign_id == cid).all()
+            ids = {r.position: r.id for r in rows}
+            for r in rows:
+                last = lasts[r.position - min(ids)]
+                if last is not None:
+                    s.execute(update(RecipientRow).where(RecipientRow.id == r.id).values(
+                        calls=1, attempts=1, last_call_at=to_dt(now - 100 + last),
+                        next_at=to_dt(now - 1)))
+        waiting = [scheduler.Waiting(ids[p], I, p,
+                                     None if lasts[p - min(ids)] is None
+                                     else now - 100 + lasts[p - min(ids)])
+                   for p in sorted(ids)]
+        want = [c.recipient_id for c in scheduler.candidates(waiting, n, 0)]
+        got = [c.recipient_id for c in store.tick(now=now, node="n", capacity=n).calls]
+        assert got == want
+    finally:
+        store.dispose()

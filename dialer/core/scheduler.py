@@ -13,7 +13,7 @@ kind as could possibly be taken) and the counts of calls in progress; ``plan`` d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from dialer.core.domain import Kind, Limits
@@ -57,6 +57,37 @@ class Candidate:
     recipient_id: int
     kind: Kind
     fresh: bool
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A recipient of a campaign that may be called now (idle; any retry delay over)."""
+
+    recipient_id: int
+    kind: Kind
+    position: int  # its place in the campaign's list
+    last_call_at: float | None  # None: never called
+
+
+def call_order(w: Waiting) -> tuple[int, float, int]:
+    """SPEC 3 rules 3-4 as a sort key: recipients never called come first, in list order; then
+    retries, the one called longest ago first (ties in list order). ``dialer.storage.fastpath``
+    orders its queries by the same columns (``position``; ``last_call_at, position``)."""
+    if w.last_call_at is None:
+        return (0, 0.0, w.position)
+    return (1, w.last_call_at, w.position)
+
+
+def candidates(waiting: Iterable[Waiting], n_internal: int, n_external: int) -> list[Candidate]:
+    """The recipients one decision may call, in ``call_order``: at most ``n_internal`` internal
+    and ``n_external`` external ones (``wanted``), the first of each kind in that order."""
+    pool = list(waiting)
+    chosen: list[Waiting] = []
+    for kind, n in ((Kind.INTERNAL, n_internal), (Kind.EXTERNAL, n_external)):
+        if n > 0:
+            chosen += sorted((w for w in pool if w.kind is kind), key=call_order)[:n]
+    chosen.sort(key=call_order)
+    return [Candidate(w.recipient_id, w.kind, w.last_call_at is None) for w in chosen]
 
 
 @dataclass(frozen=True)

@@ -422,30 +422,16 @@ class MemoryStore:
     def _candidates(self, load: scheduler.CampaignLoad, g_limits: Limits,
                     g_running: scheduler.Counts, capacity: int | None, now: float,
                     kinds: frozenset[Kind]) -> list[scheduler.Candidate]:
-        """As ``SqlStore._candidates``: per kind at most ``scheduler.wanted`` of them, never
-        called first (list order), then the due retries (called longest ago first); the fresh
-        ones of both kinds in list order, then the retries of both."""
+        """As ``SqlStore._candidates``: the due recipients, ranked by the core's
+        ``scheduler.candidates`` (SPEC 3 rules 3-4), at most ``scheduler.wanted`` of each kind."""
         n_int, n_ext = scheduler.wanted(load, g_limits, g_running, capacity)
-        idle = [r for r in self._recipients_of(load.id) if r.state is RecipientState.IDLE]
-        fresh: list[_Recipient] = []
-        retry: list[_Recipient] = []
-        for kind, n in ((Kind.INTERNAL, n_int), (Kind.EXTERNAL, n_ext)):
-            if n <= 0 or kind not in kinds:
-                continue
-            mine = [r for r in idle if r.kind is kind]
-            got = [r for r in mine if r.calls == 0][:n]
-            fresh += got
-            left = n - len(got)
-            if left <= 0:
-                continue
-            due = [r for r in mine if r.calls > 0 and r.last_call_at is not None
-                   and (r.next_at is None or r.next_at <= now)]
-            due.sort(key=lambda r: (r.last_call_at or 0.0, r.position))
-            retry += due[:left]
-        fresh.sort(key=lambda r: r.position)
-        retry.sort(key=lambda r: (r.last_call_at or 0.0, r.position))
-        return ([scheduler.Candidate(r.id, r.kind, True) for r in fresh]
-                + [scheduler.Candidate(r.id, r.kind, False) for r in retry])
+        waiting = [scheduler.Waiting(r.id, r.kind, r.position,
+                                     None if r.calls == 0 else (r.last_call_at or 0.0))
+                   for r in self._recipients_of(load.id)
+                   if r.state is RecipientState.IDLE and r.kind in kinds
+                   and (r.calls == 0 or (r.last_call_at is not None
+                                         and (r.next_at is None or r.next_at <= now)))]
+        return scheduler.candidates(waiting, n_int, n_ext)
 
     def _claim(self, d: scheduler.Dial, *, node: str, now: float) -> ClaimedCall:
         r = self.recipients[d.recipient_id]
