@@ -29,6 +29,14 @@ if ! .venv/bin/lint-imports --no-logo; then
   echo "error: lint-imports: an import contract is broken (see above)" >&2
   exit 1
 fi
+if ! .venv/bin/ruff check --quiet .; then
+  echo "error: ruff: the code breaks a lint rule of pyproject.toml (see above)" >&2
+  exit 1
+fi
+if ! .venv/bin/python -m mypy --strict dialer sip media cli testkit; then
+  echo "error: mypy --strict found a type error (see above)" >&2
+  exit 1
+fi
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?
