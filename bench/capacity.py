@@ -596,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="[sip] workers (default: calls / 4, what the limit needs)")
     p.add_argument("--rtp-port", type=int, default=30000,
                    help="[sip] rtp_port: first RTP port, each worker takes 20 above it; 30000 "
-                   "keeps up to 270 workers clear of the test peers' ports (10000-29999) and "
+                   "keeps up to 135 workers clear of the test peers' ports (10000-29999) and "
                    "the kernel's ephemeral ports (32768-)")
     p.add_argument("--timeout", type=float, default=0.0,
                    help="seconds a run may take (default: from the sizes)")
