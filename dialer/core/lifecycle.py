@@ -33,8 +33,9 @@ it none.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from dialer.core.domain import EXTRA_CALLS, CampaignState, Outcome, RecipientState
 
@@ -173,6 +174,33 @@ def rejoin(campaign: Startable, others: Sequence[Startable], max_active: int | N
     if (campaign.id, CampaignState.ACTIVE) in activate(waiting, max_active, now):
         return CampaignState.ACTIVE
     return CampaignState.BLOCKED
+
+
+def activation_cause(old: CampaignState, new: CampaignState) -> str:
+    """Why ``activate`` moved a campaign from ``old`` to ``new``, as the history records it."""
+    if new is CampaignState.SCHEDULED:
+        return "start time not reached"
+    if new is CampaignState.BLOCKED:
+        return "the maximum of active campaigns is reached"
+    return "start time reached" if old is CampaignState.SCHEDULED else "a place freed"
+
+
+KEYS_MAX = 100  # keys kept per attempt
+
+
+def stamped_time(what: str, detail: Mapping[str, Any]) -> str | None:
+    """The attempt's time field a progress event sets (``ringing_at`` only by the first
+    ringing: the caller keeps an earlier one), or None (keys, prompts played)."""
+    if what in ("ringing", "answered"):
+        return f"{what}_at"
+    if what == "confirmed":
+        return "answer_confirmed_at" if detail.get("what") == "answer" else "listen_confirmed_at"
+    return None
+
+
+def with_key(keys: str, detail: Mapping[str, Any]) -> str:
+    """An attempt's keys after a ``key`` event."""
+    return (keys + str(detail.get("key", "")))[:KEYS_MAX]
 
 
 OPERATOR_ACTIONS = ("suspend", "resume", "stop", "grant")

@@ -81,17 +81,11 @@ class Attempts(History):
                         EventRow.attempt_id == attempt_id, EventRow.kind == what,
                         EventRow.at == when).limit(1)) is not None:
                     continue
-                if what == "ringing" and a.ringing_at is None:
-                    a.ringing_at = when
-                elif what == "answered":
-                    a.answered_at = when
-                elif what == "key":
-                    a.keys = (a.keys + str(detail.get("key", "")))[:100]
-                elif what == "confirmed":
-                    if detail.get("what") == "answer":
-                        a.answer_confirmed_at = when
-                    else:
-                        a.listen_confirmed_at = when
+                field = lifecycle.stamped_time(what, detail)
+                if field is not None and not (field == "ringing_at" and a.ringing_at is not None):
+                    setattr(a, field, when)
+                if what == "key":
+                    a.keys = lifecycle.with_key(a.keys, detail)
                 self._event(s, what, at=at, campaign_id=a.campaign_id,
                             recipient_id=a.recipient_id, attempt_id=a.id, **detail)
 

@@ -171,15 +171,8 @@ class Dispatch(History, FastPath):
                                              start_at=c.start_at) for c in camps.values()],
                         gs.max_campaigns, now):
                     c = camps[cid]
-                    if new is CampaignState.SCHEDULED:
-                        cause = "start time not reached"
-                    elif new is CampaignState.BLOCKED:
-                        cause = "the maximum of active campaigns is reached"
-                    else:
-                        cause = ("start time reached" if c.state is CampaignState.SCHEDULED
-                                 else "a place freed")
-                        started = True
-                    move(c, new, cause)
+                    started = started or new is CampaignState.ACTIVE
+                    move(c, new, lifecycle.activation_cause(c.state, new))
                 if not started:
                     break
 

@@ -372,15 +372,8 @@ class MemoryStore:
                                          start_at=c.start_at)
                      for c in live.values() if c.state in _LIVE], gs.max_campaigns, now):
                 c = live[cid]
-                if new is CampaignState.SCHEDULED:
-                    cause = "start time not reached"
-                elif new is CampaignState.BLOCKED:
-                    cause = "the maximum of active campaigns is reached"
-                else:
-                    cause = ("start time reached" if c.state is CampaignState.SCHEDULED
-                             else "a place freed")
-                    started = True
-                move(c, new, cause)
+                started = started or new is CampaignState.ACTIVE
+                move(c, new, lifecycle.activation_cause(c.state, new))
             if not started:
                 break
 
@@ -477,17 +470,11 @@ class MemoryStore:
             if once and any(e.attempt_id == attempt_id and e.kind == what and e.at == at
                             for e in self.events):
                 continue
-            if what == "ringing" and a.ringing_at is None:
-                a.ringing_at = at
-            elif what == "answered":
-                a.answered_at = at
-            elif what == "key":
-                a.keys = (a.keys + str(detail.get("key", "")))[:100]
-            elif what == "confirmed":
-                if detail.get("what") == "answer":
-                    a.answer_confirmed_at = at
-                else:
-                    a.listen_confirmed_at = at
+            field = lifecycle.stamped_time(what, detail)
+            if field is not None and not (field == "ringing_at" and a.ringing_at is not None):
+                setattr(a, field, at)
+            if what == "key":
+                a.keys = lifecycle.with_key(a.keys, detail)
             self._event(what, at=at, campaign_id=a.campaign_id, recipient_id=a.recipient_id,
                         attempt_id=a.id, **detail)
 
