@@ -6,9 +6,9 @@ version or configuration retires. Driven with tests/fake_worker.py (the real wir
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -96,12 +96,21 @@ def test_a_new_daemon_adopts_the_workers_and_their_calls(state: Path) -> None:
     assert not list(state.glob("*.sock")) and not any(_alive(p) for p in pids)
 
 
+def _peek(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(1 << 16, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
+
+
 def test_an_event_sent_to_the_dead_daemon_is_handed_over_again(state: Path) -> None:
     old = Node(state, size=1)
     old.gateway.start(1)
     old.wait_ready(1)
     old.dial("c1", 0.2)
-    time.sleep(0.5)  # the end is written to the old daemon's socket; it never reads it
+    sock = old.pool.workers[0].channel.sock
+    # the end is written to the old daemon's socket (looked at, never read), then it dies
+    until(lambda: b'"ended"' in _peek(sock), 10, "the end in the old daemon's socket")
     old.die()
     new = Node(state, size=1)
     events, live = new.gateway.attach()
