@@ -177,6 +177,9 @@ class Registrations:
         trunk = self.trunks.get(trunk_name)
         if trunk is not None and 200 <= code < 300 and expires > 0:
             trunk.down = None
+            # The registrar just answered: a keep-alive that left (or could not) before is
+            # answered by that, or its timeout would report the registered trunk down again.
+            trunk.probe_waiting = None
 
     def check(self, now: float, module: Module | None) -> None:
         """Keep-alives out, and unanswered REGISTERs and keep-alives reported."""
