@@ -33,8 +33,8 @@ if ! .venv/bin/ruff check --quiet .; then
   echo "error: ruff: the code breaks a lint rule of pyproject.toml (see above)" >&2
   exit 1
 fi
-if ! .venv/bin/python -m mypy --strict dialer sip media cli testkit; then
-  echo "error: mypy --strict found a type error (see above)" >&2
+if ! .venv/bin/python -m mypy --strict dialer sip media cli testkit tests bench; then
+  echo "error: mypy found a type error (see above)" >&2
   exit 1
 fi
 set +e

@@ -26,7 +26,7 @@ def main() -> int:
     parser.add_argument("--socket", required=True)
     args = parser.parse_args()
     if "FAKE_WIRE" in os.environ:
-        linkmod.WIRE_VERSION = int(os.environ["FAKE_WIRE"])
+        linkmod.WIRE_VERSION = int(os.environ["FAKE_WIRE"])  # type: ignore[attr-defined]  # a fake wire
     listener = socket.socket(fileno=args.listen_fd)
     select.select([listener], [], [], 10)
     conn, _ = listener.accept()

@@ -1,8 +1,8 @@
 """Fixtures of the core test suite: one database URL fixture parametrized over SQLite and
 PostgreSQL.
 
-Import explicitly from a test module (``from fixtures_core import db_url, store``); this module is
-not a conftest, so it stays out of the SIP suite's way.
+Import explicitly from a test module (``from tests.fixtures_core import db_url, store``); this
+module is not a conftest, so it stays out of the SIP suite's way.
 
 PostgreSQL: one fresh database per test session (``dialer_test_<random>``), created through
 psycopg2 with autocommit on the ``test`` database and dropped at the end; every test gets an empty

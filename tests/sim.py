@@ -32,6 +32,7 @@ from dialer.core.domain import DialogueSettings
 from dialer.daemon import Daemon
 from dialer.gateway import GatewayEvent
 from dialer.storage.store import SqlStore
+from dialer.testing.memory import MemoryStore
 
 T0 = 1_900_000_000.0
 BEHAVIOURS = ("confirm", "busy", "reject", "no_answer", "wrong_key", "hangup_mid_message",
@@ -286,7 +287,7 @@ class FakeGateway:
                              listen_confirmed_at=d.listen_confirmed_at, at=self.clock.now))
 
 
-def sim_config(store: SqlStore, data_dir: Path, node: str = "sim") -> Config:
+def sim_config(store: SqlStore | MemoryStore, data_dir: Path, node: str = "sim") -> Config:
     """A daemon configuration for the simulator: two trunks needing no registration."""
     return Config(path=None, database_url=store.url, node=node, data_dir=data_dir,
                   trunks={"internal": TrunkConfig(name="internal", uri="sip:pbx.test"),
@@ -296,7 +297,7 @@ def sim_config(store: SqlStore, data_dir: Path, node: str = "sim") -> Config:
 class Simulation:
     """The real ``Daemon`` on a ``FakeGateway`` and a ``VirtualClock``."""
 
-    def __init__(self, store: SqlStore, data_dir: Path,
+    def __init__(self, store: SqlStore | MemoryStore, data_dir: Path,
                  script: Mapping[str, Sequence[Behaviour]] | None = None, *,
                  start: float = T0, safety_interval: float = 3600.0, capacity: int = 1000,
                  default: Behaviour = Behaviour()) -> None:

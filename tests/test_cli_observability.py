@@ -265,9 +265,7 @@ def test_tts_makes_the_message_and_keeps_its_text(cli: Invoke, tmp_path: Path) -
 
 def test_tts_without_espeak_is_one_clear_line(cli: Invoke, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    import media.tts
-
-    monkeypatch.setattr(media.tts.shutil, "which", lambda name: None)
+    monkeypatch.setattr("media.tts.shutil.which", lambda name: None)
     one_error_line(cli("template", "add", "Flood", "--tts", "Flood"), "espeak-ng",
                    "not installed")
     assert json.loads(ok(cli("template", "list", "--json")).stdout) == []

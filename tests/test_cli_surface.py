@@ -511,7 +511,7 @@ def test_readme_cli_at_a_glance_matches_the_app() -> None:
     text = (REPO / "README.md").read_text()
     section = text.split("## CLI at a glance", 1)[1].split("\n## ", 1)[0]
     block = section.split("```", 2)[1]
-    listed = set()
+    listed: set[tuple[str, ...]] = set()
     groups = {p[0] for p in all_commands() if len(p) > 1}
     for line in block.splitlines():
         words = line.split()

@@ -9,7 +9,6 @@ import random
 from typing import Any
 
 import pytest
-from fixtures_core import db_url, pg_database, store  # noqa: F401 - pytest fixtures
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -20,6 +19,7 @@ from dialer.core.recipients import Recipient
 from dialer.storage import counters
 from dialer.storage.models import CampaignRow
 from dialer.storage.store import EndReport, SqlStore
+from tests.fixtures_core import db_url, pg_database, store  # noqa: F401 - pytest fixtures
 
 NOW = 1_900_000_000.0
 OPS = ("tick", "end", "end", "end", "grant", "stop_recipient", "suspend", "resume", "stop",

@@ -21,6 +21,7 @@ import random
 import signal
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -92,7 +93,7 @@ def test_kill_9_of_the_daemon_alone_drops_no_call(start_sipp, dialer) -> None:
         else:
             assert by_id[i]["outcome"] in ("failed", "no_answer", "busy"), by_id[i]
     # Nobody past their attempts; nobody called after confirming.
-    per_number: dict[str, list[dict]] = {}
+    per_number: dict[str, list[dict[str, Any]]] = {}
     for a in sorted(attempts, key=lambda a: a["created_at"]):
         per_number.setdefault(a["number"], []).append(a)
     for number, calls in per_number.items():
@@ -115,11 +116,11 @@ def test_kill_9_of_the_daemon_alone_drops_no_call(start_sipp, dialer) -> None:
     assert d.log_text().count("worker 0 started") == 1, d.log_tail()
 
 
-def _confirming(start_sipp, message: float):  # type: ignore[no-untyped-def]
+def _confirming(start_sipp, message: float):
     return start_sipp("mixed", keys={"key1_ms": 1000, "key9_ms": int((message + 1.5) * 1000)})
 
 
-def _heard_their_message(sipp, ids: list[str]) -> None:  # type: ignore[no-untyped-def]
+def _heard_their_message(sipp, ids: list[str]) -> None:
     events = parse_sipp_log(sipp.log_file.read_text())
     keys9 = {e.call_id for e in events if e.kind == "KEY" and e.detail == "9"}
     ends = {e.call_id: e.detail for e in events if e.kind == "END"}

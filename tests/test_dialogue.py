@@ -274,7 +274,8 @@ def test_keys_during_message_and_goodbye_are_kept_but_change_nothing() -> None:
     assert r.key("9") == [] and r.state.phase is Phase.MESSAGE  # too early: ignored
     r.timer()
     r.key("9")
-    assert r.key("5") == [] and r.state.phase is Phase.GOODBYE
+    # r.timer() moved the phase on: mypy still narrows it to MESSAGE from the assert above
+    assert r.key("5") == [] and r.state.phase is Phase.GOODBYE  # type: ignore[comparison-overlap]
     assert r.state.keys == "1995"
 
 

@@ -73,7 +73,9 @@ def test_on_launch_mails_everyone_with_an_address_once(store: SqlStore, tmp_path
         assert msg["Subject"] == "Alert: Fire drill"
         [att] = list(msg.iter_attachments())
         assert att.get_content_type() == "audio/wav" and att.get_content() == AUDIO
-        assert "Fire in building B. Leave now." in msg.get_body(("plain",)).get_content()
+        body = msg.get_body(("plain",))
+        assert body is not None
+        assert "Fire in building B. Leave now." in body.get_content()
     assert sorted(email_events(store, cid)) == [("email_sent", "ada@example.com"),
                                                 ("email_sent", "cy@example.com"),
                                                 ("email_sent", "dee@example.com")]

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_core import PG_HOST, PG_PORT, PG_USER, _admin_connect, pg_database  # noqa: F401
 from typer.testing import CliRunner
 
 import cli.common
 from cli.app import app
 from dialer.storage.store import SqlStore
+from tests.fixtures_core import PG_HOST, PG_PORT, PG_USER, _admin_connect, pg_database  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 ME = pwd.getpwuid(os.getuid()).pw_name  # the real user running the tests
@@ -129,7 +129,7 @@ def migrated(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStor
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'a.db'}"
     else:
-        from fixtures_core import _reset_pg
+        from tests.fixtures_core import _reset_pg
 
         url = request.getfixturevalue("pg_database")
         _reset_pg(url)
@@ -158,7 +158,7 @@ def test_audit_rows_cannot_be_updated_or_deleted(migrated: SqlStore) -> None:
 @pytest.fixture
 def pg_role(pg_database: str) -> Iterator[tuple[str, str]]:  # noqa: F811
     """A fresh PostgreSQL login role with the dialer's privileges: (name, URL as that role)."""
-    from fixtures_core import _reset_pg
+    from tests.fixtures_core import _reset_pg
 
     _reset_pg(pg_database)
     name = f"op_{uuid.uuid4().hex[:10]}"
@@ -245,8 +245,9 @@ def test_postgresql_role_is_recorded_and_can_be_required(
 
 @pytest.mark.postgres
 def test_postgresql_role_column_cannot_be_forged(pg_database: str) -> None:  # noqa: F811
-    from fixtures_core import _reset_pg
     from sqlalchemy import text
+
+    from tests.fixtures_core import _reset_pg
 
     _reset_pg(pg_database)
     s = SqlStore(pg_database)

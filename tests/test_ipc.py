@@ -180,7 +180,8 @@ def _values(tp: Any) -> st.SearchStrategy[Any]:
 
 def _messages() -> st.SearchStrategy[ipc.Message]:
     strategies = []
-    for cls in (*ipc.OPS.values(), *ipc.EVENTS.values()):
+    classes: list[type[ipc.Op] | type[ipc.Event]] = [*ipc.OPS.values(), *ipc.EVENTS.values()]
+    for cls in classes:
         hints = typing.get_type_hints(cls)
         strategies.append(st.builds(cls, **{f.name: _values(hints[f.name])
                                             for f in dataclasses.fields(cls)}))

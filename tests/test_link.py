@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dialer import ipc
-from dialer.ipc import WIRE_VERSION, Channel, Message
+from dialer.ipc import WIRE_VERSION, Channel, Raw
 from sip.link import Link
 
 OPEN: list[Link | Channel] = []
@@ -53,9 +53,9 @@ def connect(path: str) -> Channel:
     return OPEN[-1]  # type: ignore[return-value]
 
 
-def read_until(ch: Channel, link: Link, ev: str, turns: int = 50) -> list[Message]:
+def read_until(ch: Channel, link: Link, ev: str, turns: int = 50) -> list[Raw]:
     """What the daemon side reads, turning the worker's side (``link.receive``) meanwhile."""
-    got: list[Message] = []
+    got: list[Raw] = []
     for _ in range(turns):
         link.receive()
         got += ch.receive()

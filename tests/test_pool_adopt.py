@@ -41,7 +41,7 @@ class Node:
         self.events += got
         return got
 
-    def ended(self) -> dict[str, str]:
+    def ended(self) -> dict[str, str | None]:
         return {m.call_id: m.outcome for _, m in self.events if isinstance(m, ipc.Ended)}
 
     def wait_ready(self, n: int) -> None:

@@ -248,14 +248,14 @@ def test_plan_invariants(sc: tuple[list[CampaignLoad], Limits, Counts,
     assert _after(g.external, g_running.external, n_ext)
 
     # per-campaign limits
-    for c in loads:
-        mine = [d for d in dials if d.campaign_id == c.id]
+    for load in loads:
+        mine = [d for d in dials if d.campaign_id == load.id]
         ci = sum(d.kind is I for d in mine)
-        assert _after(c.limits.total, c.running.total, len(mine))
-        assert _after(c.limits.internal, c.running.internal, ci)
-        assert _after(c.limits.external, c.running.external, len(mine) - ci)
+        assert _after(load.limits.total, load.running.total, len(mine))
+        assert _after(load.limits.internal, load.running.internal, ci)
+        assert _after(load.limits.external, load.running.external, len(mine) - ci)
         # within a campaign the candidate order is kept
-        order = [x.recipient_id for x in candidates.get(c.id, [])]
+        order = [x.recipient_id for x in candidates.get(load.id, [])]
         picked = [d.recipient_id for d in mine]
         assert picked == sorted(picked, key=order.index)
 
@@ -400,8 +400,8 @@ def test_the_sql_claims_in_the_order_of_the_pure_ranking(
                         calls=1, attempts=1, last_call_at=to_dt(now - 100 + last),
                         next_at=to_dt(now - 1)))
         waiting = [scheduler.Waiting(ids[p], I, p,
-                                     None if lasts[p - min(ids)] is None
-                                     else now - 100 + lasts[p - min(ids)])
+                                     None if (ago := lasts[p - min(ids)]) is None
+                                     else now - 100 + ago)
                    for p in sorted(ids)]
         want = [c.recipient_id for c in scheduler.candidates(waiting, n, 0)]
         got = [c.recipient_id for c in store.tick(now=now, node="n", capacity=n).calls]

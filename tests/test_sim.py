@@ -15,13 +15,13 @@ no polling delay; the daemon's safety pass is set to an hour here so it cannot h
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_core import db_url, pg_database, store  # noqa: F401 - pytest fixtures
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -33,13 +33,13 @@ from dialer.core.scheduler import Counts, room
 from dialer.storage.models import AttemptRow, CampaignRow, RecipientRow
 from dialer.storage.store import SqlStore, settings_from_dict, to_ts
 from dialer.testing.memory import MemoryStore
-from dialer.testing.setup import ContractStore
+from tests.fixtures_core import db_url, pg_database, store  # noqa: F401 - pytest fixtures
 from tests.sim import BEHAVIOURS, T0, Behaviour, Simulation
 
 I, E = Kind.INTERNAL, Kind.EXTERNAL
 FINAL = {"completed", "incomplete", "terminated"}
 BACKENDS = ["sqlite", "memory"]
-Store = ContractStore  # SqlStore or MemoryStore
+Store = SqlStore | MemoryStore
 
 
 def make_store(backend: str, tmp: Path) -> Store:
@@ -381,7 +381,7 @@ def test_the_fake_store_makes_the_decisions_of_sql_store(tmp_path_factory: Any,
                 numbers, start_at = c.pop("numbers"), c.pop("start_at")
                 ids.append(launch(store, f"T{k}", numbers, start_at=start_at, **c))
             sim = Simulation(store, tmp / backend, world["script"])
-            sim.run(done=lambda store=store: campaigns_done(store))
+            sim.run(done=functools.partial(campaigns_done, store))
             sim.stop()
             histories.append([
                 (store.campaign_detail(cid)["state"],
@@ -495,6 +495,7 @@ def test_retries_wake_the_daemon_exactly(sim_store: Store, tmp_path: Path) -> No
     starts = [to_ts(_dt(a["created_at"])) for a in attempts]
     ends = [to_ts(_dt(a["ended_at"])) for a in attempts]
     assert [a["outcome"] for a in attempts] == ["busy", "busy", "contacted"]
+    assert ends[0] is not None and ends[1] is not None
     assert starts[1] == pytest.approx(ends[0] + 45.0, abs=1e-5)
     assert starts[2] == pytest.approx(ends[1] + 45.0, abs=1e-5)
     assert sim.daemon.ticks < 20  # no polling: a handful of passes for three calls

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dialer.ipc import Message, inheritable_pair
+from dialer.ipc import Raw, inheritable_pair
 from sip.endpoint import q850_cause
 from testkit import wait_until
 
@@ -96,7 +96,7 @@ class PhoneSim:
                     return rec
             return None
 
-        return wait_until(find, timeout, f"the phone's record of {call_id}")  # type: ignore[no-any-return]
+        return wait_until(find, timeout, f"the phone's record of {call_id}")
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ class WorkerProc:
         self.proc = subprocess.Popen([sys.executable, "-m", "sip.worker", "--ipc-fd", str(fd)],
                                      pass_fds=[fd], cwd=ROOT)
         socket.socket(fileno=fd).close()  # the child holds its copy; EOF must be observable
-        self.events: list[Message] = []
+        self.events: list[Raw] = []
         self.phones, self.media = phones, media
         self.target = f"127.0.0.1:{phones.port}"  # where calls go: the phones or a PBX
         if trunk is None:
@@ -133,7 +133,7 @@ class WorkerProc:
         if not self.chan.closed and select.select([self.chan], [], [], timeout)[0]:
             self.events.extend(self.chan.receive())
 
-    def wait_for(self, match: Callable[[Message], bool], timeout: float) -> Message:
+    def wait_for(self, match: Callable[[Raw], bool], timeout: float) -> Raw:
         deadline = time.monotonic() + timeout
         while True:
             for event in self.events:
@@ -161,7 +161,7 @@ class WorkerProc:
             if self.proc.poll() is None:
                 self.proc.kill()
 
-    def ended(self, call_id: str, timeout: float = 10) -> Message:
+    def ended(self, call_id: str, timeout: float = 10) -> Raw:
         return self.wait_for(lambda e: e["ev"] == "ended" and e["call_id"] == call_id, timeout)
 
     def of(self, call_id: str) -> list[tuple[str, Any]]:
@@ -281,7 +281,7 @@ def test_incoming_invite_is_refused_with_403(worker: WorkerProc) -> None:
         f"To: <sip:dialer@127.0.0.1:{port}>\r\nCall-ID: {uuid.uuid4()}\r\nCSeq: 1 INVITE\r\n"
         f"Contact: <sip:intruder@127.0.0.1:{local}>\r\nContent-Length: 0\r\n\r\n").encode(),
         ("127.0.0.1", port))
-    codes = []
+    codes: list[int] = []
     while not codes or codes[-1] < 200:
         codes.append(int(sock.recv(65536).split(b" ", 2)[1]))
     sock.close()
@@ -458,7 +458,7 @@ def test_keepalives_find_a_dead_registrar_and_registering_resumes_when_it_answer
     w = _registering_worker(phones, media, reg.port, keepalive_interval=0.5,
                             keepalive_timeout=1.0, register_timeout=2.0)
 
-    def step(code: int, after: int, timeout: float) -> Message:
+    def step(code: int, after: int, timeout: float) -> Raw:
         """The first ``reg`` event with ``code`` among the events from index ``after``."""
         deadline = time.monotonic() + timeout
         while True:

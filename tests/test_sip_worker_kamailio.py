@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from test_sip_worker import PhoneSim, WorkerProc, media, phones  # noqa: F401 - fixtures
+
+from tests.test_sip_worker import PhoneSim, WorkerProc, media, phones  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.sip, pytest.mark.kamailio]
 

@@ -7,7 +7,6 @@ import hashlib
 from typing import Any
 
 import pytest
-from fixtures_core import db_url, pg_database, store  # noqa: F401 - pytest fixtures
 from sqlalchemy import inspect, select
 
 from dialer.core.domain import CampaignSettings, Kind, Limits, Outcome
@@ -15,6 +14,7 @@ from dialer.core.errors import DialerError, NotFound, StateError, ValidationErro
 from dialer.core.recipients import Recipient
 from dialer.storage.models import AttemptRow, CampaignRow, RecipientRow, SettingsRow, TemplateRow
 from dialer.storage.store import ClaimedCall, EndReport, SqlStore, Tick
+from tests.fixtures_core import db_url, pg_database, store  # noqa: F401 - pytest fixtures
 
 NOW = 1_800_000_000.0
 NODE = "node-a"
@@ -59,7 +59,8 @@ def end(store: SqlStore, call: ClaimedCall, outcome: Outcome, at: float,
 
 
 def recipients(store: SqlStore, cid: int) -> list[dict[str, Any]]:
-    return store.campaign_detail(cid)["recipients"]
+    rows: list[dict[str, Any]] = store.campaign_detail(cid)["recipients"]
+    return rows
 
 
 def states(store: SqlStore, cid: int) -> list[str]:

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_core import _reset_pg, pg_database  # noqa: F401 - pytest fixture
 
 from dialer.core.domain import EXTRA_CALLS, Kind, Limits, Outcome
 from dialer.core.scheduler import Counts
 from dialer.storage.store import ClaimedCall, EndReport, SqlStore, Tick
 from dialer.testing.memory import MemoryStore
 from dialer.testing.setup import ContractStore, launch
+from tests.fixtures_core import _reset_pg, pg_database  # noqa: F401 - pytest fixture
 
 NOW = 1_800_000_000.0
 NODE = "node-a"

@@ -3,7 +3,10 @@ module stands for the SIP stack, times are given."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from dialer import ipc
+from sip.pjmodule import Module
 from sip.trunks import Registrations, Trunk
 
 
@@ -35,7 +38,7 @@ def registrations() -> tuple[Registrations, Trunk, list[ipc.Reg], list[str]]:
 
 def test_an_unanswered_keepalive_reports_the_trunk_down() -> None:
     regs, trunk, reports, downs = registrations()
-    module = FakeModule()
+    module = cast(Module, FakeModule())  # the fake has the one method ``check`` calls
     regs.check(0.0, module)  # refused: unanswered from now on
     regs.check(1.5, module)
     assert reports == [] and trunk.down is None
@@ -48,9 +51,10 @@ def test_a_keepalive_that_failed_before_a_registration_succeeded_is_forgotten() 
     registered: the old keep-alive's timeout must not report the registered trunk down again
     (it did, 1 ms after "registered", and the calls just dispatched ended trunk_down)."""
     regs, trunk, reports, downs = registrations()
-    module = FakeModule()
+    fake = FakeModule()
+    module = cast(Module, fake)  # the fake has the one method ``check`` calls
     regs.check(0.0, module)
-    module.reachable = True
+    fake.reachable = True
     regs.registration_changed("internal", 200, 300)
     regs.check(2.5, module)
     assert reports == [] and downs == [] and trunk.down is None
