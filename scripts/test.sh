@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# From nothing to the whole test suite: system packages the SIP tests need (SIPp, Kamailio,
-# Prometheus' promtool), a venv with the test dependencies, the import contracts (lint-imports),
-# then pytest.
+# From nothing to the whole test suite: the system packages the tests need (SIPp, Kamailio,
+# Prometheus' promtool, Chromium, espeak-ng; apt, as root), a venv with the test dependencies,
+# the import contracts (lint-imports), ruff, mypy, then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
