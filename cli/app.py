@@ -1,6 +1,7 @@
 """The ``dialer`` command line (Typer + Rich): the root app, global options, ``init``, ``serve``
 and ``demo``. The command groups live in their own modules: ``cli/templates.py``,
-``cli/campaigns.py``, ``cli/settings.py``, ``cli/history.py`` and ``cli/operators.py``.
+``cli/campaigns.py``, ``cli/settings.py``, ``cli/history.py``, ``cli/operators.py`` and
+``cli/nodes.py``.
 
 Every error the user can act on is one line on stderr and exit code 1, never a traceback; every
 listing and ``show`` takes ``--json`` for scripts (schemas in docs/cli-json.md). Every command
@@ -40,6 +41,7 @@ from cli.common import (
     store,
 )
 from cli.history import history_app
+from cli.nodes import nodes
 from cli.operators import audit_app, operator_app
 from cli.settings import settings_app
 from cli.templates import template_app
@@ -74,6 +76,7 @@ app.add_typer(settings_app, name="settings")
 app.add_typer(history_app, name="history")
 app.add_typer(operator_app, name="operator")
 app.add_typer(audit_app, name="audit")
+app.command("nodes")(nodes)
 
 
 @app.callback()
@@ -211,6 +214,8 @@ def setup_logging(verbose: bool = False, fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # Alembic's schema check at start says which plugins it set up, a dozen lines a start
+    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def main() -> None:

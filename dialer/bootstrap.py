@@ -75,5 +75,6 @@ def daemon(config: Config) -> Daemon:
                                       calls_per_worker=config.calls_per_worker,
                                       init_message=init_message, state_dir=config.state_dir))
 
-    return Daemon(config, store, clock=time.time, make_gateway=workers, metrics=Metrics(),
+    return Daemon(config, store, clock=time.time, make_gateway=workers,
+                  metrics=Metrics(node=config.node),
                   mail=MailQueue(store, config.smtp, config.data_dir / "media", clock=time.time))

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from dialer.configfields import Secret as Secret
 from dialer.configfields import parse_int as parse_int
 from dialer.configfields import parse_password as parse_password
+from dialer.core.cluster import LeaseTerms
 from dialer.core.domain import SIP_REJECT_CODES as REJECT_CODES
 from dialer.core.errors import ConfigError
 from dialer.core.recipients import DEFAULT_EXTENSION_PATTERN, DEFAULT_REGION, NumberRules
@@ -90,6 +91,8 @@ class Config:
     # A SIP worker with no daemon attached this long takes it that none is coming: it lets its
     # calls finish, then exits (what no daemon took is kept in the state directory).
     orphan_timeout: float = 60.0
+    # [cluster]: this node's lease on the database (dialer.core.cluster)
+    lease: LeaseTerms = field(default_factory=LeaseTerms)
 
     @property
     def state_dir(self) -> Path:
@@ -249,7 +252,18 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> Config:
         sip_reject_code=_reject_code(sip),
         drain_timeout=_seconds(sip, "drain_timeout", 60.0, "[sip]", 0, 3600),
         orphan_timeout=_seconds(sip, "orphan_timeout", 60.0, "[sip]", 1, 3600),
+        lease=_lease(raw.get("cluster", {})),
     )
+
+
+def _lease(d: dict[str, Any]) -> LeaseTerms:
+    """``[cluster]``: ``lease`` and ``heartbeat`` seconds (dialer.core.cluster)."""
+    terms = LeaseTerms(lease=_seconds(d, "lease", 15.0, "[cluster]", 3, 600),
+                       heartbeat=_seconds(d, "heartbeat", 3.0, "[cluster]", 0.5, 200))
+    problem = terms.check()
+    if problem:
+        raise ConfigError(f"[cluster]: {problem}")
+    return terms
 
 
 def _bind(sip: dict[str, Any]) -> str:

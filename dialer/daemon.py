@@ -13,9 +13,9 @@ serve`` wires the wall clock and ``PoolGateway`` (the PJSUA2 worker processes) t
 ``dialer.bootstrap``; the simulator of the test suite (tests/sim.py) wires a virtual clock and a
 fake gateway and drives this same ``step``.
 
-Nothing lost, nothing repeated: the attempt row is committed before the dial leaves for a worker
-(its id is the SIP Call-ID); a worker's death closes its calls as ``worker_lost`` attempts; calls
-left open by a previous run of this node are closed as ``daemon_lost`` at start.
+Nothing lost, nothing repeated: the attempt row is committed before the dial leaves (its id is
+the SIP Call-ID); workers' events are acknowledged once committed, kept while the database does
+not answer. No pass claims without this node's lease (dialer.membership).
 """
 
 from __future__ import annotations
@@ -29,13 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dialer import ipc
+from dialer import ipc, messages
 from dialer.config import Config, TrunkConfig
-from dialer.core.domain import DialogueSettings, EmailPolicy, Kind, Outcome
+from dialer.core.domain import EmailPolicy, Kind, Outcome
+from dialer.core.errors import LeaseLost, StoreUnavailable
 from dialer.core.ports import DispatchPort
 from dialer.core.records import ClaimedCall, EndReport
 from dialer.gateway import Gateway
 from dialer.mailqueue import MailQueue
+from dialer.membership import RETRY_S, Membership
 from dialer.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -100,7 +102,7 @@ class Daemon:
         self.safety_interval = safety_interval
         self.resolve_interval = RESOLVE_INTERVAL
         self.handle_signals = handle_signals
-        self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics = metrics if metrics is not None else Metrics(node=config.node)
         self._campaign_metrics_at = float("-inf")  # time.monotonic() of the last refresh
         self._pool_wanted = 0
         # attempt id -> (campaign, recipient, e-mail setting) of the calls this node placed
@@ -126,33 +128,21 @@ class Daemon:
         self._sources: list[str] = []
         self._sources_new: list[str] | None = None
         self._resolver: threading.Thread | None = None
+        # This node's lease on the database (dialer.membership): no pass claims without it.
+        self.membership = Membership(store, node=config.node, address=config.bind,
+                                     lease=config.lease.lease, heartbeat=config.lease.heartbeat,
+                                     gateway=self.gateway, metrics=self.metrics, clock=clock,
+                                     fence_workers=store.shared)
+        # While the database does not answer: the events not committed yet (acknowledged to
+        # the workers only once they are), and when to try again.
+        self._backlog: list[tuple[int, ipc.Event]] = []
+        self._down_since: float | None = None
+        self._retry_at = float("-inf")
 
     # ----- wiring -----
 
     def init_message(self, index: int) -> ipc.Init:
-        trunks: dict[str, Any] = {}
-        for name, t in self.config.trunks.items():
-            trunks[name] = {
-                "uri": t.uri, "registrar": t.registrar, "username": t.username,
-                "password": t.password.reveal() if t.password else None,
-                "transport": t.transport, "caller_id": t.caller_id,
-                "expires": t.expires, "retry_interval": t.retry_interval, "proxy": t.proxy,
-                "keepalive_interval": t.keepalive_interval,
-                "keepalive_timeout": t.keepalive_timeout,
-                "register_timeout": t.register_timeout, "invite_timeout": t.invite_timeout,
-                # One registration per trunk, held by worker 0: a PBX often keeps one contact.
-                "register": bool(t.registrar) and index == 0,
-            }
-        # RTP and RTCP per call, plus room, twice: a new process for an index takes the other
-        # half from the one it replaces (WorkerPool._half: stale far ends of a dead worker
-        # still send to its ports), and a retiring worker and its successor fit side by side.
-        per = 2 * (2 * self.config.calls_per_worker + 2)
-        return ipc.Init(worker=index, bind=self.config.bind, trunks=trunks,
-                        allowed_sources=list(self._sources),
-                        reject_code=self.config.sip_reject_code,
-                        orphan_timeout=self.config.orphan_timeout,
-                        log_level=self.config.sip_log_level,
-                        rtp_port=self.config.rtp_port + index * per, rtp_port_range=per)
+        return messages.init_message(self.config, index, self._sources)
 
     def _pool_size(self, total: int | None) -> int:
         """Workers needed for the global call limit (all of ``[sip] workers`` if unlimited)."""
@@ -177,6 +167,8 @@ class Daemon:
     def start(self) -> None:
         """Everything before the loop: schema check, recovery, metrics, signals, workers."""
         self.store.check_ready()
+        self.store.lock_node()  # SQLite: one `dialer serve` per database (NodeConflict)
+        self.membership.join()  # NodeConflict while another live node has this name
         self.store.start_checkpointer()  # SQLite: WAL checkpoints off the scheduling path
         self._install_signals()
         self._sources = self.config.allowed_sources()
@@ -187,9 +179,11 @@ class Daemon:
                                           daemon=True)
         self._resolver.start()
         self.gateway.start(self._pool_size(self.store.get_settings().limits.total))
-        logger.info("dialer serving: node %s, %d worker(s) of %d call(s), database %s",
-                    self.config.node, self.config.workers, self.config.calls_per_worker,
-                    self.store.safe_url)
+        self.membership.workers_changed()
+        lease = self.membership.lease
+        logger.info("dialer serving: node %s (generation %s), %d worker(s) of %d call(s), "
+                    "database %s", self.config.node, lease.generation if lease else "-",
+                    self.config.workers, self.config.calls_per_worker, self.store.safe_url)
 
     def _reconcile(self) -> None:
         """Settle what a previous run of this node left, before the first scheduling pass.
@@ -263,10 +257,13 @@ class Daemon:
 
     def _timeout(self) -> float:
         """How long the next wait may last: until the next due time, restart or safety pass."""
+        now = self.clock()
+        if self._down_since is not None:  # the database does not answer: try again later
+            return max(0.0, min(self._retry_at - now, self.membership.next_in(now),
+                                self.safety_interval))
         if self._dirty:
             return 0.0
-        now = self.clock()
-        wait = self.safety_interval - (now - self._last_tick)
+        wait = min(self.safety_interval - (now - self._last_tick), self.membership.next_in(now))
         if self._next_due is not None:
             wait = min(wait, self._next_due - now)
         restart = self.gateway.next_wakeup_in()
@@ -276,18 +273,66 @@ class Daemon:
 
     def step(self) -> None:
         """One turn of the loop: wait for events (or the next due time), handle them, decide."""
-        for index, msg in self.gateway.poll(self._timeout()):
-            self._handle(index, msg)
-        self._flush_progress()
-        self.gateway.ack()
+        events = self.gateway.poll(self._timeout())
+        if self._backlog:  # what the database did not take last time goes first
+            events, self._backlog = self._backlog + events, []
+            self._replaying = True  # part of it may have been committed: record it once
+        try:
+            self._handle_all(events)
+            self._flush_progress()
+            self.gateway.ack()  # only once everything polled so far is committed
+        except StoreUnavailable as exc:
+            self._store_down(exc)
+        finally:
+            self._replaying = False
         if self._sources_new is not None:
             self._apply_sources()
+        self.membership.beat(self.clock())
         now = self.clock()
+        if self._down_since is not None and now < self._retry_at:
+            return
+        if self.membership.generation is None:
+            return  # fenced, or joining again: no pass may claim
         if (self._dirty or now - self._last_tick >= self.safety_interval
+                or self._down_since is not None
                 or (self._next_due is not None and now >= self._next_due)):
-            self._tick()
+            try:
+                self._tick()
+            except StoreUnavailable as exc:
+                self._store_down(exc)
+                self._dirty = True
+            except LeaseLost as exc:
+                self.membership.lost(str(exc))
+                self._dirty = True
+            else:
+                self._store_up()
 
-    _once = step  # the name the loop had before the gateway port
+    def _handle_all(self, events: list[tuple[int, ipc.Event]]) -> None:
+        """Handle events in order; those from the first the database did not take are kept
+        (``_backlog``) for the next turn."""
+        for i, (index, msg) in enumerate(events):
+            try:
+                self._handle(index, msg)
+            except StoreUnavailable:
+                self._backlog = events[i:]
+                raise
+
+    def _store_down(self, exc: StoreUnavailable) -> None:
+        now = self.clock()
+        self._retry_at = now + RETRY_S
+        self.metrics.set_database_up(False)
+        if self._down_since is None:
+            self._down_since = now
+            logger.error("the database does not answer (%s): no call is placed; %d event(s) "
+                         "of the workers kept until it does", exc,
+                         len(self._backlog) + len(self._progress))
+
+    def _store_up(self) -> None:
+        self.metrics.set_database_up(True)
+        if self._down_since is not None:
+            logger.warning("the database answers again after %.0f s",
+                           self.clock() - self._down_since)
+            self._down_since = None
 
     def _tick(self) -> None:
         self._dirty = False
@@ -296,7 +341,8 @@ class Daemon:
         self._last_tick = now
         tick = self.store.tick(now=now, node=self.config.node,
                                kinds_available=self.kinds_available(),
-                               capacity=self.gateway.free_slots())
+                               capacity=self.gateway.free_slots(),
+                               lease=self.membership.generation)
         self.ticks += 1
         self.metrics.scheduler_seconds.observe(time.perf_counter() - started)
         self.metrics.set_limits(tick.settings.limits, tick.settings.max_campaigns)
@@ -304,6 +350,10 @@ class Daemon:
             if new == "active" and old in ("scheduled", "blocked"):
                 self.mail.launched(campaign_id)  # the mail thread checks it is the first time
         self._next_due = tick.next_due
+        for lost, calls in tick.settled:
+            self.metrics.nodes_settled(calls)
+            logger.warning("node %s declared lost: %d of its open call(s) settled as node_lost",
+                           lost, calls)
         if tick.settings.version != self._settings_version:
             # The limits changed: grow the pool to match (warm workers before they are needed).
             self._settings_version = tick.settings.version
@@ -321,19 +371,7 @@ class Daemon:
         media = {name: str(path) for name, path in self._prompts(st.language).items()}
         media["message"] = str(self.store.media_file(call.audio_sha,
                                                      self.config.data_dir / "media"))
-        dialogue = DialogueSettings(
-            answer_confirm=st.answer_confirm, listen_confirm=st.listen_confirm,
-            answer_key=st.answer_key, listen_key=st.listen_key, max_repeats=st.max_repeats,
-            key_timeout=st.key_timeout, message_seconds=call.audio_seconds,
-            answer_prompt_seconds=self._duration(media["answer_prompt"]),
-            listen_prompt_seconds=self._duration(media["listen_prompt"]),
-            goodbye_seconds=self._duration(media["goodbye"]))
-        caller = st.caller_number or trunk.caller_id
-        msg = ipc.Dial(
-            call_id=call.attempt_id, trunk=trunk.name, uri=trunk.target(call.number),
-            from_uri=f"sip:{caller}@{trunk.host.split(':')[0]}" if caller else None,
-            display=st.display_name, ring_timeout=st.ring_timeout, media=media,
-            dialogue={k: getattr(dialogue, k) for k in dialogue.__dataclass_fields__})
+        msg = messages.dial_message(call, trunk, media, self._duration)
         w = self.gateway.dial(msg)
         if w is None:  # cannot happen: the claim was bounded by free slots; never lose it
             self._finish(EndReport(attempt_id=call.attempt_id, outcome=Outcome.FAILED,
@@ -356,6 +394,7 @@ class Daemon:
         at = float(getattr(msg, "at", None) or self.clock())
         if isinstance(msg, ipc.Ready):
             self._dirty = True
+            self.membership.workers_changed()
         elif isinstance(msg, ipc.Reg):
             self._on_registration(msg)
         elif isinstance(msg, (ipc.Ringing, ipc.Answered)):
@@ -398,10 +437,8 @@ class Daemon:
                        msg.message)
 
     def _on_dropped(self, w: int, msg: ipc.Dropped) -> None:
-        """SIP messages a worker dropped (its source filter): counted, one line per report.
-
-        Workers report at most every few seconds, so a flood costs a few lines, not one a packet.
-        """
+        """SIP messages a worker dropped (its source filter): counted, one line per report
+        (workers report at most every few seconds: a flood costs a few lines, not one a packet)."""
         counts = {k: v for k, v in msg.counts.items() if v > 0}
         for reason, n in counts.items():
             self.metrics.sip_dropped.labels(reason).inc(n)
@@ -452,13 +489,17 @@ class Daemon:
         """Write the batched progress events (before any call end: an ended attempt takes none)."""
         if self._progress:
             batch, self._progress = self._progress, []
-            self.store.record_progress_many(batch, once=self._replaying)
+            try:
+                self.store.record_progress_many(batch, once=self._replaying)
+            except StoreUnavailable:
+                self._progress = batch + self._progress  # kept for the next try
+                raise
 
     def _finish(self, report: EndReport) -> None:
         self._flush_progress()
+        outcome = self.store.finish_attempt(report)  # first: it may not be taken (kept then)
         meta = self._call_meta.pop(report.attempt_id, None)
         self.metrics.call_ended(report.attempt_id, report.at, report.answered_at)
-        outcome = self.store.finish_attempt(report)
         if outcome is not None:  # the outcome stored (a confirmed call cut short is contacted)
             self.metrics.record_attempt(outcome.value, report.status)
             logger.info("call %s ended: %s %s %s", report.attempt_id, outcome.value,
@@ -514,17 +555,20 @@ class Daemon:
         while self.gateway.active() and time.monotonic() < deadline:
             for index, msg in self.gateway.poll(0.1):
                 self._handle(index, msg)
-        self._flush_progress()
         self.gateway.close(2.0)
         self.store.stop_checkpointer()
-        leftover = self.store.recover(node=self.config.node, now=self.clock())
-        if leftover:
-            logger.warning("%d call(s) had no end report: recorded as daemon_lost", leftover)
-        self._update_gauges()  # calls in progress back to 0 for a last scrape
+        try:
+            self._flush_progress()
+            leftover = self.store.recover(node=self.config.node, now=self.clock())
+            if leftover:
+                logger.warning("%d call(s) had no end report: recorded as interrupted", leftover)
+            self.membership.leave()
+            self._update_gauges()  # calls in progress back to 0 for a last scrape
+        except StoreUnavailable as exc:
+            logger.error("stopping without the database (%s): this node's open calls are "
+                         "settled by another node once its lease ends", exc)
         self.mail.close(10.0)
         self.metrics.stop()
-
-    _shutdown = shutdown
 
     def _hand_over(self) -> None:
         """What is committed is acknowledged; the workers are let go with their calls (they
@@ -539,8 +583,6 @@ class Daemon:
         self.store.stop_checkpointer()
         self.mail.close(10.0)
         self.metrics.stop()
-
-    # ----- logs -----
 
     def _log_fields(self, call_id: str,
                     meta: tuple[int, int, str] | None = None) -> dict[str, Any]:

@@ -59,6 +59,13 @@ class Gateway(Protocol):
         """A trunk went down (or came back): calls on it that have had no answer yet end
         ``trunk_down`` (nobody rang), wherever they are."""
 
+    def lease(self, valid_for: float) -> None:
+        """This node's lease covers the next ``valid_for`` seconds (0: no longer): past them
+        every worker hangs up its calls on its own clock (``interrupted``) and takes no new one
+        until told again, so a node that lost its database stops its calls in time even if
+        its daemon hangs (``dialer.core.cluster``)."""
+        ...
+
     def poll(self, timeout: float) -> list[GatewayEvent]:
         """Wait at most ``timeout`` seconds for events; return those that arrived."""
 
@@ -133,6 +140,9 @@ class PoolGateway:
 
     def trunk_state(self, trunk: str, up: bool, reason: str) -> None:
         self.pool.send_all(ipc.TrunkState(trunk=trunk, up=up, reason=reason))
+
+    def lease(self, valid_for: float) -> None:
+        self.pool.send_all(ipc.Lease(valid_for=round(max(0.0, valid_for), 3)))
 
     def _sync_selector(self) -> None:
         live = {ch.fileno(): w for w, ch in self.pool.channels()}

@@ -20,6 +20,9 @@ Daemon to worker (``op``):
 * ``trunk``: ``trunk``, ``up`` (bool), ``reason``: the trunk's registration was lost (or is
   back); calls on it that have had no answer yet end ``trunk_down``.
 * ``shutdown``.
+* ``lease``: ``valid_for`` (s): how long the node's lease still covers the worker (0: no longer);
+  past it the worker hangs up its calls (``interrupted``) and takes none until the next
+  ``lease`` (``dialer.core.cluster``; sent only when several nodes may share the database).
 
 Worker to daemon (``ev``):
 
@@ -86,7 +89,7 @@ Raw = dict[str, Any]
 """One message as JSON has it: what ``Channel`` sends and receives."""
 
 MAX_LINE = 1 << 20
-WIRE_VERSION = 1  # grows with every change of the wire a daemon and a worker must agree on
+WIRE_VERSION = 2  # grows with every change of the wire a daemon and a worker must agree on
 ALONE_S = 60.0  # a worker with no daemon attached this long finishes its calls and exits
 
 
@@ -249,6 +252,15 @@ class Retire(Op):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Lease(Op):
+    """The node's lease covers the next ``valid_for`` seconds (0: no longer): past them the
+    worker hangs up its calls and takes none until the next ``lease`` (dialer.core.cluster)."""
+
+    OP: ClassVar[str] = "lease"
+    valid_for: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class Ack(Op):
     OP: ClassVar[str] = "ack"
     seq: int
@@ -393,7 +405,7 @@ Message = Op | Event
 """Any message of the wire (an ``Op`` or an ``Event``)."""
 
 OPS: dict[str, type[Op]] = {c.OP: c for c in (Init, Dial, Hangup, Trust, TrunkState, Shutdown,
-                                              Attach, Retire, Ack)}
+                                              Attach, Retire, Ack, Lease)}
 EVENTS: dict[str, type[Event]] = {c.EV: c for c in (
     Ready, Reg, Ringing, Answered, Played, Key, Confirmed, Slots, Dropped, Ended, Log, Load,
     Hello, Attached, Refused, WorkerLost)}

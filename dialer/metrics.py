@@ -26,6 +26,15 @@ dialer_workers_ready                      gauge      worker processes ready for 
 dialer_worker_slots                       gauge      call slots of the ready workers
 dialer_worker_busy_slots                  gauge      call slots in use
 dialer_worker_restarts_total              counter    worker processes restarted after dying
+dialer_node_lease_valid                   gauge      ``node``: 1 while this node holds its lease and
+                                                     may place calls (0: fenced, or rejoining)
+dialer_node_lease_remaining_seconds       gauge      ``node``: seconds until the lease ends
+dialer_node_generation                    gauge      ``node``: the generation it joined with
+dialer_node_fenced_total                  counter    ``node``, ``reason`` (not_renewed, lease_lost):
+                                                     times it hung up its calls to stay fenced
+dialer_database_up                        gauge      ``node``: 1 when its last transaction succeeded
+dialer_nodes_lost_total                   counter    ``node``: other nodes it declared lost
+dialer_node_lost_calls_total              counter    ``node``: calls of lost nodes it settled
 dialer_scheduler_decision_seconds         histogram  one scheduling pass (claim included)
 dialer_call_setup_seconds                 histogram  ``kind``: INVITE sent -> answered (answered
                                                      only)
@@ -116,7 +125,9 @@ class Metrics:
     (``scheduler_seconds.observe``, ``worker_restarts.inc``, ``confirmations.labels(what).inc``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, node: str = "local") -> None:
+        """``node``: this node's name (the ``node`` label of the node metrics)."""
+        self.node = node
         self.registry = CollectorRegistry()
         r = self.registry
         self.campaigns = Gauge("dialer_campaigns", "Campaigns by state.", ["state"], registry=r)
@@ -166,6 +177,27 @@ class Metrics:
                                    ["reason"], registry=r)
         for reason in ("foreign_source", "not_dialog_peer"):
             self.sip_dropped.labels(reason)
+        self.lease_valid = Gauge("dialer_node_lease_valid",
+                                 "1 while this node holds its lease and may place calls.",
+                                 ["node"], registry=r)
+        self.lease_remaining = Gauge("dialer_node_lease_remaining_seconds",
+                                     "Seconds until this node's lease ends.", ["node"],
+                                     registry=r)
+        self.generation = Gauge("dialer_node_generation",
+                                "The generation (fencing token) this node joined with.",
+                                ["node"], registry=r)
+        self.fenced = Counter("dialer_node_fenced",
+                              "Times this node hung up its calls because its lease was not "
+                              "renewed in time or was lost.", ["node", "reason"], registry=r)
+        self.database_up = Gauge("dialer_database_up",
+                                 "1 when this node's last database transaction succeeded.",
+                                 ["node"], registry=r)
+        self.nodes_lost = Counter("dialer_nodes_lost",
+                                  "Other nodes this node declared lost (lease ended).",
+                                  ["node"], registry=r)
+        self.node_lost_calls = Counter("dialer_node_lost_calls",
+                                       "Open calls of lost nodes this node settled as node_lost.",
+                                       ["node"], registry=r)
         self.scheduler_seconds = Histogram("dialer_scheduler_decision_seconds",
                                            "Time of one scheduling pass.", registry=r,
                                            buckets=SCHEDULER_BUCKETS)
@@ -183,11 +215,38 @@ class Metrics:
             self.campaigns.labels(state.value).set(0)
         for what in ("answer", "listen"):
             self.confirmations.labels(what)
+        self.lease_valid.labels(node).set(0)
+        self.lease_remaining.labels(node).set(0)
+        self.generation.labels(node).set(0)
+        for reason in ("not_renewed", "lease_lost"):
+            self.fenced.labels(node, reason)
+        self.database_up.labels(node).set(1)
+        self.nodes_lost.labels(node)
+        self.node_lost_calls.labels(node)
         self._live: set[str] = set()
         self._call_labels: set[tuple[str, str]] = set()
         self._max_campaigns_registered = True
         self._calls: dict[str, _CallTimes] = {}
         self._server: Any = None
+
+    # ----- this node's lease -----
+
+    def set_lease(self, *, valid: bool, remaining: float, generation: int | None = None) -> None:
+        self.lease_valid.labels(self.node).set(1 if valid else 0)
+        self.lease_remaining.labels(self.node).set(max(0.0, remaining))
+        if generation is not None:
+            self.generation.labels(self.node).set(generation)
+
+    def node_fenced(self, reason: str) -> None:
+        self.fenced.labels(self.node, reason).inc()
+
+    def set_database_up(self, up: bool) -> None:
+        self.database_up.labels(self.node).set(1 if up else 0)
+
+    def nodes_settled(self, calls: int) -> None:
+        """This node declared another lost and settled ``calls`` of its open calls."""
+        self.nodes_lost.labels(self.node).inc()
+        self.node_lost_calls.labels(self.node).inc(calls)
 
     # ----- attempts and calls -----
 

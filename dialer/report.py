@@ -48,7 +48,7 @@ OUTCOME_COLOURS: dict[str, str] = {
     "contacted": "#1f9d55", "busy": "#e8912d", "no_answer": "#d6b40b", "rejected": "#8e44ad",
     "unreachable": "#d64545", "hung_up": "#3b82c4", "not_confirmed": "#5b6fd8",
     "failed": "#a61b1b", "worker_lost": "#6b2f87", "daemon_lost": "#b35c00",
-    "trunk_down": "#7a7a7a", "interrupted": "#6b2f87",
+    "trunk_down": "#7a7a7a", "interrupted": "#6b2f87", "node_lost": "#8a3b12",
 }
 STATE_COLOURS: dict[str, str] = {
     "contacted": "#1f9d55", "failed": "#d64545", "active": "#3b82c4", "idle": "#94a3b8",

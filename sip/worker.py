@@ -5,9 +5,8 @@ socket in the node's state directory: the worker outlives its daemon and a resta
 re-attaches, ``sip.link``), or as ``python -m sip.worker --ipc-fd N`` (one connected socket: the
 worker hangs up and exits when it closes, as the tests drive it). The daemon speaks ``dialer.ipc``.
 The main thread alternates between ``libHandleEvents`` (where every pjsua2 callback runs) and a
-non-blocking read of the IPC socket, then checks the calls' timers. Each answered call is driven
-by the pure ``dialer.core.dialogue`` state machine; this module only turns its commands into SIP and
-audio and SIP events back into dialogue events.
+non-blocking read of the IPC socket, then checks the calls' timers. ``dialer.core.dialogue``
+(pure) drives each answered call; this module turns its commands into SIP and audio, and back.
 
 Decisions worth knowing:
 
@@ -24,9 +23,9 @@ Decisions worth knowing:
 * No call holds a pjsua call slot for PJSIP's 32 s transaction timeout: an INVITE without any
   response after ``invite_timeout`` ends ``unreachable`` (408), and a call we hung up that is not
   over ``invite_timeout`` later (an unanswered CANCEL, a malformed 487) is terminated.
-* A call ended on the daemon's request (``hangup``) or by ``shutdown`` before the dialogue
-  finished ends ``failed`` (or ``contacted`` if every confirmation already came), never
-  ``no_answer``/``hung_up``: the recipient did nothing wrong.
+* A call ended on the daemon's request (``hangup``) before the dialogue finished ends
+  ``failed``, by ``shutdown`` or past the node's lease (``lease``) ``interrupted`` (or
+  ``contacted`` if every confirmation came), never ``no_answer``: the recipient did nothing wrong.
 """
 
 from __future__ import annotations
@@ -115,6 +114,8 @@ class Worker(CallEvents):
         self._lingering: dict[str, tuple[str, str, float]] = {}
         self._held_reported = 0
         self.tcp = TcpGuard(lambda: self.filter.trusted)
+        self.fence_at: float | None = None  # monotonic; the node's lease ends for us then
+        self.fenced = False  # past it: calls hung up, none taken until the next ``lease``
 
     # ----- IPC -----
 
@@ -239,6 +240,7 @@ class Worker(CallEvents):
             if self._retiring and not self._carried() and not self._lingering:
                 self._stopping = True
             self._tick()
+            self._check_fence(time.monotonic())
             self.regs.check(time.monotonic(), self.module)
             self._report_drops(time.monotonic())
             self._reap_lingering(time.monotonic())
@@ -278,6 +280,10 @@ class Worker(CallEvents):
                     trunk.down = None
                 elif trunk is not None:
                     self.regs.trunk_down(trunk, msg.reason or "not registered", report=False)
+            elif isinstance(msg, ipc.Lease):
+                self.fence_at = time.monotonic() + msg.valid_for
+                self.fenced = self.fenced and msg.valid_for <= 0  # renewed: take calls again
+                self._check_fence(time.monotonic())
             elif isinstance(msg, ipc.Shutdown):
                 self._stopping = True
             elif isinstance(msg, ipc.Retire):
@@ -289,6 +295,19 @@ class Worker(CallEvents):
             logger.exception("error handling %r", msg.OP)
             if isinstance(msg, ipc.Dial) and msg.call_id not in self.attempts:
                 self._send_failed(msg.call_id, f"worker error: {exc}")
+
+    def _check_fence(self, now: float) -> None:
+        """Past the node's lease (dialer.core.cluster): hang up every call, on our own clock."""
+        if self.fenced or self.fence_at is None or now < self.fence_at:
+            return
+        self.fenced = True
+        logger.warning("the node's lease ran out: hanging up %d call(s), taking none",
+                       len(self._carried()))
+        for att in list(self.attempts.values()):
+            self._hangup(att, abort=oc.FENCED)
+        redial, self._redial = self._redial, []
+        for _, m in redial:
+            self._send_failed(m.call_id, oc.FENCED, Outcome.INTERRUPTED)
 
     def _tick(self) -> None:
         """Fire due ring timeouts and dialogue timers."""
@@ -333,6 +352,9 @@ class Worker(CallEvents):
 
         ``give_up``: when a dial refused with PJ_ETOOMANY stops being retried."""
         call_id = msg.call_id
+        if self.fenced:
+            self._send_failed(call_id, oc.FENCED, Outcome.INTERRUPTED)
+            return
         trunk = self.trunks.get(msg.trunk)
         if trunk is not None and self._lingering and not self._stopping \
                 and len(self.attempts) + len(self._lingering) >= MAX_CALLS:

@@ -43,17 +43,27 @@ class Dialer:
 
     def __init__(self, tmp: Path, *, internal: dict[str, Any], external: dict[str, Any],
                  workers: int = 4, env: dict[str, str] | None = None,
-                 metrics_port: int | None = None, sip: dict[str, Any] | None = None) -> None:
+                 metrics_port: int | None = None, sip: dict[str, Any] | None = None,
+                 db_url: str | None = None, node: str | None = None, bind: str = "127.0.0.1",
+                 cluster: dict[str, Any] | None = None, check_url: str | None = None) -> None:
+        """``db_url``: a database several installations share (one node each: ``node``,
+        ``bind``, ``cluster``); ``check_url``: where the test reads it (default ``db_url``;
+        another when the node reaches it through a proxy the test can cut)."""
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
-        self.db_url = f"sqlite:///{tmp}/dialer.db"
-        self.env = {**os.environ, **(env or {}), "DIALER_DB": self.db_url}
+        self.db_url = db_url or f"sqlite:///{tmp}/dialer.db"
+        self.env = {**os.environ, **(env or {}), "DIALER_DB": check_url or self.db_url}
         self.config = tmp / "dialer.toml"
         self.log = tmp / "daemon.log"
         lines = [f'[database]\nurl = "{self.db_url}"', f'[data]\ndir = "{tmp}/data"',
-                 f'[sip]\nbind = "127.0.0.1"\nworkers = {workers}\nlog_level = 1\n'
+                 f'[sip]\nbind = "{bind}"\nworkers = {workers}\nlog_level = 1\n'
                  f'rtp_port = {20000 + (os.getpid() % 100) * 100}'
                  + "".join(f"\n{k} = {_toml(v)}" for k, v in (sip or {}).items())]
+        if node is not None:
+            lines.insert(0, f"node = {_toml(node)}")
+        if cluster:
+            lines.append("[cluster]\n" + "\n".join(f"{k} = {_toml(v)}"
+                                                   for k, v in cluster.items()))
         for name, trunk in (("internal", internal), ("external", external)):
             body = "\n".join(f"{k} = {_toml(v)}" for k, v in trunk.items())
             lines.append(f"[trunks.{name}]\n{body}")
@@ -61,7 +71,7 @@ class Dialer:
             lines.append(f"[metrics]\nport = {metrics_port}")
         self.config.write_text("\n\n".join(lines) + "\n")
         self.daemon: subprocess.Popen[bytes] | None = None
-        self.store = SqlStore(self.db_url)
+        self.store = SqlStore(check_url or self.db_url)
         self.cli("init")
 
     # ----- CLI -----
@@ -105,7 +115,8 @@ class Dialer:
         with open(self.log, "ab") as log:
             self.daemon = subprocess.Popen(
                 [sys.executable, "-m", "cli.app", "serve", "--config", str(self.config)],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                cwd=ROOT, env={**self.env, "DIALER_DB": self.db_url}, stdout=log,
+                stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL)
         self.wait(lambda: self.log_text().count("dialer serving") > starts or None, 30,
                   "the daemon did not start serving")

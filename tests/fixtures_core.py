@@ -5,8 +5,8 @@ Import explicitly from a test module (``from tests.fixtures_core import db_url, 
 module is not a conftest, so it stays out of the SIP suite's way.
 
 PostgreSQL: one fresh database per test session (``dialer_test_<random>``), created through
-psycopg2 with autocommit on the ``test`` database and dropped at the end; every test gets an empty
-``public`` schema. When the server is unreachable the PostgreSQL variants skip with the reason.
+psycopg (3) with autocommit on the ``test`` database and dropped at the end; every test gets an
+empty ``public`` schema. When the server is unreachable the PostgreSQL variants skip, saying why.
 """
 
 from __future__ import annotations
@@ -27,31 +27,29 @@ PG_ADMIN_DB = os.environ.get("DIALER_TEST_PG_DB", "test")
 
 
 def _admin_connect() -> object:
-    import psycopg2
+    import psycopg
 
-    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=PG_ADMIN_DB,
-                            connect_timeout=3)
-    conn.autocommit = True
-    return conn
+    return psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=PG_ADMIN_DB,
+                           connect_timeout=3, autocommit=True)
 
 
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this session; its SQLAlchemy URL."""
     try:
-        import psycopg2
+        import psycopg
     except ImportError:
-        pytest.skip("psycopg2 is not installed")
+        pytest.skip("psycopg is not installed (pip install .[postgresql])")
     try:
         admin = _admin_connect()
-    except psycopg2.OperationalError as exc:
+    except psycopg.OperationalError as exc:
         pytest.skip(f"PostgreSQL on {PG_HOST}:{PG_PORT} is unreachable: "
                     f"{str(exc).strip().splitlines()[0]}")
     name = f"dialer_test_{uuid.uuid4().hex[:12]}"
     with admin.cursor() as cur:  # type: ignore[attr-defined]
         cur.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+        yield f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
     finally:
         with admin.cursor() as cur:  # type: ignore[attr-defined]
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -59,12 +57,11 @@ def pg_database() -> Iterator[str]:
 
 
 def _reset_pg(url: str) -> None:
-    import psycopg2
+    import psycopg
 
     dbname = url.rsplit("/", 1)[1]
-    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname,
-                            connect_timeout=3)
-    conn.autocommit = True
+    conn = psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname,
+                           connect_timeout=3, autocommit=True)
     try:
         with conn.cursor() as cur:
             cur.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")

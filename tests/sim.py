@@ -109,6 +109,8 @@ class FakeGateway:
         self._seq = itertools.count()
         self._out: list[GatewayEvent] = []
         self.horizon: float | None = None  # poll never moves the clock past it
+        self.fence_at: float | None = None  # the node's lease, as the daemon last told it
+        self.fenced = 0  # calls hung up because the lease ran out (as a worker does)
 
     # ----- Gateway -----
 
@@ -152,6 +154,12 @@ class FakeGateway:
     def dial(self, message: ipc.Dial) -> int | None:
         if len(self.calls) >= self.capacity:
             return None
+        if self.fence_at is not None and self.clock.now >= self.fence_at:  # as a fenced worker
+            self._emit(ipc.Ended(call_id=message.call_id, status=None, reason=oc.FENCED,
+                                 q850=None, outcome="interrupted", answered_at=None, keys="",
+                                 answer_confirmed_at=None, listen_confirmed_at=None,
+                                 at=self.clock.now))
+            return 0
         number = message.uri.split(":", 1)[1].split("@", 1)[0]
         n = self.dialled.get(number, 0)
         self.dialled[number] = n + 1
@@ -179,6 +187,18 @@ class FakeGateway:
     def trunk_state(self, trunk: str, up: bool, reason: str) -> None:
         pass  # the simulated phones have no trunk to lose
 
+    def lease(self, valid_for: float) -> None:
+        self.fence_at = self.clock.now + valid_for
+        self._fence()
+
+    def _fence(self) -> None:
+        """As a SIP worker does on its own clock: past the lease, every call is hung up."""
+        if self.fence_at is None or self.clock.now < self.fence_at:
+            return
+        for call in list(self.calls.values()):
+            self.fenced += 1
+            self._end(call, oc.hangup_status(call.answered), oc.FENCED, abort=oc.FENCED)
+
     def hangup(self, call_id: str) -> None:
         call = self.calls.get(call_id)
         if call is not None:
@@ -189,12 +209,15 @@ class FakeGateway:
         deadline = self.clock.now + max(0.0, timeout)
         if self.horizon is not None:
             deadline = min(deadline, max(self.clock.now, self.horizon))
+        if self.fence_at is not None and self.calls and self.clock.now < self.fence_at:
+            deadline = min(deadline, self.fence_at)
         if self._heap and self._heap[0].at <= deadline:
             self.clock.now = max(self.clock.now, self._heap[0].at)
             while self._heap and self._heap[0].at <= self.clock.now:
                 self._run(heapq.heappop(self._heap))
         else:
             self.clock.now = deadline
+        self._fence()
         out, self._out = self._out, []
         return out
 

@@ -167,12 +167,12 @@ def pg_role(pg_database: str) -> Iterator[tuple[str, str]]:  # noqa: F811
         cur.execute(f'CREATE ROLE "{name}" LOGIN')
     dbname = pg_database.rsplit("/", 1)[1]
     try:
-        yield name, f"postgresql+psycopg2://{name}@{PG_HOST}:{PG_PORT}/{dbname}"
+        yield name, f"postgresql+psycopg://{name}@{PG_HOST}:{PG_PORT}/{dbname}"
     finally:
-        import psycopg2
+        import psycopg
 
-        conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname)
-        conn.autocommit = True
+        conn = psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname,
+                               autocommit=True)
         with conn.cursor() as cur:
             cur.execute(f'DROP OWNED BY "{name}"')
         conn.close()
@@ -182,11 +182,10 @@ def pg_role(pg_database: str) -> Iterator[tuple[str, str]]:  # noqa: F811
 
 
 def _grant(url: str, role: str) -> None:
-    import psycopg2
+    import psycopg
 
-    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER,
-                            dbname=url.rsplit("/", 1)[1])
-    conn.autocommit = True
+    conn = psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER,
+                           dbname=url.rsplit("/", 1)[1], autocommit=True)
     with conn.cursor() as cur:
         cur.execute(f'GRANT USAGE ON SCHEMA public TO "{role}"; '
                     f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public '

@@ -75,6 +75,7 @@ TODAY: list[tuple[ipc.Message, dict[str, Any]]] = [
      {"ev": "attached", "calls": ["c"], "dropped": 0, "alone": 1.5}),
     (ipc.Refused(reason="another daemon is attached", pid=4),
      {"ev": "refused", "reason": "another daemon is attached", "pid": 4}),
+    (ipc.Lease(valid_for=11.5), {"op": "lease", "valid_for": 11.5}),
     (ipc.WorkerLost(worker=0, pid=4, calls=["c"], retiring=False),
      {"ev": "worker_lost", "worker": 0, "pid": 4, "calls": ["c"], "retiring": False}),
 ]
@@ -82,7 +83,7 @@ TODAY: list[tuple[ipc.Message, dict[str, Any]]] = [
 
 def test_every_message_of_the_docstring_has_a_class() -> None:
     assert set(ipc.OPS) == {"init", "dial", "hangup", "trust", "trunk", "shutdown", "attach",
-                            "retire", "ack"}
+                            "retire", "ack", "lease"}
     assert set(ipc.EVENTS) == {"ready", "reg", "ringing", "answered", "played", "key",
                                "confirmed", "slots", "dropped", "ended", "log", "load", "hello",
                                "attached", "refused", "worker_lost"}

@@ -70,6 +70,10 @@ class Outcome(str, enum.Enum):
     # The trunk was found down (registrar gone) before the INVITE had any answer: nobody was
     # called, so it is recorded but not counted against the recipient's attempts.
     TRUNK_DOWN = "trunk_down"
+    # The node that carried the call lost its lease (it died, or lost the database) and another
+    # node settled the call: nobody knows how it ended, so it is counted (an attempt was made,
+    # and a node that dies over and over must not call someone without bound).
+    NODE_LOST = "node_lost"
     # Before issue 10 a cut call was one of these, and counted; kept for the history's rows.
     WORKER_LOST = "worker_lost"
     DAEMON_LOST = "daemon_lost"

@@ -36,3 +36,17 @@ class AudioError(ValidationError):
 
 class StateError(DialerError):
     """An operation that the current state of a campaign or recipient does not allow."""
+
+
+class StoreUnavailable(DialerError):
+    """The database cannot be reached or did not answer (a lost connection, a refused one, a
+    timeout): what was being written was not written, and may be tried again."""
+
+
+class NodeConflict(DialerError):
+    """Another live node runs under this node's name, or a second ``dialer serve`` on a SQLite
+    database (one node only)."""
+
+
+class LeaseLost(DialerError):
+    """This node's lease is no longer valid: it may not place calls until it joins again."""

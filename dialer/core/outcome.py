@@ -21,6 +21,9 @@ from dialer.core.domain import Outcome, outcome_from_status
 
 # The reason of the calls a stopping worker cuts: they end ``interrupted`` (not counted).
 SHUTTING_DOWN = "worker shutting down"
+# The reason of the calls a node's lease no longer covers (dialer.core.cluster): they end
+# ``interrupted`` (not counted) unless every confirmation came.
+FENCED = "node fenced: its lease on the database was not renewed"
 # The reason of a call hung up on the daemon's request (a campaign or a recipient stopped).
 ON_REQUEST = "hung up on request"
 # pjsua frees a call slot a little after the DISCONNECTED callback that made the daemon send
@@ -70,7 +73,8 @@ def abort_outcome(abort_reason: str, success: bool) -> Outcome:
     """A call we cut on our own: ``contacted`` if confirmed, else interrupted or failed."""
     if success:
         return Outcome.CONTACTED
-    return Outcome.INTERRUPTED if abort_reason == SHUTTING_DOWN else Outcome.FAILED
+    return (Outcome.INTERRUPTED if abort_reason in (SHUTTING_DOWN, FENCED)
+            else Outcome.FAILED)
 
 
 def abort_reason_after(current: str | None, new: str | None,

@@ -21,10 +21,11 @@ The record types (``Tick``, ``ClaimedCall``, ``EndReport``...) are pure values o
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from dialer.core.cluster import LeaseTerms, NodeLease
 from dialer.core.domain import CampaignSettings, Kind, Outcome
 from dialer.core.permissions import Role
 from dialer.core.recipients import NumberRules, Recipient
@@ -71,6 +72,11 @@ class DispatchPort(MailPort, Protocol):
       ``contacted`` when the attempt's recorded confirmations prove the message was heard;
       ``interrupted`` and ``trunk_down`` do not use an attempt.
     * ``recover`` closes the open attempts of one node, but those in ``keep``.
+    * Nodes (``dialer.core.cluster``): ``join`` gives a new generation (``NodeConflict`` while
+      another live node holds the name); ``renew`` extends the lease of that generation only
+      while it runs (None otherwise); ``tick(lease=generation)`` raises ``LeaseLost`` unless
+      the node holds that lease, and settles as ``node_lost`` (counted) the open attempts of
+      every node whose lease ended more than its margin ago (``Tick.settled``).
     """
 
     @property
@@ -80,6 +86,15 @@ class DispatchPort(MailPort, Protocol):
 
     def check_ready(self) -> None:
         """Raise ``DialerError`` when the storage is not initialised (or at an old schema)."""
+        ...
+
+    @property
+    def shared(self) -> bool:
+        """Whether several nodes may share this storage (their workers are fenced then)."""
+        ...
+
+    def lock_node(self) -> None:
+        """Refuse (``NodeConflict``) a second daemon where only one node may serve."""
         ...
 
     def start_checkpointer(self, interval: float = 0.05,
@@ -94,8 +109,24 @@ class DispatchPort(MailPort, Protocol):
         ...
 
     def tick(self, *, now: float, node: str, kinds_available: frozenset[Kind] = frozenset(Kind),
-             capacity: int | None = None) -> Tick:
+             capacity: int | None = None, lease: int | None = None) -> Tick:
         """One scheduling pass: campaign transitions, then claim the calls to place now."""
+        ...
+
+    def join(self, *, node: str, host: str, address: str, pid: int, now: float,
+             terms: LeaseTerms, pid_alive: Callable[[int], bool]) -> NodeLease:
+        """Join the cluster: a new generation (fencing token) and a lease."""
+        ...
+
+    def renew(self, *, node: str, generation: int, now: float, terms: LeaseTerms) -> float | None:
+        """Extend the lease; its new end, or None when it is no longer this node's."""
+        ...
+
+    def leave(self, *, node: str, generation: int, now: float) -> None:
+        """A clean stop: the lease ends now."""
+        ...
+
+    def node_lease(self, node: str) -> NodeLease | None:
         ...
 
     def set_attempt_workers(self, pairs: Sequence[tuple[str, int]]) -> None:
@@ -246,6 +277,10 @@ class AdminPort(Protocol):
         ...
 
     def list_operators(self) -> list[dict[str, Any]]:
+        ...
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node of the cluster with its lease and calls in progress (``dialer nodes``)."""
         ...
 
     def set_operator(self, name: str, roles: frozenset[Role], *, actor: str, now: float) -> None:

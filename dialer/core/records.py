@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dialer.core.domain import CampaignSettings, Kind, Limits, Outcome
@@ -73,6 +73,8 @@ class Tick:
     next_due: float | None  # when a scheduled start or a retry delay falls due
     transitions: list[tuple[int, str, str]]  # (campaign, from, to)
     settings: GlobalSettings  # the settings the pass decided with
+    # nodes this pass declared lost, with how many of their open calls it settled (node_lost)
+    settled: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)

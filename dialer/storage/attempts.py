@@ -95,58 +95,62 @@ class Attempts(History):
         Returns the outcome stored: the report's, or ``contacted`` when the attempt's recorded
         confirmations prove the message was heard (``lifecycle.confirmed``)."""
         with self.session() as s:
-            a = s.get(AttemptRow, report.attempt_id, with_for_update=not self.sqlite)
-            if a is None or a.ended_at is not None:
-                return None
-            a.ended_at = to_dt(report.at)
-            a.status = report.status
-            a.reason = (report.reason or "")[:200] or None
-            a.q850 = report.q850
-            a.outcome = report.outcome.value
-            a.answered_at = a.answered_at or to_dt(report.answered_at)
-            a.answer_confirmed_at = a.answer_confirmed_at or to_dt(report.answer_confirmed_at)
-            a.listen_confirmed_at = a.listen_confirmed_at or to_dt(report.listen_confirmed_at)
-            if report.keys:
-                a.keys = report.keys[:100]
-            rec = s.get(RecipientRow, a.recipient_id, with_for_update=not self.sqlite)
-            camp = s.get(CampaignRow, a.campaign_id)
-            assert rec is not None and camp is not None
-            st = settings_from_dict(camp.settings)
-            outcome = report.outcome
-            if not outcome.success and lifecycle.confirmed(
-                    answer_confirm=st.answer_confirm, listen_confirm=st.listen_confirm,
-                    answer_confirmed_at=to_ts(a.answer_confirmed_at),
-                    listen_confirmed_at=to_ts(a.listen_confirmed_at)):
-                # Every confirmation was recorded: whatever happened to the call afterwards (the
-                # goodbye cut by a crash, a stop), the recipient was reached and confirmed.
-                outcome = Outcome.CONTACTED
-                a.outcome = outcome.value
-            upd = lifecycle.after_attempt(attempts=rec.attempts, max_attempts=rec.max_attempts,
-                                          outcome=outcome, now=report.at,
-                                          retry_delay=st.retry_delay,
-                                          stopped=rec.state == RecipientState.STOPPED.value,
-                                          calls=rec.calls or 0)
-            old_state = rec.state
-            rec.state = upd.state.value
-            rec.attempts = upd.attempts
-            rec.next_at = to_dt(upd.next_at)
-            rec.last_outcome = outcome.value
-            rec.last_status = report.status
-            rec.last_reason = a.reason
-            if a.answered_at is not None:
-                rec.answered_at = a.answered_at
-            if a.answer_confirmed_at is not None:
-                rec.answer_confirmed_at = a.answer_confirmed_at
-            if a.listen_confirmed_at is not None:
-                rec.confirmed_at = a.listen_confirmed_at
-            self._event(s, "attempt_ended", at=report.at, campaign_id=a.campaign_id,
-                        recipient_id=rec.id, attempt_id=a.id, outcome=outcome.value,
-                        status=report.status, reason=a.reason, q850=report.q850, keys=a.keys)
-            if rec.state != old_state:
-                self._event(s, "recipient_state", at=report.at, campaign_id=a.campaign_id,
-                            recipient_id=rec.id, old=old_state, new=rec.state,
-                            attempts=rec.attempts)
-            return outcome
+            return self._finish_in(s, report)
+
+    def _finish_in(self, s: Session, report: EndReport) -> Outcome | None:
+        """``finish_attempt`` within the transaction ``s``."""
+        a = s.get(AttemptRow, report.attempt_id, with_for_update=not self.sqlite)
+        if a is None or a.ended_at is not None:
+            return None
+        a.ended_at = to_dt(report.at)
+        a.status = report.status
+        a.reason = (report.reason or "")[:200] or None
+        a.q850 = report.q850
+        a.outcome = report.outcome.value
+        a.answered_at = a.answered_at or to_dt(report.answered_at)
+        a.answer_confirmed_at = a.answer_confirmed_at or to_dt(report.answer_confirmed_at)
+        a.listen_confirmed_at = a.listen_confirmed_at or to_dt(report.listen_confirmed_at)
+        if report.keys:
+            a.keys = report.keys[:100]
+        rec = s.get(RecipientRow, a.recipient_id, with_for_update=not self.sqlite)
+        camp = s.get(CampaignRow, a.campaign_id)
+        assert rec is not None and camp is not None
+        st = settings_from_dict(camp.settings)
+        outcome = report.outcome
+        if not outcome.success and lifecycle.confirmed(
+                answer_confirm=st.answer_confirm, listen_confirm=st.listen_confirm,
+                answer_confirmed_at=to_ts(a.answer_confirmed_at),
+                listen_confirmed_at=to_ts(a.listen_confirmed_at)):
+            # Every confirmation was recorded: whatever happened to the call afterwards (the
+            # goodbye cut by a crash, a stop), the recipient was reached and confirmed.
+            outcome = Outcome.CONTACTED
+            a.outcome = outcome.value
+        upd = lifecycle.after_attempt(attempts=rec.attempts, max_attempts=rec.max_attempts,
+                                      outcome=outcome, now=report.at,
+                                      retry_delay=st.retry_delay,
+                                      stopped=rec.state == RecipientState.STOPPED.value,
+                                      calls=rec.calls or 0)
+        old_state = rec.state
+        rec.state = upd.state.value
+        rec.attempts = upd.attempts
+        rec.next_at = to_dt(upd.next_at)
+        rec.last_outcome = outcome.value
+        rec.last_status = report.status
+        rec.last_reason = a.reason
+        if a.answered_at is not None:
+            rec.answered_at = a.answered_at
+        if a.answer_confirmed_at is not None:
+            rec.answer_confirmed_at = a.answer_confirmed_at
+        if a.listen_confirmed_at is not None:
+            rec.confirmed_at = a.listen_confirmed_at
+        self._event(s, "attempt_ended", at=report.at, campaign_id=a.campaign_id,
+                    recipient_id=rec.id, attempt_id=a.id, outcome=outcome.value,
+                    status=report.status, reason=a.reason, q850=report.q850, keys=a.keys)
+        if rec.state != old_state:
+            self._event(s, "recipient_state", at=report.at, campaign_id=a.campaign_id,
+                        recipient_id=rec.id, old=old_state, new=rec.state,
+                        attempts=rec.attempts)
+        return outcome
 
     def attempt_meta(self, ids: Collection[str]) -> dict[str, AttemptMeta]:
         """What the daemon keeps in memory of each *open* attempt among ``ids`` (a call a

@@ -214,7 +214,8 @@ class Campaigns(Templates, Dispatch):
                      "status": a.status, "reason": a.reason, "q850": a.q850, "keys": a.keys,
                      "outcome": a.outcome,
                      "answer_confirmed_at": _iso(a.answer_confirmed_at),
-                     "listen_confirmed_at": _iso(a.listen_confirmed_at)} for a in rows]
+                     "listen_confirmed_at": _iso(a.listen_confirmed_at), "node": a.node,
+                     "lease": a.lease} for a in rows]
 
     def events_of(self, campaign_id: int) -> list[dict[str, Any]]:
         with self.session() as s:

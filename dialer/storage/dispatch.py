@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from dialer.core import lifecycle, scheduler
+from dialer.core import cluster, lifecycle, scheduler
 from dialer.core.domain import (
     CampaignSettings,
     CampaignState,
@@ -23,7 +23,7 @@ from dialer.core.domain import (
     Limits,
     RecipientState,
 )
-from dialer.core.errors import DialerError
+from dialer.core.errors import DialerError, LeaseLost
 from dialer.storage import counters
 from dialer.storage.fastpath import (
     _LIVE,
@@ -45,8 +45,8 @@ from dialer.storage.fastpath import (
     _SETTINGS_COLUMNS,
     FastPath,
 )
-from dialer.storage.history import History
-from dialer.storage.models import CampaignRow
+from dialer.storage.models import AttemptRow, CampaignRow
+from dialer.storage.nodes import Nodes
 from dialer.storage.records import (
     UTC,
     ClaimedCall,
@@ -62,7 +62,7 @@ from dialer.storage.records import (
 logger = logging.getLogger("dialer.storage.store")
 
 
-class Dispatch(History, FastPath):
+class Dispatch(Nodes, FastPath):
     """``tick`` and what it keeps between passes; ``_transition`` for every campaign move."""
 
     def __init__(self, url: str, *, create: bool = True) -> None:
@@ -94,8 +94,14 @@ class Dispatch(History, FastPath):
     # ----- the daemon's side -----
 
     def tick(self, *, now: float, node: str, kinds_available: frozenset[Kind] = frozenset(Kind),
-             capacity: int | None = None) -> Tick:
+             capacity: int | None = None, lease: int | None = None) -> Tick:
         """One scheduling pass: campaign transitions, then claim the calls to place now.
+
+        ``lease``: the generation this node joined with (``join``), its fencing token. The pass
+        first checks, under the lock that serialises the passes, that the node still holds that
+        lease (``LeaseLost`` otherwise: nothing is decided), then settles the open calls of
+        nodes whose lease ran out (``node_lost``), and stamps its claims with the generation.
+        Without ``lease`` (a test, the simulator) the check is left out.
 
         Cost: a handful of indexed statements whatever the number of recipients or campaigns.
         The live campaigns (state, rank, counters, frozen settings) are kept in memory between
@@ -115,17 +121,25 @@ class Dispatch(History, FastPath):
         """
         try:
             return self._tick(now=now, node=node, kinds_available=kinds_available,
-                              capacity=capacity)
+                              capacity=capacity, lease=lease)
         except BaseException:
             self._view = _View()  # the pass rolled back: what it cached may not have happened
             raise
 
     def _tick(self, *, now: float, node: str, kinds_available: frozenset[Kind],
-              capacity: int | None) -> Tick:
+              capacity: int | None, lease: int | None) -> Tick:
         transitions: list[tuple[int, str, str]] = []
         view = self._view
         with self.session() as s:
             row = self._settings_row(s)
+            nodes = self._node_rows(s)
+            if lease is not None:
+                mine = next((n for n in nodes if n.name == node), None)
+                if not cluster.holds(mine, lease, now):
+                    raise LeaseLost(f"node {node} no longer holds lease {lease}"
+                                    + (f" (state {mine.state.value}, generation "
+                                       f"{mine.generation})" if mine is not None else ""))
+            lost_nodes = self._settle_lost(s, nodes, now) if nodes else []
             if row != view.settings_row:
                 view.settings_row = row
                 values = dict(zip(_SETTINGS_COLUMNS, row, strict=True))
@@ -134,6 +148,11 @@ class Dispatch(History, FastPath):
                 view.settings = _settings_view(_SettingsValues(**values))
             gs = view.settings
             assert gs is not None
+            live = sum(1 for n in nodes if n.valid(now))
+            if lease is not None and live > 1 and gs.limits.total is not None:
+                mine = self._rows(s, _Q_MINE, {"node": node})[0][0]
+                capacity = cluster.capacity_within_share(capacity, limit=gs.limits.total,
+                                                         live_nodes=live, mine=mine)
             camps = self._refresh(s, view)
 
             def move(c: _Live, new: CampaignState, cause: str) -> None:
@@ -193,11 +212,12 @@ class Dispatch(History, FastPath):
 
                 dials = scheduler.plan(loads, gs.limits, g_running, fetch,
                                        kinds_available=kinds_available, capacity=capacity)
-                calls = self._claim(s, dials, node=node, now=now)
+                calls = self._claim(s, dials, node=node, now=now, lease=lease)
             next_due = self._next_due(s, view, now)
             for cid in [c.id for c in camps.values() if c.state.value not in _LIVE]:
                 self._forget(view, cid)  # settled in this pass: no longer live
-        return Tick(calls=calls, next_due=next_due, transitions=transitions, settings=gs)
+        return Tick(calls=calls, next_due=next_due, transitions=transitions, settings=gs,
+                    settled=lost_nodes)
 
     def _refresh(self, s: Session, view: _View) -> dict[int, _Live]:
         """The live campaigns, re-reading only the rows whose version moved since the last pass."""
@@ -299,7 +319,7 @@ class Dispatch(History, FastPath):
                 + [scheduler.Candidate(rid, Kind(k), False) for _, _, rid, k in retry])
 
     def _claim(self, s: Session, dials: list[scheduler.Dial], *, node: str,
-               now: float) -> list[ClaimedCall]:
+               now: float, lease: int | None) -> list[ClaimedCall]:
         """Claim the recipients decided on: recipient, attempt and history rows written with
         Core statements (one guarded UPDATE ... RETURNING per recipient, one INSERT of all
         attempts, one of all events); the counters are booked through ``counters.shift``."""
@@ -320,7 +340,7 @@ class Dispatch(History, FastPath):
             aid = uuid.uuid4().hex
             attempts.append({"id": aid, "campaign_id": d.campaign_id,
                              "recipient_id": d.recipient_id, "number": number, "kind": kind,
-                             "node": node, "created_at": at, "keys": ""})
+                             "node": node, "lease": lease, "created_at": at, "keys": ""})
             events.append({"at": at, "campaign_id": d.campaign_id, "recipient_id": d.recipient_id,
                            "attempt_id": aid, "kind": "attempt_started", "actor": None,
                            "detail": {"number": number, "kind": kind, "call": call_no}})
@@ -361,6 +381,9 @@ class Dispatch(History, FastPath):
 
 
 _NONE_RUNNING = scheduler.Counts()
+# this node's calls in progress (index-only, ix_attempts_open)
+_Q_MINE = (select(func.count()).select_from(AttemptRow)
+           .where(AttemptRow.ended_at.is_(None), AttemptRow.node == bindparam("node")))
 
 
 @dataclass(kw_only=True)

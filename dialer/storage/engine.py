@@ -3,6 +3,8 @@ SQLite's pragmas and single writer, the schema's readiness, and the background W
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -11,11 +13,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from dialer.core.errors import DialerError
+from dialer.core.errors import DialerError, NodeConflict, StoreUnavailable
 from dialer.files import create_private_file
 from dialer.storage.models import SettingsRow
 
@@ -31,7 +34,19 @@ class StoreEngine:
         missing directories 0700 (``dialer.files``); SQLite gives the -wal and -shm files the
         database file's mode."""
         self.url = url
-        self.engine: Engine = create_engine(url, future=True)
+        parsed = postgresql_driver(make_url(url))
+        # PostgreSQL: a connection that cannot be made, or whose data goes unacknowledged, for
+        # a few seconds is an outage (the node fences itself on it, dialer.membership), not a
+        # stall of the scheduling loop until TCP gives up minutes later; a pooled connection
+        # is checked before use, so one broken by an outage is replaced.
+        options: dict[str, Any] = (
+            {"connect_args": {"connect_timeout": CONNECT_TIMEOUT,
+                              "tcp_user_timeout": CONNECT_TIMEOUT * 1000, "keepalives": 1,
+                              "keepalives_idle": CONNECT_TIMEOUT, "keepalives_interval": 2,
+                              "keepalives_count": 2},
+             "pool_pre_ping": True}
+            if parsed.get_backend_name() == "postgresql" else {})
+        self.engine: Engine = create_engine(parsed, future=True, **options)
         self.sqlite = self.engine.dialect.name == "sqlite"
         self.postgresql = self.engine.dialect.name == "postgresql"
         if self.sqlite:
@@ -44,6 +59,7 @@ class StoreEngine:
                 _sqlite_file(self.engine, path, create=create)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._checkpointer: tuple[threading.Thread, threading.Event] | None = None
+        self._node_lock: int | None = None  # the SQLite serve lock (lock_node)
         # What the checkpointer did: passes that found the whole log copied, and log restarts.
         self.checkpoint_passes = 0
         self.checkpoint_restarts = 0
@@ -57,8 +73,12 @@ class StoreEngine:
             try:
                 with s.begin():
                     yield s
-            except OperationalError as exc:
-                raise DialerError(f"database error: {exc.orig}") from exc
+            except (OperationalError, InterfaceError) as exc:
+                raise StoreUnavailable(f"database error: {_first_line(exc.orig)}") from exc
+            except DBAPIError as exc:
+                if exc.connection_invalidated:
+                    raise StoreUnavailable(f"database error: {_first_line(exc.orig)}") from exc
+                raise
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision and create the settings row."""
@@ -81,12 +101,41 @@ class StoreEngine:
                               f"not {head_revision()}: run 'dialer init' to upgrade it")
 
     @property
+    def shared(self) -> bool:
+        """Whether several nodes may share this database (PostgreSQL; SQLite serves one)."""
+        return not self.sqlite
+
+    def lock_node(self) -> None:
+        """SQLite: take the database's serve lock, held until this process exits, so that a
+        second ``dialer serve`` on the same file refuses to start (``NodeConflict``) rather than
+        race the first. Elsewhere nothing (nodes share the database by their leases)."""
+        path = sqlite_path(self.engine) if self.sqlite else None
+        if path is None or self._node_lock is not None:
+            return
+        lock = path.with_name(path.name + ".serve.lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise NodeConflict(f"another dialer serve (pid {holder}) uses the SQLite database "
+                               f"{path}: SQLite serves one node; use PostgreSQL for several") \
+                from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._node_lock = fd
+
+    @property
     def safe_url(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
 
     def dispose(self) -> None:
         self.stop_checkpointer()
         self.engine.dispose()
+        if self._node_lock is not None:
+            os.close(self._node_lock)  # releases the serve lock
+            self._node_lock = None
 
     def start_checkpointer(self, interval: float = 0.05,
                            restart_frames: int | None = None) -> None:
@@ -148,6 +197,20 @@ class StoreEngine:
             if event.contains(self.engine, "connect", _no_autocheckpoint):
                 event.remove(self.engine, "connect", _no_autocheckpoint)
                 self.engine.dispose()  # back to SQLite's own auto-checkpoint
+
+
+CONNECT_TIMEOUT = 5  # seconds (PostgreSQL)
+
+
+def postgresql_driver(url: URL) -> URL:
+    """``postgresql://`` means psycopg 3 (the ``postgresql`` extra), not SQLAlchemy's default
+    psycopg2; a URL naming its driver keeps it."""
+    return url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc or "").strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 RESTART_FRAMES = 4000  # pages (~16 MB of log at most between two restarts)

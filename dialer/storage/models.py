@@ -192,6 +192,7 @@ class AttemptRow(Base):
     number: Mapped[str] = mapped_column(String(40))
     kind: Mapped[str] = mapped_column(String(10))
     node: Mapped[str] = mapped_column(String(64))
+    lease: Mapped[int | None] = mapped_column(Integer)  # the node's generation at the claim
     worker: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     ringing_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
@@ -204,6 +205,22 @@ class AttemptRow(Base):
     q850: Mapped[int | None] = mapped_column(Integer)
     keys: Mapped[str] = mapped_column(String(100), default="")
     outcome: Mapped[str | None] = mapped_column(String(20))
+
+
+class NodeRow(Base):
+    """One ``dialer serve`` node of the cluster and its lease (``dialer.core.cluster``)."""
+
+    __tablename__ = "nodes"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    address: Mapped[str] = mapped_column(String(64))
+    pid: Mapped[int] = mapped_column(Integer)
+    generation: Mapped[int] = mapped_column(Integer)  # the fencing token: grows at every join
+    state: Mapped[str] = mapped_column(String(10))  # live, stopped, lost
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    lease_until: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    lease_seconds: Mapped[float] = mapped_column(Float)
 
 
 class EventRow(Base):

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from dialer.core import lifecycle, scheduler
+from dialer.core.cluster import NodeLease
 from dialer.core.domain import (
     CampaignSettings,
     CampaignState,
@@ -54,6 +55,7 @@ from dialer.core.records import (
     Tick,
 )
 from dialer.files import write_private
+from dialer.testing.memory_nodes import MemoryNodes
 from dialer.testing.memory_rows import (
     _Attempt,
     _Campaign,
@@ -82,7 +84,7 @@ def _locked(method: Callable[Concatenate[MemoryStore, P], R]
     return run
 
 
-class MemoryStore:
+class MemoryStore(MemoryNodes):
     """``DispatchPort`` (and ``SetupPort``) in memory. The fields are plain and public for tests
     to read: ``campaigns``, ``recipients``, ``attempts``, ``events``."""
 
@@ -98,6 +100,7 @@ class MemoryStore:
         self.events: list[_Event] = []
         self._ids = itertools.count(1)  # templates, campaigns, recipients, events: one sequence
         self._attempt_seq = itertools.count()
+        self.node_rows: dict[str, NodeLease] = {}
 
     # ----- plumbing -----
 
@@ -107,6 +110,13 @@ class MemoryStore:
 
     def check_ready(self) -> None:
         pass  # always initialised
+
+    @property
+    def shared(self) -> bool:
+        return True  # several daemons of one process may share it: their workers are fenced
+
+    def lock_node(self) -> None:
+        pass
 
     def start_checkpointer(self, interval: float = 0.05,
                            restart_frames: int | None = None) -> None:
@@ -281,7 +291,8 @@ class MemoryStore:
                  "status": a.status, "reason": a.reason, "q850": a.q850, "keys": a.keys,
                  "outcome": a.outcome,
                  "answer_confirmed_at": _iso(a.answer_confirmed_at),
-                 "listen_confirmed_at": _iso(a.listen_confirmed_at)} for a in rows]
+                 "listen_confirmed_at": _iso(a.listen_confirmed_at), "node": a.node,
+                 "lease": a.lease} for a in rows]
 
     @_locked
     def events_of(self, campaign_id: int) -> list[dict[str, Any]]:
@@ -342,9 +353,11 @@ class MemoryStore:
 
     @_locked
     def tick(self, *, now: float, node: str, kinds_available: frozenset[Kind] = frozenset(Kind),
-             capacity: int | None = None) -> Tick:
+             capacity: int | None = None, lease: int | None = None) -> Tick:
         """``SqlStore.tick`` without the database: the same decisions, by the same core."""
+        lost_nodes = self._fence_and_settle(node, lease, now)
         gs = self.get_settings()
+        capacity = self._within_share(node, lease, now, gs.limits.total, capacity)
         transitions: list[tuple[int, str, str]] = []
         live = {c.id: c for c in self.campaigns.values() if c.state in _LIVE}
 
@@ -399,9 +412,9 @@ class MemoryStore:
 
             dials = scheduler.plan(loads, gs.limits, g_running, fetch,
                                    kinds_available=kinds_available, capacity=capacity)
-            calls = [self._claim(d, node=node, now=now) for d in dials]
+            calls = [self._claim(d, node=node, now=now, lease=lease) for d in dials]
         return Tick(calls=calls, next_due=self._next_due(live.values(), now),
-                    transitions=transitions, settings=gs)
+                    transitions=transitions, settings=gs, settled=lost_nodes)
 
     def _running(self) -> dict[int | None, scheduler.Counts]:
         """Calls in progress (open attempts) per campaign, and in all under the key None."""
@@ -426,7 +439,8 @@ class MemoryStore:
                                          and (r.next_at is None or r.next_at <= now)))]
         return scheduler.candidates(waiting, n_int, n_ext)
 
-    def _claim(self, d: scheduler.Dial, *, node: str, now: float) -> ClaimedCall:
+    def _claim(self, d: scheduler.Dial, *, node: str, now: float,
+               lease: int | None = None) -> ClaimedCall:
         r = self.recipients[d.recipient_id]
         if r.state is not RecipientState.IDLE:
             raise DialerError(f"recipient {d.recipient_id} was claimed by someone else")
@@ -437,7 +451,7 @@ class MemoryStore:
         aid = uuid.uuid4().hex
         self.attempts[aid] = _Attempt(id=aid, seq=next(self._attempt_seq), campaign_id=c.id,
                                       recipient_id=r.id, number=r.number, kind=r.kind, node=node,
-                                      created_at=now)
+                                      created_at=now, lease=lease)
         self._event("attempt_started", at=now, campaign_id=c.id, recipient_id=r.id,
                     attempt_id=aid, number=r.number, kind=r.kind.value, call=r.calls)
         return ClaimedCall(attempt_id=aid, campaign_id=c.id, recipient_id=r.id, number=r.number,

@@ -84,6 +84,7 @@ class _Attempt:
     kind: Kind
     node: str
     created_at: float
+    lease: int | None = None  # the node's generation at the claim
     worker: int | None = None
     ringing_at: float | None = None
     answered_at: float | None = None

@@ -21,6 +21,9 @@ from dialer.core.records import GlobalSettings
 class SetupPort(Protocol):
     """Settings, media, templates, campaign launch, and the reads a test checks."""
 
+    def nodes(self) -> list[dict[str, Any]]:
+        ...
+
     def set_settings(self, *, actor: str, now: float, require_db_role: bool | None = None,
                      **changes: int | None) -> GlobalSettings:
         ...

@@ -1,0 +1,59 @@
+"""What the daemon tells its SIP workers, built from the configuration and a claimed call: the
+``init`` of worker N and the ``dial`` of a call (``dialer.ipc``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dialer import ipc
+from dialer.config import Config, TrunkConfig
+from dialer.core.domain import DialogueSettings
+from dialer.core.records import ClaimedCall
+
+
+def init_message(config: Config, index: int, sources: list[str]) -> ipc.Init:
+    """The first message worker ``index`` gets: its trunks, RTP ports, trusted sources."""
+    trunks: dict[str, Any] = {}
+    for name, t in config.trunks.items():
+        trunks[name] = {
+            "uri": t.uri, "registrar": t.registrar, "username": t.username,
+            "password": t.password.reveal() if t.password else None,
+            "transport": t.transport, "caller_id": t.caller_id,
+            "expires": t.expires, "retry_interval": t.retry_interval, "proxy": t.proxy,
+            "keepalive_interval": t.keepalive_interval,
+            "keepalive_timeout": t.keepalive_timeout,
+            "register_timeout": t.register_timeout, "invite_timeout": t.invite_timeout,
+            # One registration per trunk, held by worker 0: a PBX often keeps one contact.
+            "register": bool(t.registrar) and index == 0,
+        }
+    # RTP and RTCP per call, plus room, twice: a new process for an index takes the other
+    # half from the one it replaces (WorkerPool._half: stale far ends of a dead worker
+    # still send to its ports), and a retiring worker and its successor fit side by side.
+    per = 2 * (2 * config.calls_per_worker + 2)
+    return ipc.Init(worker=index, bind=config.bind, trunks=trunks,
+                    allowed_sources=list(sources),
+                    reject_code=config.sip_reject_code,
+                    orphan_timeout=config.orphan_timeout,
+                    log_level=config.sip_log_level,
+                    rtp_port=config.rtp_port + index * per, rtp_port_range=per)
+
+
+def dial_message(call: ClaimedCall, trunk: TrunkConfig, media: dict[str, str],
+                 duration: Callable[[str], float]) -> ipc.Dial:
+    """The ``dial`` of a claimed call on ``trunk``; ``media``: the prompts and the message
+    (name -> file), ``duration``: the seconds of a prompt file."""
+    st = call.settings
+    dialogue = DialogueSettings(
+        answer_confirm=st.answer_confirm, listen_confirm=st.listen_confirm,
+        answer_key=st.answer_key, listen_key=st.listen_key, max_repeats=st.max_repeats,
+        key_timeout=st.key_timeout, message_seconds=call.audio_seconds,
+        answer_prompt_seconds=duration(media["answer_prompt"]),
+        listen_prompt_seconds=duration(media["listen_prompt"]),
+        goodbye_seconds=duration(media["goodbye"]))
+    caller = st.caller_number or trunk.caller_id
+    return ipc.Dial(
+        call_id=call.attempt_id, trunk=trunk.name, uri=trunk.target(call.number),
+        from_uri=f"sip:{caller}@{trunk.host.split(':')[0]}" if caller else None,
+        display=st.display_name, ring_timeout=st.ring_timeout, media=media,
+        dialogue={k: getattr(dialogue, k) for k in dialogue.__dataclass_fields__})
