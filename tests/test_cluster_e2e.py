@@ -106,7 +106,7 @@ def test_kill_9_of_a_node_settles_its_calls_within_30_s(start_sipp, dialer, pg: 
     nodes = make_nodes(dialer, sipp, pg, 3)
     first, victim = nodes[0], nodes[1]
     first.cli("settings", "set", "--max-calls", "12")
-    first.template("T", numbers(45), message=MESSAGE, attempts=3, ring_timeout=10)
+    first.template("T", numbers(30), message=MESSAGE, attempts=3, ring_timeout=10)
     cid = first.start_campaign("T")
     for d in nodes:
         d.serve()
