@@ -28,6 +28,7 @@ from cli.common import (
     _state,
     actor,
     authorized,
+    close_stores,
     db_url,
     emit_json,
     err,
@@ -63,6 +64,8 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         except DialerError as exc:
             fail(str(exc))
+        finally:
+            close_stores()
 
 
 app = typer.Typer(cls=_Group,

@@ -68,7 +68,18 @@ def db_url() -> str:
 def store(ready: bool = True) -> Store:
     """The store of the database given by --db / $DIALER_DB, which must exist already (only
     ``dialer init`` creates one: ``ready=False``); checked to be initialised."""
-    return open_store(db_url(), create=not ready, ready=ready)
+    s = open_store(db_url(), create=not ready, ready=ready)
+    _opened.append(s)  # disposed when the command ends (close_stores)
+    return s
+
+
+_opened: list[Store] = []
+
+
+def close_stores() -> None:
+    """Close the database connections the command opened (the app calls it after each)."""
+    while _opened:
+        _opened.pop().dispose()
 
 
 def authorized(needed: Role, command: str) -> Store:
