@@ -286,7 +286,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test",
                    help="a database of the server to create the throwaway one on")
-    p.add_argument("--nodes", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--nodes", type=int, nargs="*", default=[1, 2, 4, 8],
+                   help="node counts to run with the fake gateway (none: only --sip)")
     p.add_argument("--recipients", type=int, default=100_000)
     p.add_argument("--limit", type=int, default=500)
     p.add_argument("--seconds", type=float, default=30.0)
@@ -347,9 +348,8 @@ def run_sip(url: str, args: argparse.Namespace) -> dict[str, Any]:
                     keys={"key1_ms": 1000, "key9_ms": int((message + 1.5) * 1000)},
                     extra_args=["-max_socket", "60000"]).start()
         nodes = [Dialer(work / f"n{i + 1}", internal={"uri": sipp.uri},
-                        external={"uri": sipp.uri}, workers=60, db_url=url,
-                        node=f"n{i + 1}", bind=f"127.0.0.{i + 2}",
-                        sip={"rtp_port": 30000 + 2000 * i}) for i in range(2)]
+                        external={"uri": sipp.uri}, workers=30, db_url=url,
+                        node=f"n{i + 1}", bind=f"127.0.0.{i + 2}") for i in range(2)]
         try:
             nodes[0].cli("settings", "set", "--max-calls", "200")
             nodes[0].template("B", [str(30000 + i) for i in range(args.sip_recipients)],

@@ -99,6 +99,8 @@ def test_three_nodes_share_a_global_limit_of_twelve(start_sipp, dialer, pg: str)
     assert len(attempts) == RECIPIENTS  # one call each
     rows = {n["name"]: n for n in first.store.nodes()}
     assert {k: v["state"] for k, v in rows.items()} == {"n1": "live", "n2": "live", "n3": "live"}
+    print(f"\n{RECIPIENTS} recipients: peak {sipp.peak_calls()} at SIPp, per node "
+          f"{dict(sorted(per_node.items()))}, {len(attempts)} attempts = INVITEs")
 
 
 def test_kill_9_of_a_node_settles_its_calls_within_30_s(start_sipp, dialer, pg: str) -> None:
