@@ -115,9 +115,10 @@ def test_kill_9_of_a_node_settles_its_calls_within_30_s(start_sipp, dialer, pg: 
 
     def victim_calls() -> list[str] | None:
         ids = [a["id"] for a in first.attempts(cid) if a["node"] == "n2" and not a["ended_at"]]
-        return ids if len(ids) >= 2 else None
+        answered = [a for a in first.attempts(cid) if a["id"] in ids and a["answered_at"]]
+        return ids if len(answered) >= 2 else None
 
-    carried = first.wait(victim_calls, 60, "node n2 carrying two calls")
+    carried = first.wait(victim_calls, 60, "node n2 carrying two answered calls")
     assert victim.daemon is not None
     victim.daemon.kill()  # kill -9 of the daemon and of its workers
     victim.kill_workers()
@@ -140,7 +141,12 @@ def test_kill_9_of_a_node_settles_its_calls_within_30_s(start_sipp, dialer, pg: 
                       if a["outcome"] not in ("interrupted", "trunk_down"))
     assert max(counted.values()) <= 3
     assert not overlapping(attempts)
-    assert sorted(a["id"] for a in attempts) == sorted(sipp.received_call_ids())
+    # every INVITE has its attempt; an attempt without one is a call n2 had claimed but not
+    # yet sent when it was killed (the attempt is recorded first): settled node_lost
+    invites = set(sipp.received_call_ids())
+    assert invites <= {a["id"] for a in attempts}
+    assert {(a["node"], a["outcome"]) for a in attempts if a["id"] not in invites} \
+        <= {("n2", "node_lost")}
     states = {n["name"]: n["state"] for n in first.store.nodes()}
     assert states["n2"] == "lost" and states["n1"] == states["n3"] == "live"
     print(f"\nn2 killed with {len(carried)} call(s): settled node_lost after {took:.1f} s")
@@ -214,7 +220,12 @@ def test_a_node_cut_off_from_the_database_hangs_up_before_its_lease_ends(
         assert detail["state"] == "completed"
         attempts = other.attempts(cid)
         assert not overlapping(attempts)
-        assert sorted(a["id"] for a in attempts) == sorted(sipp.received_call_ids())
+        # every INVITE has its attempt; one without (a dial that reached a worker just past
+        # its fence) is n1's and did not count
+        invites = set(sipp.received_call_ids())
+        assert invites <= {a["id"] for a in attempts}
+        assert {(a["node"], a["outcome"]) for a in attempts if a["id"] not in invites} \
+            <= {("n1", "interrupted"), ("n1", "node_lost")}
     finally:
         proxy.stop()
 
