@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import socket
 import tomllib
 from dataclasses import dataclass, field
@@ -18,10 +19,13 @@ from dialer.configfields import parse_password as parse_password
 from dialer.core.cluster import LeaseTerms
 from dialer.core.domain import SIP_REJECT_CODES as REJECT_CODES
 from dialer.core.errors import ConfigError
+from dialer.core.health import HealthPolicy
 from dialer.core.recipients import DEFAULT_EXTENSION_PATTERN, DEFAULT_REGION, NumberRules
+from dialer.core.routing import DEFAULT_ROUTE
 from dialer.mailer import SmtpConfig, parse_smtp
 
 MAX_CALLS_PER_WORKER = 4  # PJSUA_MAX_CALLS of the pjsua2 wheel
+MAX_TRUNKS = 8  # a SIP worker's accounts (sip.worker.MAX_ACCOUNTS): one per trunk
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +57,14 @@ class TrunkConfig:
     # (408), and a call we hung up that is not over this long after is ended: no call holds a
     # pjsua call slot for PJSIP's 32 s transaction timeout.
     invite_timeout: float = 5.0
+    # Issue 13: the carrier's limits, respected by the scheduler across every node like the
+    # global limits (None: no limit): channels (calls in progress) and call attempts per second.
+    max_calls: int | None = None
+    max_cps: float | None = None
+    # A P-Asserted-Identity header with the caller number, for PBXs that insist the From user is
+    # the authentication user: the caller number still shows.
+    pai: bool = False
+    health: HealthPolicy = field(default_factory=HealthPolicy)
 
     @property
     def host(self) -> str:
@@ -74,9 +86,15 @@ class Config:
     bind: str = "127.0.0.1"
     workers: int = 4
     calls_per_worker: int = MAX_CALLS_PER_WORKER
-    rtp_port: int = 40000
+    rtp_port: int = 10000  # below the kernel's ephemeral ports (32768-60999 on Linux)
+    # Worker i listens on sip_port + i (UDP and TCP), so a PBX can allow the range; a worker
+    # that replaces one still finishing its calls takes sip_port + workers + i. 0: any port.
+    sip_port: int = 5070
     sip_log_level: int = 1
     trunks: dict[str, TrunkConfig] = field(default_factory=dict)
+    # [routes.<name>] trunks = [...]: the trunks an external call of a template routed by that
+    # name tries, in order; a template without a route goes by DEFAULT_ROUTE (the external trunk)
+    routes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     metrics_port: int | None = None
     metrics_bind: str = "127.0.0.1"
     numbers: NumberRules = field(default_factory=NumberRules)
@@ -183,7 +201,65 @@ def _trunk(name: str, t: Any, base: Path) -> TrunkConfig:
                        keepalive_interval=_seconds(t, "keepalive_interval", 5.0, where, 0, 3600),
                        keepalive_timeout=_seconds(t, "keepalive_timeout", 2.0, where, 0.1, 60),
                        register_timeout=_seconds(t, "register_timeout", 4.0, where, 0.5, 60),
-                       invite_timeout=_seconds(t, "invite_timeout", 5.0, where, 0.5, 32))
+                       invite_timeout=_seconds(t, "invite_timeout", 5.0, where, 0.5, 32),
+                       max_calls=_int(t, "max_calls", None, where, 1, 100000),
+                       max_cps=_rate(t, "max_cps", where),
+                       pai=_flag(t, "pai", where), health=_health(t, where))
+
+
+def _rate(d: dict[str, Any], key: str, where: str) -> float | None:
+    v = d.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.1 <= v <= 10000:
+        raise ConfigError(f"{where}.{key} must be a number of calls per second 0.1..10000, "
+                          f"not {v!r}")
+    return float(v)
+
+
+def _flag(d: dict[str, Any], key: str, where: str) -> bool:
+    v = d.get(key, False)
+    if not isinstance(v, bool):
+        raise ConfigError(f"{where}.{key} must be true or false, not {v!r}")
+    return v
+
+
+def _health(t: dict[str, Any], where: str) -> HealthPolicy:
+    """The trunk's health guard (``dialer.core.health``): ``health_window`` attempts, of which
+    ``health_failures`` unreachable or congestion mark it unhealthy for ``backoff`` s, doubled
+    each time it trips again, up to ``backoff_max``."""
+    d = HealthPolicy()
+    window = _int(t, "health_window", d.window, where, 1, 1000) or d.window
+    failures = _int(t, "health_failures", min(d.failures, window), where, 1, window) or 1
+    backoff = _seconds(t, "backoff", d.backoff, where, 1, 86400)
+    return HealthPolicy(window=window, failures=failures, backoff=backoff,
+                        backoff_max=_seconds(t, "backoff_max", max(d.backoff_max, backoff),
+                                             where, backoff, 86400))
+
+
+
+
+
+def _routes(raw: Any, trunks: dict[str, TrunkConfig], name: str) -> dict[str, tuple[str, ...]]:
+    """``[routes.<name>] trunks = [...]``: each an ordered list of configured trunks."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: [routes] must be a table of routes")
+    out: dict[str, tuple[str, ...]] = {}
+    for route, r in raw.items():
+        where = f"[routes.{route}]"
+        names = r.get("trunks") if isinstance(r, dict) else None
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"{where}.trunks must be a non-empty list of trunk names")
+        unknown = [n for n in names if n not in trunks]
+        if unknown:
+            raise ConfigError(f"{where}: unknown trunk(s) {', '.join(unknown)}")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}.trunks names a trunk twice")
+        out[str(route)] = tuple(names)
+    out.setdefault(DEFAULT_ROUTE, (DEFAULT_ROUTE,))
+    return out
 
 
 def _seconds(d: dict[str, Any], key: str, default: float, where: str, lo: float,
@@ -222,11 +298,13 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> Config:
     for needed in ("internal", "external"):
         if needed not in trunks_raw:
             raise ConfigError(f"{name}: missing trunk [trunks.{needed}]")
+    bad = [n for n in trunks_raw if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", n)]
+    if bad:
+        raise ConfigError(f"{name}: trunk name {bad[0]!r}: letters, digits, . _ - (at most 64)")
+    if len(trunks_raw) > MAX_TRUNKS:
+        raise ConfigError(f"{name}: {len(trunks_raw)} trunks; a SIP worker holds at most "
+                          f"{MAX_TRUNKS}")
     trunks = {n: _trunk(n, t, base) for n, t in trunks_raw.items()}
-    unknown = set(trunks) - {"internal", "external"}
-    if unknown:
-        raise ConfigError(f"{name}: unknown trunk(s) {', '.join(sorted(unknown))}; "
-                          "use [trunks.internal] and [trunks.external]")
     metrics = raw.get("metrics", {})
     numbers = raw.get("numbers", {})
     data_dir = Path(str(raw.get("data", {}).get("dir", "dialer-data")))
@@ -237,9 +315,11 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> Config:
         workers=_int(sip, "workers", 4, "[sip]", 1, 1000) or 4,
         calls_per_worker=_int(sip, "calls_per_worker", MAX_CALLS_PER_WORKER, "[sip]", 1,
                               MAX_CALLS_PER_WORKER) or MAX_CALLS_PER_WORKER,
-        rtp_port=_int(sip, "rtp_port", 40000, "[sip]", 1024, 65000) or 40000,
+        rtp_port=_int(sip, "rtp_port", 10000, "[sip]", 1024, 65000) or 10000,
+        sip_port=_sip_port(sip),
         sip_log_level=_int(sip, "log_level", 1, "[sip]", 0, 6) or 0,
         trunks=trunks,
+        routes=_routes(raw.get("routes"), trunks, name),
         metrics_port=_int(metrics, "port", None, "[metrics]", 0, 65535),
         metrics_bind=str(metrics.get("bind", "127.0.0.1")),
         numbers=NumberRules(region=str(numbers.get("region", DEFAULT_REGION)),
@@ -254,6 +334,13 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> Config:
         orphan_timeout=_seconds(sip, "orphan_timeout", 60.0, "[sip]", 1, 3600),
         lease=_lease(raw.get("cluster", {})),
     )
+
+
+def _sip_port(sip: dict[str, Any]) -> int:
+    port = _int(sip, "port", 5070, "[sip]", 0, 65000)
+    if port is not None and 0 < port < 1024:
+        raise ConfigError(f"[sip].port must be 0 (any) or 1024..65000, not {port}")
+    return port or 0
 
 
 def _lease(d: dict[str, Any]) -> LeaseTerms:

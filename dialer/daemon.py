@@ -25,13 +25,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dialer import ipc, messages
-from dialer.config import Config, TrunkConfig
-from dialer.core.domain import EmailPolicy, Kind, Outcome
+from dialer.config import Config
+from dialer.core.domain import EmailPolicy, Outcome
 from dialer.core.errors import LeaseLost, StoreUnavailable
 from dialer.core.ports import DispatchPort
 from dialer.core.records import ClaimedCall, EndReport
@@ -39,6 +38,7 @@ from dialer.gateway import Gateway
 from dialer.mailqueue import MailQueue
 from dialer.membership import RETRY_S, Membership
 from dialer.metrics import Metrics
+from dialer.trunkbook import TrunkBook
 
 logger = logging.getLogger(__name__)
 
@@ -49,20 +49,6 @@ RESOLVE_INTERVAL = 60.0  # seconds between resolutions of the trunks' hosts (tru
 WorkerInit = Callable[[int], ipc.Init]
 """The first message SIP worker N gets (its trunks, RTP ports, trusted sources): the daemon's
 ``init_message``, which a gateway of worker processes needs to start them."""
-
-
-@dataclass
-class TrunkState:
-    """Registration state of one trunk as the registering worker reports it."""
-
-    config: TrunkConfig
-    registered: bool
-    code: int | None = None
-    reason: str | None = None
-
-    @property
-    def needs_registration(self) -> bool:
-        return self.config.registrar is not None
 
 
 class Daemon:
@@ -91,8 +77,6 @@ class Daemon:
         self._prompts = prompts or prompt_set
         self._seconds = durations or wav_seconds
         self._seconds_cache: dict[str, float] = {}
-        self.trunks = {name: TrunkState(config=t, registered=t.registrar is None)
-                       for name, t in config.trunks.items()}
         if gateway is None:
             if make_gateway is None:
                 raise TypeError("Daemon needs a gateway or make_gateway "
@@ -103,6 +87,8 @@ class Daemon:
         self.resolve_interval = RESOLVE_INTERVAL
         self.handle_signals = handle_signals
         self.metrics = metrics if metrics is not None else Metrics(node=config.node)
+        self.book = TrunkBook(config, store, self.metrics, clock)
+        self.trunks = self.book.states  # name -> registration state
         self._campaign_metrics_at = float("-inf")  # time.monotonic() of the last refresh
         self._pool_wanted = 0
         # attempt id -> (campaign, recipient, e-mail setting) of the calls this node placed
@@ -149,9 +135,6 @@ class Daemon:
         if total is None:
             return self.config.workers
         return min(self.config.workers, -(-total // self.config.calls_per_worker))
-
-    def kinds_available(self) -> frozenset[Kind]:
-        return frozenset(Kind(name) for name, t in self.trunks.items() if t.registered)
 
     # ----- the loop -----
 
@@ -340,7 +323,7 @@ class Daemon:
         now = self.clock()
         self._last_tick = now
         tick = self.store.tick(now=now, node=self.config.node,
-                               kinds_available=self.kinds_available(),
+                               trunks=self.book.loads(), routes=self.book.routes,
                                capacity=self.gateway.free_slots(),
                                lease=self.membership.generation)
         self.ticks += 1
@@ -366,7 +349,7 @@ class Daemon:
         self._update_gauges()
 
     def _dial(self, call: ClaimedCall) -> None:
-        trunk = self.config.trunks[call.kind.value]
+        trunk = self.config.trunks[call.trunk or call.kind.value]
         st = call.settings
         media = {name: str(path) for name, path in self._prompts(st.language).items()}
         media["message"] = str(self.store.media_file(call.audio_sha,
@@ -462,28 +445,18 @@ class Daemon:
         for call_id in msg.calls:
             self._finish(EndReport(attempt_id=call_id, outcome=Outcome.INTERRUPTED,
                                    at=self.clock(), reason=reason))
-        if w == 0 and any(t.needs_registration for t in self.trunks.values()):
-            for t in self.trunks.values():
-                if t.needs_registration:
-                    t.registered = False
+        if w == 0:
+            self.book.registration_lost()
         self._dirty = True
 
     def _on_registration(self, msg: ipc.Reg) -> None:
-        t = self.trunks.get(msg.trunk)
-        if t is None:
+        seen = self.book.on_registration(msg)
+        if seen is None:
             return
-        code, expires = msg.code, msg.expires
-        was = t.registered
-        t.registered = 200 <= code < 300 and expires > 0
-        t.code, t.reason = code, msg.reason
-        self.metrics.set_trunk(t.config.name, t.registered, code)
-        if was != t.registered or not t.registered:  # every failure is worth a line
-            log = logger.info if t.registered else logger.warning
-            log("trunk %s %s (%s %s)", t.config.name,
-                "registered" if t.registered else "not registered", code, t.reason)
-            self._dirty = True
-        if was != t.registered:  # every worker's unanswered calls on it, and its timeouts
-            self.gateway.trunk_state(t.config.name, t.registered, str(t.reason or code))
+        t, changed = seen
+        self._dirty = self._dirty or changed or not t.registered
+        if changed:  # every worker's unanswered calls on it, and its timeouts
+            self.gateway.trunk_state(t.config.name, t.registered, str(t.reason or t.code))
 
     def _flush_progress(self) -> None:
         """Write the batched progress events (before any call end: an ended attempt takes none)."""
@@ -520,8 +493,7 @@ class Daemon:
         self.metrics.set_pool(size=self._pool_wanted, ready=ready,
                               busy=self.gateway.busy_slots(),
                               slots=ready * self.config.calls_per_worker)
-        for name, t in self.trunks.items():
-            self.metrics.set_trunk(name, t.registered, t.code)
+        self.book.update_metrics()
         if time.monotonic() - self._campaign_metrics_at >= CAMPAIGN_METRICS_INTERVAL:
             # every campaign's recipients by state: a read of every campaign, so not every pass
             self._campaign_metrics_at = time.monotonic()

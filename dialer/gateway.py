@@ -14,11 +14,14 @@ decision loop is written against it only, so it runs unchanged on:
 from __future__ import annotations
 
 import contextlib
+import logging
 import selectors
 from typing import Protocol
 
-from dialer import ipc
+from dialer import ipc, sipports
 from dialer.pool import Worker, WorkerPool, worker_events
+
+logger = logging.getLogger("dialer.pool")
 
 GatewayEvent = tuple[int, ipc.Event]
 """(worker index, message): what a gateway reports."""
@@ -112,6 +115,15 @@ class PoolGateway:
         return events, live
 
     def start(self, size: int) -> None:
+        first = self.pool.init_for(0)
+        if first.sip_port:
+            # the range, but the ports this node's own workers hold (adopted, retiring)
+            held = {w.sip_port for w in self.pool.all_workers()}
+            ports = [first.sip_port + i for i in range(self.pool.size)]
+            sipports.check_free(first.bind, [p for p in ports if p not in held],
+                                first.sip_port, self.pool.size)
+            logger.info("SIP workers listen on %s:%s (UDP and TCP)", first.bind,
+                        sipports.port_range(first.sip_port, self.pool.size))
         self.pool.start(size)
 
     def resize(self, size: int) -> None:

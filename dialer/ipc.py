@@ -198,6 +198,10 @@ class Init(Op):
     log_level: int | str | None = None
     rtp_port: int | None = None
     rtp_port_range: int | None = None
+    # its SIP port (UDP and TCP; None or 0: any), and the one to take when that is held (by a
+    # retiring worker of the same index finishing its calls)
+    sip_port: int | None = None
+    sip_port_alt: int | None = None
     wire: int | None = field(default=None, metadata=_OMIT)
     digest: str | None = field(default=None, metadata=_OMIT)
 

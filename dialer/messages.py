@@ -24,6 +24,7 @@ def init_message(config: Config, index: int, sources: list[str]) -> ipc.Init:
             "keepalive_interval": t.keepalive_interval,
             "keepalive_timeout": t.keepalive_timeout,
             "register_timeout": t.register_timeout, "invite_timeout": t.invite_timeout,
+            "pai": t.pai,
             # One registration per trunk, held by worker 0: a PBX often keeps one contact.
             "register": bool(t.registrar) and index == 0,
         }
@@ -36,7 +37,10 @@ def init_message(config: Config, index: int, sources: list[str]) -> ipc.Init:
                     reject_code=config.sip_reject_code,
                     orphan_timeout=config.orphan_timeout,
                     log_level=config.sip_log_level,
-                    rtp_port=config.rtp_port + index * per, rtp_port_range=per)
+                    rtp_port=config.rtp_port + index * per, rtp_port_range=per,
+                    sip_port=config.sip_port + index if config.sip_port else None,
+                    sip_port_alt=(config.sip_port + config.workers + index
+                                  if config.sip_port else None))
 
 
 def dial_message(call: ClaimedCall, trunk: TrunkConfig, media: dict[str, str],

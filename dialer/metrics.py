@@ -21,6 +21,8 @@ dialer_max_calls                          gauge      ``scope`` (total/internal/e
 dialer_max_active_campaigns               gauge      absent when unlimited
 dialer_trunk_registered                   gauge      ``trunk``: 1 when it can place calls
 dialer_trunk_registration_status_code     gauge      ``trunk``: last REGISTER final status, 0 = none
+dialer_trunk_healthy                      gauge      ``trunk``: 0 while its health guard keeps it
+                                                     out of service (``dialer.core.health``)
 dialer_worker_pool_size                   gauge      worker processes the pool wants
 dialer_workers_ready                      gauge      worker processes ready for calls
 dialer_worker_slots                       gauge      call slots of the ready workers
@@ -157,6 +159,10 @@ class Metrics:
         self.trunk_registered = Gauge("dialer_trunk_registered",
                                       "1 when the trunk can place calls (registered or "
                                       "needing no registration).", ["trunk"], registry=r)
+        self.trunk_healthy = Gauge("dialer_trunk_healthy",
+                                   "0 while the trunk's health guard keeps it out of service "
+                                   "(too many unreachable/congestion outcomes), else 1.",
+                                   ["trunk"], registry=r)
         self.trunk_status = Gauge("dialer_trunk_registration_status_code",
                                   "Final SIP status of the trunk's last REGISTER (0: none yet).",
                                   ["trunk"], registry=r)
@@ -374,6 +380,9 @@ class Metrics:
         child = self.trunk_status.labels(trunk)
         if code is not None:
             child.set(code)
+
+    def set_trunk_health(self, trunk: str, healthy: bool) -> None:
+        self.trunk_healthy.labels(trunk).set(1 if healthy else 0)
 
     def set_pool(self, *, size: int, ready: int, busy: int, slots: int) -> None:
         """The worker pool: wanted size, ready workers, busy slots, slots of the ready workers."""

@@ -144,6 +144,39 @@ def create_transport(ep: pj.Endpoint, kind: int, bind: str, port: int = 0) -> tu
     return tid, int(local.rsplit(":", 1)[1])
 
 
+def create_transports(ep: pj.Endpoint, bind: str, ports: list[int], *,
+                      tcp: bool) -> dict[str, int]:
+    """The worker's UDP transport (and TCP, on the same port number, so a PBX ACL or firewall
+    names one port per worker) on the first of ``ports`` that is free (0: the OS picks).
+    Returns the transport ids by name and the port under ``"port"``."""
+    last: pj.Error | None = None
+    for port in dict.fromkeys(ports):
+        try:
+            udp, actual = create_transport(ep, pj.PJSIP_TRANSPORT_UDP, bind, port)
+        except pj.Error as exc:
+            last = exc
+            continue
+        ids = {"udp": udp, "port": actual}
+        if tcp:
+            try:
+                ids["tcp"], _ = create_transport(ep, pj.PJSIP_TRANSPORT_TCP, bind, actual)
+            except pj.Error as exc:
+                last = exc
+                ep.transportClose(udp)
+                continue
+        return ids
+    assert last is not None
+    raise RuntimeError(f"no free SIP port among {', '.join(map(str, ports))} on {bind}: "
+                       f"{last.info()}")
+
+
+def sip_header(name: str, value: str) -> pj.SipHeader:
+    header = pj.SipHeader()
+    header.hName = name
+    header.hValue = value
+    return header
+
+
 def destroy_endpoint(ep: pj.Endpoint) -> None:
     """Shut the library down; every Call, player and Account must already be dropped."""
     import gc

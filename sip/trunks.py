@@ -59,6 +59,7 @@ class Trunk:
     id_uri: str
     account: TrunkAccount | None = None
     invite_timeout: float = 5.0
+    pai: bool = False  # a P-Asserted-Identity with the caller on every INVITE
     # Registration health, for a trunk this worker registers (see the module docstring).
     registers: bool = False
     probe_uri: str = ""  # where keep-alives go: the proxy, else the registrar
@@ -83,7 +84,8 @@ def account_config(name: str, t: dict[str, Any], bind: str, init: ipc.Init,
     user = str(t.get("username") or "dialer")
     trunk = Trunk(name=name, uri=uri, transport=transport,
                   id_uri=f"sip:{user}@{sip_hostport(uri)}",
-                  invite_timeout=float(t.get("invite_timeout") or 5.0))
+                  invite_timeout=float(t.get("invite_timeout") or 5.0),
+                  pai=bool(t.get("pai")))
     cfg = pj.AccountConfig()
     cfg.idUri = trunk.id_uri
     cfg.sipConfig.transportId = tp_ids[transport]

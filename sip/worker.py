@@ -53,10 +53,11 @@ from sip import sockfilter, trust
 from sip.calls import Attempt, CallEvents, OutboundCall, Players, RejectedCall, TrunkAccount
 from sip.endpoint import (
     create_endpoint,
-    create_transport,
+    create_transports,
     destroy_endpoint,
     pjsua_level,
     setup_logging,
+    sip_header,
 )
 from sip.link import Link, first_daemon, read_first, unlink_socket
 from sip.pjmodule import Module, Rx, Tx
@@ -166,12 +167,10 @@ class Worker(CallEvents):
         self.module = Module(self._on_rx, self._on_tx)
         trunks = init.trunks
         transports = {str(t.get("transport") or "udp").lower() for t in trunks.values()}
-        udp_id, self.sip_port = create_transport(self.ep, pj.PJSIP_TRANSPORT_UDP, bind)
-        tp_ids = {"udp": udp_id}
+        tp_ids = create_transports(self.ep, bind, [init.sip_port or 0, init.sip_port_alt or 0],
+                                   tcp="tcp" in transports)
+        self.sip_port = tp_ids.pop("port")
         if "tcp" in transports:
-            # On the UDP port's number, so a PBX ACL or firewall names one port per worker.
-            tp_ids["tcp"], _ = create_transport(self.ep, pj.PJSIP_TRANSPORT_TCP, bind,
-                                                self.sip_port)
             listeners = sockfilter.tcp_listeners(self.sip_port)
             if not listeners:
                 raise RuntimeError("cannot find the SIP TCP listener to filter")
@@ -394,6 +393,8 @@ class Worker(CallEvents):
         prm.opt.customCallId = call_id  # the SIP Call-ID is the attempt id
         prm.txOption.localUri = name_addr(msg.display or "",
                                            str(from_uri or trunk.id_uri))
+        if trunk.pai and from_uri:  # the caller shows though From must be the auth user
+            prm.txOption.headers.append(sip_header("P-Asserted-Identity", str(from_uri)))
         att.call = OutboundCall(self, trunk.account, call_id)
         self.attempts[call_id] = att  # before makeCall: callbacks may run inside it
         self.filter.call_started(call_id)  # its dialog is protected before the INVITE leaves
@@ -434,7 +435,8 @@ class Worker(CallEvents):
         outcome, reason = oc.decide(oc.CallEnd(
             status=status, reason=reason, answered=answered,
             dialogue_outcome=att.state.outcome, dialogue_success=att.state.success,
-            abort_reason=att.abort_reason, forced=att.forced))
+            abort_reason=att.abort_reason, forced=att.forced, q850=q850,
+            responded=att.responded))
         logger.info("call %s: ended %s %s (q850 %s): %s", att.call_id, status, reason, q850,
                     outcome.value)
         self.send(ipc.Ended(call_id=att.call_id, status=status, reason=reason, q850=q850,

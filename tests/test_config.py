@@ -14,6 +14,8 @@ from dialer.core.recipients import NumberRules
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-Pa55word-xyzzy"
 
+T = "[trunks.internal]\nuri = 'sip:a'\n[trunks.external]\nuri = 'sip:b'\n"
+
 VALID = """
 node = "node-a"
 language = "it"
@@ -88,7 +90,8 @@ def test_defaults(tmp_path: Path) -> None:
     cfg = config.load(write(tmp_path, '[trunks.internal]\nuri = "sip:a"\n'
                                       '[trunks.external]\nuri = "sip:b"\n'))
     assert cfg.database_url == "sqlite:///dialer.db"
-    assert (cfg.workers, cfg.calls_per_worker, cfg.rtp_port) == (4, MAX_CALLS_PER_WORKER, 40000)
+    assert (cfg.workers, cfg.calls_per_worker, cfg.rtp_port) == (4, MAX_CALLS_PER_WORKER, 10000)
+    assert cfg.sip_port == 5070 and cfg.routes == {"external": ("external",)}
     assert cfg.metrics_port is None and cfg.numbers == NumberRules()
     assert cfg.data_dir == tmp_path / "dialer-data"
 
@@ -125,7 +128,23 @@ def test_missing_external_trunk_in_the_sample(tmp_path: Path) -> None:
     ("text", "match"),
     [
         ("[trunks.internal]\nuri = 'sip:a'\n[trunks.external]\nuri = 'sip:b'\n"
-         "[trunks.backup]\nuri = 'sip:c'\n", "unknown trunk"),
+         "[routes.r]\ntrunks = ['backup']\n", r"\[routes.r\]: unknown trunk\(s\) backup"),
+        ("[trunks.internal]\nuri = 'sip:a'\n[trunks.external]\nuri = 'sip:b'\n"
+         "[routes.r]\ntrunks = []\n", r"\[routes.r\].trunks must be a non-empty list"),
+        ("[trunks.internal]\nuri = 'sip:a'\n[trunks.external]\nuri = 'sip:b'\n"
+         "[routes.r]\ntrunks = ['external', 'external']\n", "names a trunk twice"),
+        ("[trunks.internal]\nuri = 'sip:a'\n[trunks.external]\nuri = 'sip:b'\n"
+         "[trunks.'a b']\nuri = 'sip:c'\n", "trunk name 'a b'"),
+        ("[trunks.internal]\nuri = 'sip:a'\nmax_calls = 0\n[trunks.external]\nuri = 'sip:b'\n",
+         r"\[trunks.internal\].max_calls must be an integer 1..100000"),
+        ("[trunks.internal]\nuri = 'sip:a'\nmax_cps = 'x'\n[trunks.external]\nuri = 'sip:b'\n",
+         r"max_cps must be a number of calls per second"),
+        ("[trunks.internal]\nuri = 'sip:a'\npai = 1\n[trunks.external]\nuri = 'sip:b'\n",
+         r"pai must be true or false"),
+        ("[trunks.internal]\nuri = 'sip:a'\nhealth_window = 3\nhealth_failures = 4\n"
+         "[trunks.external]\nuri = 'sip:b'\n", r"health_failures must be an integer 1..3"),
+        ("[sip]\nport = 80\n" + T, r"\[sip\].port must be 0 \(any\) or 1024..65000"),
+        ("".join(f"[trunks.t{i}]\nuri = 'sip:x'\n" for i in range(8)) + T, "at most 8"),
         ("[trunks.internal]\nuri = 'http://a'\n[trunks.external]\nuri = 'sip:b'\n",
          r"\[trunks.internal\].uri must be a SIP URI"),
         ("[trunks.internal]\nuri = 'sip:a'\ntransport = 'tls'\n[trunks.external]\nuri = 'sip:b'\n",
@@ -226,3 +245,32 @@ def test_sip_trust_keys(tmp_path: Path) -> None:
     # every trunk host (uri, registrar, proxy) and the extra networks, resolved now
     assert c.allowed_sources() == ["127.0.0.1", "127.0.0.2", "127.0.0.4", "10.1.2.0/29",
                                    "192.0.2.7/32", "127.0.0.3"]
+
+
+def test_any_number_of_trunks_routes_and_their_limits(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, """
+[sip]
+port = 15060
+[trunks.internal]
+uri = "sip:pbx"
+[trunks.external]
+uri = "sip:pbx"
+[trunks.carrier-a]
+uri = "sip:a.example:5080"
+max_calls = 3
+max_cps = 5
+pai = true
+health_window = 6
+health_failures = 3
+backoff = 10
+[trunks.carrier-b]
+uri = "sip:b.example"
+[routes.carriers]
+trunks = ["carrier-a", "carrier-b"]
+"""))
+    a = cfg.trunks["carrier-a"]
+    assert (a.max_calls, a.max_cps, a.pai) == (3, 5.0, True)
+    assert (a.health.window, a.health.failures, a.health.backoff) == (6, 3, 10.0)
+    assert cfg.trunks["carrier-b"].max_calls is None and not cfg.trunks["carrier-b"].pai
+    assert cfg.routes == {"carriers": ("carrier-a", "carrier-b"), "external": ("external",)}
+    assert cfg.sip_port == 15060

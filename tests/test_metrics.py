@@ -49,6 +49,7 @@ def fill(m: Metrics) -> None:
     m.set_limits(Limits(total=10, internal=8, external=6), 3)
     m.set_trunk("internal", True, 200)
     m.set_trunk("external", False, 403)
+    m.set_trunk_health("external", False)
     m.set_pool(size=3, ready=3, busy=3, slots=12)
     m.worker_restarts.inc()
     m.scheduler_seconds.observe(0.003)

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from dialer.core import outcome as oc
-from dialer.core.domain import Outcome, outcome_from_status
+from dialer.core.domain import (
+    Q850_OUTCOMES,
+    STATUS_OUTCOMES,
+    Outcome,
+    outcome_from_answer,
+    outcome_from_status,
+)
 from dialer.core.outcome import CallEnd, RingTimeout, decide
 
 
@@ -15,7 +24,10 @@ def test_an_unanswered_call_is_classified_by_its_final_status() -> None:
     assert decide(CallEnd(status=486, reason="Busy Here")) == (Outcome.BUSY, "Busy Here")
     assert decide(CallEnd(status=487, reason="Request Terminated"))[0] is Outcome.NO_ANSWER
     assert decide(CallEnd(status=603, reason="Decline"))[0] is Outcome.REJECTED
-    assert decide(CallEnd(status=503, reason="x"))[0] is Outcome.UNREACHABLE
+    assert decide(CallEnd(status=503, reason="x"))[0] is Outcome.CONGESTION
+    # the same 503, made up by the stack for a refused TCP connection: nothing answered
+    assert decide(CallEnd(status=503, reason="x", responded=False))[0] is Outcome.UNREACHABLE
+    assert decide(CallEnd(status=480, reason="x", q850=17))[0] is Outcome.BUSY
     assert decide(CallEnd(status=0, reason="x"))[0] is Outcome.FAILED
 
 
@@ -129,3 +141,89 @@ def test_property_a_redial_never_outlives_its_first_window(now: float, give_up: 
         assert not stopping and until > now
         assert until == (give_up if give_up is not None
                          else now + max(oc.TOOMANY_RETRY_S, invite + 1))
+
+
+# ----- the outcome table (issue 13): the code, row by row, and README's table against it -----
+
+TABLE_ROWS = [
+    # (status, q850, responded, outcome)
+    (408, None, False, Outcome.UNREACHABLE),  # UDP: the retransmissions went unanswered
+    (503, None, False, Outcome.UNREACHABLE),  # TCP: connection refused
+    (0, None, False, Outcome.UNREACHABLE),
+    (486, None, True, Outcome.BUSY), (600, None, True, Outcome.BUSY),
+    (487, None, True, Outcome.NO_ANSWER), (408, None, True, Outcome.NO_ANSWER),
+    (603, None, True, Outcome.REJECTED), (404, None, True, Outcome.REJECTED),
+    (484, None, True, Outcome.REJECTED), (410, None, True, Outcome.REJECTED),
+    (488, None, True, Outcome.REJECTED), (606, None, True, Outcome.REJECTED),
+    (401, None, True, Outcome.REJECTED), (407, None, True, Outcome.REJECTED),
+    (503, None, True, Outcome.CONGESTION), (480, None, True, Outcome.CONGESTION),
+    (403, None, True, Outcome.CONGESTION),
+    (502, None, True, Outcome.UNREACHABLE), (504, None, True, Outcome.UNREACHABLE),
+    (500, None, True, Outcome.FAILED), (501, None, True, Outcome.FAILED),
+    (0, None, True, Outcome.FAILED), (302, None, True, Outcome.FAILED),
+    # a Q.850 cause decides before the status
+    (480, 17, True, Outcome.BUSY), (503, 18, True, Outcome.NO_ANSWER),
+    (480, 19, True, Outcome.NO_ANSWER), (404, 1, True, Outcome.REJECTED),
+    (603, 21, True, Outcome.REJECTED), (500, 27, True, Outcome.UNREACHABLE),
+    (500, 38, True, Outcome.UNREACHABLE), (486, 34, True, Outcome.CONGESTION),
+    (500, 41, True, Outcome.CONGESTION), (500, 42, True, Outcome.CONGESTION),
+    (500, 44, True, Outcome.CONGESTION), (500, 47, True, Outcome.CONGESTION),
+    (486, 16, True, Outcome.BUSY),  # 16 (normal clearing) says nothing: the status decides
+    (503, 34, False, Outcome.UNREACHABLE),  # nothing received: no cause to believe
+]
+
+
+@pytest.mark.parametrize(("status", "q850", "responded", "expected"), TABLE_ROWS)
+def test_the_outcome_table_row_by_row(status: int, q850: int | None, responded: bool,
+                                      expected: Outcome) -> None:
+    assert outcome_from_answer(status, q850, responded=responded) is expected
+    assert decide(CallEnd(status=status, reason="r", q850=q850, responded=responded)) == (
+        expected, "r")
+
+
+def _readme_outcome_table() -> list[tuple[str, str, str]]:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    body = text.split("**Outcomes.**", 1)[1]
+    rows = []
+    for line in body.splitlines():
+        if line.startswith("| `"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows.append((cells[0].strip("`"), cells[1], cells[2]))
+        elif rows and not line.startswith("|"):
+            break
+    return rows
+
+
+def _numbers(cell: str) -> set[int]:
+    return {int(n) for n in re.findall(r"\b\d{3}\b|\b\d{1,2}\b", cell)}
+
+
+def test_readme_outcome_table_matches_the_code() -> None:
+    rows = _readme_outcome_table()
+    assert rows, "README has no outcome table"
+    by_outcome: dict[Outcome, tuple[set[int], set[int]]] = {}
+    for name, status, cause in rows:
+        if "none received" in status:
+            continue  # the rule without a list of its own: checked by the rows above
+        codes, causes = by_outcome.setdefault(Outcome(name), (set(), set()))
+        if "other" not in status:  # "any other 4xx, 6xx": the fall-through, no list
+            codes |= _numbers(status)
+        causes |= _numbers(cause)
+    code_status: dict[Outcome, set[int]] = {}
+    for listed, outcome, _ in STATUS_OUTCOMES:
+        code_status.setdefault(outcome, set()).update(listed)
+    code_causes: dict[Outcome, set[int]] = {}
+    for listed, outcome, _ in Q850_OUTCOMES:
+        code_causes.setdefault(outcome, set()).update(listed)
+    for outcome in {*by_outcome, *code_status, *code_causes}:
+        readme_codes, readme_causes = by_outcome.get(outcome, (set(), set()))
+        assert readme_codes == code_status.get(outcome, set()), outcome
+        assert readme_causes == code_causes.get(outcome, set()), outcome
+    # and every listed number maps to its outcome
+    for outcome, (codes, causes) in by_outcome.items():
+        for code in codes:
+            assert outcome_from_answer(code) is outcome, (code, outcome)
+        for q850 in causes:
+            assert outcome_from_answer(299, q850) is outcome, (q850, outcome)
+    names = [r[0] for r in rows]
+    assert names[0] == "unreachable" and "none received" in rows[0][1]

@@ -57,9 +57,12 @@ class Outcome(str, enum.Enum):
 
     CONTACTED = "contacted"  # answered with every confirmation the campaign requires
     BUSY = "busy"  # 486 / 600
-    NO_ANSWER = "no_answer"  # cancelled by us at the ring timeout (487), or 408/480
-    REJECTED = "rejected"  # 603 and other refusals
-    UNREACHABLE = "unreachable"  # 404, 484, 5xx, transport failure
+    NO_ANSWER = "no_answer"  # it rang and nobody took it: our CANCEL at the ring timeout (487)
+    REJECTED = "rejected"  # 4xx/6xx other than busy and congestion: 603, 404, 484, ...
+    # the trunk never answered the INVITE (no response within invite_timeout, a transport
+    # failure, 502/504): nobody rang
+    UNREACHABLE = "unreachable"
+    CONGESTION = "congestion"  # the trunk or the network is full: 503, 480, 403, Q.850 34/41/...
     HUNG_UP = "hung_up"  # answered, then hung up before the required confirmations
     NOT_CONFIRMED = "not_confirmed"  # answered, but the confirmations never came: we hung up
     FAILED = "failed"  # any other failure to place the call
@@ -94,17 +97,56 @@ class Outcome(str, enum.Enum):
 EXTRA_CALLS = 3
 
 
-def outcome_from_status(code: int) -> Outcome:
-    """Classify a final SIP status of a call that was never answered."""
-    if code in (486, 600):
-        return Outcome.BUSY
-    if code in (487, 408, 480):
-        return Outcome.NO_ANSWER
-    if code in (603, 403, 401, 407):
-        return Outcome.REJECTED
-    if code in (404, 484, 410, 502, 503, 504) or code >= 500:
+# How a call that was never answered ends (``outcome_from_answer``), in the order the rules apply;
+# README's outcome table is checked against these rows (tests/test_outcome.py).
+# A Q.850 cause (the Reason header of the final response) decides before the status: it is the
+# network's own account of why the call failed, where the SIP status is often a gateway's guess.
+Q850_OUTCOMES: tuple[tuple[tuple[int, ...], Outcome, str], ...] = (
+    ((17,), Outcome.BUSY, "user busy"),
+    ((18, 19), Outcome.NO_ANSWER, "no user responding, no answer from user (alerted)"),
+    ((1, 3, 21, 22, 28), Outcome.REJECTED,
+     "unallocated number, no route, call rejected, number changed, invalid number format"),
+    ((27, 38), Outcome.UNREACHABLE, "destination out of order, network out of order"),
+    ((34, 41, 42, 44, 47), Outcome.CONGESTION,
+     "no circuit available, temporary failure, switching equipment congestion, "
+     "requested channel not available, resource unavailable"),
+)
+STATUS_OUTCOMES: tuple[tuple[tuple[int, ...], Outcome, str], ...] = (
+    ((486, 600), Outcome.BUSY, "busy here, busy everywhere"),
+    ((487, 408), Outcome.NO_ANSWER,
+     "our CANCEL at the ring timeout; a request timeout after the trunk answered"),
+    ((503, 480, 403), Outcome.CONGESTION,
+     "service unavailable, temporarily unavailable, forbidden (a carrier's channel or rate "
+     "limit)"),
+    ((502, 504), Outcome.UNREACHABLE, "bad gateway, server time-out: the next hop is not reached"),
+)
+# every other 4xx and 6xx: rejected; every other 5xx and anything else: failed
+
+
+def outcome_from_answer(status: int, q850: int | None = None, *,
+                        responded: bool = True) -> Outcome:
+    """Classify the final SIP status of a call that was never answered.
+
+    ``responded``: some response to the INVITE came from the far end. When none did, the
+    status was made up by the stack (408 after the retransmissions, 503 for a refused TCP
+    connection, 0): the trunk is ``unreachable``, whatever the number."""
+    if not responded:
         return Outcome.UNREACHABLE
+    if q850 is not None:
+        for causes, outcome, _ in Q850_OUTCOMES:
+            if q850 in causes:
+                return outcome
+    for codes, outcome, _ in STATUS_OUTCOMES:
+        if status in codes:
+            return outcome
+    if 400 <= status < 500 or 600 <= status < 700:
+        return Outcome.REJECTED
     return Outcome.FAILED
+
+
+def outcome_from_status(code: int) -> Outcome:
+    """``outcome_from_answer`` of a status that came from the far end, with no Q.850 cause."""
+    return outcome_from_answer(code)
 
 
 class EmailPolicy(str, enum.Enum):

@@ -9,7 +9,8 @@ timeout does to an unanswered call, and the redial rule for a dial pjsua refused
 PJ_ETOOMANY.
 
 Pure: no pjsua2, no clock. Times are parameters (monotonic seconds, as the caller keeps them).
-A status never answered is classified by ``dialer.core.domain.outcome_from_status``.
+A status never answered is classified by ``dialer.core.domain.outcome_from_answer`` (the
+README's outcome table).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from dialer.core.domain import Outcome, outcome_from_status
+from dialer.core.domain import Outcome, outcome_from_answer
 
 # The reason of the calls a stopping worker cuts: they end ``interrupted`` (not counted).
 SHUTTING_DOWN = "worker shutting down"
@@ -44,6 +45,8 @@ class CallEnd:
     dialogue_success: bool = False  # every required confirmation came
     abort_reason: str | None = None  # why we hung up on our own, if we did
     forced: tuple[Outcome, str] | None = None  # a call we terminated: its outcome and reason
+    q850: int | None = None  # the Q.850 cause of the final response, if it carried one
+    responded: bool = True  # some response to the INVITE came from the far end
 
 
 def remote_hangup_counts(*, answered: bool, abort_reason: str | None) -> bool:
@@ -59,14 +62,14 @@ def decide(end: CallEnd) -> tuple[Outcome, str]:
     cut on our own ends ``contacted`` if every confirmation came, else ``interrupted`` (the
     dialer's own stop: not counted) or ``failed`` (the daemon's request): the recipient did
     nothing wrong, so never ``no_answer``/``hung_up``; a finished dialogue ends as it
-    concluded; anything else by its final SIP status."""
+    concluded; anything else by its final SIP status and Q.850 cause."""
     if end.forced is not None and not end.answered:
         return end.forced
     if end.abort_reason is not None and end.dialogue_outcome is not Outcome.CONTACTED:
         return abort_outcome(end.abort_reason, end.dialogue_success), end.abort_reason
     if end.dialogue_outcome is not None:
         return end.dialogue_outcome, end.reason
-    return outcome_from_status(end.status), end.reason
+    return outcome_from_answer(end.status, end.q850, responded=end.responded), end.reason
 
 
 def abort_outcome(abort_reason: str, success: bool) -> Outcome:

@@ -21,12 +21,13 @@ The record types (``Tick``, ``ClaimedCall``, ``EndReport``...) are pure values o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from dialer.core.cluster import LeaseTerms, NodeLease
 from dialer.core.domain import CampaignSettings, Kind, Outcome
+from dialer.core.health import HealthPolicy
 from dialer.core.permissions import Role
 from dialer.core.recipients import NumberRules, Recipient
 from dialer.core.records import (
@@ -36,7 +37,9 @@ from dialer.core.records import (
     MailJob,
     TemplateView,
     Tick,
+    TrunkHealthView,
 )
+from dialer.core.routing import TrunkLoad
 from dialer.core.scheduler import Counts
 
 
@@ -109,8 +112,23 @@ class DispatchPort(MailPort, Protocol):
         ...
 
     def tick(self, *, now: float, node: str, kinds_available: frozenset[Kind] = frozenset(Kind),
-             capacity: int | None = None, lease: int | None = None) -> Tick:
-        """One scheduling pass: campaign transitions, then claim the calls to place now."""
+             capacity: int | None = None, lease: int | None = None,
+             trunks: Sequence[TrunkLoad] | None = None,
+             routes: Mapping[str, tuple[str, ...]] | None = None) -> Tick:
+        """One scheduling pass: campaign transitions, then claim the calls to place now, each
+        on a trunk of its route (``trunks``, ``routes``: ``dialer.core.routing``)."""
+        ...
+
+    def set_trunk_policies(self, policies: Mapping[str, HealthPolicy]) -> None:
+        """Each trunk's health guard (``dialer.core.health``), from the configuration."""
+        ...
+
+    def trunk_registration(self, trunk: str, ok: bool, why: str, now: float) -> None:
+        """A registration of the trunk succeeded or failed: failures in a row trip it."""
+        ...
+
+    def trunk_health(self, now: float) -> dict[str, TrunkHealthView]:
+        """Every trunk ever judged, healthy or not (shared by every node)."""
         ...
 
     def join(self, *, node: str, host: str, address: str, pid: int, now: float,

@@ -63,6 +63,7 @@ class ClaimedCall:
     settings: CampaignSettings
     audio_sha: str
     audio_seconds: float
+    trunk: str | None = None  # the trunk its route chose (None: the trunk named after its kind)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +76,17 @@ class Tick:
     settings: GlobalSettings  # the settings the pass decided with
     # nodes this pass declared lost, with how many of their open calls it settled (node_lost)
     settled: list[tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrunkHealthView:
+    """A trunk's health guard as the CLI and the metrics show it (``dialer.core.health``)."""
+
+    name: str
+    healthy: bool
+    until: float | None  # unhealthy until then
+    reason: str
+    level: int  # trips since an attempt on it last succeeded
 
 
 @dataclass(frozen=True, kw_only=True)

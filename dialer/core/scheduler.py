@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from dialer.core.domain import Kind, Limits
+from dialer.core.routing import Router
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class CampaignLoad:
     start_at: float
     limits: Limits
     running: Counts
+    route: str | None = None  # the template's external route (``dialer.core.routing``)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class Dial:
     campaign_id: int
     recipient_id: int
     kind: Kind
+    trunk: str | None = None  # the trunk the router chose (None: no router, the kind's trunk)
 
 
 def rank(campaigns: Sequence[CampaignLoad]) -> list[CampaignLoad]:
@@ -134,6 +137,7 @@ def plan(
     *,
     kinds_available: frozenset[Kind] = frozenset(Kind),
     capacity: int | None = None,
+    router: Router | None = None,
 ) -> list[Dial]:
     """Decide the calls to place now.
 
@@ -142,7 +146,9 @@ def plan(
     ``CandidateSource`` that loads that list when the campaign's turn comes and it has room.
     ``kinds_available`` leaves out a kind whose trunk cannot place calls now (unregistered): its
     recipients are not touched, so no attempt is burned. ``capacity`` bounds the total further
-    (free worker slots of this node).
+    (free worker slots of this node). ``router`` (``dialer.core.routing``) picks each call's
+    trunk from its campaign's route; a recipient whose route has no trunk with room now is left
+    alone like one of an unavailable kind.
     """
     dials: list[Dial] = []
     g_running = global_running
@@ -152,7 +158,9 @@ def plan(
         if isinstance(candidates, Mapping):
             listed: Sequence[Candidate] = candidates.get(camp.id, ())
         else:
-            if cap <= 0 or not _has_room(camp, global_limits, g_running, kinds_available):
+            kinds = (kinds_available if router is None
+                     else kinds_available & router.kinds(camp.route))
+            if cap <= 0 or not _has_room(camp, global_limits, g_running, kinds):
                 if cap <= 0 or room(global_limits, g_running)[0] <= 0:
                     return dials
                 continue
@@ -171,7 +179,13 @@ def plan(
             kind_room = min(g_int, c_int) if cand.kind is Kind.INTERNAL else min(g_ext, c_ext)
             if kind_room <= 0:
                 continue  # this kind is full: keep looking for the other kind
-            dials.append(Dial(camp.id, cand.recipient_id, cand.kind))
+            trunk = None
+            if router is not None:
+                trunk = router.pick(cand.kind, camp.route)
+                if trunk is None:
+                    continue  # no trunk of its route can take it now: it waits, unspent
+                router.take(trunk)
+            dials.append(Dial(camp.id, cand.recipient_id, cand.kind, trunk))
             g_running = g_running.add(cand.kind)
             c_running = c_running.add(cand.kind)
             cap -= 1

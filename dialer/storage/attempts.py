@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 from dialer.core import lifecycle, scheduler
 from dialer.core.domain import Outcome, RecipientState
 from dialer.storage.fastpath import _Q_RUNNING
-from dialer.storage.history import History
 from dialer.storage.models import AttemptRow, CampaignRow, EventRow, RecipientRow
 from dialer.storage.records import (
     AttemptMeta,
@@ -22,9 +21,10 @@ from dialer.storage.records import (
     to_dt,
     to_ts,
 )
+from dialer.storage.trunks import Trunks
 
 
-class Attempts(History):
+class Attempts(Trunks):
     """The calls in progress as the daemon reports them."""
 
     def recover(self, *, node: str, now: float, keep: Collection[str] = ()) -> int:
@@ -146,6 +146,8 @@ class Attempts(History):
         self._event(s, "attempt_ended", at=report.at, campaign_id=a.campaign_id,
                     recipient_id=rec.id, attempt_id=a.id, outcome=outcome.value,
                     status=report.status, reason=a.reason, q850=report.q850, keys=a.keys)
+        if a.trunk:
+            self._judge_trunk(s, a.trunk, outcome, report.at, a.campaign_id)
         if rec.state != old_state:
             self._event(s, "recipient_state", at=report.at, campaign_id=a.campaign_id,
                         recipient_id=rec.id, old=old_state, new=rec.state,
@@ -184,7 +186,7 @@ class Attempts(History):
 
 def _running(s: Session) -> dict[int, scheduler.Counts]:
     out: dict[int, scheduler.Counts] = {}
-    for cid, kind, n in s.connection().execute(_Q_RUNNING):
+    for cid, kind, _trunk, n in s.connection().execute(_Q_RUNNING):
         cur = out.get(cid, scheduler.Counts())
         out[cid] = (scheduler.Counts(cur.internal + n, cur.external) if kind == "internal"
                     else scheduler.Counts(cur.internal, cur.external + n))

@@ -8,14 +8,14 @@ import dataclasses
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from dialer.core import cluster, lifecycle, scheduler
+from dialer.core import cluster, lifecycle, routing, scheduler
 from dialer.core.domain import (
     CampaignSettings,
     CampaignState,
@@ -24,6 +24,7 @@ from dialer.core.domain import (
     RecipientState,
 )
 from dialer.core.errors import DialerError, LeaseLost
+from dialer.core.routing import TrunkLoad
 from dialer.storage import counters
 from dialer.storage.fastpath import (
     _LIVE,
@@ -94,7 +95,9 @@ class Dispatch(Nodes, FastPath):
     # ----- the daemon's side -----
 
     def tick(self, *, now: float, node: str, kinds_available: frozenset[Kind] = frozenset(Kind),
-             capacity: int | None = None, lease: int | None = None) -> Tick:
+             capacity: int | None = None, lease: int | None = None,
+             trunks: Sequence[TrunkLoad] | None = None,
+             routes: Mapping[str, tuple[str, ...]] | None = None) -> Tick:
         """One scheduling pass: campaign transitions, then claim the calls to place now.
 
         ``lease``: the generation this node joined with (``join``), its fencing token. The pass
@@ -102,6 +105,11 @@ class Dispatch(Nodes, FastPath):
         lease (``LeaseLost`` otherwise: nothing is decided), then settles the open calls of
         nodes whose lease ran out (``node_lost``), and stamps its claims with the generation.
         Without ``lease`` (a test, the simulator) the check is left out.
+
+        ``trunks`` (this node's trunks: usable here, their limits) and ``routes``: each call
+        goes to a trunk of its campaign's route (``dialer.core.routing``) under that trunk's
+        ``max_calls`` and ``max_cps``, counted over every node, and healthy
+        (``dialer.storage.trunks``); without them, every call goes by its kind's trunk.
 
         Cost: a handful of indexed statements whatever the number of recipients or campaigns.
         The live campaigns (state, rank, counters, frozen settings) are kept in memory between
@@ -121,13 +129,14 @@ class Dispatch(Nodes, FastPath):
         """
         try:
             return self._tick(now=now, node=node, kinds_available=kinds_available,
-                              capacity=capacity, lease=lease)
+                              capacity=capacity, lease=lease, trunks=trunks, routes=routes)
         except BaseException:
             self._view = _View()  # the pass rolled back: what it cached may not have happened
             raise
 
     def _tick(self, *, now: float, node: str, kinds_available: frozenset[Kind],
-              capacity: int | None, lease: int | None) -> Tick:
+              capacity: int | None, lease: int | None, trunks: Sequence[TrunkLoad] | None,
+              routes: Mapping[str, tuple[str, ...]] | None) -> Tick:
         transitions: list[tuple[int, str, str]] = []
         view = self._view
         with self.session() as s:
@@ -201,6 +210,18 @@ class Dispatch(Nodes, FastPath):
             running = view.running
             g_running = running.get(None, _NONE_RUNNING)
             calls: list[ClaimedCall] = []
+            router = None
+            if trunks is not None:
+                def carried_by(trunk: str) -> list[int]:
+                    return [c.id for c in camps.values() if c.state is CampaignState.ACTIVE
+                            and trunk in routing.trunks_of(
+                                routes or {}, self._snapshot(s, c.id).settings.external_route)]
+
+                router = self._router(s, trunks, routes or {}, _trunks_running(raw_running),
+                                      now, carried_by)
+            if router is not None:
+                kinds_available = kinds_available & frozenset(
+                    k for k in Kind for r in {*router.routes, None} if router.pick(k, r))
             if scheduler.any_room(gs.limits, g_running, kinds_available, capacity):
                 loads = [load for c in camps.values()
                          if (load := self._load(s, view, c, running.get(c.id, _NONE_RUNNING)))
@@ -208,12 +229,17 @@ class Dispatch(Nodes, FastPath):
 
                 def fetch(load: scheduler.CampaignLoad, g_now: scheduler.Counts,
                           cap: int | None) -> list[scheduler.Candidate]:
-                    return self._candidates(s, load, gs.limits, g_now, cap, now, kinds_available)
+                    kinds = (kinds_available if router is None
+                             else kinds_available & router.kinds(load.route))
+                    return self._candidates(s, load, gs.limits, g_now, cap, now, kinds)
 
                 dials = scheduler.plan(loads, gs.limits, g_running, fetch,
-                                       kinds_available=kinds_available, capacity=capacity)
+                                       kinds_available=kinds_available, capacity=capacity,
+                                       router=router)
                 calls = self._claim(s, dials, node=node, now=now, lease=lease)
             next_due = self._next_due(s, view, now)
+            if router is not None and (free := router.next_free()) is not None:
+                next_due = free if next_due is None else min(next_due, free)
             for cid in [c.id for c in camps.values() if c.state.value not in _LIVE]:
                 self._forget(view, cid)  # settled in this pass: no longer live
         return Tick(calls=calls, next_due=next_due, transitions=transitions, settings=gs,
@@ -264,7 +290,8 @@ class Dispatch(Nodes, FastPath):
             if not lifecycle.may_call(c.tally, st.threshold, st.keep_calling_after_threshold):
                 return None
             load = scheduler.CampaignLoad(id=c.id, priority=c.priority, start_at=c.start_at,
-                                          limits=st.limits, running=running)
+                                          limits=st.limits, running=running,
+                                          route=st.external_route)
             view.loads[c.id] = load
         elif load.running != running:
             load = dataclasses.replace(load, running=running)
@@ -340,14 +367,16 @@ class Dispatch(Nodes, FastPath):
             aid = uuid.uuid4().hex
             attempts.append({"id": aid, "campaign_id": d.campaign_id,
                              "recipient_id": d.recipient_id, "number": number, "kind": kind,
-                             "node": node, "lease": lease, "created_at": at, "keys": ""})
+                             "node": node, "lease": lease, "trunk": d.trunk, "created_at": at,
+                             "keys": ""})
             events.append({"at": at, "campaign_id": d.campaign_id, "recipient_id": d.recipient_id,
                            "attempt_id": aid, "kind": "attempt_started", "actor": None,
-                           "detail": {"number": number, "kind": kind, "call": call_no}})
+                           "detail": {"number": number, "kind": kind, "call": call_no,
+                                      **({"trunk": d.trunk} if d.trunk else {})}})
             calls.append(ClaimedCall(attempt_id=aid, campaign_id=d.campaign_id,
                                      recipient_id=d.recipient_id, number=number, kind=d.kind,
                                      settings=snap.settings, audio_sha=snap.audio_sha,
-                                     audio_seconds=snap.audio_seconds))
+                                     audio_seconds=snap.audio_seconds, trunk=d.trunk))
         self._insert(s, _Q_ADD_ATTEMPTS, attempts)
         self._insert(s, _Q_ADD_EVENTS, events)
         counters.apply(s)
@@ -429,11 +458,20 @@ class _SettingsValues:
     updated_by: str | None
 
 
+def _trunks_running(rows: list[Any]) -> dict[str, int]:
+    """Calls in progress per trunk (attempts claimed before migration 0007 have none)."""
+    out: dict[str, int] = {}
+    for _cid, _kind, trunk, n in rows:
+        if trunk is not None:
+            out[trunk] = out.get(trunk, 0) + n
+    return out
+
+
 def _running_of(rows: list[Any]) -> dict[int | None, scheduler.Counts]:
     """Calls in progress per campaign, and in all under the key None."""
     acc: dict[int, list[int]] = {}
     n_int = n_ext = 0
-    for cid, kind, n in rows:
+    for cid, kind, _trunk, n in rows:
         pair = acc.setdefault(cid, [0, 0])
         if kind == Kind.INTERNAL.value:
             pair[0] += n

@@ -53,9 +53,9 @@ _Q_CLAIM = (update(_RECIPIENTS)
             .returning(_RECIPIENTS.c.number, _RECIPIENTS.c.kind, _RECIPIENTS.c.calls))
 _Q_ADD_ATTEMPTS = insert(cast(Table, AttemptRow.__table__))
 _Q_ADD_EVENTS = insert(cast(Table, EventRow.__table__))
-_Q_RUNNING = (select(AttemptRow.campaign_id, AttemptRow.kind, func.count())
+_Q_RUNNING = (select(AttemptRow.campaign_id, AttemptRow.kind, AttemptRow.trunk, func.count())
               .where(AttemptRow.ended_at.is_(None))
-              .group_by(AttemptRow.campaign_id, AttemptRow.kind))
+              .group_by(AttemptRow.campaign_id, AttemptRow.kind, AttemptRow.trunk))
 _IDLE_OF_KIND = (RecipientRow.campaign_id == bindparam("cid"),
                  RecipientRow.state == RecipientState.IDLE.value,
                  RecipientRow.kind == bindparam("kind"))

@@ -182,7 +182,8 @@ class AttemptRow(Base):
     __tablename__ = "attempts"
     __table_args__ = (
         Index("ix_attempts_open", "ended_at", "node"),
-        Index("ix_attempts_running", "ended_at", "campaign_id", "kind"),
+        Index("ix_attempts_running", "ended_at", "campaign_id", "kind", "trunk"),
+        Index("ix_attempts_trunk", "trunk", "created_at"),
         Index("ix_attempts_recipient", "recipient_id"),
         Index("ix_attempts_campaign", "campaign_id"),
     )
@@ -193,6 +194,7 @@ class AttemptRow(Base):
     kind: Mapped[str] = mapped_column(String(10))
     node: Mapped[str] = mapped_column(String(64))
     lease: Mapped[int | None] = mapped_column(Integer)  # the node's generation at the claim
+    trunk: Mapped[str | None] = mapped_column(String(64))  # the route's choice (migration 0007)
     worker: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     ringing_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
@@ -221,6 +223,19 @@ class NodeRow(Base):
     heartbeat_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     lease_until: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     lease_seconds: Mapped[float] = mapped_column(Float)
+
+
+class TrunkHealthRow(Base):
+    """A trunk's health guard (``dialer.core.health.Health``), shared by every node."""
+
+    __tablename__ = "trunk_health"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)  # unhealthy until then
+    level: Mapped[int] = mapped_column(Integer)
+    since: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    reason: Mapped[str] = mapped_column(String(200))
+    reg_failures: Mapped[int] = mapped_column(Integer)
+    changed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
 
 class EventRow(Base):

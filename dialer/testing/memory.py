@@ -28,11 +28,11 @@ import functools
 import itertools
 import threading
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from dialer.core import lifecycle, scheduler
+from dialer.core import lifecycle, routing, scheduler
 from dialer.core.cluster import NodeLease
 from dialer.core.domain import (
     CampaignSettings,
@@ -54,6 +54,7 @@ from dialer.core.records import (
     MailTarget,
     Tick,
 )
+from dialer.core.routing import TrunkLoad
 from dialer.files import write_private
 from dialer.testing.memory_nodes import MemoryNodes
 from dialer.testing.memory_rows import (
@@ -66,6 +67,7 @@ from dialer.testing.memory_rows import (
     _Settings,
     _Template,
 )
+from dialer.testing.memory_trunks import MemoryTrunks
 
 UTC = dt.UTC
 _LIVE = (CampaignState.SCHEDULED, CampaignState.BLOCKED, CampaignState.ACTIVE)
@@ -84,7 +86,7 @@ def _locked(method: Callable[Concatenate[MemoryStore, P], R]
     return run
 
 
-class MemoryStore(MemoryNodes):
+class MemoryStore(MemoryNodes, MemoryTrunks):
     """``DispatchPort`` (and ``SetupPort``) in memory. The fields are plain and public for tests
     to read: ``campaigns``, ``recipients``, ``attempts``, ``events``."""
 
@@ -353,7 +355,9 @@ class MemoryStore(MemoryNodes):
 
     @_locked
     def tick(self, *, now: float, node: str, kinds_available: frozenset[Kind] = frozenset(Kind),
-             capacity: int | None = None, lease: int | None = None) -> Tick:
+             capacity: int | None = None, lease: int | None = None,
+             trunks: Sequence[TrunkLoad] | None = None,
+             routes: Mapping[str, tuple[str, ...]] | None = None) -> Tick:
         """``SqlStore.tick`` without the database: the same decisions, by the same core."""
         lost_nodes = self._fence_and_settle(node, lease, now)
         gs = self.get_settings()
@@ -393,6 +397,14 @@ class MemoryStore(MemoryNodes):
         running = self._running()
         g_running = running.get(None, scheduler.Counts())
         calls: list[ClaimedCall] = []
+        def carried_by(trunk: str) -> list[int]:
+            return [c.id for c in live.values() if c.state is CampaignState.ACTIVE
+                    and trunk in routing.trunks_of(routes or {}, c.settings.external_route)]
+
+        router = None if trunks is None else self._router(trunks, routes or {}, now, carried_by)
+        if router is not None:
+            kinds_available = kinds_available & frozenset(
+                k for k in Kind for r in {*router.routes, None} if router.pick(k, r))
         if scheduler.any_room(gs.limits, g_running, kinds_available, capacity):
             loads = []
             for c in live.values():
@@ -404,16 +416,22 @@ class MemoryStore(MemoryNodes):
                     continue
                 loads.append(scheduler.CampaignLoad(
                     id=c.id, priority=c.priority, start_at=c.start_at, limits=st.limits,
-                    running=running.get(c.id, scheduler.Counts())))
+                    running=running.get(c.id, scheduler.Counts()), route=st.external_route))
 
             def fetch(load: scheduler.CampaignLoad, g_now: scheduler.Counts,
                       cap: int | None) -> list[scheduler.Candidate]:
-                return self._candidates(load, gs.limits, g_now, cap, now, kinds_available)
+                kinds = (kinds_available if router is None
+                         else kinds_available & router.kinds(load.route))
+                return self._candidates(load, gs.limits, g_now, cap, now, kinds)
 
             dials = scheduler.plan(loads, gs.limits, g_running, fetch,
-                                   kinds_available=kinds_available, capacity=capacity)
+                                   kinds_available=kinds_available, capacity=capacity,
+                                   router=router)
             calls = [self._claim(d, node=node, now=now, lease=lease) for d in dials]
-        return Tick(calls=calls, next_due=self._next_due(live.values(), now),
+        next_due = self._next_due(live.values(), now)
+        if router is not None and (free := router.next_free()) is not None:
+            next_due = free if next_due is None else min(next_due, free)
+        return Tick(calls=calls, next_due=next_due,
                     transitions=transitions, settings=gs, settled=lost_nodes)
 
     def _running(self) -> dict[int | None, scheduler.Counts]:
@@ -451,12 +469,13 @@ class MemoryStore(MemoryNodes):
         aid = uuid.uuid4().hex
         self.attempts[aid] = _Attempt(id=aid, seq=next(self._attempt_seq), campaign_id=c.id,
                                       recipient_id=r.id, number=r.number, kind=r.kind, node=node,
-                                      created_at=now, lease=lease)
+                                      created_at=now, lease=lease, trunk=d.trunk)
         self._event("attempt_started", at=now, campaign_id=c.id, recipient_id=r.id,
-                    attempt_id=aid, number=r.number, kind=r.kind.value, call=r.calls)
+                    attempt_id=aid, number=r.number, kind=r.kind.value, call=r.calls,
+                    **({"trunk": d.trunk} if d.trunk else {}))
         return ClaimedCall(attempt_id=aid, campaign_id=c.id, recipient_id=r.id, number=r.number,
                            kind=d.kind, settings=c.settings, audio_sha=c.audio_sha,
-                           audio_seconds=c.audio_seconds)
+                           audio_seconds=c.audio_seconds, trunk=d.trunk)
 
     def _next_due(self, camps: Collection[_Campaign], now: float) -> float | None:
         """The next scheduled start or retry time after ``now`` (None: nothing waits on time)."""
@@ -537,6 +556,8 @@ class MemoryStore(MemoryNodes):
         self._event("attempt_ended", at=report.at, campaign_id=a.campaign_id,
                     recipient_id=rec.id, attempt_id=a.id, outcome=outcome.value,
                     status=report.status, reason=a.reason, q850=report.q850, keys=a.keys)
+        if a.trunk:
+            self._judge_trunk(a.trunk, outcome, report.at, a.campaign_id)
         if rec.state is not old_state:
             self._event("recipient_state", at=report.at, campaign_id=a.campaign_id,
                         recipient_id=rec.id, old=old_state.value, new=rec.state.value,

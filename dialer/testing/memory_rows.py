@@ -85,6 +85,7 @@ class _Attempt:
     node: str
     created_at: float
     lease: int | None = None  # the node's generation at the claim
+    trunk: str | None = None  # the route's choice
     worker: int | None = None
     ringing_at: float | None = None
     answered_at: float | None = None
