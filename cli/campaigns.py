@@ -133,13 +133,23 @@ def campaign_show(campaign_id: int = typer.Argument(..., help="Campaign id."),
                   json_out: bool = typer.Option(False, "--json", help="JSON for scripts.")) -> None:
     """Show a campaign: per recipient its state, attempts, last call, outcome (SIP status and
     reason), last answer and listening confirmation. Example: dialer campaign show 3 --json"""
-    detail = authorized(V, "campaign show").campaign_detail(campaign_id)
+    store = authorized(V, "campaign show")
+    detail = store.campaign_detail(campaign_id)
     if json_out:
         emit_json(detail)
         return
     out.print(f"starts {local(detail['start_at'])}"
               + (f", ended {local(detail['ended_at'])}" if detail["ended_at"] else ""))
+    for line in _trunk_lines(store, detail):
+        out.print(line)
     out.print(recipients_table(detail, out.width))
+
+
+def _trunk_lines(store: Any, detail: dict[str, Any]) -> list[str]:
+    from cli.watch import trunk_lines
+
+    settings = detail.get("settings") or {}
+    return trunk_lines(store.trunk_health(time.time()), settings.get("external_route"))
 
 
 @campaign_app.command("attempts")
@@ -252,7 +262,7 @@ def campaign_watch(
     """
     from rich.live import Live
 
-    from cli.watch import FINISHED, RATE_WINDOW, frame
+    from cli.watch import FINISHED, RATE_WINDOW, frame, trunk_lines
 
     if interval <= 0:
         fail("--interval must be positive")
@@ -261,7 +271,9 @@ def campaign_watch(
     def render() -> tuple[Any, str]:
         now = time.time()
         progress = s.campaign_progress(campaign_id, since=now - RATE_WINDOW)
-        return frame(progress, now, s.get_settings().limits), progress["state"]
+        trunks = trunk_lines(s.trunk_health(now), (progress.get("settings") or {})
+                             .get("external_route"))
+        return frame(progress, now, s.get_settings().limits, trunks), progress["state"]
 
     view, state = render()
     if once or state in FINISHED:

@@ -128,7 +128,8 @@ dir = "{tmp}/data"
 [sip]
 bind = "127.0.0.1"
 workers = 2
-rtp_port = 42000
+port = 0
+rtp_port = 20000
 log_level = 0
 [trunks.internal]
 uri = "sip:127.0.0.1:{ports['internal']}"

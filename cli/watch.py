@@ -9,6 +9,7 @@ model (``dialer.precheck.estimate_duration``) for the recipients not yet done.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich import box
@@ -21,6 +22,7 @@ from rich.text import Text
 from cli.common import short_time
 from dialer.bootstrap import settings_from_dict
 from dialer.core.domain import CampaignState, Limits, RecipientState
+from dialer.core.records import TrunkHealthView
 from dialer.precheck import estimate_duration
 
 FINISHED = {CampaignState.COMPLETED.value, CampaignState.INCOMPLETE.value,
@@ -69,8 +71,20 @@ def eta_seconds(progress: dict[str, Any], now: float, global_limits: Limits) -> 
     return est.expected_seconds
 
 
-def frame(progress: dict[str, Any], now: float, global_limits: Limits) -> RenderableType:
-    """One frame of the live view."""
+def trunk_lines(health: Mapping[str, TrunkHealthView], route: str | None) -> list[str]:
+    """One line per trunk out of service (``dialer.core.health``), and the route if named."""
+    lines = [f"route {route}"] if route else []
+    for name, h in sorted(health.items()):
+        if not h.healthy:
+            until = (dt.datetime.fromtimestamp(h.until).strftime("%H:%M:%S")
+                     if h.until is not None else "?")
+            lines.append(f"trunk {name}: unhealthy until {until} ({h.reason})")
+    return lines
+
+
+def frame(progress: dict[str, Any], now: float, global_limits: Limits,
+          trunks: Sequence[str] = ()) -> RenderableType:
+    """One frame of the live view; ``trunks``: ``trunk_lines``."""
     counts = {state: sum(kinds.values()) for state, kinds in progress["recipients"].items()}
     total = sum(counts.values())
     done = sum(counts.get(s.value, 0) for s in RecipientState if s.done)
@@ -97,6 +111,8 @@ def frame(progress: dict[str, Any], now: float, global_limits: Limits) -> Render
     stats.add_row("rate", f"{rate:.1f} attempts/min (last {RATE_WINDOW:.0f} s)")
     stats.add_row("time to completion",
                   "done" if state in FINISHED else f"about {human(eta)}")
+    for line in trunks:
+        stats.add_row("trunks", line)
     events = Table("time", "event", "number", "detail", box=box.SIMPLE_HEAD, pad_edge=False,
                    title="last events")
     for e in reversed(progress["events"]):

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from dialer.storage.store import SqlStore
+from testkit.net import free_port
 from testkit.wait import until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,10 +46,14 @@ class Dialer:
                  workers: int = 4, env: dict[str, str] | None = None,
                  metrics_port: int | None = None, sip: dict[str, Any] | None = None,
                  db_url: str | None = None, node: str | None = None, bind: str = "127.0.0.1",
-                 cluster: dict[str, Any] | None = None, check_url: str | None = None) -> None:
+                 cluster: dict[str, Any] | None = None, check_url: str | None = None,
+                 trunks: dict[str, dict[str, Any]] | None = None,
+                 routes: dict[str, list[str]] | None = None) -> None:
         """``db_url``: a database several installations share (one node each: ``node``,
         ``bind``, ``cluster``); ``check_url``: where the test reads it (default ``db_url``;
-        another when the node reaches it through a proxy the test can cut)."""
+        another when the node reaches it through a proxy the test can cut); ``trunks``: more
+        ``[trunks.<name>]`` tables, ``routes``: ``[routes.<name>]`` trunk lists. The workers'
+        SIP ports are a free range unless ``sip`` names ``port``."""
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.db_url = db_url or f"sqlite:///{tmp}/dialer.db"
@@ -58,15 +63,19 @@ class Dialer:
         lines = [f'[database]\nurl = "{self.db_url}"', f'[data]\ndir = "{tmp}/data"',
                  f'[sip]\nbind = "{bind}"\nworkers = {workers}\nlog_level = 1\n'
                  f'rtp_port = {20000 + (os.getpid() % 100) * 100}'
+                 + ("" if "port" in (sip or {}) else f"\nport = {free_port(2 * workers)}")
                  + "".join(f"\n{k} = {_toml(v)}" for k, v in (sip or {}).items())]
         if node is not None:
             lines.insert(0, f"node = {_toml(node)}")
         if cluster:
             lines.append("[cluster]\n" + "\n".join(f"{k} = {_toml(v)}"
                                                    for k, v in cluster.items()))
-        for name, trunk in (("internal", internal), ("external", external)):
+        for name, trunk in (("internal", internal), ("external", external),
+                            *(trunks or {}).items()):
             body = "\n".join(f"{k} = {_toml(v)}" for k, v in trunk.items())
             lines.append(f"[trunks.{name}]\n{body}")
+        for name, names in (routes or {}).items():
+            lines.append(f"[routes.{name}]\ntrunks = {_toml(names)}")
         if metrics_port is not None:
             lines.append(f"[metrics]\nport = {metrics_port}")
         self.config.write_text("\n\n".join(lines) + "\n")
