@@ -59,7 +59,7 @@ def _attempt_dict(a: AttemptRow) -> dict[str, Any]:
             "answer_confirmed_at": _iso(a.answer_confirmed_at),
             "listen_confirmed_at": _iso(a.listen_confirmed_at), "ended_at": _iso(a.ended_at),
             "status": a.status, "reason": a.reason, "q850": a.q850, "keys": a.keys,
-            "outcome": a.outcome, "node": a.node, "lease": a.lease}
+            "outcome": a.outcome, "node": a.node, "lease": a.lease, "trunk": a.trunk}
 
 
 def _event_dict(e: EventRow) -> dict[str, Any]:
