@@ -91,7 +91,7 @@ def test_a_trunk_where_nothing_listens_is_unreachable_fast_then_out_of_service(
     assert sum(r["calls"] for r in detail["recipients"]) == len(attempts)
     assert metric(scrape(mport), "dialer_trunk_healthy", trunk="external") == 0
     assert metric(scrape(mport), "dialer_trunk_healthy", trunk="internal") == 1
-    show = d.cli("campaign", "show", str(cid)).stdout
+    show = " ".join(d.cli("campaign", "show", str(cid)).stdout.split())  # as wrapped at 80
     assert re.search(r"trunk external: unhealthy until \d\d:\d\d:\d\d \(3 of the last \d "
                      r"attempts 3 unreachable\)", show), show
     events = [e for e in d.store.events_of(cid) if e["kind"] == "trunk_unhealthy"]
