@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from dialer.core.domain import Outcome
 from dialer.core.health import HealthPolicy
 from dialer.core.routing import TrunkLoad
+from dialer.storage.store import SqlStore
 from dialer.testing.setup import ContractStore
 from tests.fixtures_core import pg_database  # noqa: F401 - pytest fixture
 from tests.test_store_contract import NODE, NOW, camp, end, store  # noqa: F401 - fixture
@@ -65,7 +68,8 @@ def test_max_cps_lets_no_more_claims_into_a_window_and_says_when_to_come_back(
     assert len(tick(store, NOW + 1.2, trunks=trunks).calls) == 5
 
 
-def test_a_route_without_a_usable_trunk_spends_no_attempt(store: ContractStore) -> None:
+def test_a_route_without_a_usable_trunk_spends_no_attempt(
+        store: ContractStore, caplog: pytest.LogCaptureFixture) -> None:
     cid = camp(store, EXT[:3], external_route="carriers")
     down = loads(carrier_a=TrunkLoad("carrier-a", usable=False),
                  carrier_b=TrunkLoad("carrier-b", usable=False))
@@ -74,6 +78,11 @@ def test_a_route_without_a_usable_trunk_spends_no_attempt(store: ContractStore) 
     lost = camp(store, EXT[3:5], name="L", external_route="nowhere")  # no such [routes]
     assert [c.campaign_id for c in tick(store, NOW + 1).calls] == [cid] * 3
     assert all(r["calls"] == 0 for r in store.campaign_detail(lost)["recipients"])
+    if isinstance(store, SqlStore):  # the daemon's log says why, once
+        tick(store, NOW + 2)
+        said = [r.getMessage() for r in caplog.records if "is not configured" in r.getMessage()]
+        assert said == [f"campaign {lost}: route 'nowhere' is not configured on node {NODE} "
+                        "([routes.nowhere]): its external recipients wait"]
 
 
 def test_a_failing_trunk_turns_unhealthy_and_its_calls_go_to_the_next_one(

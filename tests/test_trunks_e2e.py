@@ -159,10 +159,13 @@ def test_each_templates_route_reaches_only_its_own_trunk(
         dialer: Callable[..., Dialer], start_sipp: Callable[..., Sipp]) -> None:
     sa, sb, other = start_sipp("busy"), start_sipp("busy"), start_sipp("busy")
     d = dialer(internal={"uri": other.uri}, external={"uri": other.uri},
-               trunks={"carrier-a": {"uri": sa.uri}, "carrier-b": {"uri": sb.uri}},
+               trunks={"carrier-a": {"uri": sa.uri, "pai": True},
+                       "carrier-b": {"uri": sb.uri}},
                routes={"ra": ["carrier-a"], "rb": ["carrier-b"]})
-    d.template("A", ext(4), message=MESSAGE, attempts=1, external_route="ra")
-    d.template("B", ext(4, first=100), message=MESSAGE, attempts=1, external_route="rb")
+    d.template("A", ext(4), message=MESSAGE, attempts=1, external_route="ra",
+               caller_number="0612345678")
+    d.template("B", ext(4, first=100), message=MESSAGE, attempts=1, external_route="rb",
+               caller_number="0612345678")
     ca, cb = d.start_campaign("A"), d.start_campaign("B")
     d.serve()
     for cid in (ca, cb):
@@ -171,6 +174,24 @@ def test_each_templates_route_reaches_only_its_own_trunk(
     assert sorted(number_of[c] for c in sa.received_call_ids()) == ext(4)
     assert sorted(number_of[c] for c in sb.received_call_ids()) == ext(4, first=100)
     assert other.received_call_ids() == []
+    # pai = true on carrier-a only: the caller number asserted on each of its INVITEs
+    pai = re.findall(r"(?im)^P-Asserted-Identity: (.*)$", sa.message_file.read_text())
+    assert len(pai) == 4 and all("sip:0612345678@" in v for v in pai), pai
+    assert "P-Asserted-Identity" not in sb.message_file.read_text()
+
+
+def test_a_tcp_trunk_that_refuses_the_connection_is_unreachable_at_once(
+        dialer: Callable[..., Dialer], start_sipp: Callable[..., Sipp]) -> None:
+    sipp = start_sipp("busy")
+    d = dialer(internal={"uri": f"sip:127.0.0.1:{free_port()}", "transport": "tcp"},
+               external={"uri": sipp.uri})
+    d.template("T", ["101", "102"], message=MESSAGE, attempts=1, ring_timeout=30)
+    cid = d.start_campaign("T")
+    d.serve()
+    d.wait_state(cid, ["completed", "incomplete"], 30)
+    for a in d.attempts(cid):
+        assert a["outcome"] == "unreachable" and a["status"] in (408, 503), a
+        assert when(a["ended_at"]) - when(a["created_at"]) < 10, a
 
 
 def _listening(ports: range) -> dict[int, set[str]]:

@@ -226,6 +226,14 @@ class Dispatch(Nodes, FastPath):
                 loads = [load for c in camps.values()
                          if (load := self._load(s, view, c, running.get(c.id, _NONE_RUNNING)))
                          is not None]
+                for load in loads:
+                    if (router is not None and load.route and load.id not in view.unrouted
+                            and not routing.external_trunks(router.routes, load.route)):
+                        view.unrouted.add(load.id)
+                        logger.warning("campaign %s: route %r is not configured on node %s "
+                                       "([routes.%s]): its external recipients wait",
+                                       load.id, load.route, node, load.route,
+                                       extra={"campaign": load.id})
 
                 def fetch(load: scheduler.CampaignLoad, g_now: scheduler.Counts,
                           cap: int | None) -> list[scheduler.Candidate]:
@@ -434,6 +442,7 @@ class _View:
     versions: dict[int, int] = dataclasses.field(default_factory=dict)  # as last read
     camps: dict[int, _Live] = dataclasses.field(default_factory=dict)  # live campaigns
     quiet: set[int] = dataclasses.field(default_factory=set)  # active, did not settle
+    unrouted: set[int] = dataclasses.field(default_factory=set)  # warned: route not configured
     loads: dict[int, scheduler.CampaignLoad] = dataclasses.field(default_factory=dict)
     # active campaign -> (version, first retry time after the pass that read it, or None)
     retry_due: dict[int, tuple[int | None, float | None]] = dataclasses.field(
