@@ -154,7 +154,7 @@ class WallGateway:
                                      listen_confirmed_at=start + 1.5, at=now)))
         return out
 
-    def ack(self, force: bool = False) -> None:
+    def ack(self) -> None:
         pass
 
     def next_wakeup_in(self) -> float | None:

@@ -190,7 +190,7 @@ class Daemon:
             self._flush_progress()
         finally:
             self._replaying = False
-        self.gateway.ack(force=True)
+        self.gateway.ack()
         for cid in sorted(live - set(meta)):  # settled already (say by an earlier run): the
             logger.warning("call %s goes on in a worker but its attempt is closed: hanging up",
                            cid)  # database is the truth
@@ -519,7 +519,7 @@ class Daemon:
                                                                  - time.monotonic()))):
                     self._handle(index, msg)
                 self._flush_progress()
-                self.gateway.ack(force=True)
+                self.gateway.ack()
         logger.info("stopping: hanging up %d call(s)", self.gateway.busy_slots())
         self._shutting_down = True
         self.gateway.begin_shutdown()
@@ -546,7 +546,7 @@ class Daemon:
         """What is committed is acknowledged; the workers are let go with their calls (they
         keep what comes next for the daemon that adopts them); nothing is settled here."""
         self._flush_progress()
-        self.gateway.ack(force=True)
+        self.gateway.ack()
         busy = self.gateway.busy_slots()
         self.gateway.detach()
         logger.warning("handed over: %d call(s) go on in the SIP workers; the next `dialer "

@@ -16,20 +16,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import selectors
-import time
 from typing import Protocol
 
 from dialer import ipc, sipports
 from dialer.pool import Worker, WorkerPool, worker_events
 
 logger = logging.getLogger("dialer.pool")
-
-# A worker keeps each event until the daemon acknowledges it; one acknowledgement per event
-# batch and worker every daemon loop turn cost both sides a message per turn per worker, so
-# the daemon acknowledges at most this often or after this many events (the worker's buffer
-# holds thousands), and at once when it hands over or stops.
-ACK_INTERVAL = 0.5
-ACK_BATCH = 64
 
 GatewayEvent = tuple[int, ipc.Event]
 """(worker index, message): what a gateway reports."""
@@ -80,10 +72,9 @@ class Gateway(Protocol):
     def poll(self, timeout: float) -> list[GatewayEvent]:
         """Wait at most ``timeout`` seconds for events; return those that arrived."""
 
-    def ack(self, force: bool = False) -> None:
+    def ack(self) -> None:
         """Everything ``poll`` and ``attach`` returned so far is committed: the workers may
-        forget it (until then they keep it for the next daemon, should this one die). Unless
-        ``force``, a worker is told at most every ``ACK_INTERVAL`` s or ``ACK_BATCH`` events."""
+        forget it (until then they keep it for the next daemon, should this one die)."""
 
     def next_wakeup_in(self) -> float | None:
         """Seconds until the gateway needs ``poll`` called again on its own (None: never)."""
@@ -109,7 +100,6 @@ class PoolGateway:
         self.selector = selectors.DefaultSelector()
         self._registered: dict[int, Worker] = {}
         self._seen: dict[int, tuple[Worker, int]] = {}  # pid -> (worker, last seq returned)
-        self._acked: dict[int, tuple[float, int]] = {}  # pid -> (when, seq) of the last ack
 
     def attach(self) -> tuple[list[GatewayEvent], set[str]]:
         events: list[GatewayEvent] = []
@@ -196,16 +186,11 @@ class PoolGateway:
         if msg.seq is not None:
             self._seen[w.pid] = (w, msg.seq)
 
-    def ack(self, force: bool = False) -> None:
-        now = time.monotonic()
-        for pid, (w, seq) in list(self._seen.items()):
-            last_at, last_seq = self._acked.get(pid, (float("-inf"), 0))
-            if not (force or now - last_at >= ACK_INTERVAL or seq - last_seq >= ACK_BATCH):
-                continue  # kept a little longer by the worker: one message for many events
-            del self._seen[pid]
+    def ack(self) -> None:
+        seen, self._seen = self._seen, {}
+        for w, seq in seen.values():
             if not w.channel.closed:
                 w.channel.send_msg(ipc.Ack(seq=seq))
-                self._acked[pid] = (now, seq)
 
     def next_wakeup_in(self) -> float | None:
         return self.pool.next_restart_in()

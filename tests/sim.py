@@ -117,7 +117,7 @@ class FakeGateway:
     def attach(self) -> tuple[list[GatewayEvent], set[str]]:
         return [], set()  # a simulated node starts with no worker left by a previous run
 
-    def ack(self, force: bool = False) -> None:
+    def ack(self) -> None:
         pass  # the simulated calls keep nothing for a next daemon
 
     def detach(self) -> None:
