@@ -318,12 +318,16 @@ def campaign_check(
     number_rules = cfg.numbers if cfg is not None else rules()
     recs = [r for _, r in read_recipient_lines(recipients, number_rules)] if recipients else None
     trunk_states: dict[str, bool | None] = {}
+    trunk_health: dict[str, bool] = {}
     capacity = None
     if cfg is not None:
         capacity = cfg.workers * cfg.calls_per_worker
         if cfg.metrics_port is not None:
             host = "127.0.0.1" if cfg.metrics_bind in ("0.0.0.0", "::", "") else cfg.metrics_bind
-            trunk_states = fetch_trunk_states(f"http://{host}:{cfg.metrics_port}/metrics")
+            url = f"http://{host}:{cfg.metrics_port}/metrics"
+            trunk_states = fetch_trunk_states(url)
+            trunk_health = {n: v for n, v in fetch_trunk_states(
+                url, metric="dialer_trunk_healthy").items() if v is not None}
         for name, t in cfg.trunks.items():
             if t.registrar is None:  # nothing to register: always ready to call
                 trunk_states.setdefault(name, True)
@@ -337,7 +341,8 @@ def campaign_check(
         findings = check_campaign(tpl, rules=number_rules, trunk_states=trunk_states,
                                   limits=gs.limits, audio=audio, recipients=recs,
                                   max_campaigns=gs.max_campaigns, active_campaigns=active,
-                                  capacity=capacity)
+                                  capacity=capacity, trunk_health=trunk_health,
+                                  routes=cfg.routes if cfg is not None else None)
     errors = sum(1 for f in findings if f.severity is Severity.ERROR)
     if json_out:
         typer.echo(findings_json(findings))

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from dialer.core import routing
 from dialer.core.domain import CampaignSettings, Kind, Limits
 from dialer.core.errors import DialerError, ValidationError
 from dialer.core.recipients import NumberRules, normalise_email, normalise_number
@@ -204,13 +205,15 @@ def _human(seconds: float) -> str:
 
 # ----- trunk states from a running daemon -----
 
-def trunk_states_from_metrics(text: str) -> dict[str, bool]:
-    """``dialer_trunk_registered{trunk=...}`` of a Prometheus exposition, as trunk -> bool."""
+def trunk_states_from_metrics(text: str,
+                              metric: str = "dialer_trunk_registered") -> dict[str, bool]:
+    """``dialer_trunk_registered{trunk=...}`` (or ``metric``, such as ``dialer_trunk_healthy``)
+    of a Prometheus exposition, as trunk -> bool."""
     from prometheus_client.parser import text_string_to_metric_families
 
     out: dict[str, bool] = {}
     for family in text_string_to_metric_families(text):
-        if family.name == "dialer_trunk_registered":
+        if family.name == metric:
             for s in family.samples:
                 trunk = s.labels.get("trunk")
                 if trunk:
@@ -218,8 +221,9 @@ def trunk_states_from_metrics(text: str) -> dict[str, bool]:
     return out
 
 
-def fetch_trunk_states(url: str, timeout: float = 2.0) -> dict[str, bool | None]:
-    """Trunk states from a daemon's metrics endpoint (``http://host:port/metrics``).
+def fetch_trunk_states(url: str, timeout: float = 2.0,
+                       metric: str = "dialer_trunk_registered") -> dict[str, bool | None]:
+    """Trunk states (``metric``) from a daemon's metrics endpoint (``http://host:port/metrics``).
 
     An unreachable daemon gives ``{}`` (every trunk then reads as unknown), never an exception:
     a pre-launch check must work while the daemon is down.
@@ -230,7 +234,7 @@ def fetch_trunk_states(url: str, timeout: float = 2.0) -> dict[str, bool | None]
     except (OSError, urllib.error.URLError, ValueError) as exc:
         logger.info("no trunk states from %s: %s", url, exc)
         return {}
-    return dict(trunk_states_from_metrics(text))
+    return dict(trunk_states_from_metrics(text, metric))
 
 
 # ----- the check -----
@@ -300,12 +304,16 @@ def check_campaign(template_view: TemplateLike, *, rules: NumberRules,
                    prompt_set: Callable[[str], Mapping[str, Path]] | None = None,
                    recipients: Sequence[RecipientLike] | None = None,
                    max_campaigns: int | None = None, active_campaigns: int = 0,
-                   capacity: int | None = None, model: CallModel = CallModel()
-                   ) -> list[Finding]:
+                   capacity: int | None = None, model: CallModel = CallModel(),
+                   routes: Mapping[str, tuple[str, ...]] | None = None,
+                   trunk_health: Mapping[str, bool] | None = None) -> list[Finding]:
     """Everything that would go wrong launching ``template_view`` now, errors first.
 
     ``trunk_states``: trunk name -> registered (True), not registered (False) or unknown (None
-    or absent); internal recipients use trunk ``internal``, external ones ``external``.
+    or absent); internal recipients use trunk ``internal``, external ones the trunks of the
+    template's route (``routes``, ``dialer.core.routing``; the route ``external`` by default):
+    they can be called when one of them is registered and in service (``trunk_health``: trunk
+    -> healthy, from the daemon's metrics).
     ``limits``/``max_campaigns``: the global settings in force; ``active_campaigns``: how many are
     active now. ``audio``: the message as a file (``SqlStore.media_file``) or bytes, None when the
     database has none. ``prompt_set``: language -> prompt files (``media.prompts.prompt_set``).
@@ -362,13 +370,23 @@ def check_campaign(template_view: TemplateLike, *, rules: NumberRules,
     for kind, count in kinds.items():
         if not count:
             continue
-        trunk = kind.value
-        state = trunk_states.get(trunk)
-        if state is False:
+        route = st.external_route if kind is Kind.EXTERNAL else None
+        names = ((routing.INTERNAL_TRUNK,) if kind is Kind.INTERNAL
+                 else routing.external_trunks(routes or {}, route))
+        healthy = trunk_health or {}
+        states = [False if healthy.get(n) is False else trunk_states.get(n) for n in names]
+        trunk = names[0] if len(names) == 1 else f"route {route} ({', '.join(names)})"
+        if not names:
+            add(Severity.ERROR, "route_unknown",
+                f"route {route} is not configured ([routes.{route}]): its {count} recipient(s) "
+                "would wait")
+        elif True not in states and None not in states:
+            out_of_service = [n for n in names if healthy.get(n) is False]
             add(Severity.ERROR, "trunk_unregistered",
-                f"trunk {trunk} is not registered: its {count} recipient(s) would wait until "
-                "it is")
-        elif state is None:
+                f"trunk {trunk} is not registered"
+                + (f" or out of service ({', '.join(out_of_service)})" if out_of_service else "")
+                + f": its {count} recipient(s) would wait until it is")
+        elif True not in states:
             add(Severity.WARNING, "trunk_unknown",
                 f"registration of trunk {trunk} is unknown (is `dialer serve` running?); "
                 f"{count} recipient(s) need it")

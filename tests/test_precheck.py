@@ -223,3 +223,26 @@ def test_no_daemon_means_unknown_trunks() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     assert fetch_trunk_states(f"http://127.0.0.1:{port}/metrics", timeout=1.0) == {}
+
+
+def test_external_recipients_are_checked_against_their_templates_route(
+        message: AudioInfo) -> None:
+    routes = {"external": ("external",), "carriers": ("carrier-a", "carrier-b")}
+    routed = FakeTemplate(settings=CampaignSettings(external_route="carriers"), recipients=CLEAN)
+    states = {"internal": True, "external": False, "carrier-a": False, "carrier-b": True}
+    # one trunk of the route can place calls: nothing to say about trunks
+    assert "trunk_unregistered" not in [f.code for f in check(
+        routed, message, trunk_states=states, routes=routes)]
+    # the other one is out of service (the health guard): none can
+    found = check(routed, message, trunk_states=states, routes=routes,
+                  trunk_health={"carrier-b": False})
+    [f] = [f for f in found if f.code == "trunk_unregistered"]
+    assert f.message == ("trunk route carriers (carrier-a, carrier-b) is not registered or out "
+                         "of service (carrier-b): its 2 recipient(s) would wait until it is")
+    # a route no [routes] table defines
+    lost = FakeTemplate(settings=CampaignSettings(external_route="nowhere"), recipients=CLEAN)
+    [f] = [f for f in check(lost, message, routes=routes) if f.severity is Severity.ERROR]
+    assert f.code == "route_unknown" and "route nowhere is not configured" in f.message
+    # without a route, the external trunk alone, as before
+    assert "trunk_unregistered" in [f.code for f in check(
+        FakeTemplate(recipients=CLEAN), message, trunk_states=states, routes=routes)]

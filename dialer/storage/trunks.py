@@ -48,6 +48,7 @@ class Trunks(History, FastPath):
     """The trunks' side of the store."""
 
     _trunk_policies: dict[str, health.HealthPolicy]
+    _tripped: set[str]  # trunks whose back-off level is above 0, as the last pass read them
 
     def set_trunk_policies(self, policies: Mapping[str, health.HealthPolicy]) -> None:
         """The health guard of each configured trunk (``[trunks.<name>]`` health keys)."""
@@ -91,7 +92,10 @@ class Trunks(History, FastPath):
     def _judge_trunk(self, s: Session, trunk: str, outcome: Outcome, now: float,
                      campaign_id: int) -> None:
         """An attempt on ``trunk`` ended ``outcome``: assess the trunk's health. Only a bad
-        outcome, or a good one while the trunk carries trips, costs a read."""
+        outcome, or a good one while the trunk carries trips (as the last scheduling pass
+        read them), costs a read."""
+        if outcome not in health.BAD and trunk not in getattr(self, "_tripped", set()):
+            return
         states = self._health_rows(s)
         state = states.get(trunk, health.Health())
         if outcome not in health.BAD and state.level == 0:
@@ -137,6 +141,7 @@ class Trunks(History, FastPath):
         the rate-limited ones, and their health; puts back in service the trunks whose back-off
         is over (an event in the history of ``campaigns(trunk)``, the live ones it carries)."""
         states = self._health_rows(s)
+        self._tripped = {name for name, st in states.items() if st.level > 0}
         out: dict[str, TrunkLoad] = {}
         for load in loads:
             state = states.get(load.name)
