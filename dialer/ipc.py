@@ -200,8 +200,8 @@ class Init(Op):
     rtp_port_range: int | None = None
     # its SIP port (UDP and TCP; None or 0: any), and the one to take when that is held (by a
     # retiring worker of the same index finishing its calls)
-    sip_port: int | None = None
-    sip_port_alt: int | None = None
+    sip_port: int | None = field(default=None, metadata=_OMIT)
+    sip_port_alt: int | None = field(default=None, metadata=_OMIT)
     wire: int | None = field(default=None, metadata=_OMIT)
     digest: str | None = field(default=None, metadata=_OMIT)
 

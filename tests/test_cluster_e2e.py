@@ -108,7 +108,8 @@ def test_kill_9_of_a_node_settles_its_calls_within_30_s(start_sipp, dialer, pg: 
     nodes = make_nodes(dialer, sipp, pg, 3)
     first, victim = nodes[0], nodes[1]
     first.cli("settings", "set", "--max-calls", "12")
-    first.template("T", numbers(30), message=MESSAGE, attempts=3, ring_timeout=10)
+    first.template("T", numbers(30), message=MESSAGE, attempts=3, ring_timeout=10,
+                   retry_delay=5)  # n2's recipients are retried soon after they are settled
     cid = first.start_campaign("T")
     for d in nodes:
         d.serve()
@@ -162,7 +163,8 @@ def test_a_node_cut_off_from_the_database_hangs_up_before_its_lease_ends(
         nodes = make_nodes(dialer, sipp, pg, 2, cluster=lease, urls={0: via})
         cut_node, other = nodes
         other.cli("settings", "set", "--max-calls", "6")
-        other.template("T", numbers(12), message=8.0, attempts=3, ring_timeout=10)
+        other.template("T", numbers(12), message=8.0, attempts=3, ring_timeout=10,
+                       retry_delay=5)  # a settled recipient is not called inside the lease
         cid = other.start_campaign("T")
         for d in nodes:
             d.serve()

@@ -185,10 +185,6 @@ class DispatchPort(MailPort, Protocol):
 class AdminPort(Protocol):
     """What the CLI asks of the storage besides ``DispatchPort``."""
 
-    def trunk_health(self, now: float) -> dict[str, TrunkHealthView]:
-        """Every trunk ever judged by the health guard (``campaign show``, ``watch``)."""
-        ...
-
     # ----- the database itself -----
 
     def migrate(self) -> None:
