@@ -101,6 +101,10 @@ class Router:
         """The kinds of recipient a campaign routed ``route`` could place a call for now."""
         return frozenset(k for k in Kind if self.pick(k, route) is not None)
 
+    def any_kinds(self) -> frozenset[Kind]:
+        """The kinds some campaign could place a call for now, whatever its route."""
+        return frozenset(k for k in Kind for r in {*self.routes, None} if self.pick(k, r))
+
     def next_free(self) -> float | None:
         """The earliest time a trunk held only by its rate takes a call again."""
         times = [t for load in self.trunks.values() if (t := load.free_at(self.at)) is not None]

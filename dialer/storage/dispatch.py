@@ -220,8 +220,7 @@ class Dispatch(Nodes, FastPath):
                 router = self._router(s, trunks, routes or {}, _trunks_running(raw_running),
                                       now, carried_by)
             if router is not None:
-                kinds_available = kinds_available & frozenset(
-                    k for k in Kind for r in {*router.routes, None} if router.pick(k, r))
+                kinds_available = kinds_available & router.any_kinds()
             if scheduler.any_room(gs.limits, g_running, kinds_available, capacity):
                 loads = [load for c in camps.values()
                          if (load := self._load(s, view, c, running.get(c.id, _NONE_RUNNING)))

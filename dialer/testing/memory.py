@@ -403,8 +403,7 @@ class MemoryStore(MemoryNodes, MemoryTrunks):
 
         router = None if trunks is None else self._router(trunks, routes or {}, now, carried_by)
         if router is not None:
-            kinds_available = kinds_available & frozenset(
-                k for k in Kind for r in {*router.routes, None} if router.pick(k, r))
+            kinds_available = kinds_available & router.any_kinds()
         if scheduler.any_room(gs.limits, g_running, kinds_available, capacity):
             loads = []
             for c in live.values():
