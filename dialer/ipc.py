@@ -59,11 +59,11 @@ daemon can let a worker of another version finish its calls):
 
 Times are POSIX timestamps (float seconds).
 
-Typed: every message above is a frozen dataclass of this module (``Init``, ``Dial``, ... for
+Typed: every message above is a frozen ``msgspec.Struct`` of this module (``Init``, ``Dial``, ... for
 the operations, ``Ready``, ``Reg``, ... for the events, and ``WorkerLost``, which the gateway
 itself reports when a worker process died: ``worker``, ``pid``, ``calls``, ``retiring``), and
 ``encode``/``decode`` are the one pair that turns them into the JSON objects above and back.
-The keys on the wire are the dataclass fields, in order, after ``op``/``ev``; ``seq`` comes
+The keys on the wire are the struct fields, in order, after ``op``/``ev``; ``seq`` comes
 last, and only when set. ``decode`` rejects an unknown ``op``/``ev``, a missing field or a
 field of the wrong type with a logged error (the message is dropped); keys it does not know
 are ignored. ``Channel`` moves the JSON objects; ``send_msg``/``receive_msgs`` move messages.
@@ -72,16 +72,13 @@ are ignored. ``Channel`` moves the JSON objects; ``send_msg``/``receive_msgs`` m
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
 import os
 import socket
-import types
-import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, TypeVar
+
+import msgspec
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +88,10 @@ Raw = dict[str, Any]
 MAX_LINE = 1 << 20
 WIRE_VERSION = 2  # grows with every change of the wire a daemon and a worker must agree on
 ALONE_S = 60.0  # a worker with no daemon attached this long finishes its calls and exits
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
 
 
 class Channel:
@@ -111,7 +112,7 @@ class Channel:
 
     def send(self, msg: Raw) -> None:
         """Send one JSON object; blocks briefly if the peer's buffer is full."""
-        data = (json.dumps(msg, separators=(",", ":")) + "\n").encode()
+        data = _encoder.encode(msg) + b"\n"
         self.sock.setblocking(True)
         try:
             self.sock.sendall(data)
@@ -141,7 +142,7 @@ class Channel:
         while b"\n" in self._buf:
             line, self._buf = self._buf.split(b"\n", 1)
             if line.strip():
-                messages.append(json.loads(line))
+                messages.append(_decoder.decode(line))
         return messages
 
     def send_msg(self, msg: Message) -> None:
@@ -168,31 +169,28 @@ def inheritable_pair() -> tuple[Channel, int]:
 
 # ----- the messages -----
 
-_OMIT = {"omit_none": True}  # a field left out of the JSON when None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Op:
-    """Daemon to worker."""
+class Op(msgspec.Struct, frozen=True, kw_only=True):
+    """Daemon to worker. ``OMIT``: the fields left out of the JSON when None."""
 
     OP: ClassVar[str] = ""
+    OMIT: ClassVar[frozenset[str]] = frozenset()
 
 
-@dataclass(frozen=True, kw_only=True)
-class Event:
+class Event(msgspec.Struct, frozen=True, kw_only=True):
     """Worker (or gateway) to daemon. ``seq``: numbered by ``sip.link`` (see above)."""
 
     EV: ClassVar[str] = ""
-    seq: int | None = field(default=None, metadata=_OMIT)
+    OMIT: ClassVar[frozenset[str]] = frozenset({"seq"})
+    seq: int | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Init(Op):
+class Init(Op, frozen=True, kw_only=True):
     OP: ClassVar[str] = "init"
+    OMIT: ClassVar[frozenset[str]] = frozenset({"sip_port", "sip_port_alt", "wire", "digest"})
     worker: int = 0
     bind: str = "127.0.0.1"
-    trunks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    allowed_sources: list[str] = field(default_factory=list)
+    trunks: dict[str, dict[str, Any]] = {}
+    allowed_sources: list[str] = []
     reject_code: int | None = None
     orphan_timeout: float | None = None
     log_level: int | str | None = None
@@ -200,14 +198,13 @@ class Init(Op):
     rtp_port_range: int | None = None
     # its SIP port (UDP and TCP; None or 0: any), and the one to take when that is held (by a
     # retiring worker of the same index finishing its calls)
-    sip_port: int | None = field(default=None, metadata=_OMIT)
-    sip_port_alt: int | None = field(default=None, metadata=_OMIT)
-    wire: int | None = field(default=None, metadata=_OMIT)
-    digest: str | None = field(default=None, metadata=_OMIT)
+    sip_port: int | None = None
+    sip_port_alt: int | None = None
+    wire: int | None = None
+    digest: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Dial(Op):
+class Dial(Op, frozen=True, kw_only=True):
     OP: ClassVar[str] = "dial"
     call_id: str
     trunk: str = ""
@@ -215,48 +212,41 @@ class Dial(Op):
     from_uri: str | None = None
     display: str = ""
     ring_timeout: float = 30.0
-    media: dict[str, str] = field(default_factory=dict)
-    dialogue: dict[str, Any] = field(default_factory=dict)  # the fields of DialogueSettings
+    media: dict[str, str] = {}
+    dialogue: dict[str, Any] = {}  # the fields of DialogueSettings
 
 
-@dataclass(frozen=True, kw_only=True)
-class Hangup(Op):
+class Hangup(Op, frozen=True, kw_only=True):
     OP: ClassVar[str] = "hangup"
     call_id: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class Trust(Op):
+class Trust(Op, frozen=True, kw_only=True):
     OP: ClassVar[str] = "trust"
-    allowed_sources: list[str] = field(default_factory=list)
+    allowed_sources: list[str] = []
 
 
-@dataclass(frozen=True, kw_only=True)
-class TrunkState(Op):
+class TrunkState(Op, frozen=True, kw_only=True):
     OP: ClassVar[str] = "trunk"
     trunk: str
     up: bool
     reason: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class Shutdown(Op):
+class Shutdown(Op, frozen=True, kw_only=True):
     OP: ClassVar[str] = "shutdown"
 
 
-@dataclass(frozen=True, kw_only=True)
-class Attach(Op):
+class Attach(Op, frozen=True, kw_only=True):
     OP: ClassVar[str] = "attach"
     wire: int | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Retire(Op):
+class Retire(Op, frozen=True, kw_only=True):
     OP: ClassVar[str] = "retire"
 
 
-@dataclass(frozen=True, kw_only=True)
-class Lease(Op):
+class Lease(Op, frozen=True, kw_only=True):
     """The node's lease covers the next ``valid_for`` seconds (0: no longer): past them the
     worker hangs up its calls and takes none until the next ``lease`` (dialer.core.cluster)."""
 
@@ -264,22 +254,19 @@ class Lease(Op):
     valid_for: float
 
 
-@dataclass(frozen=True, kw_only=True)
-class Ack(Op):
+class Ack(Op, frozen=True, kw_only=True):
     OP: ClassVar[str] = "ack"
     seq: int
 
 
-@dataclass(frozen=True, kw_only=True)
-class Ready(Event):
+class Ready(Event, frozen=True, kw_only=True):
     EV: ClassVar[str] = "ready"
     worker: int | None = None
     pid: int | None = None
     sip_port: int | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Reg(Event):
+class Reg(Event, frozen=True, kw_only=True):
     EV: ClassVar[str] = "reg"
     trunk: str
     code: int = 0
@@ -287,59 +274,51 @@ class Reg(Event):
     expires: int = 0
 
 
-@dataclass(frozen=True, kw_only=True)
-class Ringing(Event):
+class Ringing(Event, frozen=True, kw_only=True):
     EV: ClassVar[str] = "ringing"
     call_id: str
     at: float | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Answered(Event):
+class Answered(Event, frozen=True, kw_only=True):
     EV: ClassVar[str] = "answered"
     call_id: str
     at: float | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Played(Event):
+class Played(Event, frozen=True, kw_only=True):
     EV: ClassVar[str] = "played"
     call_id: str
     prompt: str | None = None
     at: float | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Key(Event):
+class Key(Event, frozen=True, kw_only=True):
     EV: ClassVar[str] = "key"
     call_id: str
     key: str | None = None
     at: float | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Confirmed(Event):
+class Confirmed(Event, frozen=True, kw_only=True):
     EV: ClassVar[str] = "confirmed"
     call_id: str
     what: str | None = None
     at: float | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Slots(Event):
+class Slots(Event, frozen=True, kw_only=True):
     EV: ClassVar[str] = "slots"
     held: int = 0
 
 
-@dataclass(frozen=True, kw_only=True)
-class Dropped(Event):
+class Dropped(Event, frozen=True, kw_only=True):
     EV: ClassVar[str] = "dropped"
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = {}
     last: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Ended(Event):
+class Ended(Event, frozen=True, kw_only=True):
     EV: ClassVar[str] = "ended"
     call_id: str
     status: int | None = None
@@ -353,55 +332,50 @@ class Ended(Event):
     at: float | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Log(Event):
+class Log(Event, frozen=True, kw_only=True):
     EV: ClassVar[str] = "log"
     level: str | int = "info"
     message: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class Load(Event):
+class Load(Event, frozen=True, kw_only=True):
     EV: ClassVar[str] = "load"
     overloaded: bool
     lag: float = 0.0
 
 
-@dataclass(frozen=True, kw_only=True)
-class Hello(Event):
+class Hello(Event, frozen=True, kw_only=True):
     EV: ClassVar[str] = "hello"
+    OMIT: ClassVar[frozenset[str]] = frozenset({"seq", "ready", "rtp_port"})
     wire: int | None = None
     pid: int = 0
     worker: int = 0
     sip_port: int | None = None
     digest: str | None = None
-    ready: bool | None = field(default=None, metadata=_OMIT)
-    rtp_port: int | None = field(default=None, metadata=_OMIT)  # its half (dialer.pool)
+    ready: bool | None = None
+    rtp_port: int | None = None  # its half (dialer.pool)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Attached(Event):
+class Attached(Event, frozen=True, kw_only=True):
     EV: ClassVar[str] = "attached"
-    calls: list[str] = field(default_factory=list)
+    calls: list[str] = []
     dropped: int = 0
     alone: float = 0.0
 
 
-@dataclass(frozen=True, kw_only=True)
-class Refused(Event):
+class Refused(Event, frozen=True, kw_only=True):
     EV: ClassVar[str] = "refused"
     reason: str = ""
     pid: int | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class WorkerLost(Event):
+class WorkerLost(Event, frozen=True, kw_only=True):
     """Not from a worker: the gateway's own report of a worker process that died."""
 
     EV: ClassVar[str] = "worker_lost"
     worker: int
     pid: int | None = None
-    calls: list[str] = field(default_factory=list)
+    calls: list[str] = []
     retiring: bool = False
 
 
@@ -415,6 +389,14 @@ EVENTS: dict[str, type[Event]] = {c.EV: c for c in (
     Hello, Attached, Refused, WorkerLost)}
 
 
+M = TypeVar("M", bound=Message)
+
+
+def replace(msg: M, **changes: Any) -> M:
+    """A copy of ``msg`` with ``changes`` (messages are frozen)."""
+    return msgspec.structs.replace(msg, **changes)
+
+
 class WireError(ValueError):
     """A message that is not one of the wire's."""
 
@@ -422,15 +404,9 @@ class WireError(ValueError):
 def encode(msg: Message) -> Raw:
     """The JSON object of ``msg``: ``op``/``ev`` first, then the fields in order, ``seq`` last."""
     out: Raw = {"op": msg.OP} if isinstance(msg, Op) else {"ev": msg.EV}
-    seq: int | None = None
-    for f in dataclasses.fields(msg):
-        value = getattr(msg, f.name)
-        if f.name == "seq" and isinstance(msg, Event):
-            seq = value
-            continue
-        if value is None and f.metadata.get("omit_none"):
-            continue
-        out[f.name] = value
+    fields = msgspec.structs.asdict(msg)
+    seq = fields.pop("seq", None) if isinstance(msg, Event) else None
+    out.update((k, v) for k, v in fields.items() if v is not None or k not in msg.OMIT)
     if seq is not None:
         out["seq"] = seq
     return out
@@ -468,54 +444,10 @@ def parse(raw: object) -> Message:
         cls = ev
     else:
         raise WireError(f"neither op nor ev: {_short(raw)}")
-    hints = _hints(cls)
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise WireError(f"{cls.__name__}: {f.name} missing")
-            continue
-        value = raw[f.name]
-        if not _fits(value, hints[f.name]):
-            raise WireError(f"{cls.__name__}: {f.name} is {_short(value)}")
-        kwargs[f.name] = value
-    return cls(**kwargs)
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
-
-
-def _fits(value: object, tp: Any) -> bool:
-    """Whether a JSON value is of the field type ``tp`` (an int does for a float)."""
-    if tp is Any:
-        return True
-    if tp is type(None):
-        return value is None
-    origin = typing.get_origin(tp)
-    if origin is Union or origin is types.UnionType:
-        return any(_fits(value, t) for t in typing.get_args(tp))
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        return isinstance(value, list) and all(_fits(v, item) for v in value)
-    if origin is dict:
-        key, val = typing.get_args(tp)
-        return isinstance(value, dict) and all(_fits(k, key) and _fits(v, val)
-                                               for k, v in value.items())
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    return False
+    try:
+        return msgspec.convert(raw, cls, strict=True)
+    except msgspec.ValidationError as exc:
+        raise WireError(f"{cls.__name__}: {exc}") from None
 
 
 def _short(value: object) -> str:

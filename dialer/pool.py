@@ -22,8 +22,6 @@ This module starts processes and moves messages; it never imports pjsua2.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
@@ -31,7 +29,6 @@ import os
 import resource
 import secrets
 import selectors
-import signal
 import socket
 import subprocess
 import sys
@@ -39,12 +36,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from dialer import ipc
 from dialer.core.errors import ConfigError
 from dialer.files import private_dir, write_private
 from dialer.ipc import WIRE_VERSION, Channel, inheritable_pair
+from dialer.procs import Adopted, ForkServer, Process
 
 logger = logging.getLogger(__name__)
 
@@ -61,53 +59,6 @@ SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes; longer paths go through /proc
 
 class AnotherDaemon(ConfigError):
     """A worker of this node is attached to another running daemon."""
-
-
-class Process(Protocol):
-    """What the pool needs of a worker process: ``subprocess.Popen`` or ``Adopted``."""
-
-    @property
-    def pid(self) -> int: ...
-
-    def poll(self) -> int | None: ...
-
-    def kill(self) -> None: ...
-
-    def wait(self, timeout: float | None = None) -> int: ...
-
-
-class Adopted:
-    """A worker process a previous daemon started: not a child, so watched by pid."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None and not _alive(self.pid):
-            self.returncode = -1  # its exit status went to its parent, not to us
-        return self.returncode
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (code := self.poll()) is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
-            time.sleep(0.02)
-        return code
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie waiting for a parent that does not reap it does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def digest(init: ipc.Init) -> str:
@@ -203,7 +154,9 @@ class WorkerPool:
         self.retiring: dict[int, Worker] = {}  # pid -> worker of another version or config
         self.calls_per_worker = calls_per_worker
         self._init_message = init_message
-        self._command = command or [sys.executable, "-m", "sip.worker"]
+        # None: workers forked by a fork server (dialer.procs), else run as this command
+        self._command = command
+        self._forkserver: ForkServer | None = None
         self.workers: dict[int, Worker] = {}
         self.restarts = 0
         self._restart_at: dict[int, float] = {}
@@ -238,12 +191,12 @@ class WorkerPool:
     def init_for(self, index: int, half: int = 0) -> ipc.Init:
         """``index``'s init message, its RTP ports in one ``half`` of the index's range."""
         init = self._init_message(index)
-        out = dataclasses.replace(init, wire=WIRE_VERSION, digest=digest(init))
+        out = ipc.replace(init, wire=WIRE_VERSION, digest=digest(init))
         span = init.rtp_port_range or 0
         if init.rtp_port and span >= 4:
             # pjsua wraps past port + range, so a range of span/2 - 2 stays inside the half
-            out = dataclasses.replace(out, rtp_port=init.rtp_port + half * (span // 2),
-                                      rtp_port_range=span // 2 - 2)
+            out = ipc.replace(out, rtp_port=init.rtp_port + half * (span // 2),
+                              rtp_port_range=span // 2 - 2)
         return out
 
     def _half(self, index: int) -> int:
@@ -274,14 +227,13 @@ class WorkerPool:
         return gen
 
     def _spawn(self, index: int) -> Worker:
-        env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        proc: subprocess.Popen[bytes]
+        proc: Process
         if self.state_dir is None:
             channel, child_fd = inheritable_pair()
-            proc = subprocess.Popen([*self._command, "--ipc-fd", str(child_fd)],
-                                    pass_fds=[child_fd], stdin=subprocess.DEVNULL, env=env)
-            os.close(child_fd)
+            try:
+                proc = self._start(["--ipc-fd", "{fd}"], child_fd, session=False)
+            finally:
+                os.close(child_fd)
         else:
             name = f"w{index}-{secrets.token_hex(4)}.sock"
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -289,11 +241,8 @@ class WorkerPool:
                 listener.bind(self._address(name))
                 os.chmod(self.state_dir / name, 0o600)
                 listener.listen(8)
-                proc = subprocess.Popen(
-                    [*self._command, "--listen-fd", str(listener.fileno()),
-                     "--socket", str(self.state_dir / name)],
-                    pass_fds=[listener.fileno()], stdin=subprocess.DEVNULL, env=env,
-                    start_new_session=True)
+                proc = self._start(["--listen-fd", "{fd}", "--socket", str(self.state_dir / name)],
+                                   listener.fileno(), session=True)
             finally:
                 listener.close()
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -307,6 +256,22 @@ class WorkerPool:
         channel.send_msg(self.init_for(index, half))
         logger.info("worker %d started (pid %d)", index, proc.pid)
         return w
+
+    def _start(self, argv: list[str], fd: int, *, session: bool) -> Process:
+        """A worker process with ``argv`` (``{fd}``: ``fd``, which it inherits)."""
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        if self._command is None:
+            if self._forkserver is None:
+                self._forkserver = ForkServer(env)
+            try:
+                return self._forkserver.spawn(argv, fd, session=session)
+            except OSError as exc:
+                logger.warning("fork server: %s; starting the worker as a program", exc)
+        command = self._command or [sys.executable, "-m", "sip.worker"]
+        return subprocess.Popen([*command, *(str(fd) if a == "{fd}" else a for a in argv)],
+                                pass_fds=[fd], stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=session)
 
     # ----- the state directory -----
 
@@ -582,6 +547,7 @@ class WorkerPool:
                 w.proc.kill()
                 w.proc.wait()
             w.channel.close()
+        self._close_forkserver()
 
     def describe(self) -> list[dict[str, Any]]:
         return [{"index": w.index, "pid": w.pid, "ready": w.ready, "calls": sorted(w.calls),
@@ -596,3 +562,9 @@ class WorkerPool:
         self.workers.clear()
         self.retiring.clear()
         self._restart_at.clear()
+        self._close_forkserver()
+
+    def _close_forkserver(self) -> None:
+        if self._forkserver is not None:
+            self._forkserver.close()
+            self._forkserver = None

@@ -61,6 +61,8 @@ def test_the_tree_keeps_every_contract() -> None:
      "Only dialer.storage imports sqlalchemy and alembic", "media.prompts -> sqlalchemy"),
     ("dialer/report.py", "import pjsua2",
      "Only sip imports pjsua2", "dialer.report -> pjsua2"),
+    ("dialer/pool.py", "import msgspec",
+     "Only dialer.ipc imports msgspec", "dialer.pool -> msgspec"),
     ("dialer/daemon.py", "import rich",
      "Only cli imports typer and rich", "dialer.daemon -> rich"),
     ("dialer/core/domain.py", "import dialer.metrics",

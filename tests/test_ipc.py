@@ -3,7 +3,6 @@ and what is unknown or malformed dropped with a logged error, never a crash."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import socket
@@ -11,6 +10,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -183,9 +183,8 @@ def _messages() -> st.SearchStrategy[ipc.Message]:
     strategies = []
     classes: list[type[ipc.Op] | type[ipc.Event]] = [*ipc.OPS.values(), *ipc.EVENTS.values()]
     for cls in classes:
-        hints = typing.get_type_hints(cls)
-        strategies.append(st.builds(cls, **{f.name: _values(hints[f.name])
-                                            for f in dataclasses.fields(cls)}))
+        strategies.append(st.builds(cls, **{f.name: _values(f.type)
+                                            for f in msgspec.structs.fields(cls)}))
     return st.one_of(*strategies)
 
 

@@ -17,7 +17,8 @@ import pytest
 
 from dialer import ipc
 from dialer.gateway import GatewayEvent, PoolGateway
-from dialer.pool import AnotherDaemon, WorkerPool, _alive
+from dialer.pool import AnotherDaemon, WorkerPool
+from dialer.procs import _alive
 from testkit import until
 
 T = TypeVar("T")
