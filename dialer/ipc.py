@@ -59,9 +59,10 @@ daemon can let a worker of another version finish its calls):
 
 Times are POSIX timestamps (float seconds).
 
-Typed: every message above is a frozen ``msgspec.Struct`` of this module (``Init``, ``Dial``, ... for
-the operations, ``Ready``, ``Reg``, ... for the events, and ``WorkerLost``, which the gateway
-itself reports when a worker process died: ``worker``, ``pid``, ``calls``, ``retiring``), and
+Typed: every message above is a frozen ``msgspec.Struct`` of this module (``Init``, ``Dial``,
+... for the operations, ``Ready``, ``Reg``, ... for the events, and ``WorkerLost``, which the
+gateway itself reports when a worker process died: ``worker``, ``pid``, ``calls``,
+``retiring``), and
 ``encode``/``decode`` are the one pair that turns them into the JSON objects above and back.
 The keys on the wire are the struct fields, in order, after ``op``/``ev``; ``seq`` comes
 last, and only when set. ``decode`` rejects an unknown ``op``/``ev``, a missing field or a

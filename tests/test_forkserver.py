@@ -15,7 +15,7 @@ import pytest
 from dialer import ipc
 from dialer.gateway import PoolGateway
 from dialer.pool import WorkerPool
-from dialer.procs import ForkServer, Forked, _alive
+from dialer.procs import Forked, ForkServer, _alive
 from testkit import until
 
 
