@@ -103,10 +103,12 @@ def proc_pss(pid: int) -> int:
 
 
 def children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (the workers are the fork server's children, since 46300d2)."""
     out: list[int] = []
     for tid in os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}/task") else []:
         text = _read(f"/proc/{pid}/task/{tid}/children") or ""
-        out += [int(p) for p in text.split()]
+        for child in (int(p) for p in text.split()):
+            out += [child, *children(child)]
     return out
 
 
