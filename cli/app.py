@@ -16,6 +16,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,6 +24,7 @@ import typer
 from typer.core import TyperGroup
 
 from cli.campaigns import campaign_app, recipients_table
+from cli.choices import LogFormat
 from cli.common import (
     DEFAULT_DB,
     _state,
@@ -38,16 +40,18 @@ from cli.common import (
     out,
     parse_start,
     read_recipients,
+    say,
     short_time,
     store,
 )
+from cli.configcheck import EX_CONFIG, config_app
 from cli.history import history_app
 from cli.nodes import nodes
 from cli.operators import audit_app, operator_app
 from cli.settings import settings_app
 from cli.templates import template_app
 from dialer import bootstrap
-from dialer.core.errors import DialerError
+from dialer.core.errors import ConfigError, DialerError
 from dialer.core.permissions import PermissionDenied, Role
 from dialer.core.recipients import DEFAULT_EXTENSION_PATTERN, DEFAULT_REGION, NumberRules
 
@@ -57,15 +61,51 @@ __all__ = ["DEFAULT_DB", "actor", "app", "authorized", "db_url", "emit_json", "e
 
 
 class _Group(TyperGroup):
-    """Turns every DialerError raised by a command into one clear line and exit code 1."""
+    """Every error reaches the user as one line: a DialerError as it is, a storage, file or
+    network failure explained (``bootstrap.explain``), a usage error with where to find the
+    usage; exit 1 (2 for usage). Only a bug shows its traceback, and only with ``--debug``."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except DialerError as exc:
             fail(str(exc))
+        except (typer.Exit, typer.Abort, typer.BadParameter):
+            raise
+        except Exception as exc:
+            if _state.get("debug"):
+                raise
+            fail(bootstrap.explain(exc, db_url()) or
+                 f"unexpected {type(exc).__name__}: {exc} (a bug: 'dialer --debug ...' "
+                 "shows where)")
         finally:
             close_stores()
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             windows_expand_args: bool = True, **extra: Any) -> Any:
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False,
+                              windows_expand_args=windows_expand_args, **extra)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            say("aborted")
+            sys.exit(1)
+        except Exception as exc:
+            # Typer's own (vendored) click errors: usage errors and the like, known by their
+            # face, since Typer exports only BadParameter of them
+            message, code = getattr(exc, "format_message", None), getattr(exc, "exit_code", None)
+            if not standalone_mode or not callable(message) or not isinstance(code, int):
+                raise
+            ctx = getattr(exc, "ctx", None)
+            path = " ".join(["dialer", *ctx.command_path.split()[1:]]) if ctx is not None else ""
+            where = f" (see '{path} --help')" if path and code == 2 else ""
+            say(f"{message().replace('Value error, ', '')}{where}")
+            sys.exit(code)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
 
 
 app = typer.Typer(cls=_Group,
@@ -79,7 +119,16 @@ app.add_typer(settings_app, name="settings")
 app.add_typer(history_app, name="history")
 app.add_typer(operator_app, name="operator")
 app.add_typer(audit_app, name="audit")
+app.add_typer(config_app, name="config")
 app.command("nodes")(nodes)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"dialer {version('alert-dialer')}", highlight=False)
+        raise typer.Exit()
 
 
 @app.callback()
@@ -94,6 +143,10 @@ def main_options(
     max_audio_seconds: float = typer.Option(600.0, "--max-audio-seconds",
                                             envvar="DIALER_MAX_AUDIO_SECONDS",
                                             help="Longest message accepted on import."),
+    debug: bool = typer.Option(False, "--debug",
+                               help="Show the traceback of an unexpected error (a bug)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
 ) -> None:
     ("Alert dialer. Example: dialer init && dialer template add Fire --audio fire.wav "
      "--recipients staff.csv")
@@ -109,6 +162,7 @@ def main_options(
     if max_audio_seconds <= 0:
         raise typer.BadParameter("must be positive", param_hint="--max-audio-seconds")
     _state["db"] = db
+    _state["debug"] = debug
     _state["rules"] = NumberRules(region=region.upper(), extension_pattern=extension_pattern)
     _state["max_audio"] = max_audio_seconds
 
@@ -146,21 +200,23 @@ def init() -> None:
 def serve(
     config: Path = typer.Option(..., "--config", "-c",
                                 help="TOML configuration (see dialer.toml)."),
-    log_format: str = typer.Option("text", help="text or json."),
+    log_format: LogFormat = typer.Option(LogFormat.text, help="Log lines as text or JSON."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
 ) -> None:
     ("Run the daemon: SIP workers, registrations, scheduler, metrics. "
      "Example: dialer serve -c dialer.toml")
     from dialer import config as config_mod
 
-    if log_format not in ("text", "json"):  # refused before anything is read
-        raise DialerError(f"--log-format {log_format!r}: text or json")
-    cfg = config_mod.load(config)
+    try:
+        cfg = config_mod.load(config)
+    except ConfigError as exc:  # not worth a restart: systemd's RestartPreventExitStatus
+        say(f"{exc} (dialer config check -c {config} lists every problem)")
+        raise typer.Exit(EX_CONFIG) from exc
     if _state["db"]:
         import dataclasses
 
         cfg = dataclasses.replace(cfg, database_url=_state["db"])
-    setup_logging(verbose, log_format)
+    setup_logging(verbose, log_format.value)
     bootstrap.daemon(cfg).run()  # its database must exist: only 'dialer init' creates one
 
 

@@ -11,9 +11,11 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from cli.choices import Language, State
 from cli.common import (
     actor,
     authorized,
+    confirm,
     emit_json,
     fail,
     local,
@@ -40,7 +42,7 @@ def campaign_start(
     audio: Optional[Path] = typer.Option(None, help="Another message for this launch."),
     tts: Optional[str] = typer.Option(None, "--tts", help="Another message for this launch, "
                                       "as text spoken by espeak-ng."),
-    voice: Optional[str] = typer.Option(None, "--voice", help="Voice of --tts: en or it "
+    voice: Optional[Language] = typer.Option(None, "--voice", help="Voice of --tts "
                                         "(default: the template's language)."),
     recipients: Optional[Path] = typer.Option(None, help="Another recipient list (CSV)."),
     in_minutes: Optional[float] = typer.Option(None, "--in", help="Start after N minutes."),
@@ -57,11 +59,12 @@ def campaign_start(
     if name is not None:
         from dialer.core import validation
 
-        validation.template_name(name)
+        name = validation.template_name(name)
     s = authorized(C, "campaign start")
     recs = [r for _, r in read_recipient_lines(recipients)] if recipients else None
     tpl = s.get_template(template)  # an unknown template fails before any audio is stored
-    sha, seconds, text = message_audio(s, audio, tts, voice or tpl.settings.language,
+    sha, seconds, text = message_audio(s, audio, tts,
+                                       voice.value if voice else tpl.settings.language,
                                        required=False)
     cid = s.start_campaign(template=template, name=name, now=now, start_at=start_at,
                            actor=actor(), audio_sha=sha, audio_seconds=seconds, recipients=recs,
@@ -74,17 +77,12 @@ def campaign_start(
 
 @campaign_app.command("list")
 def campaign_list(
-    state: Optional[list[str]] = typer.Option(None, "--state", help=f"Only these states "
-                                              f"({', '.join(STATES)}); repeatable."),
+    state: Optional[list[State]] = typer.Option(None, "--state",
+                                                help="Only these states; repeatable."),
     json_out: bool = typer.Option(False, "--json", help="JSON for scripts."),
 ) -> None:
     """List campaigns. Example: dialer campaign list --state active --state blocked"""
-    states = []
-    for value in state or []:
-        for part in value.split(","):
-            if part.strip() not in STATES:
-                fail(f"unknown state {part.strip()!r} (states: {', '.join(STATES)})")
-            states.append(part.strip())
+    states = [s.value for s in state or []]
     rows = authorized(V, "campaign list").list_campaigns(states or None)
     if json_out:
         emit_json(rows)
@@ -205,8 +203,14 @@ def campaign_resume(campaign_id: int = typer.Argument(..., help="Campaign id."))
 
 
 @campaign_app.command("stop")
-def campaign_stop(campaign_id: int = typer.Argument(..., help="Campaign id.")) -> None:
-    """Terminate a campaign (final). Example: dialer campaign stop 3"""
+def campaign_stop(campaign_id: int = typer.Argument(..., help="Campaign id."),
+                  yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask.")) -> None:
+    """Terminate a campaign (final: calls in progress are hung up, no call is placed again).
+
+    Example: dialer campaign stop 3 --yes
+    """
+    authorized(C, "campaign stop").campaign_detail(campaign_id)
+    confirm(f"stop campaign {campaign_id} for good?", yes, "not stopped")
     _action(campaign_id, "stop")
 
 
@@ -227,8 +231,15 @@ def campaign_grant(
 @campaign_app.command("stop-recipient")
 def campaign_stop_recipient(campaign_id: int = typer.Argument(..., help="Campaign id."),
                             recipient: str = typer.Argument(
-                                ..., help="Position (#N) or number.")) -> None:
-    """Stop the attempts to one recipient. Example: dialer campaign stop-recipient 3 101"""
+                                ..., help="Position (#N) or number."),
+                            yes: bool = typer.Option(False, "--yes", "-y",
+                                                     help="Do not ask.")) -> None:
+    """Stop the attempts to one recipient (final for this run).
+
+    Example: dialer campaign stop-recipient 3 101 --yes
+    """
+    authorized(C, "campaign stop-recipient").campaign_detail(campaign_id)
+    confirm(f"stop calling recipient {recipient} of campaign {campaign_id}?", yes, "not stopped")
     r = authorized(C, "campaign stop-recipient").stop_recipient(
         campaign_id, recipient, actor=actor(), now=time.time(), rules=rules())
     out.print(f"recipient {r['position']} ({r['number']}) stopped")
@@ -243,8 +254,7 @@ def campaign_delete(campaign_id: int = typer.Argument(..., help="Campaign id."),
     """
     s = authorized(C, "campaign delete")
     s.campaign_detail(campaign_id)
-    if not yes and not typer.confirm(f"delete campaign {campaign_id}?", default=False):
-        fail("not deleted")
+    confirm(f"delete campaign {campaign_id}?", yes, "not deleted")
     s.delete_campaign(campaign_id, actor=actor(), now=time.time())
     out.print(f"campaign {campaign_id} deleted; its history stays")
 

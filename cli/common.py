@@ -35,12 +35,29 @@ err = Console(stderr=True)
 _state: dict[str, Any] = {"db": None}
 
 
-def fail(message: str) -> NoReturn:
-    """One clear line, exit 1."""
+def say(message: str) -> None:
+    """The ``error:`` line on stderr, never wrapped (a script greps it)."""
     # escape: messages quote user text and TOML tables ("[trunks.external]") that Rich
     # would otherwise take for markup tags and silently drop
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str) -> NoReturn:
+    """One clear line, exit 1."""
+    say(message)
     raise typer.Exit(1)
+
+
+def confirm(question: str, yes: bool, refused: str) -> None:
+    """Ask before an irreversible change, unless ``--yes``; no answer (no input) is a no."""
+    if yes:
+        return
+    try:
+        agreed = typer.confirm(question, default=False)
+    except typer.Abort:
+        fail(f"{refused}: no answer to confirm it (add --yes)")
+    if not agreed:
+        fail(refused)
 
 
 def login() -> str:
@@ -145,8 +162,16 @@ def parse_start(in_minutes: Optional[float], at: Optional[str], now: float) -> f
             raise ValidationError("--in must be 0 or more minutes")
         return now + in_minutes * 60
     if at is not None:
-        return parse_when(at, "--at")
+        when = parse_when(at, "--at")
+        if when < now - PAST_GRACE:
+            shown = dt.datetime.fromtimestamp(when).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+            raise ValidationError(f"--at {at}: {shown} is in the past; leave --at out to "
+                                  "start now")
+        return when
     return now
+
+
+PAST_GRACE = 60.0  # s: an --at of the minute just gone still means now
 
 
 def parse_limit(text: Optional[str], option: str) -> tuple[bool, Optional[int]]:

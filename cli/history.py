@@ -13,6 +13,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from cli.choices import ExportFormat
 from cli.common import authorized, emit_json, local, out
 from dialer.core.csvcells import cell
 from dialer.core.errors import ValidationError
@@ -123,7 +124,7 @@ def history_show(run_id: int = typer.Argument(..., help="Run id (= the campaign'
 @history_app.command("export")
 def history_export(
     run_id: int = typer.Argument(..., help="Run id (= the campaign's id)."),
-    fmt: str = typer.Option("json", "--format", "-f", help="csv or json."),
+    fmt: ExportFormat = typer.Option(ExportFormat.json, "--format", "-f", help="The format."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File (default: stdout)."),
 ) -> None:
     """Export a run: configuration snapshot, recipients, every attempt and event.
@@ -133,10 +134,8 @@ def history_export(
 
     Example: dialer history export 3 --format csv --output drill-3.csv
     """
-    if fmt not in ("csv", "json"):
-        raise ValidationError(f"--format {fmt!r}: csv or json")
     h = authorized(V, "history export").run_history(run_id)
-    text = export_json(h) if fmt == "json" else export_csv(h)
+    text = export_json(h) if fmt is ExportFormat.json else export_csv(h)
     if output is None:
         typer.echo(text, nl=False)
         return

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from cli.choices import RoleName
 from cli.common import actor, authorized, emit_json, local, out, parse_when
 from dialer.core.permissions import Role, parse_roles
 
@@ -21,14 +22,13 @@ audit_app = typer.Typer(help="Who changed what, when, with old and new values.",
 @operator_app.command("add")
 def operator_add(
     user: str = typer.Argument(..., help="OS login name."),
-    role: list[str] = typer.Option(..., "--role", "-r",
-                                   help="admin, campaigns, settings or viewer; repeatable."),
+    role: list[RoleName] = typer.Option(..., "--role", "-r", help="A role; repeatable."),
 ) -> None:
     """Add an operator, or set the roles of an existing one.
 
     Example: dialer operator add alice --role campaigns --role settings
     """
-    roles = parse_roles(role)
+    roles = parse_roles([r.value for r in role])
     authorized(Role.ADMIN, "operator add").set_operator(user, roles, actor=actor(),
                                                         now=time.time())
     out.print(f"{user}: {', '.join(sorted(r.value for r in roles))}")

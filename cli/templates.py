@@ -12,9 +12,11 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
+from cli.choices import Email, Kind, Language
 from cli.common import (
     actor,
     authorized,
+    confirm,
     email_policy,
     emit_json,
     fail,
@@ -41,12 +43,6 @@ template_app.add_typer(recipients_app, name="recipients")
 C, V = Role.CAMPAIGNS, Role.VIEWER
 
 
-def _language(value: str) -> str:
-    from media.prompts import normalise_language
-
-    return normalise_language(value)
-
-
 def _optional_text(value: Optional[str]) -> tuple[bool, Optional[str]]:
     """(given, value): ``none`` clears an optional text setting."""
     if value is None:
@@ -62,10 +58,10 @@ def template_add(
                                          help="The message: WAV, FLAC, OGG or MP3."),
     tts: Optional[str] = typer.Option(None, "--tts", help="The message as text, spoken by "
                                                           "espeak-ng (instead of --audio)."),
-    voice: Optional[str] = typer.Option(None, "--voice", help="Voice of --tts: en or it (default: "
-                                                              "--language)."),
-    email: str = typer.Option("off", "--email", help="Mail the message to recipients with an "
-                                                     "address: off, on-launch or unreached."),
+    voice: Optional[Language] = typer.Option(None, "--voice",
+                                             help="Voice of --tts (default: --language)."),
+    email: Email = typer.Option(Email.off, "--email", help="Mail the message to recipients with "
+                                                           "an address."),
     caller_number: Optional[str] = typer.Option(None, help="Calling number (From user part)."),
     external_route: Optional[str] = typer.Option(None, help="External route / routing class."),
     priority: int = typer.Option(0, help="Higher runs first when slots are scarce."),
@@ -77,8 +73,8 @@ def template_add(
                                         help="Require the listen key (9) after the message."),
     answer_key: str = typer.Option("1", help="Key that confirms the answer."),
     listen_key: str = typer.Option("9", help="Key that confirms the listening."),
-    threshold: Optional[int] = typer.Option(None, help="Recipients to reach for Completed (default "
-                                                       "all)."),
+    threshold: Optional[str] = typer.Option(None, help="Recipients to reach for Completed (none: "
+                                                       "all, the default)."),
     max_calls: Optional[str] = typer.Option(None, help="Concurrent calls of this campaign (none: "
                                                        "unlimited)."),
     max_internal: Optional[str] = typer.Option(None, help="Concurrent internal calls (none: "
@@ -89,9 +85,10 @@ def template_add(
                                                  "recipient."),
     key_timeout: float = typer.Option(5.0, help="Seconds to wait for a key after a prompt."),
     max_repeats: int = typer.Option(3, help="Repeats of a prompt or the message without the key."),
-    language: str = typer.Option("en", help="Language of the prompts: en or it."),
-    enabled: bool = typer.Option(True, "--enabled/--disabled",
+    language: Language = typer.Option(Language.en, help="Language of the prompts."),
+    enabled: bool = typer.Option(True, "--enable/--disable",
                                  help="Whether it may launch campaigns."),
+    enabled_old: Optional[bool] = typer.Option(None, "--enabled/--disabled", hidden=True),
     keep_calling: bool = typer.Option(
         True, "--keep-calling/--stop-at-threshold",
         help="After the threshold is reached: keep calling everyone (default, as the reference) "
@@ -104,14 +101,15 @@ def template_add(
 
     Example: dialer template add Fire --audio fire.wav --recipients staff.csv --attempts 3
     """
-    validation.template_name(name)
+    name = validation.template_name(name)
     settings = CampaignSettings(
         caller_number=caller_number, display_name=name, priority=priority, attempts=attempts,
         ring_timeout=ring_timeout, retry_delay=retry_delay, answer_confirm=answer_confirm,
         listen_confirm=listen_confirm, answer_key=answer_key, listen_key=listen_key,
-        threshold=threshold, key_timeout=key_timeout, max_repeats=max_repeats,
-        language=_language(language), external_route=external_route,
-        email=email_policy(email) or "off", keep_calling_after_threshold=keep_calling,
+        threshold=parse_limit(threshold, "--threshold")[1], key_timeout=key_timeout,
+        max_repeats=max_repeats,
+        language=language.value, external_route=external_route,
+        email=email_policy(email.value) or "off", keep_calling_after_threshold=keep_calling,
         limits=Limits(total=parse_limit(max_calls, "--max-calls")[1],
                       internal=parse_limit(max_internal, "--max-internal")[1],
                       external=parse_limit(max_external, "--max-external")[1]))
@@ -121,11 +119,12 @@ def template_add(
         fail("give the message: --audio FILE or --tts \"text\"")
     recs = [r for _, r in read_recipient_lines(recipients)] if recipients else []
     validation.settings(settings, len(recs))
-    sha, seconds, text = message_audio(s, audio, tts, _language(voice or language), required=True)
+    sha, seconds, text = message_audio(s, audio, tts, (voice or language).value, required=True)
     assert sha is not None and seconds is not None
     settings = dataclasses.replace(settings, tts_text=text)
     tid = s.add_template(name=name, settings=settings, audio_sha=sha, audio_seconds=seconds,
-                         recipients=recs, now=time.time(), actor=actor(), enabled=enabled)
+                         recipients=recs, now=time.time(), actor=actor(),
+                         enabled=enabled if enabled_old is None else enabled_old)
     if json_out:
         emit_json({"id": tid})
     else:
@@ -190,10 +189,10 @@ def template_edit(
     audio: Optional[Path] = typer.Option(None, help="A new message file."),
     tts: Optional[str] = typer.Option(None, "--tts", help="A new message as text, spoken by "
                                                           "espeak-ng."),
-    voice: Optional[str] = typer.Option(None, "--voice", help="Voice of --tts: en or it (default: "
-                                                              "the template's language)."),
-    email: Optional[str] = typer.Option(None, "--email", help="Mail the message: off, on-launch or "
-                                                              "unreached."),
+    voice: Optional[Language] = typer.Option(None, "--voice", help="Voice of --tts (default: "
+                                                                   "the template's language)."),
+    email: Optional[Email] = typer.Option(None, "--email", help="Mail the message to recipients "
+                                                                "with an address."),
     threshold: Optional[str] = typer.Option(None, help="Recipients to reach (none: all)."),
     attempts: Optional[int] = typer.Option(None, help="Maximum unsuccessful attempts (1..99)."),
     ring_timeout: Optional[float] = typer.Option(None, help="Seconds to ring."),
@@ -212,7 +211,7 @@ def template_edit(
                                                            "recipient."),
     key_timeout: Optional[float] = typer.Option(None, help="Seconds to wait for a key."),
     max_repeats: Optional[int] = typer.Option(None, help="Repeats without the key."),
-    language: Optional[str] = typer.Option(None, help="Prompt language: en or it."),
+    language: Optional[Language] = typer.Option(None, help="Prompt language."),
     keep_calling: Optional[bool] = typer.Option(
         None, "--keep-calling/--stop-at-threshold",
         help="Keep calling after the threshold is reached, or stop there."),
@@ -225,7 +224,7 @@ def template_edit(
     s = authorized(C, "template edit")
     tpl = s.get_template(name)
     if new_name is not None:
-        validation.template_name(new_name)
+        new_name = validation.template_name(new_name)
     st = tpl.settings
     changes: dict[str, Any] = {}
     for key, value in (("priority", priority), ("attempts", attempts),
@@ -241,9 +240,9 @@ def template_edit(
         if given:
             changes[key] = text
     if language is not None:
-        changes["language"] = _language(language)
+        changes["language"] = language.value
     if email is not None:
-        changes["email"] = email_policy(email)
+        changes["email"] = email_policy(email.value)
     if threshold is not None:
         given, value = parse_limit(threshold, "--threshold")
         changes["threshold"] = value
@@ -256,7 +255,7 @@ def template_edit(
             limits = dataclasses.replace(limits, **{field: value})
     new_st = dataclasses.replace(st, limits=limits, **changes)
     validation.settings(new_st, len(tpl.recipients))
-    sha, seconds, text = message_audio(s, audio, tts, _language(voice or new_st.language),
+    sha, seconds, text = message_audio(s, audio, tts, voice.value if voice else new_st.language,
                                        required=False)
     if sha is not None:  # a new message: its text (None for a recording) replaces the old one
         new_st = dataclasses.replace(new_st, tts_text=text)
@@ -281,7 +280,7 @@ def template_clone(name: str = typer.Argument(..., help="Template to copy."),
                                                  help="Print {\"id\": ...}.")) -> None:
     ("Copy a template with its settings, audio and recipients. "
      "Example: dialer template clone Fire Flood")
-    validation.template_name(new_name)
+    new_name = validation.template_name(new_name)
     tid = authorized(C, "template clone").clone_template(name, new_name, actor=actor(),
                                                           now=time.time())
     if json_out:
@@ -318,8 +317,7 @@ def template_delete(name: str = typer.Argument(..., help="Template name."),
     """
     s = authorized(C, "template delete")
     s.get_template(name)
-    if not yes and not typer.confirm(f"delete template {name!r}?", default=False):
-        fail("not deleted")
+    confirm(f"delete template {name!r}?", yes, "not deleted")
     running = s.delete_template(name, actor=actor(), now=time.time())
     more = f"; {running} campaign(s) launched from it go on" if running else ""
     out.print(f"template {name!r} deleted{more}")
@@ -347,13 +345,14 @@ def recipients_add(
     number: str = typer.Argument(..., help="Extension or phone number."),
     person: Optional[str] = typer.Option(None, "--name", help="The person's name."),
     email: Optional[str] = typer.Option(None, "--email", help="E-mail address."),
-    kind: Optional[str] = typer.Option(None, "--kind", help="internal or external (default: "
+    kind: Optional[Kind] = typer.Option(None, "--kind", help="How it is dialled (default: "
                                                             "guessed)."),
     position: Optional[int] = typer.Option(None, "--position", help="Insert at this position."),
 ) -> None:
     ("Add one recipient. "
      'Example: dialer template recipients add Fire "+39 06 6982 0000" --name Bob')
-    rec = make_recipient(number, name=person, email=email, kind=kind, rules=rules())
+    rec = make_recipient(number, name=person, email=email, kind=kind.value if kind else None,
+                         rules=rules())
     pos = authorized(C, "template recipients add").template_recipient_add(
         name, rec, actor=actor(), now=time.time(), position=position)
     out.print(f"{rec.number} added at position {pos}")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 from dialer.core.records import GlobalSettings, TemplateView, settings_from_dict
+from dialer.storage.errors import explain, redact
 from dialer.storage.store import SqlStore, sqlite_path
 
 if TYPE_CHECKING:
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
     from dialer.daemon import Daemon, WorkerInit
     from dialer.gateway import Gateway
 
-__all__ = ["GlobalSettings", "Store", "TemplateView", "daemon", "database_file", "open_store",
+__all__ = ["GlobalSettings", "Store", "TemplateView", "daemon", "database_file", "explain",
+           "open_store", "redact",
            "schema_is_current", "settings_from_dict"]
 
 Store: TypeAlias = SqlStore

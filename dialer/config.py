@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 import logging
 import os
-import re
 import socket
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
 
 from dialer.configfields import Secret as Secret
-from dialer.configfields import parse_int as parse_int
-from dialer.configfields import parse_password as parse_password
+from dialer.configfields import parse_password
+from dialer.configfile import MAX_CALLS_PER_WORKER as MAX_CALLS_PER_WORKER
+from dialer.configfile import MAX_TRUNKS as MAX_TRUNKS
+from dialer.configfile import ConfigFile, TrunkFile, validate
 from dialer.core.cluster import LeaseTerms
-from dialer.core.domain import SIP_REJECT_CODES as REJECT_CODES
 from dialer.core.errors import ConfigError
 from dialer.core.health import HealthPolicy
-from dialer.core.recipients import DEFAULT_EXTENSION_PATTERN, DEFAULT_REGION, NumberRules
+from dialer.core.recipients import NumberRules
 from dialer.core.routing import DEFAULT_ROUTE
 from dialer.mailer import SmtpConfig, parse_smtp
 
-MAX_CALLS_PER_WORKER = 4  # PJSUA_MAX_CALLS of the pjsua2 wheel
-MAX_TRUNKS = 8  # a SIP worker's accounts (sip.worker.MAX_ACCOUNTS): one per trunk
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -160,119 +159,8 @@ def _hostport(uri: str) -> str:
     return rest.rsplit("@", 1)[-1]
 
 
-_int = parse_int  # the names the parsers below used first
-_password = parse_password
-
-
-def _trunk(name: str, t: Any, base: Path) -> TrunkConfig:
-    where = f"[trunks.{name}]"
-    if not isinstance(t, dict):
-        raise ConfigError(f"{where} must be a table")
-    uri = t.get("uri")
-    if not isinstance(uri, str) or not urlsplit(uri).scheme.startswith("sip"):
-        raise ConfigError(f"{where}.uri must be a SIP URI such as \"sip:pbx.example.com\"")
-    transport = str(t.get("transport", "udp")).lower()
-    if transport not in ("udp", "tcp"):
-        raise ConfigError(f"{where}.transport must be udp or tcp, not {transport!r}")
-    registrar = t.get("registrar")
-    username = t.get("username")
-    password = _password(t, where, base)
-    if registrar and not isinstance(registrar, str):
-        raise ConfigError(f"{where}.registrar must be a SIP URI")
-    if password is not None and not username:
-        raise ConfigError(f"{where}: a password needs a username")
-    proxy = t.get("proxy")
-    if proxy is not None and (not isinstance(proxy, str)
-                              or not urlsplit(proxy).scheme.startswith("sip")):
-        raise ConfigError(f"{where}.proxy must be a SIP URI")
-    sources = t.get("allowed_sources", [])
-    if not isinstance(sources, list) or not all(isinstance(x, str) for x in sources):
-        raise ConfigError(f"{where}.allowed_sources must be a list of addresses or CIDRs")
-    try:
-        nets = tuple(str(ipaddress.ip_network(n.strip(), strict=False)) for n in sources)
-    except ValueError as exc:
-        raise ConfigError(f"{where}.allowed_sources: {exc}") from exc
-    return TrunkConfig(name=name, uri=uri, registrar=registrar or None, username=username,
-                       password=password, transport=transport,
-                       caller_id=str(t["caller_id"]) if t.get("caller_id") else None,
-                       expires=_int(t, "expires", 300, where, 30, 86400) or 300,
-                       retry_interval=_int(t, "retry_interval", 30, where, 1, 3600) or 30,
-                       proxy=proxy, allowed_sources=nets,
-                       keepalive_interval=_seconds(t, "keepalive_interval", 5.0, where, 0, 3600),
-                       keepalive_timeout=_seconds(t, "keepalive_timeout", 2.0, where, 0.1, 60),
-                       register_timeout=_seconds(t, "register_timeout", 4.0, where, 0.5, 60),
-                       invite_timeout=_seconds(t, "invite_timeout", 5.0, where, 0.5, 32),
-                       max_calls=_int(t, "max_calls", None, where, 1, 100000),
-                       max_cps=_rate(t, "max_cps", where),
-                       pai=_flag(t, "pai", where), health=_health(t, where))
-
-
-def _rate(d: dict[str, Any], key: str, where: str) -> float | None:
-    v = d.get(key)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.1 <= v <= 10000:
-        raise ConfigError(f"{where}.{key} must be a number of calls per second 0.1..10000, "
-                          f"not {v!r}")
-    return float(v)
-
-
-def _flag(d: dict[str, Any], key: str, where: str) -> bool:
-    v = d.get(key, False)
-    if not isinstance(v, bool):
-        raise ConfigError(f"{where}.{key} must be true or false, not {v!r}")
-    return v
-
-
-def _health(t: dict[str, Any], where: str) -> HealthPolicy:
-    """The trunk's health guard (``dialer.core.health``): ``health_window`` attempts, of which
-    ``health_failures`` unreachable or congestion mark it unhealthy for ``backoff`` s, doubled
-    each time it trips again, up to ``backoff_max``."""
-    d = HealthPolicy()
-    window = _int(t, "health_window", d.window, where, 1, 1000) or d.window
-    failures = _int(t, "health_failures", min(d.failures, window), where, 1, window) or 1
-    backoff = _seconds(t, "backoff", d.backoff, where, 1, 86400)
-    return HealthPolicy(window=window, failures=failures, backoff=backoff,
-                        backoff_max=_seconds(t, "backoff_max", max(d.backoff_max, backoff),
-                                             where, backoff, 86400))
-
-
-
-
-
-def _routes(raw: Any, trunks: dict[str, TrunkConfig], name: str) -> dict[str, tuple[str, ...]]:
-    """``[routes.<name>] trunks = [...]``: each an ordered list of configured trunks."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{name}: [routes] must be a table of routes")
-    out: dict[str, tuple[str, ...]] = {}
-    for route, r in raw.items():
-        where = f"[routes.{route}]"
-        names = r.get("trunks") if isinstance(r, dict) else None
-        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-            raise ConfigError(f"{where}.trunks must be a non-empty list of trunk names")
-        unknown = [n for n in names if n not in trunks]
-        if unknown:
-            raise ConfigError(f"{where}: unknown trunk(s) {', '.join(unknown)}")
-        if len(set(names)) != len(names):
-            raise ConfigError(f"{where}.trunks names a trunk twice")
-        out[str(route)] = tuple(names)
-    out.setdefault(DEFAULT_ROUTE, (DEFAULT_ROUTE,))
-    return out
-
-
-def _seconds(d: dict[str, Any], key: str, default: float, where: str, lo: float,
-             hi: float) -> float:
-    """``d[key]`` as a number of seconds in ``lo..hi``; a one-line ConfigError otherwise."""
-    v = d.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-        raise ConfigError(f"{where}.{key} must be a number of seconds {lo:g}..{hi:g}, not {v!r}")
-    return float(v)
-
-
-def load(path: str | Path) -> Config:
-    """Read and validate a config file; every problem is a one-line ConfigError."""
+def load(path: str | Path, *, secrets: bool = True) -> Config:
+    """Read and validate a config file; every problem is in one one-line ConfigError."""
     p = Path(path)
     try:
         raw = tomllib.loads(p.read_text())
@@ -282,94 +170,109 @@ def load(path: str | Path) -> Config:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML ({exc})") from exc
-    return parse(raw, p)
+    return parse(raw, p, secrets=secrets)
 
 
-def parse(raw: dict[str, Any], path: Path | None = None) -> Config:
-    """Validate an already-parsed config mapping."""
+def parse(raw: dict[str, Any], path: Path | None = None, *, secrets: bool = True) -> Config:
+    """Validate an already-parsed config mapping: every problem at once, in one ConfigError
+    (``problems`` lists them). ``secrets=False`` (``dialer config check``) leaves the passwords
+    unread: what is checked is where they come from, not their values."""
     base = path.parent if path else Path.cwd()
     name = str(path) if path else "config"
-    db = raw.get("database", {})
-    url = os.environ.get("DIALER_DB") or db.get("url") or "sqlite:///dialer.db"
-    sip = raw.get("sip", {})
-    trunks_raw = raw.get("trunks", {})
-    if not isinstance(trunks_raw, dict):
-        raise ConfigError(f"{name}: [trunks] must be a table")
-    for needed in ("internal", "external"):
-        if needed not in trunks_raw:
-            raise ConfigError(f"{name}: missing trunk [trunks.{needed}]")
-    bad = [n for n in trunks_raw if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", n)]
-    if bad:
-        raise ConfigError(f"{name}: trunk name {bad[0]!r}: letters, digits, . _ - (at most 64)")
-    if len(trunks_raw) > MAX_TRUNKS:
-        raise ConfigError(f"{name}: {len(trunks_raw)} trunks; a SIP worker holds at most "
-                          f"{MAX_TRUNKS}")
-    trunks = {n: _trunk(n, t, base) for n, t in trunks_raw.items()}
-    metrics = raw.get("metrics", {})
-    numbers = raw.get("numbers", {})
-    data_dir = Path(str(raw.get("data", {}).get("dir", "dialer-data")))
+    checked, problems = validate(raw)
+    cfg: Config | None = None
+    if checked is not None:
+        try:
+            cfg = _config(checked, path, base, secrets)
+        except ConfigError as exc:
+            problems = list(exc.problems)
+    if cfg is None:
+        raise ConfigError(f"{name}: " + "; ".join(problems), problems=problems)
+    return cfg
+
+
+def data_dir(configured: str | None) -> Path:
+    """Where the data (audio cache, the workers' sockets) goes: ``[data] dir``, relative to
+    systemd's ``$STATE_DIRECTORY`` (``StateDirectory=dialer``: /var/lib/dialer) when set, else to
+    the working directory; by default that directory itself, else ``./dialer-data``."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    root = Path(state) if state else Path.cwd()
+    if configured is None:
+        return root if state else root / "dialer-data"
+    p = Path(configured)
+    return p if p.is_absolute() else root / p
+
+
+def _config(f: ConfigFile, path: Path | None, base: Path, secrets: bool) -> Config:
+    """The daemon's Config of a checked file; what cannot be known from the file alone (the
+    passwords, the routes' trunks, [cluster], [smtp]) is checked here, all of it."""
+    problems: list[str] = []
+
+    def attempt(what: Callable[[], T]) -> T | None:
+        try:
+            return what()
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            return None
+
+    trunks: dict[str, TrunkConfig | None] = {}
+    for n, t in f.trunks.items():
+        trunks[n] = attempt(functools.partial(_trunk, n, t, base, secrets))
+    routes: dict[str, tuple[str, ...]] = {}
+    for route, r in f.routes.items():
+        unknown = [n for n in r.trunks if n not in f.trunks]
+        if unknown:
+            problems.append(f"[routes.{route}]: unknown trunk(s) {', '.join(unknown)}")
+        routes[route] = r.trunks
+    routes.setdefault(DEFAULT_ROUTE, (DEFAULT_ROUTE,))
+    lease = LeaseTerms(lease=f.cluster.lease, heartbeat=f.cluster.heartbeat)
+    if problem := lease.check():
+        problems.append(f"[cluster]: {problem}")
+    smtp = attempt(lambda: parse_smtp(f.smtp, base, secrets=secrets))
+    if problems:
+        raise ConfigError("; ".join(problems), problems=problems)
     return Config(
         path=path,
-        database_url=str(url),
-        bind=_bind(sip),
-        workers=_int(sip, "workers", 4, "[sip]", 1, 1000) or 4,
-        calls_per_worker=_int(sip, "calls_per_worker", MAX_CALLS_PER_WORKER, "[sip]", 1,
-                              MAX_CALLS_PER_WORKER) or MAX_CALLS_PER_WORKER,
-        rtp_port=_int(sip, "rtp_port", 10000, "[sip]", 1024, 65000) or 10000,
-        sip_port=_sip_port(sip),
-        sip_log_level=_int(sip, "log_level", 1, "[sip]", 0, 6) or 0,
-        trunks=trunks,
-        routes=_routes(raw.get("routes"), trunks, name),
-        metrics_port=_int(metrics, "port", None, "[metrics]", 0, 65535),
-        metrics_bind=str(metrics.get("bind", "127.0.0.1")),
-        numbers=NumberRules(region=str(numbers.get("region", DEFAULT_REGION)),
-                            extension_pattern=str(numbers.get("extension_pattern",
-                                                              DEFAULT_EXTENSION_PATTERN))),
-        node=str(raw.get("node", socket.gethostname())),
-        data_dir=data_dir if data_dir.is_absolute() else base / data_dir,
-        language=str(raw.get("language", "en")),
-        smtp=parse_smtp(raw.get("smtp"), base),
-        sip_reject_code=_reject_code(sip),
-        drain_timeout=_seconds(sip, "drain_timeout", 60.0, "[sip]", 0, 3600),
-        orphan_timeout=_seconds(sip, "orphan_timeout", 60.0, "[sip]", 1, 3600),
-        lease=_lease(raw.get("cluster", {})),
+        database_url=os.environ.get("DIALER_DB") or f.database.url,
+        bind=f.sip.bind,
+        workers=f.sip.workers,
+        calls_per_worker=f.sip.calls_per_worker,
+        rtp_port=f.sip.rtp_port,
+        sip_port=f.sip.port,
+        sip_log_level=f.sip.log_level,
+        trunks={n: t for n, t in trunks.items() if t is not None},
+        routes=routes,
+        metrics_port=f.metrics.port,
+        metrics_bind=f.metrics.bind,
+        numbers=NumberRules(region=f.numbers.region, extension_pattern=f.numbers.extension_pattern),
+        node=f.node or socket.gethostname(),
+        data_dir=data_dir(f.data.dir),
+        language=f.language,
+        smtp=smtp,
+        sip_reject_code=f.sip.reject_code,
+        drain_timeout=f.sip.drain_timeout,
+        orphan_timeout=f.sip.orphan_timeout,
+        lease=lease,
     )
 
 
-def _sip_port(sip: dict[str, Any]) -> int:
-    port = _int(sip, "port", 5070, "[sip]", 0, 65000)
-    if port is not None and 0 < port < 1024:
-        raise ConfigError(f"[sip].port must be 0 (any) or 1024..65000, not {port}")
-    return port or 0
-
-
-def _lease(d: dict[str, Any]) -> LeaseTerms:
-    """``[cluster]``: ``lease`` and ``heartbeat`` seconds (dialer.core.cluster)."""
-    terms = LeaseTerms(lease=_seconds(d, "lease", 15.0, "[cluster]", 3, 600),
-                       heartbeat=_seconds(d, "heartbeat", 3.0, "[cluster]", 0.5, 200))
-    problem = terms.check()
-    if problem:
-        raise ConfigError(f"[cluster]: {problem}")
-    return terms
-
-
-def _bind(sip: dict[str, Any]) -> str:
-    """``[sip] bind``: the IPv4 address the PBX reaches the workers at (it is also what they
-    advertise in Via, Contact and SDP, so never a wildcard)."""
-    value = str(sip.get("bind", "127.0.0.1"))
-    try:
-        addr = ipaddress.ip_address(value)
-    except ValueError as exc:
-        raise ConfigError(f"[sip].bind must be an IPv4 address, not {value!r}") from exc
-    if addr.version != 4 or addr.is_unspecified:
-        raise ConfigError(f"[sip].bind must be the IPv4 address the PBX reaches (it is "
-                          f"advertised in SIP and SDP), not {value}")
-    return value
-
-
-def _reject_code(sip: dict[str, Any]) -> int:
-    code = _int(sip, "reject_code", 403, "[sip]", 100, 699) or 403
-    if code not in REJECT_CODES:
-        raise ConfigError(f"[sip].reject_code must be one of "
-                          f"{', '.join(map(str, REJECT_CODES))}, not {code}")
-    return code
+def _trunk(name: str, t: TrunkFile, base: Path, secrets: bool) -> TrunkConfig:
+    where = f"[trunks.{name}]"
+    password = parse_password(t.model_dump(include={"password_env", "password_file"},
+                                           exclude_none=True), where, base, reveal=secrets)
+    d = HealthPolicy()
+    failures = t.health_failures if t.health_failures is not None else min(d.failures,
+                                                                           t.health_window)
+    return TrunkConfig(name=name, uri=t.uri, registrar=t.registrar, username=t.username,
+                       password=password, transport=t.transport, caller_id=t.caller_id,
+                       expires=t.expires, retry_interval=t.retry_interval, proxy=t.proxy,
+                       allowed_sources=t.allowed_sources,
+                       keepalive_interval=t.keepalive_interval,
+                       keepalive_timeout=t.keepalive_timeout,
+                       register_timeout=t.register_timeout, invite_timeout=t.invite_timeout,
+                       max_calls=t.max_calls, max_cps=t.max_cps, pai=t.pai,
+                       health=HealthPolicy(window=t.health_window, failures=failures,
+                                           backoff=t.backoff,
+                                           backoff_max=(t.backoff_max if t.backoff_max
+                                                        is not None else
+                                                        max(d.backoff_max, t.backoff))))

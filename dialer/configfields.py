@@ -46,12 +46,16 @@ def parse_int(d: dict[str, Any], key: str, default: int | None, where: str,
     return v
 
 
-def parse_password(t: dict[str, Any], where: str, base: Path) -> Secret | None:
+def parse_password(t: dict[str, Any], where: str, base: Path, *,
+                   reveal: bool = True) -> Secret | None:
     """The password of table ``t``: from ``password_env`` or ``password_file`` (relative to
-    ``base``), never from the file itself; None when neither is given."""
+    ``base``), never from the file itself; None when neither is given. ``reveal=False``: not
+    read (``dialer config check`` runs without the passwords), an empty Secret instead."""
     if "password" in t:
         raise ConfigError(f"{where}: a password is never written in the config; "
                           "use password_env or password_file")
+    if not reveal:
+        return Secret("") if t.get("password_env") or t.get("password_file") else None
     if env := t.get("password_env"):
         value = os.environ.get(str(env))
         if value is None:

@@ -151,13 +151,13 @@ class Daemon:
         """Everything before the loop: schema check, recovery, metrics, signals, workers."""
         self.store.check_ready()
         self.store.lock_node()  # SQLite: one `dialer serve` per database (NodeConflict)
+        if self.config.metrics_port is not None:  # before joining: a taken port leaves no trace
+            self.metrics.serve(self.config.metrics_bind, self.config.metrics_port)
         self.membership.join()  # NodeConflict while another live node has this name
         self.store.start_checkpointer()  # SQLite: WAL checkpoints off the scheduling path
         self._install_signals()
         self._sources = self.config.allowed_sources()
         self._reconcile()
-        if self.config.metrics_port is not None:
-            self.metrics.serve(self.config.metrics_bind, self.config.metrics_port)
         self._resolver = threading.Thread(target=self._resolve_loop, name="resolver",
                                           daemon=True)
         self._resolver.start()

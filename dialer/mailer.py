@@ -82,7 +82,8 @@ class MailResult:
     message_id: str | None = None
 
 
-def parse_smtp(raw: Any, base: Path | None = None) -> SmtpConfig | None:
+def parse_smtp(raw: Any, base: Path | None = None, *, secrets: bool = True
+               ) -> SmtpConfig | None:
     """Validate the ``[smtp]`` table (None when absent: no mail is sent).
 
     ``base`` is the directory relative ``password_file`` paths are read from (the config's).
@@ -113,7 +114,7 @@ def parse_smtp(raw: Any, base: Path | None = None) -> SmtpConfig | None:
     username = raw.get("username")
     if username is not None and (not isinstance(username, str) or not username):
         raise ConfigError(f"{where}.username must be a non-empty string")
-    password = parse_password(raw, where, base or Path.cwd())
+    password = parse_password(raw, where, base or Path.cwd(), reveal=secrets)
     if password is not None and not username:
         raise ConfigError(f"{where}: a password needs a username")
     if username and not starttls and host.strip().lower() not in LOOPBACK:

@@ -70,6 +70,7 @@ from prometheus_client import (
 )
 
 from dialer.core.domain import CampaignState, Limits, RecipientState
+from dialer.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -398,8 +399,13 @@ class Metrics:
         return generate_latest(self.registry)
 
     def serve(self, bind: str, port: int) -> None:
-        """Serve ``/metrics`` over HTTP on ``bind:port`` (a daemon thread)."""
-        self._server = start_http_server(port, addr=bind, registry=self.registry)
+        """Serve ``/metrics`` over HTTP on ``bind:port`` (a daemon thread); a ConfigError when
+        that address cannot be had (another ``dialer serve`` holds it)."""
+        try:
+            self._server = start_http_server(port, addr=bind, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(f"[metrics] cannot listen on {bind}:{port}: {exc.strerror or exc} "
+                              "(another dialer serve? change [metrics] port)") from exc
 
     @property
     def port(self) -> int | None:

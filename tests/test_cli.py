@@ -51,9 +51,10 @@ def ok_json(r: Result) -> Any:
     return json.loads(r.stdout)
 
 
-def assert_one_error_line(r: Result, *needles: str) -> str:
-    """Exit 1, exactly one line on stderr starting 'error:', no traceback anywhere."""
-    assert r.exit_code == 1, (r.stdout, r.stderr, r.exception)
+def assert_one_error_line(r: Result, *needles: str, code: int = 1) -> str:
+    """Exit 1 (``code``: 2 for a usage error, 78 for a config serve refuses), exactly one line
+    on stderr starting 'error:', no traceback anywhere."""
+    assert r.exit_code == code, (r.stdout, r.stderr, r.exception)
     lines = r.stderr.splitlines()
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("error: "), lines[0]
@@ -161,7 +162,8 @@ def test_campaign_start_later_with_own_recipients(ready: Invoke, tmp_path: Path)
 def test_campaign_operator_actions(ready: Invoke, tmp_path: Path) -> None:
     assert add_template(ready, tmp_path).exit_code == 0
     cid = str(ok_json(ready("campaign", "start", "Fire", "--json"))["id"])
-    outs = [ready("campaign", a, cid) for a in ("suspend", "resume", "stop")]
+    outs = [ready("campaign", a, cid, *(["--yes"] if a == "stop" else []))
+            for a in ("suspend", "resume", "stop")]
     assert [(r.exit_code, r.stdout.strip()) for r in outs] == [
         (0, "suspended"), (0, "scheduled"), (0, "terminated")]  # resumed: never active yet
     assert_one_error_line(ready("campaign", "resume", cid), "cannot resume", "terminated")
@@ -237,12 +239,14 @@ def test_campaign_start_errors_store_nothing(ready: Invoke, tmp_path: Path, db: 
         (["--attempts", "0"], "attempts must be between 1 and 99"),
         (["--threshold", "9"], "threshold 9"),
         (["--max-calls", "-1"], "max-calls must be 0 or more"),
-        (["--language", "xx"], "xx"),
+        (["--language", "xx"], "'xx' is not one of 'en', 'it'"),
     ],
 )
 def test_template_add_validation(ready: Invoke, tmp_path: Path, db: str, args: list[str],
                                  needle: str) -> None:
-    assert_one_error_line(add_template(ready, tmp_path, "Fire", *args), needle)
+    usage = args[0] == "--language"  # a choice: refused by Typer before the command runs
+    assert_one_error_line(add_template(ready, tmp_path, "Fire", *args), needle,
+                          code=2 if usage else 1)
     assert ok_json(ready("template", "list", "--json")) == []
     assert media_count(db) == 0
 
@@ -266,18 +270,18 @@ NO_EXTERNAL = '[trunks.internal]\nuri = "sip:pbx.example.com"\n'
 def test_serve_with_a_config_missing_a_trunk(ready: Invoke, tmp_path: Path) -> None:
     cfg = csv_file(tmp_path, NO_EXTERNAL, "dialer.toml")
     assert_one_error_line(ready("serve", "--config", str(cfg)),
-                          "missing trunk [trunks.external]")
+                          "missing trunk [trunks.external]", code=78)
 
 
 def test_serve_missing_trunk_from_the_real_command(tmp_path: Path) -> None:
-    """The installed console script: one line on stderr, exit 1, no traceback."""
+    """The installed console script: one line on stderr, exit 78 (EX_CONFIG), no traceback."""
     cfg = csv_file(tmp_path, NO_EXTERNAL, "dialer.toml")
     exe = Path(sys.executable).with_name("dialer")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "cli.app"]
     p = subprocess.run([*cmd, "--db", f"sqlite:///{tmp_path / 'y.db'}", "serve", "--config",
                         str(cfg)], capture_output=True, text=True, timeout=60,
                        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"})
-    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert p.returncode == 78, (p.stdout, p.stderr)
     lines = p.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in p.stderr
     assert "missing trunk [trunks.external]" in lines[0]
@@ -288,7 +292,7 @@ def test_serve_with_a_password_in_the_config(ready: Invoke, tmp_path: Path) -> N
     cfg = csv_file(tmp_path, '[trunks.internal]\nuri = "sip:a"\nusername = "u"\n'
                              'password = "hunter2-secret"\n[trunks.external]\nuri = "sip:b"\n',
                    "dialer.toml")
-    line = assert_one_error_line(ready("serve", "--config", str(cfg)), "password")
+    line = assert_one_error_line(ready("serve", "--config", str(cfg)), "password", code=78)
     assert "hunter2-secret" not in line
 
 
@@ -358,3 +362,11 @@ def test_audio_whose_declared_length_disagrees_is_refused_and_nothing_stored(
         "bad.wav", "declared length disagrees with the content")
     assert ok_json(ready("template", "list", "--json")) == []
     assert media_count(db) == 0
+
+
+def test_a_template_name_may_have_accented_letters(ready: Invoke, tmp_path: Path) -> None:
+    """Issue 14: SPEC says letters, and the reference product is Italian."""
+    nfd = "Citta\u0300 Allarme"  # the accent typed as a combining mark: the same name
+    assert add_template(ready, tmp_path, nfd).exit_code == 0
+    assert [t["name"] for t in ok_json(ready("template", "list", "--json"))] == ["Città Allarme"]
+    assert ready("template", "show", "Città Allarme", "--json").exit_code == 0

@@ -47,8 +47,8 @@ def ok(r: Result) -> Result:
     return r
 
 
-def one_error_line(r: Result, *needles: str) -> None:
-    assert r.exit_code == 1, (r.stdout, r.stderr)
+def one_error_line(r: Result, *needles: str, code: int = 1) -> None:
+    assert r.exit_code == code, (r.stdout, r.stderr)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
     assert "Traceback" not in r.stderr + r.stdout
@@ -90,7 +90,7 @@ def test_watch_once_shows_counts_calls_rate_eta_and_events(cli: Invoke, db: str,
 def test_watch_of_a_finished_campaign_prints_once_and_exits(cli: Invoke, tmp_path: Path) -> None:
     template(cli, tmp_path)
     ok(cli("campaign", "start", "Fire"))
-    ok(cli("campaign", "stop", "1"))
+    ok(cli("campaign", "stop", "1", "--yes"))
     text = ok(cli("campaign", "watch", "1")).stdout  # no --once: returns since it is over
     assert "terminated" in text and "done" in text
 
@@ -275,7 +275,7 @@ def test_message_options_are_checked(cli: Invoke, tmp_path: Path) -> None:
     one_error_line(cli("template", "add", "X"), "--audio", "--tts")
     one_error_line(cli("template", "add", "X", "--audio", str(WAV), "--tts", "hi"), "not both")
     one_error_line(cli("template", "add", "X", "--audio", str(WAV), "--email", "sometimes"),
-                   "on-launch")
+                   "'on-launch'", code=2)
     ok(cli("template", "add", "X", "--audio", str(WAV), "--email", "on-launch"))
     ok(cli("template", "edit", "X", "--email", "off"))
     shown = json.loads(ok(cli("template", "show", "X", "--json")).stdout)
@@ -335,4 +335,4 @@ def test_setup_logging_installs_the_formatter(capsys: pytest.CaptureFixture[str]
 
 def test_serve_refuses_an_unknown_log_format(cli: Invoke, tmp_path: Path) -> None:
     one_error_line(cli("serve", "--config", str(tmp_path / "none.toml"), "--log-format", "xml"),
-                   "text or json")
+                   "'xml' is not one of 'text', 'json'", code=2)

@@ -66,7 +66,8 @@ def write(tmp_path: Path, text: str, name: str = "dialer.toml") -> Path:
     return p
 
 
-def test_valid_config(tmp_path: Path) -> None:
+def test_valid_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path / "..")
     cfg = config.load(write(tmp_path, VALID))
     assert cfg.path == tmp_path / "dialer.toml"
     assert cfg.database_url == "sqlite:///alerts.db"
@@ -74,7 +75,7 @@ def test_valid_config(tmp_path: Path) -> None:
     assert (cfg.workers, cfg.calls_per_worker, cfg.rtp_port, cfg.sip_log_level) == (2, 3, 41000, 0)
     assert (cfg.metrics_port, cfg.metrics_bind) == (9999, "0.0.0.0")
     assert cfg.numbers == NumberRules(region="GB", extension_pattern=r"\d{3}")
-    assert cfg.data_dir == tmp_path / "cache"  # relative to the config file
+    assert cfg.data_dir == tmp_path.parent / "cache"  # the working directory's, not the file's
     internal, external = cfg.trunks["internal"], cfg.trunks["external"]
     assert set(cfg.trunks) == {"internal", "external"}
     assert internal.username == "dialer" and internal.password is not None
@@ -86,7 +87,9 @@ def test_valid_config(tmp_path: Path) -> None:
     assert external.target("+390669820000") == "sip:+390669820000@gateway.example.com"
 
 
-def test_defaults(tmp_path: Path) -> None:
+def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     cfg = config.load(write(tmp_path, '[trunks.internal]\nuri = "sip:a"\n'
                                       '[trunks.external]\nuri = "sip:b"\n'))
     assert cfg.database_url == "sqlite:///dialer.db"
@@ -94,6 +97,44 @@ def test_defaults(tmp_path: Path) -> None:
     assert cfg.sip_port == 5070 and cfg.routes == {"external": ("external",)}
     assert cfg.metrics_port is None and cfg.numbers == NumberRules()
     assert cfg.data_dir == tmp_path / "dialer-data"
+
+
+def test_data_dir_follows_the_units_state_directory(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14: under the shipped unit the config is in read-only /etc/dialer; the data go to
+    systemd's StateDirectory ($STATE_DIRECTORY), as the docs say, not beside the config."""
+    etc, state = tmp_path / "etc", tmp_path / "var-lib-dialer"
+    etc.mkdir()
+    monkeypatch.setenv("STATE_DIRECTORY", str(state))
+    assert config.load(write(etc, T)).data_dir == state
+    assert config.load(write(etc, T + "[data]\ndir = 'cache'\n")).data_dir == state / "cache"
+    assert config.load(write(etc, T + "[data]\ndir = '/srv/d'\n")).data_dir == Path("/srv/d")
+
+
+def test_unknown_keys_are_refused_and_every_problem_is_reported_at_once(
+        tmp_path: Path) -> None:
+    text = ("bogus = 1\n[sip]\nworkrs = 4\nworkers = 0\n[trunks.internal]\nuri = 'sip:a'\n"
+            "transprt = 'udp'\n[trunks.external]\nuri = 'http://b'\n[smtpp]\nhost = 'x'\n")
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, text))
+    assert info.value.problems == [
+        "[sip].workers must be an integer 1..1000, not 0",
+        "[sip].workrs: unknown key",
+        "[trunks.internal].transprt: unknown key",
+        "[trunks.external].uri must be a SIP URI such as \"sip:pbx.example.com\", not 'http://b'",
+        "bogus: unknown key",
+        "smtpp: unknown key",
+    ]
+    assert "\n" not in str(info.value) and str(info.value).count(";") == 5
+
+
+def test_a_check_needs_no_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEST_DIALER_PW")
+    with pytest.raises(ConfigError, match="TEST_DIALER_PW is not set"):
+        config.load(write(tmp_path, VALID))
+    cfg = config.load(write(tmp_path, VALID), secrets=False)
+    assert cfg.trunks["internal"].password is not None  # where it comes from, checked
+    assert cfg.trunks["internal"].password.reveal() == ""  # its value, not read
 
 
 def test_the_shipped_sample_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:

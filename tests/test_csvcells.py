@@ -128,7 +128,7 @@ def test_history_csv_export_neutralises_every_text_cell(cli_ready: Callable[...,
     src.write_text(HOSTILE_CSV)
     run(cli_ready, "template", "add", "Fire", "--audio", str(WAV), "--recipients", str(src))
     cid = json.loads(run(cli_ready, "campaign", "start", "Fire", "--json").stdout)["id"]
-    run(cli_ready, "campaign", "stop", str(cid))
+    run(cli_ready, "campaign", "stop", str(cid), "--yes")
     text = run(cli_ready, "history", "export", str(cid), "--format", "csv").stdout
     rows = rows_of(text)
     header = rows[0]

@@ -8,7 +8,12 @@ class DialerError(Exception):
 
 
 class ConfigError(DialerError):
-    """The TOML configuration is missing, malformed or incomplete."""
+    """The TOML configuration is missing, malformed or incomplete. ``problems``: each problem
+    found, where it is and what is wrong (the message joins them)."""
+
+    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
 
 
 class NotFound(DialerError):

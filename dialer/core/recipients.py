@@ -60,10 +60,27 @@ def _normalise_number(raw: str, rules: NumberRules, kind: Kind | None,
     try:
         parsed = phonenumbers.parse(text, rules.region)
     except phonenumbers.NumberParseException as exc:
-        raise ValidationError(f"{text!r} is not a phone number ({exc})") from exc
+        raise ValidationError(_not_a_number(text, rules, PARSE_REASONS.get(
+            exc.error_type, "not a phone number"))) from exc
     if not phonenumbers.is_valid_number(parsed):
-        raise ValidationError(f"{text!r} is not a valid phone number")
+        raise ValidationError(_not_a_number(text, rules, "no such number in its plan"))
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), Kind.EXTERNAL
+
+
+PARSE_REASONS = {
+    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "no known country code",
+    phonenumbers.NumberParseException.NOT_A_NUMBER: "not a number",
+    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "too short",
+    phonenumbers.NumberParseException.TOO_SHORT_NSN: "too short",
+    phonenumbers.NumberParseException.TOO_LONG: "too long",
+}
+
+
+def _not_a_number(text: str, rules: NumberRules, reason: str) -> str:
+    """Why ``text`` is refused, and the two settings that decide how it is read."""
+    return (f"{text!r} is neither an extension (pattern {rules.extension_pattern}, "
+            f"--extension-pattern) nor a phone number of region {rules.region} (--region): "
+            f"{reason}; write other countries' numbers as +CC...")
 
 
 # Plain ASCII addresses that email-validator certainly accepts unchanged: dot-atom local part of

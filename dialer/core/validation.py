@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from dialer.core.domain import CampaignSettings, EmailPolicy
 from dialer.core.errors import ValidationError
 
-NAME_RE = re.compile(r"[A-Za-z0-9 _-]{1,100}")
+NAME_RE = re.compile(r"[\w -]{1,100}")  # \w: letters of any alphabet ("Città"), digits, _
 DTMF_KEYS = set("0123456789*#")
 
 
 def template_name(name: str) -> str:
-    """A template name per SPEC section 1 (letters, digits, spaces, - and _), or ValidationError."""
+    """A template name per SPEC section 1 (letters, digits, spaces, - and _), or ValidationError.
+
+    Letters of any alphabet (the reference product is Italian: "Città Allarme"), in their
+    composed form (NFC), so that a name typed with a combining accent is the same name."""
+    name = unicodedata.normalize("NFC", name)
     if not NAME_RE.fullmatch(name) or not name.strip():
         raise ValidationError(f"template name {name!r}: use letters, digits, spaces, - and _ "
                               "(at most 100)")
