@@ -606,3 +606,17 @@ def test_stop_at_threshold_is_offered_on_add_and_edit(cli: Cli) -> None:
     add_fire(cli, "Default")
     shown = cli.json("template show", "template", "show", "Default")
     assert shown["settings"]["keep_calling_after_threshold"] is True
+
+
+def test_the_cli_choices_are_the_domains_values() -> None:
+    """cli/choices.py spells each choice as an operator types it; each set is the domain's."""
+    from cli import choices
+    from dialer.core.domain import CampaignState, EmailPolicy, Kind
+    from dialer.core.permissions import Role
+    from media.prompts import LANGUAGES
+
+    assert {c.value.replace("-", "_") for c in choices.Email} == {p.value for p in EmailPolicy}
+    assert {c.value for c in choices.Language} == set(LANGUAGES)
+    assert {c.value for c in choices.Kind} == {k.value for k in Kind}
+    assert {c.value for c in choices.RoleName} == {r.value for r in Role}
+    assert {c.value for c in choices.State} == {s.value for s in CampaignState}

@@ -315,3 +315,10 @@ trunks = ["carrier-a", "carrier-b"]
     assert cfg.trunks["carrier-b"].max_calls is None and not cfg.trunks["carrier-b"].pai
     assert cfg.routes == {"carriers": ("carrier-a", "carrier-b"), "external": ("external",)}
     assert cfg.sip_port == 15060
+
+
+def test_the_config_knows_the_shipped_languages() -> None:
+    from dialer.configfile import LANGUAGES
+    from media.prompts import LANGUAGES as SHIPPED
+
+    assert LANGUAGES == SHIPPED
