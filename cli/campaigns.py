@@ -26,6 +26,7 @@ from cli.common import (
     rules,
     short_time,
 )
+from cli.tables import Col, fit, shown, when
 from dialer.core.domain import CampaignState
 from dialer.core.permissions import Role
 
@@ -87,43 +88,39 @@ def campaign_list(
     if json_out:
         emit_json(rows)
         return
-    t = Table("id", "name", "state", "priority", "start", "recipients", "contacted", "failed",
-              "in call")
-    for r in rows:
-        t.add_row(str(r["id"]), r["name"], r["state"], str(r["priority"]), local(r["start_at"]),
-                  str(r["recipients"]), str(r["contacted"]), str(r["failed"]), str(r["active"]))
-    out.print(t)
+    cols = (Col("id", number=True), Col("name"), Col("state"), Col("priority", 4, number=True),
+            Col("start", 3), Col("recipients", 2, number=True), Col("contacted", number=True),
+            Col("failed", number=True), Col("in call", number=True))
+    out.print(fit(cols, [[str(r["id"]), r["name"], r["state"], str(r["priority"]),
+                          when(r["start_at"]), str(r["recipients"]), str(r["contacted"]),
+                          str(r["failed"]), str(r["active"])] for r in rows], width=out.width))
+
+
+RECIPIENT_COLUMNS = (Col("#", number=True), Col("number"), Col("name", 3), Col("kind", 6),
+                     Col("state"), Col("calls", number=True), Col("failed", 4, number=True),
+                     Col("last call", 5), Col("outcome", 2), Col("answered", 7),
+                     Col("confirmed", 3))
 
 
 def recipients_table(detail: dict[str, Any], width: int = 80) -> Table:
-    """The per-recipient table of a campaign; last call and answer times on wide terminals."""
-    wide = width >= 110
-    t = Table(title=f"campaign {detail['id']} {detail['name']} ({detail['state']})",
-              box=box.SIMPLE_HEAD, pad_edge=False)
-    for name, nowrap in (("#", True), ("number", True), ("name", False), ("kind", True),
-                         ("state", True), ("att", True), ("last call", True), ("outcome", False),
-                         ("answered", True), ("confirmed", True)):
-        if name in ("last call", "answered") and not wide:
-            continue
-        t.add_column(name, no_wrap=nowrap)
+    """The per-recipient table of a campaign, fitted to ``width`` (the least needed columns go
+    first: answered, kind, last call, failed, name). ``calls``: the calls placed to the
+    recipient; ``failed``: the unsuccessful attempts it used, of those it may."""
     colours = {"contacted": "green", "failed": "red", "active": "yellow", "stopped": "magenta"}
+    rows = []
     for r in detail["recipients"]:
         outcome = (r["last_outcome"] or "").replace("_", " ")
         if r["last_status"] and r["last_status"] != 200:
             outcome += f" {r['last_status']}"
-        if wide and r.get("last_reason"):
+        if width >= 110 and r.get("last_reason"):
             outcome += f" {r['last_reason']}"
         st = r["state"]
-        row = [str(r["position"]), r["number"], r["name"] or "", r["kind"][:3],
-               f"[{colours.get(st, 'white')}]{st}[/]", str(r["attempts"])]
-        if wide:
-            row.append(short_time(r["last_call_at"]))
-        row.append(outcome)
-        if wide:
-            row.append(short_time(r["answered_at"]))
-        row.append(short_time(r["confirmed_at"]))
-        t.add_row(*row)
-    return t
+        rows.append([str(r["position"]), r["number"], r["name"] or "", r["kind"],
+                     f"[{colours.get(st, 'white')}]{st}[/]", str(r.get("calls", 0)),
+                     f"{r['attempts']}/{r['max_attempts']}", short_time(r["last_call_at"]),
+                     outcome, short_time(r["answered_at"]), short_time(r["confirmed_at"])])
+    return fit(RECIPIENT_COLUMNS, rows, width=width,
+               title=f"campaign {detail['id']} {detail['name']} ({detail['state']})")
 
 
 @campaign_app.command("show")
@@ -172,15 +169,18 @@ def campaign_attempts(campaign_id: int = typer.Argument(..., help="Campaign (run
                   + (f" {a['reason']}" if a["reason"] else ""),
                   box=box.SIMPLE_HEAD)
         for e in a["events"]:
-            detail = ", ".join(f"{k}={v}" for k, v in sorted(e["detail"].items()) if v is not None)
-            t.add_row(local(e["at"]), e["kind"], detail)
+            t.add_row(local(e["at"]), e["kind"], shown(_set(e["detail"])))
         out.print(t)
     if data["events"]:
         t = Table("time", "event", "actor", "detail", title="other events", box=box.SIMPLE_HEAD)
         for e in data["events"]:
-            detail = ", ".join(f"{k}={v}" for k, v in sorted(e["detail"].items()) if v is not None)
-            t.add_row(local(e["at"]), e["kind"], e["actor"] or "", detail)
+            t.add_row(local(e["at"]), e["kind"], e["actor"] or "", shown(_set(e["detail"])))
         out.print(t)
+
+
+def _set(detail: dict[str, Any]) -> dict[str, Any]:
+    """An event's detail without its unset fields, in key order."""
+    return {k: v for k, v in sorted(detail.items()) if v is not None}
 
 
 def _action(campaign_id: int, action: str) -> None:

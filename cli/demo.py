@@ -25,6 +25,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cli.campaigns import recipients_table
+from cli.common import login
 from dialer.bootstrap import Store, open_store
 from dialer.core.domain import CampaignSettings, Kind, Limits
 from dialer.core.errors import DialerError
@@ -139,6 +140,8 @@ uri = "sip:127.0.0.1:{ports['external']}"
         store = open_store(db_url, create=True, ready=False)
         store.migrate()
         now = time.time()
+        # its caller owns it, as after 'dialer init': a kept demo database can be looked at
+        store.ensure_first_admin(login(), now=now)
         store.set_settings(actor="demo", now=now, max_calls=8, max_internal=4, max_external=4)
         data = message.read_bytes()
         import hashlib
@@ -173,7 +176,10 @@ uri = "sip:127.0.0.1:{ports['external']}"
         for p in phones:
             _stop(p)
         if keep or not ok:
-            console.print(f"kept {tmp} (daemon.log, phones-*.jsonl, demo.db)")
+            console.print(f"kept {tmp} (daemon.log, phones-*.jsonl, demo.db); see it with",
+                          highlight=False)
+            console.print(f"  dialer --db sqlite:///{tmp}/demo.db campaign show 1",
+                          highlight=False, soft_wrap=True)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 

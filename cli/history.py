@@ -15,6 +15,7 @@ from rich.table import Table
 
 from cli.choices import ExportFormat
 from cli.common import authorized, emit_json, local, out
+from cli.tables import Col, fit, shown, when
 from dialer.core.csvcells import cell
 from dialer.core.errors import ValidationError
 from dialer.core.permissions import Role
@@ -82,12 +83,12 @@ def history_list(json_out: bool = typer.Option(False, "--json", help="JSON for s
     if json_out:
         emit_json(rows)
         return
-    t = Table("run", "name", "template", "state", "created", "by", "recipients", "campaign")
-    for r in rows:
-        t.add_row(str(r["id"]), r["name"], r["template"], r["state"], local(r["created_at"]),
-                  r["created_by"], str(r["recipients"]),
-                  "deleted" if r["campaign_deleted"] else "kept")
-    out.print(t)
+    cols = (Col("run", number=True), Col("name"), Col("template", 3), Col("state"),
+            Col("created"), Col("by", 4), Col("recipients", 2, number=True), Col("campaign", 5))
+    out.print(fit(cols, [[str(r["id"]), r["name"], r["template"], r["state"],
+                          when(r["created_at"]), r["created_by"], str(r["recipients"]),
+                          "deleted" if r["campaign_deleted"] else "kept"] for r in rows],
+                  width=out.width))
 
 
 @history_app.command("show")
@@ -104,7 +105,7 @@ def history_show(run_id: int = typer.Argument(..., help="Run id (= the campaign'
     t.add_row("created", f"{local(run['created_at'])} by {run['created_by']}")
     t.add_row("start", local(run["start_at"]))
     for k, v in sorted(h["settings"].items()):
-        t.add_row(k, str(v))
+        t.add_row(k.replace("_", " "), shown(v, k))
     out.print(t)
     rt = Table("#", "number", "name", "kind", "email", title="recipients at launch")
     for r in h["recipients"]:
@@ -114,8 +115,8 @@ def history_show(run_id: int = typer.Argument(..., help="Run id (= the campaign'
     et = Table("time", "#", "event", "actor", "detail", title=f"{len(h['events'])} events, "
                f"{len(h['attempts'])} attempts", box=box.SIMPLE_HEAD)
     for e in h["events"]:
-        detail = ", ".join(f"{k}={v}" for k, v in sorted(e["detail"].items())
-                           if v is not None and k != "settings")
+        detail = shown({k: v for k, v in sorted(e["detail"].items())
+                       if v is not None and k != "settings"})
         et.add_row(local(e["at"]), str(position.get(e["recipient_id"], "")), e["kind"],
                    e["actor"] or "", detail)
     out.print(et)

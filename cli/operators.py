@@ -11,6 +11,7 @@ from rich.table import Table
 
 from cli.choices import RoleName
 from cli.common import actor, authorized, emit_json, local, out, parse_when
+from cli.tables import Col, fit, when
 from dialer.core.permissions import Role, parse_roles
 
 operator_app = typer.Typer(help="Operators (OS logins) and their roles: admin, campaigns, "
@@ -69,11 +70,11 @@ def audit_list(
     if json_out:
         emit_json(rows)
         return
-    t = Table("time", "who", "db role", "action", "target", "old", "new")
-    for r in rows:
-        t.add_row(local(r["at"]), r["actor"], r["db_role"] or "", r["action"], r["target"],
-                  _brief(r["old"]), _brief(r["new"]))
-    out.print(t)
+    cols = (Col("time"), Col("who"), Col("db role", 5), Col("action"), Col("target", 2),
+            Col("old", 4), Col("new", 3))
+    out.print(fit(cols, [[when(r["at"]), r["actor"], r["db_role"] or "", r["action"],
+                          r["target"], _brief(r["old"]), _brief(r["new"])] for r in rows],
+                  width=out.width))
 
 
 def _brief(value: object, width: int = 120) -> str:

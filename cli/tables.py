@@ -1,6 +1,6 @@
 """How the CLI shows values and tables: one formatter for every cell, tables that fit the terminal.
 
-``cell`` turns any value of a setting, a record or an event into what a person reads: ``yes`` /
+``shown`` turns any value of a setting, a record or an event into what a person reads: ``yes`` /
 ``no``, ``none`` for an unset value or an unlimited limit, local times for timestamps (POSIX
 seconds or ISO strings, by key), ``k=v`` lists for mappings, numbers without trailing zeros;
 never a Python repr. ``fit`` builds a Rich table that fits the console: columns are dropped by
@@ -16,6 +16,7 @@ from typing import Any
 
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 TIME_KEYS = ("_at", "_until", "created", "started", "heartbeat")
 
@@ -33,7 +34,7 @@ def when(value: float | str | None, *, today_short: bool = True) -> str:
     return local.strftime("%Y-%m-%d %H:%M")
 
 
-def cell(value: Any, key: str = "") -> str:
+def shown(value: Any, key: str = "") -> str:
     """``value`` as a table shows it (``key``: its name, which tells a timestamp)."""
     if value is None:
         return "none"
@@ -47,9 +48,9 @@ def cell(value: Any, key: str = "") -> str:
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, dict):
-        return ", ".join(f"{k}={cell(v, str(k))}" for k, v in value.items()) or "-"
+        return ", ".join(f"{k}={shown(v, str(k))}" for k, v in value.items()) or "-"
     if isinstance(value, (list, tuple)):
-        return ", ".join(cell(v) for v in value) or "-"
+        return ", ".join(shown(v) for v in value) or "-"
     return str(value)
 
 
@@ -69,12 +70,19 @@ def fit(cols: Sequence[Col], rows: Iterable[Sequence[str]], *, width: int,
     data = [list(r) for r in rows]
     keep = list(range(len(cols)))
 
-    def need(idx: list[int]) -> int:
-        natural = [max([len(cols[i].header), *(len(r[i]) for r in data)]) for i in idx]
-        # the folded columns may shrink to their header; the numbers and the others not
-        widths = [w if cols[i].number or cols[i].priority == 1 else len(cols[i].header)
-                  for w, i in zip(natural, idx, strict=True)]
-        return sum(widths) + 3 * len(idx) + 1
+    natural = [max([len(c.header), *(Text.from_markup(r[i]).cell_len for r in data)])
+               for i, c in enumerate(cols)]
+
+    def least(i: int) -> int:
+        """The width column ``i`` may not be squeezed below: a number or a column always shown
+        keeps its values whole (up to 40); the others fold, but not below 16 or their header."""
+        c = cols[i]
+        if c.number or c.priority == 1:
+            return max(len(c.header), min(natural[i], 40))
+        return max(len(c.header), min(natural[i], 16))
+
+    def need(idx: list[int]) -> int:  # the cells, a space each side, one between, the edges
+        return sum(least(i) for i in idx) + 3 * (len(idx) - 1) + 2
 
     while need(keep) > width and any(cols[i].priority > 1 for i in keep):
         worst = max(cols[i].priority for i in keep)
@@ -83,7 +91,7 @@ def fit(cols: Sequence[Col], rows: Iterable[Sequence[str]], *, width: int,
     for i in keep:
         c = cols[i]
         table.add_column(c.header, justify="right" if c.number else "left",
-                         no_wrap=c.number, min_width=len(c.header), overflow="fold")
+                         no_wrap=c.number, min_width=least(i), overflow="fold")
     for r in data:
         table.add_row(*(r[i] for i in keep))
     return table

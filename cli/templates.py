@@ -26,6 +26,7 @@ from cli.common import (
     read_recipient_lines,
     rules,
 )
+from cli.tables import Col, fit, shown
 from dialer.bootstrap import TemplateView
 from dialer.core import validation
 from dialer.core.csvcells import cell
@@ -138,11 +139,12 @@ def template_list(json_out: bool = typer.Option(False, "--json", help="JSON for 
     if json_out:
         emit_json(rows)
         return
-    t = Table("name", "enabled", "priority", "attempts", "recipients", "message s")
-    for r in rows:
-        t.add_row(r["name"], "yes" if r["enabled"] else "no", str(r["priority"]),
-                  str(r["attempts"]), str(r["recipients"]), str(r["audio_seconds"]))
-    out.print(t)
+    cols = (Col("name"), Col("enabled"), Col("priority", 3, number=True),
+            Col("attempts", 2, number=True), Col("recipients", number=True),
+            Col("message s", 2, number=True))
+    out.print(fit(cols, [[r["name"], shown(bool(r["enabled"])), str(r["priority"]),
+                          str(r["attempts"]), str(r["recipients"]), shown(r["audio_seconds"])]
+                         for r in rows], width=out.width))
 
 
 def template_data(tpl: TemplateView) -> dict[str, Any]:
@@ -170,9 +172,9 @@ def template_show(name: str = typer.Argument(..., help="Template name."),
         emit_json(data)
         return
     t = Table("setting", "value", title=f"template {data['name']}")
-    t.add_row("enabled", "yes" if data["enabled"] else "no")
+    t.add_row("enabled", shown(bool(data["enabled"])))
     for k, v in data["settings"].items():
-        t.add_row(k, str(v))
+        t.add_row(k.replace("_", " "), shown(v, k))
     t.add_row("message seconds", f"{data['audio_seconds']:.2f}")
     out.print(t)
     out.print(_recipient_rows("recipients", data["recipients"]))

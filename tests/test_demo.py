@@ -44,6 +44,12 @@ def test_demo_completes_with_the_expected_outcomes() -> None:
         assert all(att <= 2 for _, _, att in rows)
         assert "campaign incomplete:" in proc.stdout
         assert all(len(line) <= 80 for line in proc.stdout.splitlines()), "table wider than 80"
+        # issue 14: the kept database is its caller's, as after 'dialer init'
+        show = subprocess.run([sys.executable, "-m", "cli.app", "--db", f"sqlite:///{tmp}/demo.db",
+                               "campaign", "show", "1", "--json"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert show.returncode == 0, show.stderr
+        assert f"dialer --db sqlite:///{tmp}/demo.db campaign show 1" in proc.stdout
         ok = True
     finally:
         if ok:
