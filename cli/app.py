@@ -45,6 +45,7 @@ from cli.common import (
     store,
 )
 from cli.configcheck import EX_CONFIG, config_app
+from cli.db import db_app
 from cli.history import history_app
 from cli.nodes import nodes
 from cli.operators import audit_app, operator_app
@@ -120,6 +121,7 @@ app.add_typer(history_app, name="history")
 app.add_typer(operator_app, name="operator")
 app.add_typer(audit_app, name="audit")
 app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
 app.command("nodes")(nodes)
 
 
@@ -178,14 +180,17 @@ def init() -> None:
 
     s = store(ready=False)
     who = actor()
-    if bootstrap.schema_is_current(s):
+    before, head = bootstrap.schema_revisions(s)
+    if before == head:
         s.check_db_role(who)
         roles = s.roles_of(who)
         if s.list_operators() and Role.ADMIN not in roles:
             raise PermissionDenied(who, "init", Role.ADMIN, roles)
     s.migrate()
     first = s.ensure_first_admin(who, now=time.time())
-    out.print(f"database ready: {s.safe_url}")
+    change = (f"schema {head}, up to date" if before == head else
+              f"schema {head}, new" if before is None else f"schema {before} -> {head}")
+    out.print(f"database ready: {s.safe_url} ({change})", highlight=False)
     if first:
         err.print(f"note: {who} is its first admin (dialer operator add USER --role ...)",
                   highlight=False)

@@ -82,10 +82,11 @@ def db_url() -> str:
     return str(_state["db"] or os.environ.get("DIALER_DB") or DEFAULT_DB)
 
 
-def store(ready: bool = True) -> Store:
+def store(ready: bool = True, *, create: bool | None = None) -> Store:
     """The store of the database given by --db / $DIALER_DB, which must exist already (only
-    ``dialer init`` creates one: ``ready=False``); checked to be initialised."""
-    s = open_store(db_url(), create=not ready, ready=ready)
+    ``dialer init`` creates one: ``ready=False``); checked to be initialised. ``create=False``
+    with ``ready=False``: any schema, but never a new file (``dialer db``)."""
+    s = open_store(db_url(), create=not ready if create is None else create, ready=ready)
     _opened.append(s)  # disposed when the command ends (close_stores)
     return s
 

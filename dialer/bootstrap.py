@@ -26,10 +26,11 @@ if TYPE_CHECKING:
     from dialer.config import Config
     from dialer.daemon import Daemon, WorkerInit
     from dialer.gateway import Gateway
+    from dialer.storage.migrate import Revision
 
 __all__ = ["GlobalSettings", "Store", "TemplateView", "daemon", "database_file", "explain",
-           "open_store", "redact",
-           "schema_is_current", "settings_from_dict"]
+           "open_store", "redact", "schema_history", "schema_revisions", "schema_sql",
+           "settings_from_dict"]
 
 Store: TypeAlias = SqlStore
 """The store the commands work on (``dialer.storage.store.SqlStore``: SQLite or PostgreSQL)."""
@@ -48,11 +49,26 @@ def open_store(url: str, *, create: bool = False, ready: bool = True) -> Store:
     return store
 
 
-def schema_is_current(store: Store) -> bool:
-    """Whether the database is at the newest schema revision already (``dialer init``)."""
+def schema_revisions(store: Store) -> tuple[str | None, str | None]:
+    """(the database's schema revision, the newest this version knows)."""
     from dialer.storage.migrate import current_revision, head_revision
 
-    return current_revision(store.engine) == head_revision()
+    return current_revision(store.engine), head_revision()
+
+
+def schema_history() -> list[Revision]:
+    """Every schema revision, oldest first (``dialer db history``)."""
+    from dialer.storage.migrate import history
+
+    return history()
+
+
+def schema_sql(url: str, start: str | None) -> str:
+    """The SQL of the upgrade from ``start`` to the newest revision for PostgreSQL at ``url``
+    (``dialer db sql``; nothing is connected to)."""
+    from dialer.storage.migrate import upgrade_sql
+
+    return upgrade_sql(url, start)
 
 
 def database_file(store: Store) -> Path | None:

@@ -80,10 +80,18 @@ def add_template(dialer: Invoke, tmp_path: Path, name: str = "Fire", *extra: str
                   str(csv_file(tmp_path, GOOD_CSV)), *extra)
 
 
+def bootstrap_head() -> str | None:
+    from dialer.storage.migrate import head_revision
+
+    return head_revision()
+
+
 def test_init_is_idempotent(dialer: Invoke, db: str) -> None:
     r1, r2 = dialer("init"), dialer("init")
     assert (r1.exit_code, r2.exit_code) == (0, 0)
-    assert " ".join(r1.stdout.split()) == f"database ready: {db}"  # Rich may wrap it
+    head = bootstrap_head()
+    assert " ".join(r1.stdout.split()) == f"database ready: {db} (schema {head}, new)"
+    assert " ".join(r2.stdout.split()) == f"database ready: {db} (schema {head}, up to date)"
 
 
 def test_commands_before_init_say_so(dialer: Invoke, db: str) -> None:

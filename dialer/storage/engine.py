@@ -14,13 +14,13 @@ from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event, make_url
-from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dialer.core.errors import DialerError, NodeConflict, StoreUnavailable
 from dialer.files import create_private_file
 from dialer.storage.models import SettingsRow
+from dialer.storage.urls import postgresql_driver
 
 
 class StoreEngine:
@@ -200,12 +200,6 @@ class StoreEngine:
 
 
 CONNECT_TIMEOUT = 5  # seconds (PostgreSQL)
-
-
-def postgresql_driver(url: URL) -> URL:
-    """``postgresql://`` means psycopg 3 (the ``postgresql`` extra), not SQLAlchemy's default
-    psycopg2; a URL naming its driver keeps it."""
-    return url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url
 
 
 def _first_line(exc: BaseException | None) -> str:

@@ -59,7 +59,7 @@ def upgrade() -> None:
     with op.batch_alter_table("settings", schema=None) as batch_op:
         batch_op.add_column(sa.Column("require_db_role", sa.Boolean(), nullable=False,
                                       server_default=sa.false()))
-    if op.get_bind().dialect.name == "postgresql":
+    if op.get_context().dialect.name == "postgresql":
         op.execute(PG_UP)
     else:
         for what in ("UPDATE", "DELETE"):
@@ -68,7 +68,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
+    if op.get_context().dialect.name == "postgresql":
         op.execute(PG_DOWN)
     else:
         op.execute("DROP TRIGGER IF EXISTS audit_no_update")
