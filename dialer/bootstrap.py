@@ -93,6 +93,7 @@ def daemon(config: Config) -> Daemon:
                                       calls_per_worker=config.calls_per_worker,
                                       init_message=init_message, state_dir=config.state_dir))
 
-    return Daemon(config, store, clock=time.time, make_gateway=workers,
-                  metrics=Metrics(node=config.node),
-                  mail=MailQueue(store, config.smtp, config.data_dir / "media", clock=time.time))
+    metrics = Metrics(node=config.node)
+    return Daemon(config, store, clock=time.time, make_gateway=workers, metrics=metrics,
+                  mail=MailQueue(store, config.smtp, config.data_dir / "media", clock=time.time,
+                                 counted=metrics.record_email))

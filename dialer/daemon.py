@@ -94,7 +94,8 @@ class Daemon:
         # attempt id -> (campaign, recipient, e-mail setting) of the calls this node placed
         self._call_meta: dict[str, tuple[int, int, str]] = {}
         self.mail = mail if mail is not None else MailQueue(
-            store, config.smtp, config.data_dir / "media", clock=clock)
+            store, config.smtp, config.data_dir / "media", clock=clock,
+            counted=self.metrics.record_email)
         self.stopping = threading.Event()
         self.ticks = 0  # scheduling passes so far (the simulator checks after each)
         self._dirty = True

@@ -49,8 +49,11 @@ class MailQueue:
 
     def __init__(self, store: MailPort, smtp: SmtpConfig | None, media_dir: Path, *,
                  clock: Callable[[], float] = time.time,
-                 mailer: Callable[[SmtpConfig], Mailer] = Mailer) -> None:
+                 mailer: Callable[[SmtpConfig], Mailer] = Mailer,
+                 counted: Callable[[bool], None] | None = None) -> None:
+        """``counted``: told of each e-mail, sent (True) or failed (the metrics)."""
         self.store: MailPort = store
+        self._counted = counted
         self.smtp = smtp
         self.media_dir = media_dir
         self.clock = clock
@@ -131,6 +134,8 @@ class MailQueue:
             (rec.id, res.email, res.sent, (res.message_id if res.sent else res.error) or "")
             for rec, res in pairs], at=self.clock())
         for rec, res in pairs:
+            if self._counted is not None:
+                self._counted(res.sent)
             log = logger.info if res.sent else logger.warning
             log("e-mail (%s) to %s %s%s", trigger, res.email, "sent" if res.sent else "failed",
                 "" if res.sent else f": {res.error}",

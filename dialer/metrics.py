@@ -41,7 +41,17 @@ dialer_scheduler_decision_seconds         histogram  one scheduling pass (claim 
 dialer_call_setup_seconds                 histogram  ``kind``: INVITE sent -> answered (answered
                                                      only)
 dialer_call_ring_seconds                  histogram  ``kind``: first ringing -> answer or give-up
+dialer_campaign_info                      gauge      ``campaign``, ``name``, ``template``: 1 per
+                                                     *live* campaign (join on ``campaign``)
+dialer_emails_total                       counter    ``result`` (sent, failed): e-mails of
+                                                     campaign messages
+dialer_build_info                         gauge      ``version``, ``python``: 1
+process_*, python_info                    (several)  the daemon process (prometheus-client's
+                                                     ProcessCollector, PlatformCollector)
 ========================================  =========  ===============================================
+
+No ``_created`` series: prometheus-client's are disabled (``disable_created_metrics``), they only
+double the series of every counter and histogram.
 
 *Live* campaigns are those that may still place calls: scheduled, active, blocked, suspended.
 Completed, terminated and incomplete campaigns lose their ``campaign`` label sets (bounded
@@ -56,8 +66,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import platform
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from prometheus_client import (
@@ -65,6 +77,10 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
     generate_latest,
     start_http_server,
 )
@@ -85,6 +101,13 @@ SETUP_BUCKETS = (.1, .25, .5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 45.0, 6
 RING_BUCKETS = (.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0)
 
 MAX_TRACKED_CALLS = 10_000  # a call whose end never comes must not grow the timer table forever
+
+
+def _version() -> str:
+    try:
+        return version("alert-dialer")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def status_class(status: int | None) -> str:
@@ -133,6 +156,19 @@ class Metrics:
         self.node = node
         self.registry = CollectorRegistry()
         r = self.registry
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        Info("dialer_build", "The running dialer: its version and Python's.",
+             registry=r).info({"version": _version(), "python": platform.python_version()})
+        self.campaign_info = Gauge("dialer_campaign_info",
+                                   "1 per live campaign, with its name and template (join on "
+                                   "campaign).", ["campaign", "name", "template"], registry=r)
+        self.emails = Counter("dialer_emails", "E-mails of campaign messages, by result.",
+                              ["result"], registry=r)
+        for result in ("sent", "failed"):
+            self.emails.labels(result)
+        self._info: dict[str, tuple[str, str]] = {}
         self.campaigns = Gauge("dialer_campaigns", "Campaigns by state.", ["state"], registry=r)
         self.campaign_state = Gauge(
             "dialer_campaign_state",
@@ -261,6 +297,10 @@ class Metrics:
         """Count one finished attempt (``outcome`` value, final SIP status or None)."""
         self.attempts_total.labels(outcome, status_class(status)).inc()
 
+    def record_email(self, sent: bool) -> None:
+        """Count one e-mail of a campaign's message, sent or failed."""
+        self.emails.labels("sent" if sent else "failed").inc()
+
     def record_confirmation(self, what: str) -> None:
         """Count a confirmation: ``"answer"`` or ``"listen"``."""
         self.confirmations.labels(what).inc()
@@ -339,8 +379,10 @@ class Metrics:
         """Everything about campaigns from ``SqlStore.list_campaigns()`` rows, in one call.
 
         Each row has ``id``, ``state`` and the recipient counts ``idle``, ``active``,
-        ``contacted``, ``failed``, ``stopped``.
+        ``contacted``, ``failed``, ``stopped`` (and ``name``, ``template`` for
+        ``dialer_campaign_info``).
         """
+        rows = list(rows)
         by_state: dict[str, int] = {}
         recipients: dict[int, dict[str, int]] = {}
         states: dict[int, str] = {}
@@ -353,6 +395,14 @@ class Metrics:
                 states[cid] = state
         self.set_campaigns(by_state)
         self.set_campaign_recipients(recipients, states)
+        info = {str(row["id"]): (str(row.get("name") or ""), str(row.get("template") or ""))
+                for row in rows if str(row["state"]) in LIVE_STATES}
+        for key, labels in self._info.items():
+            if info.get(key) != labels:
+                self._remove(self.campaign_info, key, *labels)
+        for key, labels in info.items():
+            self.campaign_info.labels(key, *labels).set(1)
+        self._info = info
 
     # ----- limits, trunks, pool -----
 

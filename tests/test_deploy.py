@@ -159,3 +159,18 @@ def test_systemd_security_exposure_is_low(tmp_path: Path) -> None:
     done = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--threshold=25",
                            str(unit)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+def test_every_alert_has_a_runbook_in_operating_md() -> None:
+    """Issue 14: each rule links its runbook, a section of docs/operating.md named after it."""
+    docs = (ROOT / "docs" / "operating.md").read_text()
+    blocks = RULES.read_text().split("- alert: ")[1:]
+    assert len(blocks) >= 15
+    for block in blocks:
+        name = block.split()[0]
+        url = re.search(r'runbook_url: "([^"]+)"', block)
+        assert url, f"{name} has no runbook_url"
+        assert url.group(1) == f"file:///opt/dialer/src/docs/operating.md#{name.lower()}"
+        assert f"\n### {name}\n" in docs, f"no runbook section for {name}"
+    for needed in ("DialerAbsent", "DialerCampaignBlocked", "DialerPoolNotReady"):
+        assert f"- alert: {needed}\n" in RULES.read_text()

@@ -79,6 +79,9 @@ def test_on_launch_mails_everyone_with_an_address_once(store: SqlStore, tmp_path
     assert sorted(email_events(store, cid)) == [("email_sent", "ada@example.com"),
                                                 ("email_sent", "cy@example.com"),
                                                 ("email_sent", "dee@example.com")]
+    sample = sim.daemon.metrics.registry.get_sample_value
+    assert sample("dialer_emails_total", {"result": "sent"}) == 3
+    assert sample("dialer_emails_total", {"result": "failed"}) == 0
 
 
 def test_unreached_mails_only_the_failed_recipients(store: SqlStore, tmp_path: Path,

@@ -27,15 +27,16 @@ def samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-def value(m: Metrics, name: str, **labels: str) -> float | None:
-    return samples(m).get((name, tuple(sorted(labels.items()))))
+def value(m: Metrics, metric: str, **labels: str) -> float | None:
+    return samples(m).get((metric, tuple(sorted(labels.items()))))
 
 
 def fill(m: Metrics) -> None:
     """Give every metric at least one sample, the way a running daemon would."""
+    m.record_email(True)
     m.update_campaigns([
         {"id": 1, "state": "active", "idle": 3, "active": 2, "contacted": 4, "failed": 1,
-         "stopped": 0},
+         "stopped": 0, "name": "Fire drill", "template": "Fire"},
         {"id": 2, "state": "suspended", "idle": 5},
         {"id": 3, "state": "completed", "contacted": 7},
     ])
@@ -75,7 +76,11 @@ def test_every_metric_has_samples_and_follows_the_naming_conventions() -> None:
         "dialer_worker_slots", "dialer_worker_busy_slots", "dialer_worker_restarts",
         "dialer_scheduler_decision_seconds", "dialer_call_setup_seconds",
         "dialer_call_ring_seconds"}
+    assert names >= {"dialer_campaign_info", "dialer_emails", "dialer_build_info",
+                      "process_cpu_seconds", "process_resident_memory_bytes", "python_info"}
     for f in families:
+        if f.name.startswith(("process_", "python_")):  # prometheus-client's own collectors
+            continue
         assert f.name.startswith("dialer_")
         assert f.samples, f"{f.name} has no sample"
         if f.type == "counter":
@@ -214,3 +219,23 @@ def test_setup_and_ring_times() -> None:
     m.call_ringing("unknown", 1.0)  # events of calls not tracked are ignored
     m.call_answered("unknown", 1.0)
     m.call_ended("unknown", 1.0)
+
+
+def test_ecosystem_series_build_info_campaign_names_and_no_created() -> None:
+    """Issue 14: process_* and build info, a campaign's name by its id, e-mail counts, and no
+    _created series doubling every counter."""
+    m = Metrics()
+    fill(m)
+    text = m.render().decode()
+    assert "_created" not in text
+    assert value(m, "dialer_campaign_info", campaign="1", name="Fire drill", template="Fire") == 1
+    assert value(m, "dialer_emails_total", result="sent") == 1
+    assert value(m, "dialer_emails_total", result="failed") == 0
+    build = [k for k in samples(m) if k[0] == "dialer_build_info"]
+    assert len(build) == 1 and dict(build[0][1])["version"]
+    assert (value(m, "process_resident_memory_bytes") or 0) > 0
+    m.update_campaigns([{"id": 1, "state": "completed", "name": "Fire drill", "template": "Fire"},
+                        {"id": 2, "state": "active", "name": "Flood", "template": "Flood"}])
+    assert value(m, "dialer_campaign_info", campaign="1", name="Fire drill",
+                 template="Fire") is None  # over: its series goes, as the recipients' do
+    assert value(m, "dialer_campaign_info", campaign="2", name="Flood", template="Flood") == 1
