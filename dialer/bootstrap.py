@@ -93,7 +93,10 @@ def daemon(config: Config) -> Daemon:
                                       calls_per_worker=config.calls_per_worker,
                                       init_message=init_message, state_dir=config.state_dir))
 
+    from dialer.sdnotify import Notifier
+
     metrics = Metrics(node=config.node)
     return Daemon(config, store, clock=time.time, make_gateway=workers, metrics=metrics,
+                  notifier=Notifier(),
                   mail=MailQueue(store, config.smtp, config.data_dir / "media", clock=time.time,
                                  counted=metrics.record_email))

@@ -38,6 +38,7 @@ from dialer.gateway import Gateway
 from dialer.mailqueue import MailQueue
 from dialer.membership import RETRY_S, Membership
 from dialer.metrics import Metrics
+from dialer.sdnotify import Notifier
 from dialer.trunkbook import TrunkBook
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class Daemon:
                  metrics: Metrics | None = None,
                  mail: MailQueue | None = None,
                  safety_interval: float = MAX_WAIT,
-                 handle_signals: bool = True) -> None:
+                 handle_signals: bool = True, notifier: Notifier | None = None) -> None:
         """The gateway is given (``gateway``: the simulator's fake) or made from the daemon's
         ``init_message`` (``make_gateway``: ``dialer.bootstrap`` wires the SIP worker pool
         so). ``metrics`` and ``mail`` default to a fresh registry and a mail queue on
@@ -97,6 +98,7 @@ class Daemon:
             store, config.smtp, config.data_dir / "media", clock=clock,
             counted=self.metrics.record_email)
         self.stopping = threading.Event()
+        self.notifier = notifier or Notifier({})  # systemd's (bootstrap), else none
         self.ticks = 0  # scheduling passes so far (the simulator checks after each)
         self._dirty = True
         self._next_due: float | None = None
@@ -142,10 +144,13 @@ class Daemon:
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT (or ``stopping`` is set)."""
         self.start()
+        self.notifier.ready(f"serving: node {self.config.node}, {self.config.workers} workers")
         try:
             while not self.stopping.is_set():
                 self.step()
+                self.notifier.alive()
         finally:
+            self.notifier.stopping()
             self.shutdown()
 
     def start(self) -> None:
