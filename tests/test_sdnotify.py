@@ -80,11 +80,14 @@ def test_serve_is_ready_pings_its_watchdog_and_says_it_stops(
                workers=1, env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
     d.serve()
     got: list[str] = []
-    until(lambda: (got.extend(received(sock)), any("READY=1" in m for m in got))[1], 30,
-          "READY=1")
+
+    def seen(what: Callable[[list[str]], bool]) -> bool:
+        got.extend(received(sock))
+        return what(got)
+
+    until(lambda: seen(lambda g: any("READY=1" in m for m in g)), 30, "READY=1")
     assert any(m.startswith("READY=1\nSTATUS=serving") for m in got)
-    until(lambda: (got.extend(received(sock)), got.count("WATCHDOG=1") >= 3)[1], 10,
-          "three watchdog pings")
+    until(lambda: seen(lambda g: g.count("WATCHDOG=1") >= 3), 10, "three watchdog pings")
     assert d.daemon is not None
     d.daemon.send_signal(signal.SIGTERM)
     d.daemon.wait(30)
