@@ -11,7 +11,7 @@ needs a role of its caller (the process's real OS user, never $LOGNAME/$USER): s
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import re
 import sys
@@ -51,13 +51,15 @@ from cli.nodes import nodes
 from cli.operators import audit_app, operator_app
 from cli.settings import settings_app
 from cli.templates import template_app
-from dialer import bootstrap
+from dialer import bootstrap, logs
 from dialer.core.errors import ConfigError, DialerError
 from dialer.core.permissions import PermissionDenied, Role
 from dialer.core.recipients import DEFAULT_EXTENSION_PATTERN, DEFAULT_REGION, NumberRules
+from dialer.logs import FORMATS, JsonFormatter, TextFormatter
 
-__all__ = ["DEFAULT_DB", "actor", "app", "authorized", "db_url", "emit_json", "err", "fail",
-           "import_audio_file", "local", "main", "out", "parse_start", "read_recipients",
+__all__ = ["DEFAULT_DB", "JsonFormatter", "TextFormatter", "actor", "app", "authorized",
+           "db_url", "emit_json", "err", "fail", "import_audio_file", "local", "main", "out",
+           "parse_start", "read_recipients",
            "recipients_table", "short_time", "store"]
 
 
@@ -217,10 +219,8 @@ def serve(
     except ConfigError as exc:  # not worth a restart: systemd's RestartPreventExitStatus
         say(f"{exc} (dialer config check -c {config} lists every problem)")
         raise typer.Exit(EX_CONFIG) from exc
-    if _state["db"]:
-        import dataclasses
-
-        cfg = dataclasses.replace(cfg, database_url=_state["db"])
+    cfg = dataclasses.replace(cfg, database_url=_state["db"] or cfg.database_url,
+                              log_format=log_format.value)
     setup_logging(verbose, log_format.value)
     bootstrap.daemon(cfg).run()  # its database must exist: only 'dialer init' creates one
 
@@ -236,48 +236,12 @@ def demo(
     run_demo(out, recipients=recipients, keep=keep)
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per log line, with the structured fields given through ``extra=``."""
-
-    FIELDS = ("campaign", "recipient", "attempt", "call_id")
-
-    def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {"at": self.formatTime(record), "level": record.levelname,
-                                "logger": record.name, "message": record.getMessage()}
-        for f in self.FIELDS:
-            if hasattr(record, f):
-                data[f] = getattr(record, f)
-        return json.dumps(data)
-
-
-class TextFormatter(logging.Formatter):
-    """The human log line, with the structured fields appended: ``campaign=3 recipient=12
-    call_id=...`` (the attempt id is the Call-ID; shown once unless they differ)."""
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        fields = [(f, getattr(record, f)) for f in JsonFormatter.FIELDS
-                  if getattr(record, f, None) is not None]
-        call_id = getattr(record, "call_id", None)
-        shown = [f"{k}={v}" for k, v in fields if not (k == "attempt" and v == call_id)]
-        return f"{line} {' '.join(shown)}" if shown else line
-
-
 def setup_logging(verbose: bool = False, fmt: str = "text") -> None:
-    """Log to stderr: one line per event, as text or as JSON objects (``--log-format``)."""
-    if fmt not in ("text", "json"):
+    """Log to stderr: one line per event, as text or as JSON objects (``--log-format``; the
+    daemon passes it on to its workers)."""
+    if fmt not in FORMATS:
         raise DialerError(f"--log-format {fmt!r}: text or json")
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(TextFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logs.setup(fmt, logging.DEBUG if verbose else logging.INFO)
     # Alembic's schema check at start says which plugins it set up, a dozen lines a start
     logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
 

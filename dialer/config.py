@@ -110,6 +110,7 @@ class Config:
     orphan_timeout: float = 60.0
     # [cluster]: this node's lease on the database (dialer.core.cluster)
     lease: LeaseTerms = field(default_factory=LeaseTerms)
+    log_format: str = "text"  # serve --log-format (dialer.logs), passed on to the workers
 
     @property
     def state_dir(self) -> Path:

@@ -11,7 +11,8 @@ Daemon to worker (``op``):
 
 * ``init``: ``worker`` (index), ``bind`` (address for SIP and RTP), ``trunks`` (name ->
   ``{uri, registrar, username, password, transport, register}``), ``allowed_sources`` (IP
-  addresses SIP is accepted from), ``log_level``, ``rtp_port`` (first RTP port of this worker)
+  addresses SIP is accepted from), ``log_level``, ``log_format`` (``json``; absent: text, as
+  ``dialer.logs``), ``rtp_port`` (first RTP port of this worker)
   and ``rtp_port_range``. The password travels only here, never on a command line.
 * ``dial``: ``call_id`` (the SIP Call-ID, also the attempt id), ``trunk``, ``uri``,
   ``from_uri`` (or null), ``display``, ``ring_timeout``, ``media`` (prompt name -> WAV path),
@@ -187,7 +188,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 
 class Init(Op, frozen=True, kw_only=True):
     OP: ClassVar[str] = "init"
-    OMIT: ClassVar[frozenset[str]] = frozenset({"sip_port", "sip_port_alt", "wire", "digest"})
+    OMIT: ClassVar[frozenset[str]] = frozenset({"sip_port", "sip_port_alt", "wire", "digest",
+                                                "log_format"})
     worker: int = 0
     bind: str = "127.0.0.1"
     trunks: dict[str, dict[str, Any]] = {}
@@ -203,6 +205,7 @@ class Init(Op, frozen=True, kw_only=True):
     sip_port_alt: int | None = None
     wire: int | None = None
     digest: str | None = None
+    log_format: str | None = None  # dialer.logs: "json", or None for text
 
 
 class Dial(Op, frozen=True, kw_only=True):

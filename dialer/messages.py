@@ -37,6 +37,7 @@ def init_message(config: Config, index: int, sources: list[str]) -> ipc.Init:
                     reject_code=config.sip_reject_code,
                     orphan_timeout=config.orphan_timeout,
                     log_level=config.sip_log_level,
+                    log_format=None if config.log_format == "text" else config.log_format,
                     rtp_port=config.rtp_port + index * per, rtp_port_range=per,
                     sip_port=config.sip_port + index if config.sip_port else None,
                     sip_port_alt=(config.sip_port + config.workers + index

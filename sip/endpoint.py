@@ -8,15 +8,20 @@ with ``hasIoqueue = False``), the conference bridge is clocked by the null sound
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
 import logging
 import os
 import re
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pjsua2 as pj
+
+from dialer import logs
 
 logger = logging.getLogger(__name__)
 pjsua_logger = logging.getLogger("pjsua")
@@ -58,8 +63,7 @@ def setup_logging(level: int) -> None:
     """
     sys.stdout.flush()
     os.dup2(2, 1)
-    logging.basicConfig(stream=sys.stderr, level=python_level(level),
-                        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    logs.setup("text", python_level(level))
 
 
 class StderrLogWriter(pj.LogWriter):  # type: ignore[misc]
@@ -102,6 +106,41 @@ def create_endpoint(level: int, user_agent: str) -> tuple[pj.Endpoint, StderrLog
     Returns the endpoint and its log writer; the caller keeps both alive until ``libDestroy``.
     """
     ep = pj.Endpoint()
+    with _pjlib_stdout():  # until libInit installs the writer, pjlib prints on its own
+        writer = _create_and_init(ep, level, user_agent)
+    ep.audDevManager().setNullDev()  # no sound card; the null device clocks the bridge
+    for codec in ep.codecEnum2():
+        # Only PCMU/PCMA: then the offer carries telephone-event as payload type 120, the only
+        # one pjsua accepts DTMF on (PJSUA2-NOTES, DTMF).
+        keep = codec.codecId.startswith(("PCMU/", "PCMA/"))
+        ep.codecSetPriority(codec.codecId, 255 if codec.codecId.startswith("PCMU/")
+                            else 254 if keep else 0)
+    return ep, writer
+
+
+@contextlib.contextmanager
+def _pjlib_stdout() -> Iterator[None]:
+    """What pjlib prints to the C stdout meanwhile goes through ``logging`` (pjsua, debug),
+    in the format of every other line, instead of raw on the daemon's stderr."""
+    libc = ctypes.CDLL(None)
+    with tempfile.TemporaryFile() as captured:
+        saved = os.dup(1)
+        libc.fflush(None)
+        os.dup2(captured.fileno(), 1)
+        try:
+            yield
+        finally:
+            libc.fflush(None)
+            os.dup2(saved, 1)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines():
+                if line.strip():
+                    pjsua_logger.debug("%s", _SECRET.sub(r"\1 <redacted>", line.strip()))
+
+
+def _create_and_init(ep: pj.Endpoint, level: int, user_agent: str) -> StderrLogWriter:
+    """``libCreate`` and ``libInit`` with the worker's configuration; returns the log writer."""
     ep.libCreate()
     cfg = pj.EpConfig()
     cfg.uaConfig.threadCnt = 0
@@ -123,14 +162,7 @@ def create_endpoint(level: int, user_agent: str) -> tuple[pj.Endpoint, StderrLog
     cfg.logConfig.msgLogging = 1 if level >= 4 else 0
     cfg.logConfig.decor = pj.PJ_LOG_HAS_SENDER  # time and level come from `logging`
     ep.libInit(cfg)
-    ep.audDevManager().setNullDev()  # no sound card; the null device clocks the bridge
-    for codec in ep.codecEnum2():
-        # Only PCMU/PCMA: then the offer carries telephone-event as payload type 120, the only
-        # one pjsua accepts DTMF on (PJSUA2-NOTES, DTMF).
-        keep = codec.codecId.startswith(("PCMU/", "PCMA/"))
-        ep.codecSetPriority(codec.codecId, 255 if codec.codecId.startswith("PCMU/")
-                            else 254 if keep else 0)
-    return ep, writer
+    return writer
 
 
 def create_transport(ep: pj.Endpoint, kind: int, bind: str, port: int = 0) -> tuple[int, int]:

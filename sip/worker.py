@@ -44,7 +44,7 @@ from typing import Any
 
 import pjsua2 as pj
 
-from dialer import ipc
+from dialer import ipc, logs
 from dialer.core import dialogue as dlg
 from dialer.core import outcome as oc
 from dialer.core.domain import DialogueSettings, Outcome
@@ -579,8 +579,9 @@ def main(argv: list[str] | None = None) -> int:
                      getattr(init, "OP", None) or getattr(init, "EV", None))
         unlink_socket(args.socket)
         return 2
-    logging.getLogger().setLevel(logging.DEBUG if pjsua_level(init.log_level) >= 4
-                                 else logging.INFO)
+    logs.setup(init.log_format or "text",
+               logging.DEBUG if pjsua_level(init.log_level) >= 4 else logging.INFO,
+               worker=init.worker)
     worker = Worker(channel, listener, args.socket)
     try:
         worker.start(init)

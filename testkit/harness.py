@@ -61,8 +61,9 @@ class Dialer:
         self.config = tmp / "dialer.toml"
         self.log = tmp / "daemon.log"
         lines = [f'[database]\nurl = "{self.db_url}"', f'[data]\ndir = "{tmp}/data"',
-                 f'[sip]\nbind = "{bind}"\nworkers = {workers}\nlog_level = 1\n'
-                 f'rtp_port = {20000 + (os.getpid() % 100) * 100}'
+                 f'[sip]\nbind = "{bind}"\nworkers = {workers}\n'
+                 + ("" if "log_level" in (sip or {}) else "log_level = 1\n")
+                 + f'rtp_port = {20000 + (os.getpid() % 100) * 100}'
                  + ("" if "port" in (sip or {}) else f"\nport = {free_port(2 * workers)}")
                  + "".join(f"\n{k} = {_toml(v)}" for k, v in (sip or {}).items())]
         if node is not None:
@@ -117,13 +118,14 @@ class Dialer:
 
     # ----- daemon -----
 
-    def serve(self) -> Dialer:
-        """Start ``dialer serve``; return once it serves (past reconciliation) and a worker has
-        been ready."""
+    def serve(self, *options: str) -> Dialer:
+        """Start ``dialer serve`` (with ``options``: ``--log-format json``); return once it
+        serves (past reconciliation) and a worker has been ready."""
         starts = self.log_text().count("dialer serving")
         with open(self.log, "ab") as log:
             self.daemon = subprocess.Popen(
-                [sys.executable, "-m", "cli.app", "serve", "--config", str(self.config)],
+                [sys.executable, "-m", "cli.app", "serve", "--config", str(self.config),
+                 *options],
                 cwd=ROOT, env={**self.env, "DIALER_DB": self.db_url}, stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL)

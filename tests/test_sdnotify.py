@@ -93,3 +93,27 @@ def test_serve_is_ready_pings_its_watchdog_and_says_it_stops(
     d.daemon.wait(30)
     got.extend(received(sock))
     assert any(m.startswith("STOPPING=1") for m in got), got
+
+
+@pytest.mark.sip
+def test_json_logs_are_one_format_for_the_daemon_its_workers_and_pjsip(
+        dialer: Callable[..., Dialer]) -> None:
+    """Issue 14: with --log-format json every line of the service is a JSON object, the
+    workers' and PJSIP's too (they said their own text before), and a clean stop reports the
+    workers' true exit status (0), not -9."""
+    import json
+
+    d = dialer(internal={"uri": "sip:127.0.0.1:5999"}, external={"uri": "sip:127.0.0.1:5998"},
+               workers=1, sip={"log_level": 4})
+    d.serve("--log-format", "json")
+    assert d.daemon is not None
+    d.daemon.send_signal(signal.SIGTERM)
+    d.daemon.wait(30)
+    lines = [json.loads(line) for line in d.log_text().splitlines()]  # each one parses
+    assert all({"at", "level", "logger", "message"} <= set(r) for r in lines)
+    loggers = {r["logger"] for r in lines}
+    assert {"dialer.daemon", "dialer.pool", "sip.worker", "pjsua"} <= loggers, loggers
+    worker_lines = [r for r in lines if r["logger"] in ("sip.worker", "pjsua")]
+    assert all(r["worker"] == 0 and isinstance(r["pid"], int) for r in worker_lines)
+    exits = [r["message"] for r in lines if "exited with" in r["message"]]
+    assert exits and all("exited with 0 " in m for m in exits), exits
