@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -13,6 +15,7 @@ from rich.table import Table
 
 from cli.choices import Language, State
 from cli.common import (
+    JSON_RESULT,
     actor,
     authorized,
     confirm,
@@ -23,6 +26,7 @@ from cli.common import (
     out,
     parse_start,
     read_recipient_lines,
+    report,
     rules,
     short_time,
 )
@@ -72,8 +76,12 @@ def campaign_start(
                            tts_text=text)
     if json_out:
         emit_json({"id": cid})
-    else:
-        out.print(cid)
+        return
+    started = s.campaign_detail(cid)
+    when_ = (f"starts {local(started['start_at'])}" if started["state"] == "scheduled"
+             else started["state"])
+    out.print(f"campaign {cid} {started['name']!r}: {when_}, "
+              f"{len(started['recipients'])} recipients", highlight=False)
 
 
 @campaign_app.command("list")
@@ -183,35 +191,39 @@ def _set(detail: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in sorted(detail.items()) if v is not None}
 
 
-def _action(campaign_id: int, action: str) -> None:
-    out.print(authorized(C, f"campaign {action}").set_campaign_state(
-        campaign_id, action, actor=actor(), now=time.time()))
+def _action(campaign_id: int, action: str, json_out: bool = False) -> None:
+    state = authorized(C, f"campaign {action}").set_campaign_state(
+        campaign_id, action, actor=actor(), now=time.time())
+    report(json_out, {"id": campaign_id, "state": state}, state)
 
 
 @campaign_app.command("suspend")
-def campaign_suspend(campaign_id: int = typer.Argument(..., help="Campaign id.")) -> None:
+def campaign_suspend(campaign_id: int = typer.Argument(..., help="Campaign id."),
+                     json_out: bool = JSON_RESULT) -> None:
     """Suspend: no new calls, calls in progress continue. Example: dialer campaign suspend 3"""
-    _action(campaign_id, "suspend")
+    _action(campaign_id, "suspend", json_out)
 
 
 @campaign_app.command("resume")
-def campaign_resume(campaign_id: int = typer.Argument(..., help="Campaign id.")) -> None:
+def campaign_resume(campaign_id: int = typer.Argument(..., help="Campaign id."),
+                    json_out: bool = JSON_RESULT) -> None:
     """Resume a suspended campaign: scheduled again while its start time is ahead (or if it
     never started), else active, or blocked while the maximum of active campaigns is reached.
     Prints the new state. Example: dialer campaign resume 3"""
-    _action(campaign_id, "resume")
+    _action(campaign_id, "resume", json_out)
 
 
 @campaign_app.command("stop")
 def campaign_stop(campaign_id: int = typer.Argument(..., help="Campaign id."),
-                  yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask.")) -> None:
+                  yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+                  json_out: bool = JSON_RESULT) -> None:
     """Terminate a campaign (final: calls in progress are hung up, no call is placed again).
 
     Example: dialer campaign stop 3 --yes
     """
     authorized(C, "campaign stop").campaign_detail(campaign_id)
     confirm(f"stop campaign {campaign_id} for good?", yes, "not stopped")
-    _action(campaign_id, "stop")
+    _action(campaign_id, "stop", json_out)
 
 
 @campaign_app.command("grant")
@@ -220,12 +232,14 @@ def campaign_grant(
     recipients: Optional[list[str]] = typer.Argument(None, help="Positions (#N) or numbers; "
                                                      "none: every failed recipient."),
     attempts: int = typer.Option(..., "--attempts", "-n", help="How many more attempts (1..99)."),
+    json_out: bool = JSON_RESULT,
 ) -> None:
     """Grant more attempts: a failed recipient becomes idle again and an incomplete campaign
     active again. Example: dialer campaign grant 3 101 +390669820000 --attempts 2"""
     done = authorized(C, "campaign grant").grant_attempts(
         campaign_id, recipients or [], attempts, actor=actor(), now=time.time(), rules=rules())
-    out.print(f"{attempts} more attempt(s) to recipient(s) {', '.join(map(str, done))}")
+    report(json_out, {"id": campaign_id, "attempts": attempts, "recipients": list(done)},
+           f"{attempts} more attempt(s) to recipient(s) {', '.join(map(str, done))}")
 
 
 @campaign_app.command("stop-recipient")
@@ -233,7 +247,8 @@ def campaign_stop_recipient(campaign_id: int = typer.Argument(..., help="Campaig
                             recipient: str = typer.Argument(
                                 ..., help="Position (#N) or number."),
                             yes: bool = typer.Option(False, "--yes", "-y",
-                                                     help="Do not ask.")) -> None:
+                                                     help="Do not ask."),
+                            json_out: bool = JSON_RESULT) -> None:
     """Stop the attempts to one recipient (final for this run).
 
     Example: dialer campaign stop-recipient 3 101 --yes
@@ -242,12 +257,14 @@ def campaign_stop_recipient(campaign_id: int = typer.Argument(..., help="Campaig
     confirm(f"stop calling recipient {recipient} of campaign {campaign_id}?", yes, "not stopped")
     r = authorized(C, "campaign stop-recipient").stop_recipient(
         campaign_id, recipient, actor=actor(), now=time.time(), rules=rules())
-    out.print(f"recipient {r['position']} ({r['number']}) stopped")
+    report(json_out, {"id": campaign_id, "position": r["position"], "number": r["number"],
+                      "state": "stopped"}, f"recipient {r['position']} ({r['number']}) stopped")
 
 
 @campaign_app.command("delete")
 def campaign_delete(campaign_id: int = typer.Argument(..., help="Campaign id."),
-                    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask.")) -> None:
+                    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+                    json_out: bool = JSON_RESULT) -> None:
     """Delete a completed or terminated campaign; its history stays (dialer history show ID).
 
     Example: dialer campaign delete 3 --yes
@@ -256,7 +273,8 @@ def campaign_delete(campaign_id: int = typer.Argument(..., help="Campaign id."),
     s.campaign_detail(campaign_id)
     confirm(f"delete campaign {campaign_id}?", yes, "not deleted")
     s.delete_campaign(campaign_id, actor=actor(), now=time.time())
-    out.print(f"campaign {campaign_id} deleted; its history stays")
+    report(json_out, {"id": campaign_id, "deleted": True},
+           f"campaign {campaign_id} deleted; its history stays")
 
 
 @campaign_app.command("watch")
@@ -264,15 +282,18 @@ def campaign_watch(
     campaign_id: int = typer.Argument(..., help="Campaign id."),
     once: bool = typer.Option(False, "--once", help="Print one frame and exit (scripts, tests)."),
     interval: float = typer.Option(1.0, "--interval", help="Seconds between two refreshes."),
+    json_out: bool = typer.Option(False, "--json",
+                                  help="One JSON object per refresh, one per line."),
 ) -> None:
     """A live view of a campaign: recipients by state, calls in progress, rate, estimated time
     to completion and the last events; exits when the campaign finishes (Ctrl-C to leave).
+    With no daemon serving the database it says so instead of a time to completion.
 
     Example: dialer campaign watch 3
     """
     from rich.live import Live
 
-    from cli.watch import FINISHED, RATE_WINDOW, frame, trunk_lines
+    from cli.watch import FINISHED, RATE_WINDOW, frame, serving, trunk_lines, watch_data
 
     if interval <= 0:
         fail("--interval must be positive")
@@ -283,9 +304,24 @@ def campaign_watch(
         progress = s.campaign_progress(campaign_id, since=now - RATE_WINDOW)
         trunks = trunk_lines(s.trunk_health(now), (progress.get("settings") or {})
                              .get("external_route"))
-        return frame(progress, now, s.get_settings().limits, trunks), progress["state"]
+        live = serving(s.nodes(), now)
+        limits = s.get_settings().limits
+        if json_out:
+            return watch_data(progress, now, limits, trunks, live), progress["state"]
+        return frame(progress, now, limits, trunks, live), progress["state"]
 
     view, state = render()
+    if json_out:
+        try:
+            while True:
+                sys.stdout.write(json.dumps(view) + "\n")
+                sys.stdout.flush()
+                if once or state in FINISHED:
+                    return
+                time.sleep(interval)
+                view, state = render()
+        except KeyboardInterrupt:
+            return
     if once or state in FINISHED:
         out.print(view)
         return

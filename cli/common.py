@@ -121,6 +121,18 @@ def rules() -> NumberRules:
     return value if isinstance(value, NumberRules) else NumberRules()
 
 
+JSON_RESULT = typer.Option(False, "--json", help="Print the result as JSON.")
+"""The ``--json`` of a command that changes something: its result for a script."""
+
+
+def report(json_out: bool, data: Any, text: str) -> None:
+    """The result of a command: ``data`` as JSON (``--json``), else ``text`` for a person."""
+    if json_out:
+        emit_json(data)
+    else:
+        out.print(text, highlight=False)
+
+
 def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from cli.choices import RoleName
-from cli.common import actor, authorized, emit_json, local, out, parse_when
+from cli.common import JSON_RESULT, actor, authorized, emit_json, local, out, parse_when, report
 from cli.tables import Col, fit, when
 from dialer.core.permissions import Role, parse_roles
 
@@ -24,6 +24,7 @@ audit_app = typer.Typer(help="Who changed what, when, with old and new values.",
 def operator_add(
     user: str = typer.Argument(..., help="OS login name."),
     role: list[RoleName] = typer.Option(..., "--role", "-r", help="A role; repeatable."),
+    json_out: bool = JSON_RESULT,
 ) -> None:
     """Add an operator, or set the roles of an existing one.
 
@@ -32,7 +33,8 @@ def operator_add(
     roles = parse_roles([r.value for r in role])
     authorized(Role.ADMIN, "operator add").set_operator(user, roles, actor=actor(),
                                                         now=time.time())
-    out.print(f"{user}: {', '.join(sorted(r.value for r in roles))}")
+    names = sorted(r.value for r in roles)
+    report(json_out, {"operator": user, "roles": names}, f"{user}: {', '.join(names)}")
 
 
 @operator_app.command("list")
@@ -49,10 +51,11 @@ def operator_list(json_out: bool = typer.Option(False, "--json", help="JSON for 
 
 
 @operator_app.command("remove")
-def operator_remove(user: str = typer.Argument(..., help="OS login name.")) -> None:
+def operator_remove(user: str = typer.Argument(..., help="OS login name."),
+                    json_out: bool = JSON_RESULT) -> None:
     """Remove an operator (never the last admin). Example: dialer operator remove alice"""
     authorized(Role.ADMIN, "operator remove").remove_operator(user, actor=actor(), now=time.time())
-    out.print(f"{user} removed")
+    report(json_out, {"operator": user, "removed": True}, f"{user} removed")
 
 
 @audit_app.command("list")

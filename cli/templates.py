@@ -14,6 +14,7 @@ from rich.table import Table
 
 from cli.choices import Email, Kind, Language
 from cli.common import (
+    JSON_RESULT,
     actor,
     authorized,
     confirm,
@@ -24,6 +25,7 @@ from cli.common import (
     out,
     parse_limit,
     read_recipient_lines,
+    report,
     rules,
 )
 from cli.tables import Col, fit, shown
@@ -291,28 +293,32 @@ def template_clone(name: str = typer.Argument(..., help="Template to copy."),
         out.print(f"template {new_name!r} cloned from {name!r}")
 
 
-def _set_enabled(name: str, enabled: bool, command: str) -> None:
+def _set_enabled(name: str, enabled: bool, command: str, json_out: bool) -> None:
     done = authorized(C, command).edit_template(name, actor=actor(), now=time.time(),
                                                 enabled=enabled)
-    out.print(f"template {name!r} {'enabled' if enabled else 'disabled'}"
-              + ("" if done else " (already)"))
+    report(json_out, {"name": name, "enabled": enabled, "changed": bool(done)},
+           f"template {name!r} {'enabled' if enabled else 'disabled'}"
+           + ("" if done else " (already)"))
 
 
 @template_app.command("enable")
-def template_enable(name: str = typer.Argument(..., help="Template name.")) -> None:
+def template_enable(name: str = typer.Argument(..., help="Template name."),
+                    json_out: bool = JSON_RESULT) -> None:
     """Allow a template to launch campaigns. Example: dialer template enable Fire"""
-    _set_enabled(name, True, "template enable")
+    _set_enabled(name, True, "template enable", json_out)
 
 
 @template_app.command("disable")
-def template_disable(name: str = typer.Argument(..., help="Template name.")) -> None:
+def template_disable(name: str = typer.Argument(..., help="Template name."),
+                     json_out: bool = JSON_RESULT) -> None:
     """Forbid launching campaigns from a template. Example: dialer template disable Fire"""
-    _set_enabled(name, False, "template disable")
+    _set_enabled(name, False, "template disable", json_out)
 
 
 @template_app.command("delete")
 def template_delete(name: str = typer.Argument(..., help="Template name."),
-                    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask.")) -> None:
+                    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+                    json_out: bool = JSON_RESULT) -> None:
     """Delete a template; its running campaigns go on with their own snapshot.
 
     Example: dialer template delete Fire --yes
@@ -322,7 +328,8 @@ def template_delete(name: str = typer.Argument(..., help="Template name."),
     confirm(f"delete template {name!r}?", yes, "not deleted")
     running = s.delete_template(name, actor=actor(), now=time.time())
     more = f"; {running} campaign(s) launched from it go on" if running else ""
-    out.print(f"template {name!r} deleted{more}")
+    report(json_out, {"name": name, "deleted": True, "running_campaigns": running},
+           f"template {name!r} deleted{more}")
 
 
 # ----- recipients of a template -----
@@ -350,6 +357,7 @@ def recipients_add(
     kind: Optional[Kind] = typer.Option(None, "--kind", help="How it is dialled (default: "
                                                             "guessed)."),
     position: Optional[int] = typer.Option(None, "--position", help="Insert at this position."),
+    json_out: bool = JSON_RESULT,
 ) -> None:
     ("Add one recipient. "
      'Example: dialer template recipients add Fire "+39 06 6982 0000" --name Bob')
@@ -357,28 +365,32 @@ def recipients_add(
                          rules=rules())
     pos = authorized(C, "template recipients add").template_recipient_add(
         name, rec, actor=actor(), now=time.time(), position=position)
-    out.print(f"{rec.number} added at position {pos}")
+    report(json_out, {"number": rec.number, "kind": rec.kind.value, "position": pos},
+           f"{rec.number} added at position {pos}")
 
 
 @recipients_app.command("remove")
 def recipients_remove(name: str = typer.Argument(..., help="Template name."),
                       recipient: str = typer.Argument(
-                          ..., help="Position (#N) or number.")) -> None:
+                          ..., help="Position (#N) or number."),
+                      json_out: bool = JSON_RESULT) -> None:
     ("Remove a recipient (by number or position). "
      "Example: dialer template recipients remove Fire 101")
     old = authorized(C, "template recipients remove").template_recipient_remove(
         name, recipient, actor=actor(), now=time.time(), rules=rules())
-    out.print(f"{old['number']} removed (was position {old['position']})")
+    report(json_out, {"number": old["number"], "position": old["position"], "removed": True},
+           f"{old['number']} removed (was position {old['position']})")
 
 
 @recipients_app.command("move")
 def recipients_move(name: str = typer.Argument(..., help="Template name."),
                     recipient: str = typer.Argument(..., help="Position (#N) or number."),
-                    to: int = typer.Argument(..., help="New position (1 = first)."),) -> None:
+                    to: int = typer.Argument(..., help="New position (1 = first)."),
+                    json_out: bool = JSON_RESULT) -> None:
     """Move a recipient to another position. Example: dialer template recipients move Fire 102 1"""
     pos = authorized(C, "template recipients move").template_recipient_move(
         name, recipient, to, actor=actor(), now=time.time(), rules=rules())
-    out.print(f"moved to position {pos}")
+    report(json_out, {"recipient": recipient, "position": pos}, f"moved to position {pos}")
 
 
 @recipients_app.command("import")
@@ -386,6 +398,7 @@ def recipients_import(
     name: str = typer.Argument(..., help="Template name."),
     path: Path = typer.Argument(..., help="CSV with a header: number[,name,email,kind]."),
     replace: bool = typer.Option(False, "--replace", help="Replace the list instead of appending."),
+    json_out: bool = JSON_RESULT,
 ) -> None:
     """Append (or --replace) recipients from a CSV, all or nothing.
 
@@ -399,7 +412,8 @@ def recipients_import(
     s.template_recipients_import(name, [r for _, r in lines], actor=actor(), now=time.time(),
                                  replace=replace, source=str(path),
                                  lines=[n for n, _ in lines])
-    out.print(f"{len(lines)} recipients {'replaced' if replace else 'added'}")
+    report(json_out, {"recipients": len(lines), "replaced": replace},
+           f"{len(lines)} recipients {'replaced' if replace else 'added'}")
 
 
 @recipients_app.command("export")

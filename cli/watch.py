@@ -82,9 +82,34 @@ def trunk_lines(health: Mapping[str, TrunkHealthView], route: str | None) -> lis
     return lines
 
 
+def serving(nodes: Sequence[Mapping[str, Any]], now: float) -> bool:
+    """Whether some daemon serves the database: a live node whose lease has not run out."""
+    return any(n["state"] == "live" and float(n["lease_until"]) > now for n in nodes)
+
+
+NOT_SERVING = "no daemon is serving this database: nothing is dialled (start dialer serve)"
+
+
+def watch_data(progress: dict[str, Any], now: float, global_limits: Limits,
+               trunks: Sequence[str] = (), live: bool = True) -> dict[str, Any]:
+    """One refresh of ``campaign watch --json`` (one object per line, docs/cli-json.md)."""
+    counts = {state: sum(kinds.values()) for state, kinds in progress["recipients"].items()}
+    finished = progress["state"] in FINISHED
+    return {"at": dt.datetime.fromtimestamp(now, dt.UTC).isoformat(), "id": progress["id"],
+            "name": progress["name"], "state": progress["state"],
+            "recipients": {s.value: counts.get(s.value, 0) for s in RecipientState},
+            "in_call": progress["in_call"],
+            "rate_per_min": round(progress["ended_since"] * 60.0 / RATE_WINDOW, 2),
+            "serving": live, "finished": finished,
+            "eta_seconds": 0.0 if finished else (
+                eta_seconds(progress, now, global_limits) if live else None),
+            "trunks": list(trunks)}
+
+
 def frame(progress: dict[str, Any], now: float, global_limits: Limits,
-          trunks: Sequence[str] = ()) -> RenderableType:
-    """One frame of the live view; ``trunks``: ``trunk_lines``."""
+          trunks: Sequence[str] = (), live: bool = True) -> RenderableType:
+    """One frame of the live view; ``trunks``: ``trunk_lines``; ``live``: a daemon serves
+    (``serving``): without one there is no time to completion, and the frame says why."""
     counts = {state: sum(kinds.values()) for state, kinds in progress["recipients"].items()}
     total = sum(counts.values())
     done = sum(counts.get(s.value, 0) for s in RecipientState if s.done)
@@ -110,7 +135,8 @@ def frame(progress: dict[str, Any], now: float, global_limits: Limits,
                   f"external {in_call.get('external', 0)})")
     stats.add_row("rate", f"{rate:.1f} attempts/min (last {RATE_WINDOW:.0f} s)")
     stats.add_row("time to completion",
-                  "done" if state in FINISHED else f"about {human(eta)}")
+                  "done" if state in FINISHED else f"about {human(eta)}" if live
+                  else f"[bold red]{NOT_SERVING}[/]")
     for line in trunks:
         stats.add_row("trunks", line)
     events = Table("time", "event", "number", "detail", box=box.SIMPLE_HEAD, pad_edge=False,

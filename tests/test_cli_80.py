@@ -155,3 +155,28 @@ def test_one_formatter_for_every_value(value: object, key: str, text: str | None
         assert DATE.search(got) and "." not in got, got
     else:
         assert got == text
+
+
+def test_watch_says_when_no_daemon_serves_and_streams_json(db: str) -> None:
+    """Issue 14: with no live node there is no time to completion, and the view says why;
+    with one (a lease running) the ETA comes back. --json: one object per refresh."""
+    import json
+
+    from dialer.core.cluster import LeaseTerms
+
+    text = run(db, "campaign", "watch", "1", "--once")
+    assert "no daemon is serving this database" in " ".join(text.split())
+    assert "about" not in text.split("time to completion")[1].split("\n")[0]
+    frames = [json.loads(line) for line in run(db, "campaign", "watch", "1", "--once",
+                                               "--json").splitlines()]
+    assert len(frames) == 1
+    f = frames[0]
+    assert (f["id"], f["serving"], f["eta_seconds"], f["finished"]) == (1, False, None, False)
+    assert sum(f["recipients"].values()) == 3
+    s = SqlStore(db)
+    s.join(node="n1", host="h1", address="127.0.0.1", pid=1, now=time.time(),
+           terms=LeaseTerms(lease=60.0, heartbeat=3.0), pid_alive=lambda _: True)
+    s.dispose()
+    live = json.loads(run(db, "campaign", "watch", "1", "--once", "--json"))
+    assert live["serving"] is True and live["eta_seconds"] is not None
+    assert "about" in run(db, "campaign", "watch", "1", "--once")

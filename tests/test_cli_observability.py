@@ -22,6 +22,7 @@ from sqlalchemy import update
 from typer.testing import Result
 
 from cli.app import JsonFormatter, TextFormatter, setup_logging
+from dialer.core.cluster import LeaseTerms
 from dialer.core.domain import Outcome
 from dialer.storage.models import MediaRow, TemplateRecipientRow
 from dialer.storage.store import EndReport, SqlStore
@@ -77,6 +78,10 @@ def test_watch_once_shows_counts_calls_rate_eta_and_events(cli: Invoke, db: str,
     first = tick.calls[0]
     store.finish_attempt(EndReport(attempt_id=first.attempt_id, outcome=Outcome.CONTACTED,
                                    at=now + 1, status=200))
+    idle = ok(cli("campaign", "watch", str(cid), "--once")).stdout  # no daemon: no ETA
+    assert "no daemon is serving this database" in " ".join(idle.split())
+    store.join(node="n1", host="h1", address="127.0.0.1", pid=1, now=time.time(),
+               terms=LeaseTerms(lease=60.0, heartbeat=3.0), pid_alive=lambda _: True)
     store.dispose()
     text = ok(cli("campaign", "watch", str(cid), "--once")).stdout
     assert f"campaign {cid}" in text and "Fire" in text and "active" in text

@@ -458,7 +458,9 @@ def test_each_role_is_refused_outside_its_permission_and_audit_has_exactly_the_c
             r = cli(*args, user=users[role])
             assert r.exit_code == 0, (args, r.stderr)
             if args[:2] == ["campaign", "start"]:
-                cid = int(r.stdout.strip())
+                found = re.match(r"campaign (\d+) ", r.stdout)
+                assert found, r.stdout
+                cid = int(found.group(1))
     for args in READS:
         for who in ("carol", "sam", "vic", "ada"):
             cli.ok(*args, user=who)
@@ -620,3 +622,41 @@ def test_the_cli_choices_are_the_domains_values() -> None:
     assert {c.value for c in choices.Kind} == {k.value for k in Kind}
     assert {c.value for c in choices.RoleName} == {r.value for r in Role}
     assert {c.value for c in choices.State} == {s.value for s in CampaignState}
+
+
+def test_every_command_a_script_would_read_has_json(cli: Cli) -> None:
+    """Issue 14: the state-changing commands print their result as JSON with --json."""
+    add_fire(cli)
+
+    def js(*args: str) -> Any:
+        r = cli(*args, "--json")
+        assert r.exit_code == 0, (args, r.stdout, r.stderr)
+        data = json.loads(r.stdout)
+        name = " ".join(a for a in args[:3] if not a[0].isupper() and not a[0].isdigit())
+        for command in (name, " ".join(name.split()[:2])):
+            if command in SCHEMAS:
+                jsonschema.validate(data, SCHEMAS[command])
+                checked.add(command)
+                break
+        return data
+
+    checked: set[str] = set()
+    assert js("template", "disable", "Fire") == {"name": "Fire", "enabled": False,
+                                                  "changed": True}
+    assert js("template", "enable", "Fire")["enabled"] is True
+    added = js("template", "recipients", "add", "Fire", "109", "--name", "Ugo")
+    assert added == {"number": "109", "kind": "internal", "position": 4}
+    assert js("template", "recipients", "move", "Fire", "109", "1")["position"] == 1
+    assert js("template", "recipients", "remove", "Fire", "109")["removed"] is True
+    assert js("operator", "add", "ada", "--role", "viewer") == {"operator": "ada",
+                                                                "roles": ["viewer"]}
+    assert js("operator", "remove", "ada")["removed"] is True
+    cid = js("campaign", "start", "Fire")["id"]
+    text = cli.ok("campaign", "start", "Fire", "--name", "Second")
+    assert re.search(r"campaign \d+ 'Second': starts .*, 3 recipients", text), text
+    assert js("campaign", "suspend", str(cid)) == {"id": cid, "state": "suspended"}
+    assert js("campaign", "resume", str(cid))["state"] in ("scheduled", "active", "blocked")
+    assert js("campaign", "stop", str(cid), "--yes") == {"id": cid, "state": "terminated"}
+    assert js("campaign", "delete", str(cid), "--yes") == {"id": cid, "deleted": True}
+    assert checked >= {"campaign suspend", "campaign resume", "campaign stop",
+                       "template recipients add", "operator add"}
