@@ -37,6 +37,7 @@ from dialer.core.permissions import Role
 campaign_app = typer.Typer(help="Launch and follow campaigns.", no_args_is_help=True)
 
 C, V = Role.CAMPAIGNS, Role.VIEWER
+WAITING_DETAIL = 5000  # watch reads every recipient's retry time up to this many, else by kind
 STATES = [s.value for s in CampaignState]
 
 
@@ -145,6 +146,11 @@ def campaign_show(campaign_id: int = typer.Argument(..., help="Campaign id."),
               + (f", ended {local(detail['ended_at'])}" if detail["ended_at"] else ""))
     for line in _trunk_lines(store, detail):
         out.print(line)
+    from cli.watch import situation, waiting_lines
+
+    now = time.time()
+    for line in waiting_lines(detail["recipients"], situation(store, detail, now), now):
+        out.print(line, highlight=False)
     out.print(recipients_table(detail, out.width))
 
 
@@ -293,7 +299,16 @@ def campaign_watch(
     """
     from rich.live import Live
 
-    from cli.watch import FINISHED, RATE_WINDOW, frame, serving, trunk_lines, watch_data
+    from cli.watch import (
+        FINISHED,
+        RATE_WINDOW,
+        frame,
+        kinds_waiting,
+        situation,
+        trunk_lines,
+        waiting_lines,
+        watch_data,
+    )
 
     if interval <= 0:
         fail("--interval must be positive")
@@ -304,11 +319,14 @@ def campaign_watch(
         progress = s.campaign_progress(campaign_id, since=now - RATE_WINDOW)
         trunks = trunk_lines(s.trunk_health(now), (progress.get("settings") or {})
                              .get("external_route"))
-        live = serving(s.nodes(), now)
-        limits = s.get_settings().limits
+        where = situation(s, progress, now)
+        total = sum(sum(k.values()) for k in progress["recipients"].values())
+        waiting = (waiting_lines(s.campaign_detail(campaign_id)["recipients"], where, now)
+                   if total <= WAITING_DETAIL else kinds_waiting(progress, where, now))
+        limits, live = where.global_limits, where.serving
         if json_out:
-            return watch_data(progress, now, limits, trunks, live), progress["state"]
-        return frame(progress, now, limits, trunks, live), progress["state"]
+            return watch_data(progress, now, limits, trunks, live, waiting), progress["state"]
+        return frame(progress, now, limits, trunks, live, waiting), progress["state"]
 
     view, state = render()
     if json_out:

@@ -23,6 +23,7 @@ from cli.common import short_time
 from dialer.bootstrap import settings_from_dict
 from dialer.core.domain import CampaignState, Limits, RecipientState
 from dialer.core.records import TrunkHealthView
+from dialer.core.waiting import Situation, tally, why_waiting
 from dialer.precheck import estimate_duration
 
 FINISHED = {CampaignState.COMPLETED.value, CampaignState.INCOMPLETE.value,
@@ -82,6 +83,42 @@ def trunk_lines(health: Mapping[str, TrunkHealthView], route: str | None) -> lis
     return lines
 
 
+def situation(store: Any, campaign: Mapping[str, Any], now: float) -> Situation:
+    """What ``dialer.core.waiting`` needs of a campaign (``campaign_detail`` or
+    ``campaign_progress``), read from the store now. The routes are the daemon's config, which
+    the CLI does not read: the external trunks are those the health guard knows."""
+    settings = settings_from_dict(campaign["settings"])
+    health = store.trunk_health(now)
+    running = store.running_counts()
+    calls = campaign.get("in_call")
+    if calls is None:
+        calls = {"internal": 0, "external": 0}
+        for r in campaign["recipients"]:
+            if r["state"] == RecipientState.ACTIVE.value:
+                calls[r["kind"]] = calls.get(r["kind"], 0) + 1
+    return Situation(state=campaign["state"], start_at=_ts(campaign.get("start_at")),
+                     serving=serving(store.nodes(), now), limits=settings.limits,
+                     global_limits=store.get_settings().limits, calls=calls,
+                     global_calls={"internal": running.internal, "external": running.external},
+                     external_trunks=[t for t in health if t != "internal"],
+                     unhealthy={t: h.until for t, h in health.items() if not h.healthy})
+
+
+def waiting_lines(recipients: Sequence[Mapping[str, Any]], s: Situation, now: float) -> list[str]:
+    """Why the idle recipients wait: one line per reason, with how many."""
+    reasons = [why_waiting(r["kind"], _ts(r.get("next_at")), s, now) for r in recipients
+               if r["state"] == RecipientState.IDLE.value]
+    return [f"{n} waiting: {reason}" for reason, n in tally(reasons)]
+
+
+def kinds_waiting(progress: Mapping[str, Any], s: Situation, now: float) -> list[str]:
+    """The watch's cheap form: why each kind with idle recipients waits (retry delays are
+    per recipient: ``campaign show`` has them)."""
+    idle = progress["recipients"].get(RecipientState.IDLE.value, {})
+    return [f"{n} {kind} waiting: {why_waiting(kind, None, s, now)}"
+            for kind, n in sorted(idle.items()) if n]
+
+
 def serving(nodes: Sequence[Mapping[str, Any]], now: float) -> bool:
     """Whether some daemon serves the database: a live node whose lease has not run out."""
     return any(n["state"] == "live" and float(n["lease_until"]) > now for n in nodes)
@@ -91,7 +128,8 @@ NOT_SERVING = "no daemon is serving this database: nothing is dialled (start dia
 
 
 def watch_data(progress: dict[str, Any], now: float, global_limits: Limits,
-               trunks: Sequence[str] = (), live: bool = True) -> dict[str, Any]:
+               trunks: Sequence[str] = (), live: bool = True,
+               waiting: Sequence[str] = ()) -> dict[str, Any]:
     """One refresh of ``campaign watch --json`` (one object per line, docs/cli-json.md)."""
     counts = {state: sum(kinds.values()) for state, kinds in progress["recipients"].items()}
     finished = progress["state"] in FINISHED
@@ -103,11 +141,12 @@ def watch_data(progress: dict[str, Any], now: float, global_limits: Limits,
             "serving": live, "finished": finished,
             "eta_seconds": 0.0 if finished else (
                 eta_seconds(progress, now, global_limits) if live else None),
-            "trunks": list(trunks)}
+            "trunks": list(trunks), "waiting": list(waiting)}
 
 
 def frame(progress: dict[str, Any], now: float, global_limits: Limits,
-          trunks: Sequence[str] = (), live: bool = True) -> RenderableType:
+          trunks: Sequence[str] = (), live: bool = True,
+          waiting: Sequence[str] = ()) -> RenderableType:
     """One frame of the live view; ``trunks``: ``trunk_lines``; ``live``: a daemon serves
     (``serving``): without one there is no time to completion, and the frame says why."""
     counts = {state: sum(kinds.values()) for state, kinds in progress["recipients"].items()}
@@ -139,6 +178,8 @@ def frame(progress: dict[str, Any], now: float, global_limits: Limits,
                   else f"[bold red]{NOT_SERVING}[/]")
     for line in trunks:
         stats.add_row("trunks", line)
+    for line in waiting:
+        stats.add_row("waiting", line)
     events = Table("time", "event", "number", "detail", box=box.SIMPLE_HEAD, pad_edge=False,
                    title="last events")
     for e in reversed(progress["events"]):

@@ -180,3 +180,8 @@ def test_watch_says_when_no_daemon_serves_and_streams_json(db: str) -> None:
     live = json.loads(run(db, "campaign", "watch", "1", "--once", "--json"))
     assert live["serving"] is True and live["eta_seconds"] is not None
     assert "about" in run(db, "campaign", "watch", "1", "--once")
+    # the two busy recipients wait for their retry delay (60 s), and campaign show says so
+    show = " ".join(run(db, "campaign", "show", "1").split())
+    assert re.search(r"2 waiting: retry delay until \d\d:\d\d:\d\d", show), show
+    assert len(live["waiting"]) == 1 and live["waiting"][0].startswith(
+        "2 waiting: retry delay until"), live

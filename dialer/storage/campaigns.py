@@ -165,7 +165,7 @@ class Campaigns(Templates, Dispatch):
                     "last_status": r.last_status, "last_reason": r.last_reason,
                     "answered_at": _iso(r.answered_at), "confirmed_at": _iso(r.confirmed_at),
                     "answer_confirmed_at": _iso(r.answer_confirmed_at), "email": r.email,
-                    "max_attempts": r.max_attempts,
+                    "max_attempts": r.max_attempts, "next_at": _iso(r.next_at),
                 } for r in recs],
             }
 
