@@ -13,7 +13,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from cli.choices import Language, State
+from cli.choices import Language, State, complete_campaign, complete_template
 from cli.common import (
     JSON_RESULT,
     actor,
@@ -43,7 +43,8 @@ STATES = [s.value for s in CampaignState]
 
 @campaign_app.command("start")
 def campaign_start(
-    template: str = typer.Argument(..., help="Template to launch."),
+    template: str = typer.Argument(..., autocompletion=complete_template,
+                                   help="Template to launch."),
     name: Optional[str] = typer.Option(None, help="Campaign name (default: the template's)."),
     audio: Optional[Path] = typer.Option(None, help="Another message for this launch."),
     tts: Optional[str] = typer.Option(None, "--tts", help="Another message for this launch, "
@@ -133,7 +134,8 @@ def recipients_table(detail: dict[str, Any], width: int = 80) -> Table:
 
 
 @campaign_app.command("show")
-def campaign_show(campaign_id: int = typer.Argument(..., help="Campaign id."),
+def campaign_show(campaign_id: int = typer.Argument(..., autocompletion=complete_campaign,
+                                   help="Campaign id."),
                   json_out: bool = typer.Option(False, "--json", help="JSON for scripts.")) -> None:
     """Show a campaign: per recipient its state, attempts, last call, outcome (SIP status and
     reason), last answer and listening confirmation. Example: dialer campaign show 3 --json"""
@@ -204,14 +206,16 @@ def _action(campaign_id: int, action: str, json_out: bool = False) -> None:
 
 
 @campaign_app.command("suspend")
-def campaign_suspend(campaign_id: int = typer.Argument(..., help="Campaign id."),
+def campaign_suspend(campaign_id: int = typer.Argument(..., autocompletion=complete_campaign,
+                                   help="Campaign id."),
                      json_out: bool = JSON_RESULT) -> None:
     """Suspend: no new calls, calls in progress continue. Example: dialer campaign suspend 3"""
     _action(campaign_id, "suspend", json_out)
 
 
 @campaign_app.command("resume")
-def campaign_resume(campaign_id: int = typer.Argument(..., help="Campaign id."),
+def campaign_resume(campaign_id: int = typer.Argument(..., autocompletion=complete_campaign,
+                                   help="Campaign id."),
                     json_out: bool = JSON_RESULT) -> None:
     """Resume a suspended campaign: scheduled again while its start time is ahead (or if it
     never started), else active, or blocked while the maximum of active campaigns is reached.
@@ -220,7 +224,8 @@ def campaign_resume(campaign_id: int = typer.Argument(..., help="Campaign id."),
 
 
 @campaign_app.command("stop")
-def campaign_stop(campaign_id: int = typer.Argument(..., help="Campaign id."),
+def campaign_stop(campaign_id: int = typer.Argument(..., autocompletion=complete_campaign,
+                                   help="Campaign id."),
                   yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
                   json_out: bool = JSON_RESULT) -> None:
     """Terminate a campaign (final: calls in progress are hung up, no call is placed again).
@@ -234,7 +239,8 @@ def campaign_stop(campaign_id: int = typer.Argument(..., help="Campaign id."),
 
 @campaign_app.command("grant")
 def campaign_grant(
-    campaign_id: int = typer.Argument(..., help="Campaign id."),
+    campaign_id: int = typer.Argument(..., autocompletion=complete_campaign,
+                                   help="Campaign id."),
     recipients: Optional[list[str]] = typer.Argument(None, help="Positions (#N) or numbers; "
                                                      "none: every failed recipient."),
     attempts: int = typer.Option(..., "--attempts", "-n", help="How many more attempts (1..99)."),
@@ -249,7 +255,8 @@ def campaign_grant(
 
 
 @campaign_app.command("stop-recipient")
-def campaign_stop_recipient(campaign_id: int = typer.Argument(..., help="Campaign id."),
+def campaign_stop_recipient(campaign_id: int = typer.Argument(..., autocompletion=complete_campaign,
+                                   help="Campaign id."),
                             recipient: str = typer.Argument(
                                 ..., help="Position (#N) or number."),
                             yes: bool = typer.Option(False, "--yes", "-y",
@@ -268,7 +275,8 @@ def campaign_stop_recipient(campaign_id: int = typer.Argument(..., help="Campaig
 
 
 @campaign_app.command("delete")
-def campaign_delete(campaign_id: int = typer.Argument(..., help="Campaign id."),
+def campaign_delete(campaign_id: int = typer.Argument(..., autocompletion=complete_campaign,
+                                   help="Campaign id."),
                     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
                     json_out: bool = JSON_RESULT) -> None:
     """Delete a completed or terminated campaign; its history stays (dialer history show ID).
@@ -285,7 +293,8 @@ def campaign_delete(campaign_id: int = typer.Argument(..., help="Campaign id."),
 
 @campaign_app.command("watch")
 def campaign_watch(
-    campaign_id: int = typer.Argument(..., help="Campaign id."),
+    campaign_id: int = typer.Argument(..., autocompletion=complete_campaign,
+                                   help="Campaign id."),
     once: bool = typer.Option(False, "--once", help="Print one frame and exit (scripts, tests)."),
     interval: float = typer.Option(1.0, "--interval", help="Seconds between two refreshes."),
     json_out: bool = typer.Option(False, "--json",
@@ -356,7 +365,8 @@ def campaign_watch(
 
 @campaign_app.command("check")
 def campaign_check(
-    template: str = typer.Argument(..., help="Template to check."),
+    template: str = typer.Argument(..., autocompletion=complete_template,
+                                   help="Template to check."),
     config: Optional[Path] = typer.Option(None, "--config", "-c",
                                           help="The daemon's dialer.toml: its [numbers] rules, "
                                           "worker capacity and metrics endpoint "

@@ -13,7 +13,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from cli.choices import ExportFormat
+from cli.choices import ExportFormat, complete_campaign
 from cli.common import authorized, emit_json, local, out
 from cli.tables import Col, fit, shown, when
 from dialer.core.csvcells import cell
@@ -92,7 +92,8 @@ def history_list(json_out: bool = typer.Option(False, "--json", help="JSON for s
 
 
 @history_app.command("show")
-def history_show(run_id: int = typer.Argument(..., help="Run id (= the campaign's id)."),
+def history_show(run_id: int = typer.Argument(..., autocompletion=complete_campaign,
+                                   help="Run id (= the campaign's id)."),
                  json_out: bool = typer.Option(False, "--json", help="JSON for scripts.")) -> None:
     """Show a run: its snapshot, recipients and every event. Example: dialer history show 3"""
     h = authorized(V, "history show").run_history(run_id)
@@ -124,7 +125,8 @@ def history_show(run_id: int = typer.Argument(..., help="Run id (= the campaign'
 
 @history_app.command("export")
 def history_export(
-    run_id: int = typer.Argument(..., help="Run id (= the campaign's id)."),
+    run_id: int = typer.Argument(..., autocompletion=complete_campaign,
+                                   help="Run id (= the campaign's id)."),
     fmt: ExportFormat = typer.Option(ExportFormat.json, "--format", "-f", help="The format."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File (default: stdout)."),
 ) -> None:
@@ -149,7 +151,8 @@ def history_export(
 
 @history_app.command("report")
 def history_report(
-    run_id: int = typer.Argument(..., help="Run id (= the campaign's id)."),
+    run_id: int = typer.Argument(..., autocompletion=complete_campaign,
+                                   help="Run id (= the campaign's id)."),
     output: Path = typer.Option(..., "--output", "-o", help="The HTML file to write."),
     utc: bool = typer.Option(False, "--utc", help="Times in UTC (default: the local zone)."),
 ) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from cli.choices import Email, Kind, Language
+from cli.choices import Email, Kind, Language, complete_template
 from cli.common import (
     JSON_RESULT,
     actor,
@@ -166,7 +166,8 @@ def _recipient_rows(title: str, recipients: list[dict[str, Any]]) -> Table:
 
 
 @template_app.command("show")
-def template_show(name: str = typer.Argument(..., help="Template name."),
+def template_show(name: str = typer.Argument(..., autocompletion=complete_template,
+                                   help="Template name."),
                   json_out: bool = typer.Option(False, "--json", help="JSON for scripts.")) -> None:
     """Show a template, its settings and its recipients. Example: dialer template show Fire"""
     data = template_data(authorized(V, "template show").get_template(name))
@@ -184,7 +185,8 @@ def template_show(name: str = typer.Argument(..., help="Template name."),
 
 @template_app.command("edit")
 def template_edit(
-    name: str = typer.Argument(..., help="Template to change."),
+    name: str = typer.Argument(..., autocompletion=complete_template,
+                                   help="Template to change."),
     new_name: Optional[str] = typer.Option(None, "--name", help="Rename (also the display name)."),
     enabled: Optional[bool] = typer.Option(None, "--enable/--disable", help="Enable or disable."),
     caller_number: Optional[str] = typer.Option(None, help="Calling number (none: the trunk's)."),
@@ -278,7 +280,8 @@ def template_edit(
 
 
 @template_app.command("clone")
-def template_clone(name: str = typer.Argument(..., help="Template to copy."),
+def template_clone(name: str = typer.Argument(..., autocompletion=complete_template,
+                                   help="Template to copy."),
                    new_name: str = typer.Argument(..., help="Name of the copy."),
                    json_out: bool = typer.Option(False, "--json",
                                                  help="Print {\"id\": ...}.")) -> None:
@@ -302,21 +305,24 @@ def _set_enabled(name: str, enabled: bool, command: str, json_out: bool) -> None
 
 
 @template_app.command("enable")
-def template_enable(name: str = typer.Argument(..., help="Template name."),
+def template_enable(name: str = typer.Argument(..., autocompletion=complete_template,
+                                   help="Template name."),
                     json_out: bool = JSON_RESULT) -> None:
     """Allow a template to launch campaigns. Example: dialer template enable Fire"""
     _set_enabled(name, True, "template enable", json_out)
 
 
 @template_app.command("disable")
-def template_disable(name: str = typer.Argument(..., help="Template name."),
+def template_disable(name: str = typer.Argument(..., autocompletion=complete_template,
+                                   help="Template name."),
                      json_out: bool = JSON_RESULT) -> None:
     """Forbid launching campaigns from a template. Example: dialer template disable Fire"""
     _set_enabled(name, False, "template disable", json_out)
 
 
 @template_app.command("delete")
-def template_delete(name: str = typer.Argument(..., help="Template name."),
+def template_delete(name: str = typer.Argument(..., autocompletion=complete_template,
+                                   help="Template name."),
                     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
                     json_out: bool = JSON_RESULT) -> None:
     """Delete a template; its running campaigns go on with their own snapshot.
@@ -336,7 +342,8 @@ def template_delete(name: str = typer.Argument(..., help="Template name."),
 
 
 @recipients_app.command("list")
-def recipients_list(name: str = typer.Argument(..., help="Template name."),
+def recipients_list(name: str = typer.Argument(..., autocompletion=complete_template,
+                                   help="Template name."),
                     json_out: bool = typer.Option(False, "--json",
                                                   help="JSON for scripts.")) -> None:
     ("List the recipients of a template in dialing order. "
@@ -350,7 +357,8 @@ def recipients_list(name: str = typer.Argument(..., help="Template name."),
 
 @recipients_app.command("add")
 def recipients_add(
-    name: str = typer.Argument(..., help="Template name."),
+    name: str = typer.Argument(..., autocompletion=complete_template,
+                                   help="Template name."),
     number: str = typer.Argument(..., help="Extension or phone number."),
     person: Optional[str] = typer.Option(None, "--name", help="The person's name."),
     email: Optional[str] = typer.Option(None, "--email", help="E-mail address."),
@@ -370,7 +378,8 @@ def recipients_add(
 
 
 @recipients_app.command("remove")
-def recipients_remove(name: str = typer.Argument(..., help="Template name."),
+def recipients_remove(name: str = typer.Argument(..., autocompletion=complete_template,
+                                   help="Template name."),
                       recipient: str = typer.Argument(
                           ..., help="Position (#N) or number."),
                       json_out: bool = JSON_RESULT) -> None:
@@ -383,7 +392,8 @@ def recipients_remove(name: str = typer.Argument(..., help="Template name."),
 
 
 @recipients_app.command("move")
-def recipients_move(name: str = typer.Argument(..., help="Template name."),
+def recipients_move(name: str = typer.Argument(..., autocompletion=complete_template,
+                                   help="Template name."),
                     recipient: str = typer.Argument(..., help="Position (#N) or number."),
                     to: int = typer.Argument(..., help="New position (1 = first)."),
                     json_out: bool = JSON_RESULT) -> None:
@@ -395,7 +405,8 @@ def recipients_move(name: str = typer.Argument(..., help="Template name."),
 
 @recipients_app.command("import")
 def recipients_import(
-    name: str = typer.Argument(..., help="Template name."),
+    name: str = typer.Argument(..., autocompletion=complete_template,
+                                   help="Template name."),
     path: Path = typer.Argument(..., help="CSV with a header: number[,name,email,kind]."),
     replace: bool = typer.Option(False, "--replace", help="Replace the list instead of appending."),
     json_out: bool = JSON_RESULT,
@@ -418,7 +429,8 @@ def recipients_import(
 
 @recipients_app.command("export")
 def recipients_export(
-    name: str = typer.Argument(..., help="Template name."),
+    name: str = typer.Argument(..., autocompletion=complete_template,
+                                   help="Template name."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File (default: stdout)."),
 ) -> None:
     """Write the recipients as a CSV that import reads back. Names and e-mails starting with = + - @

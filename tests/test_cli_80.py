@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import typer
@@ -185,3 +186,46 @@ def test_watch_says_when_no_daemon_serves_and_streams_json(db: str) -> None:
     assert re.search(r"2 waiting: retry delay until \d\d:\d\d:\d\d", show), show
     assert len(live["waiting"]) == 1 and live["waiting"][0].startswith(
         "2 waiting: retry delay until"), live
+
+
+def test_choices_show_in_help_and_names_complete(db: str, monkeypatch: pytest.MonkeyPatch
+                                                  ) -> None:
+    """Issue 14: every choice is an Enum (listed in --help, completed by the shell); template
+    names and campaign ids complete from the database."""
+    from cli.choices import complete_campaign, complete_template
+
+    helps = {args: " ".join(CliRunner().invoke(app, [*args, "--help"],
+                                               env={"COLUMNS": "200"}).stdout.split())
+             for args in (("template", "add"), ("campaign", "list"), ("operator", "add"),
+                          ("history", "export"), ("serve",), ("template", "recipients", "add"))}
+    assert "off|on-launch|unreached" in helps[("template", "add")]
+    assert "en|it" in helps[("template", "add")]
+    assert "scheduled|active|blocked|suspended|incomplete|completed|terminated" in \
+        helps[("campaign", "list")]
+    assert "admin|campaigns|settings|viewer" in helps[("operator", "add")]
+    assert "json|csv" in helps[("history", "export")]
+    assert "text|json" in helps[("serve",)]
+    assert "internal|external" in helps[("template", "recipients", "add")]
+    monkeypatch.setenv("DIALER_DB", db)
+    assert complete_template("Evac") == ["Evacuation drill"] and complete_template("x") == []
+    assert complete_campaign("") == ["1"]
+    monkeypatch.setenv("DIALER_DB", "sqlite:////nonexistent/none.db")
+    assert complete_template("") == []  # no database: no completion, and no error
+
+
+def test_old_flag_spellings_still_work(db: str, tmp_path: Path) -> None:
+    """--enable/--disable on add as on edit (the old --enabled/--disabled hidden but kept);
+    --threshold takes a number or none on add as on edit."""
+    import json
+
+    wav = str(tone_wav(tmp_path / "m.wav", 1.0))
+    csv = tmp_path / "r.csv"
+    csv.write_text("number\n301\n302\n")
+    for name, flag in (("New spelling", "--disable"), ("Old spelling", "--disabled")):
+        run(db, "template", "add", name, "--audio", wav, "--recipients", str(csv), flag,
+            "--threshold", "none")
+    shown = {t["name"]: t["enabled"] for t in json.loads(run(db, "template", "list", "--json"))}
+    assert shown["New spelling"] is False and shown["Old spelling"] is False
+    assert "--disabled" not in run(db, "template", "add", "--help")
+    run(db, "template", "add", "Two", "--audio", wav, "--recipients", str(csv), "--threshold", "2")
+    assert json.loads(run(db, "template", "show", "Two", "--json"))["settings"]["threshold"] == 2
