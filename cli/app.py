@@ -222,7 +222,14 @@ def serve(
     cfg = dataclasses.replace(cfg, database_url=_state["db"] or cfg.database_url,
                               log_format=log_format.value)
     setup_logging(verbose, log_format.value)
-    bootstrap.daemon(cfg).run()  # its database must exist: only 'dialer init' creates one
+    try:
+        bootstrap.daemon(cfg).run()  # its database must exist: only 'dialer init' creates one
+    except DialerError:
+        raise  # the operator's to fix: one line
+    except Exception:
+        # a bug: its traceback goes to the log (the journal), then the one line
+        logging.getLogger("dialer.daemon").critical("the daemon failed", exc_info=True)
+        raise
 
 
 @app.command()

@@ -341,3 +341,21 @@ def test_setup_logging_installs_the_formatter(capsys: pytest.CaptureFixture[str]
 def test_serve_refuses_an_unknown_log_format(cli: Invoke, tmp_path: Path) -> None:
     one_error_line(cli("serve", "--config", str(tmp_path / "none.toml"), "--log-format", "xml"),
                    "'xml' is not one of 'text', 'json'", code=2)
+
+
+def test_a_daemon_bug_logs_its_traceback_then_one_error_line(
+        cli: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user's error is one line; a bug of the daemon keeps its traceback, in the log."""
+    from dialer import bootstrap
+
+    class Broken:
+        def run(self) -> None:
+            raise RuntimeError("a bug")
+
+    monkeypatch.setattr(bootstrap, "daemon", lambda cfg: Broken())
+    cfg = tmp_path / "d.toml"
+    cfg.write_text("[trunks.internal]\nuri = 'sip:a'\n[trunks.external]\nuri = 'sip:b'\n")
+    r = cli("serve", "--config", str(cfg))
+    assert r.exit_code == 1
+    assert "the daemon failed" in r.stderr and "Traceback" in r.stderr and "a bug" in r.stderr
+    assert r.stderr.splitlines()[-1].startswith("error: unexpected RuntimeError: a bug")
