@@ -1,0 +1,108 @@
+"""The audio-quality analysis of the capacity bench (testkit.rtpquality) finds what is planted in
+a synthetic RTP capture: a gap, a loss, jitter, a sequence-number wrap, duplicates; so the
+bench's figures cannot be silently wrong (issue 16)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from pathlib import Path
+
+import dpkt
+import pytest
+
+from testkit.rtpquality import Packet, analyse, percentiles, streams
+
+PTIME = 0.020  # 20 ms of G.711 at 8 kHz: 160 bytes per packet
+
+
+def stream(n: int, *, start_seq: int = 1000, drop: frozenset[int] = frozenset(),
+           late: dict[int, float] | None = None, pause: tuple[int, float] | None = None
+           ) -> list[Packet]:
+    """``n`` packets 20 ms apart; ``drop``: indexes never sent; ``late``: index -> extra delay
+    (s); ``pause``: (index, seconds) every packet from there arrives that much later."""
+    out = []
+    for i in range(n):
+        if i in drop:
+            continue
+        arrival = 100.0 + i * PTIME + (late or {}).get(i, 0.0)
+        if pause and i >= pause[0]:
+            arrival += pause[1]
+        out.append(Packet(seq=(start_seq + i) % 65536, timestamp=(5000 + 160 * i) % 2**32,
+                          arrival=arrival, samples=160))
+    return out
+
+
+def test_a_clean_stream_is_clean() -> None:
+    q = analyse(stream(500))
+    assert (q.expected, q.received, q.lost, q.loss) == (500, 500, 0, 0.0)
+    assert q.jitter_ms == pytest.approx(0.0, abs=1e-6)
+    assert q.worst_gap_ms == pytest.approx(20.0)
+    assert q.audio_seconds == pytest.approx(10.0)
+
+
+def test_a_planted_loss_and_gap_are_found() -> None:
+    q = analyse(stream(500, drop=frozenset(range(200, 210))))  # 10 packets = 200 ms lost
+    assert (q.expected, q.received, q.lost) == (500, 490, 10)
+    assert q.loss == pytest.approx(0.02)
+    assert q.worst_gap_ms == pytest.approx(220.0)  # the last before the hole to the first after
+    assert q.audio_seconds == pytest.approx(9.8)
+
+
+def test_a_pause_is_a_gap_and_jitter_without_loss() -> None:
+    q = analyse(stream(500, pause=(300, 0.150)))  # everything from packet 300 on 150 ms late
+    assert q.lost == 0
+    assert q.worst_gap_ms == pytest.approx(170.0)
+    # RFC 3550: one transit jump of 150 ms (1200 samples) moves J by 1200/16 = 75 samples
+    assert q.worst_jitter_ms == pytest.approx(1000 * (1200 / 16) / 8000)
+
+
+def test_wrap_duplicates_and_reordering_count_right() -> None:
+    packets = stream(300, start_seq=65436)  # wraps at packet 100
+    packets.insert(50, packets[49])  # a duplicate
+    packets[120], packets[121] = packets[121], packets[120]  # two swapped
+    q = analyse(packets)
+    assert (q.expected, q.received, q.lost) == (300, 300, 0)
+
+
+def _write_pcap(path: Path, packets: list[Packet], *, link: str) -> None:
+    with path.open("wb") as f:
+        writer = dpkt.pcap.Writer(f, linktype=dpkt.pcap.DLT_NULL if link == "lo"
+                                  else dpkt.pcap.DLT_EN10MB)
+        for p in packets:
+            rtp = struct.pack("!BBHII", 0x80, 0, p.seq, p.timestamp, 0xC0FFEE) + b"\xff" * 160
+            udp = dpkt.udp.UDP(sport=20000, dport=30000, data=rtp)
+            udp.ulen = len(udp)
+            ip = dpkt.ip.IP(src=socket.inet_aton("127.0.0.2"), dst=socket.inet_aton("127.0.0.1"),
+                            p=dpkt.ip.IP_PROTO_UDP, data=udp)
+            ip.len = len(ip)
+            frame = (dpkt.loopback.Loopback(family=socket.AF_INET, data=ip) if link == "lo"
+                     else dpkt.ethernet.Ethernet(type=dpkt.ethernet.ETH_TYPE_IP, data=ip))
+            writer.writepkt(bytes(frame), ts=p.arrival)
+        dtmf = struct.pack("!BBHII", 0x80, 120, 9, 0, 0xC0FFEE) + b"\x01\x0a\x00\xa0"
+        udp = dpkt.udp.UDP(sport=20000, dport=30000, data=dtmf)  # a key: not audio, left out
+        udp.ulen = len(udp)
+        ip = dpkt.ip.IP(src=socket.inet_aton("127.0.0.2"), dst=socket.inet_aton("127.0.0.1"),
+                        p=dpkt.ip.IP_PROTO_UDP, data=udp)
+        ip.len = len(ip)
+        frame = (dpkt.loopback.Loopback(family=socket.AF_INET, data=ip) if link == "lo"
+                 else dpkt.ethernet.Ethernet(type=dpkt.ethernet.ETH_TYPE_IP, data=ip))
+        writer.writepkt(bytes(frame), ts=200.0)
+
+
+@pytest.mark.parametrize("link", ["lo", "ethernet"])
+def test_a_capture_with_a_planted_gap_and_loss(tmp_path: Path, link: str) -> None:
+    planted = stream(250, drop=frozenset({40, 41, 42, 180}))
+    capture = tmp_path / "answerer.pcap"
+    _write_pcap(capture, planted, link=link)
+    found = streams(capture)
+    assert list(found) == [("127.0.0.2", 20000, "127.0.0.1", 30000, 0xC0FFEE)]
+    q = analyse(found[("127.0.0.2", 20000, "127.0.0.1", 30000, 0xC0FFEE)])
+    assert (q.expected, q.received, q.lost) == (250, 246, 4)
+    assert q.worst_gap_ms == pytest.approx(80.0, abs=0.01)  # 3 packets missing: 4 x 20 ms
+    assert q.audio_seconds == pytest.approx(246 * PTIME)
+
+
+def test_percentiles() -> None:
+    assert percentiles([]) == (0.0, 0.0, 0.0)
+    assert percentiles([float(v) for v in range(1, 101)]) == (50.0, 99.0, 100.0)
