@@ -30,6 +30,13 @@ Definitions (the same for both callers):
   the peak was first reached (the answerer's log); also the best 5-second window.
 * *Confirmations sent* are the keys the answerer logged as played; *recorded* are the keys the
   database holds for the same calls, and the answer/listen confirmations it stamped.
+* *Audio* (``--audio``, the default when tcpdump is installed): ``tcpdump`` captures, with a
+  kernel filter, the RTP headers the caller sends to the answerer's media port; after the run
+  ``testkit.rtpquality`` splits them by stream (source, SSRC) and reports over the streams the
+  p50/p99/max of the RFC 3550 interarrival jitter at the end of the stream, the worst gap
+  between two packets in a row and the loss (from the sequence numbers), the streams that
+  carried less audio than the message, and the packets the capture itself dropped (when it did,
+  the loss figures are not to be trusted).
 
 Every loop here is bounded in count and time; all traffic stays on 127.0.0.1.
 """
@@ -43,6 +50,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import sqlite3
 import struct
 import sys
@@ -59,6 +67,7 @@ if str(ROOT) not in sys.path:
 
 from testkit import DTMF_PAYLOAD_TYPE, Sipp, make_dtmf_captures  # noqa: E402
 from testkit.harness import Dialer  # noqa: E402
+from testkit.rtpquality import Capture, audio_figures  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 ANSWER_SCENARIO = ROOT / "tests" / "sipp" / "answer_confirm.xml"
@@ -360,11 +369,29 @@ def _db_counts(db: Path, campaign: int | None) -> tuple[int | None, int | None, 
         return None, None, None
 
 
+def _audio_capture(args: argparse.Namespace, answerer: Sipp, path: Path) -> Capture | None:
+    """The RTP the caller sends to the answerer, captured at the answerer (``--audio``)."""
+    if not args.audio:
+        return None
+    cap = Capture(path, f"udp and dst port {answerer.media_port}")
+    cap.start()
+    return cap
+
+
+def _audio(cap: Capture | None, run: Run, message: float) -> None:
+    if cap is None:
+        return
+    cap.stop()
+    run.extra["audio"] = {**audio_figures(cap.path, message), "capture_dropped": cap.dropped}
+    cap.path.unlink()  # hundreds of MB at 500 calls; the figures are what is kept
+
+
 def run_dialer(args: argparse.Namespace, workdir: Path, captures: dict[str, Path]) -> Run:
     run = Run("dialer")
     workers = args.workers or math.ceil(args.calls / CALLS_PER_WORKER)
     answerer = _answerer(workdir / "sipp-dialer", captures, args.message)
     answerer.start()
+    cap = _audio_capture(args, answerer, workdir / "dialer-rtp.pcap")
     run.log = SippLog(answerer.log_file)
     d = Dialer(workdir / "dialer", internal={"uri": answerer.uri},
                external={"uri": answerer.uri}, workers=workers)
@@ -407,6 +434,7 @@ def run_dialer(args: argparse.Namespace, workdir: Path, captures: dict[str, Path
             d.daemon.kill()
             d.daemon.wait()
         answerer.stop()
+        _audio(cap, run, args.message)
     run.extra["answerer_errors"] = len(answerer.errors().splitlines())
     run.extra["answerer_watchdog_trips"] = _watchdog_trips(answerer)
     return run
@@ -419,6 +447,7 @@ def run_sipp_caller(args: argparse.Namespace, workdir: Path, captures: dict[str,
     run = Run("sipp")
     answerer = _answerer(workdir / "sipp-caller", captures, args.message)
     answerer.start()
+    cap = _audio_capture(args, answerer, workdir / "sipp-rtp.pcap")
     run.log = SippLog(answerer.log_file)
     goodbye = wav_seconds(prompt_path("en", "goodbye"))
     hold_ms = KEY1_MS + int(args.message * 1000) + KEY9_AFTER_MESSAGE_MS + int(goodbye * 1000)
@@ -439,6 +468,7 @@ def run_sipp_caller(args: argparse.Namespace, workdir: Path, captures: dict[str,
     finally:
         uac.stop()
         answerer.stop()
+        _audio(cap, run, args.message)
     run.extra["answerer_errors"] = len(answerer.errors().splitlines())
     run.extra["answerer_watchdog_trips"] = _watchdog_trips(answerer)
     return run
@@ -530,6 +560,34 @@ def _db_outcome(db: Path, campaign: int, log: SippLog) -> dict[str, Any]:
 # report
 
 
+def _audio_rows(d: dict[str, Any] | None, s: dict[str, Any] | None
+                ) -> list[tuple[str, Any, Any, str]]:
+    """The audio-quality rows (``--audio``): over the streams the answerer received."""
+    if d is None and s is None:
+        return []
+
+    def cell(f: dict[str, Any] | None, key: str) -> str | None:
+        if f is None:
+            return None
+        value = f[key]
+        return "/".join(f"{x:g}" for x in value) if isinstance(value, list) else str(value)
+
+    def counts(f: dict[str, Any] | None) -> str | None:
+        return None if f is None else f"{f['streams']} / {f['packets']} / {f['lost']}"
+
+    def short(f: dict[str, Any] | None) -> str | None:
+        return None if f is None else f"{f['short']} / {f['capture_dropped']}"
+
+    return [
+        ("audio streams received / packets / lost", counts(d), counts(s), ""),
+        ("RTP jitter, RFC 3550, p50/p99/max (ms)", cell(d, "jitter_ms"), cell(s, "jitter_ms"), ""),
+        ("worst gap between packets p50/p99/max (ms)", cell(d, "worst_gap_ms"),
+         cell(s, "worst_gap_ms"), ""),
+        ("loss per stream p50/p99/max (%)", cell(d, "loss_pct"), cell(s, "loss_pct"), ""),
+        ("streams shorter than the message / capture drops", short(d), short(s), ""),
+    ]
+
+
 def table(d: dict[str, Any], s: dict[str, Any] | None) -> str:
     def ratio(a: Any, b: Any) -> str:
         return f"{a / b:.2f}x" if isinstance(a, (int, float)) and b else "-"
@@ -579,6 +637,7 @@ def table(d: dict[str, Any], s: dict[str, Any] | None) -> str:
          ratio(d["rss_per_call_mb"], sv.get("rss_per_call_mb"))),
         ("PSS per concurrent call (MB)", d["pss_per_call_mb"], sv.get("pss_per_call_mb"),
          ratio(d["pss_per_call_mb"], sv.get("pss_per_call_mb"))),
+        *_audio_rows(d.get("audio"), sv.get("audio")),
     ]
     w = max(len(r[0]) for r in rows)
     out = [f"| {'':{w}} | {'dialer':>14} | {'SIPp caller':>14} | {'ratio':>7} |",
@@ -602,6 +661,10 @@ def main(argv: list[str] | None = None) -> int:
                    "the kernel's ephemeral ports (32768-)")
     p.add_argument("--timeout", type=float, default=0.0,
                    help="seconds a run may take (default: from the sizes)")
+    p.add_argument("--audio", action=argparse.BooleanOptionalAction,
+                   default=shutil.which("tcpdump") is not None,
+                   help="capture the RTP at the answerer (tcpdump) and report its quality "
+                        "(default: when tcpdump is installed)")
     p.add_argument("--skip-sipp-caller", action="store_true",
                    help="only the dialer run (the correctness figures)")
     p.add_argument("--workdir", type=Path, default=None)

@@ -4,7 +4,8 @@ The real daemon places 80 calls, 40 at a time, to a SIPp answerer that confirms 
 1 and 9 by RFC 2833. Whatever the machine's speed: every key the answerer sent is recorded on
 the right attempt, every confirmation is stamped, no limit is exceeded from SIPp's view or the
 database's, and no call is lost (every INVITE has its attempt, every attempt is closed, none by
-a dead worker). The figures themselves are for bench/RESULTS.md, not for assertions.
+a dead worker). The figures themselves are for bench/RESULTS.md, not for assertions (the
+audio: a stream per call, none short, is correctness).
 """
 
 from __future__ import annotations
@@ -50,3 +51,9 @@ def test_capacity_bench_small_is_correct(tmp_path: Path) -> None:
     assert d["calls_with_lost_keys"] == 0, context
     assert d["answer_confirmations"] == d["keys1_sent"], context
     assert d["listen_confirmations"] == d["keys9_sent"], context
+    # The audio the answerer received (tcpdump, testkit.rtpquality): one stream per call, each
+    # with the whole message; the capture itself lost nothing.
+    audio = d.get("audio")  # None without tcpdump (scripts/test.sh installs it)
+    if audio is not None:
+        assert audio["streams"] == RECIPIENTS and audio["short"] == 0, context
+        assert audio["capture_dropped"] in (0, None), context
