@@ -119,12 +119,13 @@ def streams(capture: Path, *, payload_types: Iterable[int] = (0, 8),
                 continue
             count = data[0] & 0x0F
             header = 12 + 4 * count
+            carried = udp.ulen - 8  # the RTP packet's real size: the capture keeps headers only
             key = (socket.inet_ntoa(ip.src), udp.sport, socket.inet_ntoa(ip.dst), udp.dport,
                    int.from_bytes(data[8:12], "big"))
             out.setdefault(key, []).append(Packet(
                 seq=int.from_bytes(data[2:4], "big"), timestamp=int.from_bytes(data[4:8], "big"),
                 arrival=float(stamp),
-                samples=int(max(0, len(data) - header) / bytes_per_sample)))
+                samples=int(max(0, carried - header) / bytes_per_sample)))
     return out
 
 
