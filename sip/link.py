@@ -318,3 +318,34 @@ def unlink_socket(path: str | None) -> None:
     if path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+def attach(ipc_fd: int | None, listen_fd: int | None, path: str | None
+           ) -> tuple[Channel, socket.socket | None, ipc.Init, list[ipc.Op]] | int:
+    """A starting worker's wire: the daemon's connection (on ``--ipc-fd``, or the first to
+    connect to ``--listen-fd``), its ``init`` and the operations that came with it; or the exit
+    code when there is none (0: the daemon went away before init; 2: nobody came, or the first
+    message was not init)."""
+    listener: socket.socket | None = None
+    if listen_fd is not None:
+        listener = socket.socket(fileno=listen_fd)
+        channel = first_daemon(listener, 10.0)
+        if channel is None:
+            logger.error("no daemon connected")
+            listener.close()
+            unlink_socket(path)
+            return 2
+    else:
+        assert ipc_fd is not None
+        channel = Channel.from_fd(ipc_fd)
+    first = read_first(channel)
+    if not first:
+        unlink_socket(path)
+        return 0
+    init = first[0]
+    if not isinstance(init, ipc.Init):
+        logger.error("expected init, got %r",
+                     getattr(init, "OP", None) or getattr(init, "EV", None))
+        unlink_socket(path)
+        return 2
+    return channel, listener, init, [m for m in first[1:] if isinstance(m, ipc.Op)]

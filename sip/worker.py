@@ -35,7 +35,6 @@ import faulthandler
 import gc
 import logging
 import os
-import socket
 import sys
 import time
 from dataclasses import fields
@@ -59,7 +58,7 @@ from sip.endpoint import (
     setup_logging,
     sip_header,
 )
-from sip.link import Link, first_daemon, read_first, unlink_socket
+from sip.link import Link, attach, unlink_socket
 from sip.pjmodule import Module, Rx, Tx
 from sip.tcpguard import TcpGuard
 from sip.trunks import Registrations, Trunk, account_config, name_addr, sip_hostport, with_transport
@@ -558,34 +557,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(3)
     faulthandler.enable()  # a crash in the library still names the Python line it came from
-    listener: socket.socket | None = None
-    if args.listen_fd is not None:
-        listener = socket.socket(fileno=args.listen_fd)
-        channel = first_daemon(listener, 10.0)
-        if channel is None:
-            logger.error("no daemon connected")
-            listener.close()
-            unlink_socket(args.socket)
-            return 2
-    else:
-        channel = Channel.from_fd(args.ipc_fd)
-    first = read_first(channel)
-    if not first:
-        unlink_socket(args.socket)
-        return 0  # the daemon went away before init
-    init = first[0]
-    if not isinstance(init, ipc.Init):
-        logger.error("expected init, got %r",
-                     getattr(init, "OP", None) or getattr(init, "EV", None))
-        unlink_socket(args.socket)
-        return 2
+    attached = attach(args.ipc_fd, args.listen_fd, args.socket)
+    if isinstance(attached, int):
+        return attached
+    channel, listener, init, pending = attached
     logs.setup(init.log_format or "text",
                logging.DEBUG if pjsua_level(init.log_level) >= 4 else logging.INFO,
                worker=init.worker)
     worker = Worker(channel, listener, args.socket)
     try:
         worker.start(init)
-        worker.run([m for m in first[1:] if isinstance(m, ipc.Op)])
+        worker.run(pending)
     except Exception as exc:  # noqa: BLE001 - report, then exit non-zero
         logger.exception("worker failed")
         worker.send(ipc.Log(level="error", message=f"worker failed: {exc}"))

@@ -98,3 +98,13 @@ def test_the_core_never_reads_the_clock() -> None:
             if isinstance(node, ast.Attribute) and node.attr in readers:
                 found.append(f"{path.name}:{node.lineno} .{node.attr}")
     assert not found, found
+
+
+def test_no_module_above_600_lines() -> None:
+    """Issue 11's bound: a module of the product that grows past 600 lines is split, not let
+    grow (the worker reached 601 after the fork server landed)."""
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines())
+             for package in ("dialer", "sip", "media", "cli")
+             for p in (ROOT / package).rglob("*.py")}
+    assert len(sizes) > 40
+    assert {name: n for name, n in sizes.items() if n > 600} == {}
