@@ -46,6 +46,7 @@ from cli.common import (
 )
 from cli.configcheck import EX_CONFIG, config_app
 from cli.db import db_app
+from cli.escalation import template_escalate
 from cli.history import history_app
 from cli.nodes import nodes
 from cli.operators import audit_app, operator_app
@@ -116,6 +117,7 @@ app = typer.Typer(cls=_Group,
                        "DTMF confirmations, retry, keep the record.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False,
                   context_settings={"help_option_names": ["-h", "--help"]})
+template_app.command("escalate")(template_escalate)
 app.add_typer(template_app, name="template")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(settings_app, name="settings")

@@ -30,6 +30,7 @@ from cli.common import (
     rules,
     short_time,
 )
+from cli.escalation import escalation_lines
 from cli.tables import Col, fit, shown, when
 from dialer.core.domain import CampaignState
 from dialer.core.permissions import Role
@@ -146,8 +147,8 @@ def campaign_show(campaign_id: int = typer.Argument(..., autocompletion=complete
         return
     out.print(f"starts {local(detail['start_at'])}"
               + (f", ended {local(detail['ended_at'])}" if detail["ended_at"] else ""))
-    for line in _trunk_lines(store, detail):
-        out.print(line)
+    for line in [*_trunk_lines(store, detail), *escalation_lines(detail)]:
+        out.print(line, highlight=False)
     from cli.watch import situation, waiting_lines
 
     now = time.time()

@@ -27,6 +27,13 @@ class Language(str, Enum):
     it = "it"
 
 
+class EscalateWhen(str, Enum):
+    """``--when``: when a run escalates (``dialer.core.escalation.When``)."""
+
+    incomplete = "incomplete"
+    below = "below"
+
+
 class Kind(str, Enum):
     """``--kind``: how a number is dialled (``dialer.core.domain.Kind``)."""
 

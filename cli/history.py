@@ -105,6 +105,10 @@ def history_show(run_id: int = typer.Argument(..., autocompletion=complete_campa
     t.add_row("template", run["template"])
     t.add_row("created", f"{local(run['created_at'])} by {run['created_by']}")
     t.add_row("start", local(run["start_at"]))
+    for key, label in (("escalated_from", "escalation of run"),
+                       ("escalated_to", "escalated to run")):
+        if run.get(key) is not None:
+            t.add_row(label, str(run[key]))
     for k, v in sorted(h["settings"].items()):
         t.add_row(k.replace("_", " "), shown(v, k))
     out.print(t)

@@ -34,6 +34,7 @@ from dialer.core.domain import EmailPolicy, Outcome
 from dialer.core.errors import LeaseLost, StoreUnavailable
 from dialer.core.ports import DispatchPort
 from dialer.core.records import ClaimedCall, EndReport
+from dialer.escalator import Escalator
 from dialer.gateway import Gateway
 from dialer.mailqueue import MailQueue
 from dialer.membership import RETRY_S, Membership
@@ -88,6 +89,7 @@ class Daemon:
         self.resolve_interval = RESOLVE_INTERVAL
         self.handle_signals = handle_signals
         self.metrics = metrics if metrics is not None else Metrics(node=config.node)
+        self.escalator = Escalator(store, self.metrics)
         self.book = TrunkBook(config, store, self.metrics, clock)
         self.trunks = self.book.states  # name -> registration state
         self._campaign_metrics_at = float("-inf")  # time.monotonic() of the last refresh
@@ -348,6 +350,11 @@ class Daemon:
             self._settings_version = tick.settings.version
             self._pool_wanted = self._pool_size(tick.settings.limits.total)
             self.gateway.resize(self._pool_wanted)
+        if self.escalator.due(now, moved=bool(tick.transitions)):
+            check_at, launched = self.escalator.check(now)
+            self._dirty = self._dirty or launched  # a follow-up to start in the next pass
+            if check_at is not None:  # a rule's time wakes the loop as a retry's would
+                self._next_due = min(self._next_due or check_at, check_at)
         for call in tick.calls:
             self._dial(call)
         self.store.set_attempt_workers(self._assigned)

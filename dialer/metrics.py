@@ -168,6 +168,12 @@ class Metrics:
                               ["result"], registry=r)
         for result in ("sent", "failed"):
             self.emails.labels(result)
+        self.escalations = Counter("dialer_escalations",
+                                   "Runs whose escalation was decided, by result (launched: the "
+                                   "follow-up started; never: not needed; failed: the follow-up "
+                                   "could not be launched).", ["result"], registry=r)
+        for result in ("launched", "never", "failed"):
+            self.escalations.labels(result)
         self._info: dict[str, tuple[str, str]] = {}
         self.campaigns = Gauge("dialer_campaigns", "Campaigns by state.", ["state"], registry=r)
         self.campaign_state = Gauge(

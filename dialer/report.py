@@ -42,6 +42,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dialer.core import escalation
+
 UTC = dt.UTC
 
 OUTCOME_COLOURS: dict[str, str] = {
@@ -409,6 +411,7 @@ def _settings_rows(st: Mapping[str, Any], run: Mapping[str, Any]) -> list[tuple[
         ("Display name", st.get("display_name")),
         ("Language", st.get("language")),
         ("External route", st.get("external_route") or "default"),
+        ("Escalation", escalation.summary(st, run.get("escalated_from"), run.get("escalated_to"))),
         ("Message", f"{run['audio_seconds']:.1f} s" if run.get("audio_seconds") else None),
         ("Audio SHA-256", (str(run["audio_sha256"])[:16] + "…") if run.get("audio_sha256")
          else None),

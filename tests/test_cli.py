@@ -378,3 +378,40 @@ def test_a_template_name_may_have_accented_letters(ready: Invoke, tmp_path: Path
     assert add_template(ready, tmp_path, nfd).exit_code == 0
     assert [t["name"] for t in ok_json(ready("template", "list", "--json"))] == ["Città Allarme"]
     assert ready("template", "show", "Città Allarme", "--json").exit_code == 0
+
+
+def test_template_escalate_sets_shows_and_removes_the_rule(ready: Invoke, tmp_path: Path) -> None:
+    """Issue 15, escalation: ``template escalate`` sets the follow-up rule, ``template show``
+    and ``campaign show`` show it; bad rules are one error line and change nothing."""
+    assert add_template(ready, tmp_path, "Fire").exit_code == 0
+    assert add_template(ready, tmp_path, "Managers").exit_code == 0
+    r = ready("template", "escalate", "Fire", "--to", "Managers", "--when", "below", "--below",
+              "2", "--after", "10", "--pass-unreached", "--json")
+    got = ok_json(r)
+    assert got["escalation"] == ("to 'Managers' when fewer than 2 are reached 10 min after the "
+                                 "start, passing on the unreached")
+    st = ok_json(ready("template", "show", "Fire", "--json"))["settings"]
+    assert (st["escalate_to"], st["escalate_when"], st["escalate_below"], st["escalate_after"],
+            st["escalate_unreached"]) == ("Managers", "below", 2, 600.0, True)
+    before = st
+    for args, needle in (
+            (("--to", "Fire"), "cannot escalate to itself"),
+            (("--to", "Nobody"), "no template named 'Nobody'"),
+            (("--to", "Managers", "--when", "below", "--below", "2"), "--after"),
+            (("--to", "Managers", "--below", "2"), "go with --when below"),
+            ((), "--to TEMPLATE, or --none")):
+        assert_one_error_line(ready("template", "escalate", "Fire", *args), needle)
+    assert_one_error_line(ready("template", "escalate", "Managers", "--to", "Fire"),
+                          "escalation cycle: Managers -> Fire -> Managers")
+    assert ok_json(ready("template", "show", "Fire", "--json"))["settings"] == before
+    assert ok_json(ready("template", "show", "Managers", "--json"))["settings"][
+        "escalate_to"] is None
+    cid = int(ok_json(ready("campaign", "start", "Fire", "--json"))["id"])
+    shown = " ".join(ready("campaign", "show", str(cid)).stdout.split())
+    assert ("escalates to 'Managers' when fewer than 2 are reached 10 min after the start, "
+            "passing on the unreached: not decided yet") in shown
+    detail = ok_json(ready("campaign", "show", str(cid), "--json"))
+    assert detail["escalation"]["state"] == "armed"
+    out = ready("template", "escalate", "Fire", "--none")
+    assert out.exit_code == 0 and "no escalation" in out.stdout
+    assert ok_json(ready("template", "show", "Fire", "--json"))["settings"]["escalate_to"] is None

@@ -575,3 +575,31 @@ def test_trusted_sources_are_resolved_again_and_pushed_to_the_workers(
     finally:
         sim.daemon.stopping.set()
         sim.stop()
+
+
+def test_escalation_launches_at_its_time_once(sim_store: Store, tmp_path: Path) -> None:
+    """Issue 15: "fewer than 2 reached 5 minutes after the start" launches the follow-up at that
+    instant (the daemon wakes for it as for a retry), once, while the first run goes on; the
+    follow-up calls its own list and the first run ends without a second launch."""
+    store = sim_store
+    first = launch(store, "Fire", [internal(1), internal(2), internal(3)], attempts=2,
+                   retry_delay=600.0, escalate_to="Managers", escalate_when="below",
+                   escalate_below=2, escalate_after=300.0)
+    store.add_template(name="Managers", settings=CampaignSettings(attempts=1),
+                       audio_sha=hashlib.sha256(b"fake audio").hexdigest(), audio_seconds=4.0,
+                       recipients=[recipient(internal(9))], now=T0, actor="sim")
+    script = {internal(2): [Behaviour("busy")], internal(3): [Behaviour("no_answer")]}
+    sim = Simulation(store, tmp_path / "data", script)
+    sim.run(done=lambda: campaigns_done(store) and len(store.list_campaigns()) == 2,
+            check=Invariants(store))
+    escalated = [e for e in store.events_of(first) if e["kind"] == "campaign_escalated"]
+    assert len(escalated) == 1
+    assert to_ts(_dt(escalated[0]["at"])) == pytest.approx(T0 + 300.0, abs=1e-3)
+    followup = escalated[0]["detail"]["escalated_to"]
+    assert escalated[0]["detail"]["cause"] == "1 of 2 reached 5 min after the start"
+    detail = store.campaign_detail(followup)
+    assert detail["state"] == "completed"
+    assert [r["number"] for r in detail["recipients"]] == [internal(9)]
+    assert store.campaign_detail(first)["state"] == "incomplete"  # it went on after
+    assert store.campaign_detail(first)["escalation"]["state"] == "launched"
+    sim.stop()

@@ -9,6 +9,7 @@ Each backend is set up through its own API with ``SqlStore``'s signatures (``Set
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from dialer.core.domain import EXTRA_CALLS, Kind, Limits, Outcome
+from dialer.core.domain import EXTRA_CALLS, CampaignSettings, Kind, Limits, Outcome
 from dialer.core.scheduler import Counts
 from dialer.storage.store import ClaimedCall, EndReport, SqlStore, Tick
 from dialer.testing.memory import MemoryStore
-from dialer.testing.setup import ContractStore, launch
+from dialer.testing.setup import ContractStore, launch, recipient
 from tests.fixtures_core import _reset_pg, pg_database  # noqa: F401 - pytest fixture
 
 NOW = 1_800_000_000.0
@@ -385,3 +386,84 @@ def test_threshold_reached_early_stops_calling(store: ContractStore) -> None:
     t = tick(store, NOW + 1)
     assert t.calls == [] and t.transitions == [(cid, "active", "completed")]
     assert [r["state"] for r in recs(store, cid).values()] == ["contacted", "idle", "idle"]
+
+
+# ----- escalation (issue 15): a run's follow-up, once -----
+
+
+def followup_template(store: ContractStore, name: str, numbers_: list[str]) -> None:
+    sha = hashlib.sha256(b"follow-up").hexdigest()
+    store.add_media(data=b"follow-up", sha256=sha, rate=8000, seconds=3.0, source=None, now=NOW)
+    store.add_template(name=name, settings=CampaignSettings(attempts=1), audio_sha=sha,
+                       audio_seconds=3.0, recipients=[recipient(n) for n in numbers_], now=NOW,
+                       actor="tester")
+
+
+def followups(store: ContractStore, cid: int) -> list[int]:
+    return [e["detail"]["escalated_to"] for e in store.events_of(cid)
+            if e["kind"] == "campaign_escalated"]
+
+
+@pytest.mark.parametrize("pass_unreached", [False, True])
+def test_a_run_that_ends_incomplete_launches_its_followup_once(store: ContractStore,
+                                                               pass_unreached: bool) -> None:
+    followup_template(store, "Managers", ["201", "102"])
+    cid = camp(store, ["101", "102", "103"], attempts=1, escalate_to="Managers",
+               escalate_unreached=pass_unreached)
+    assert store.escalate(now=NOW).outcomes == ()  # still to be called
+    a, b, c = tick(store).calls
+    end(store, a, Outcome.CONTACTED, NOW + 1)
+    end(store, b, Outcome.BUSY, NOW + 1)
+    end(store, c, Outcome.NO_ANSWER, NOW + 1)
+    assert tick(store, NOW + 2).transitions == [(cid, "active", "incomplete")]
+    (done,) = store.escalate(now=NOW + 2).outcomes
+    assert (done.campaign_id, done.cause, done.error) == (cid, "ended incomplete", None)
+    fid = done.followup_id
+    assert fid is not None and followups(store, cid) == [fid]
+    got = [r["number"] for r in store.campaign_detail(fid)["recipients"]]
+    assert got == (["201", "102", "103"] if pass_unreached else ["201", "102"])
+    created = next(e for e in store.events_of(fid) if e["kind"] == "campaign_created")
+    assert created["detail"]["escalated_from"] == cid and created["actor"] == "escalation"
+    for later in (NOW + 3, NOW + 10_000):  # once: every later check finds it decided
+        assert store.escalate(now=later).outcomes == ()
+    assert followups(store, cid) == [fid]
+    assert tick(store, NOW + 3).transitions == [(fid, "scheduled", "active")]
+
+
+def test_fewer_than_n_reached_after_m_minutes_launches_then(store: ContractStore) -> None:
+    followup_template(store, "Managers", ["201"])
+    cid = camp(store, ["101", "102", "103"], attempts=3, escalate_to="Managers",
+               escalate_when="below", escalate_below=2, escalate_after=600.0)
+    a, b, c = tick(store).calls
+    end(store, a, Outcome.CONTACTED, NOW + 1)
+    end(store, b, Outcome.BUSY, NOW + 1)
+    waiting = store.escalate(now=NOW + 1)
+    assert waiting.outcomes == () and waiting.check_at == NOW + 600
+    (done,) = store.escalate(now=NOW + 600).outcomes
+    assert done.followup_id is not None and done.cause == "1 of 2 reached 10 min after the start"
+    assert state(store, cid) == "active"  # the first run goes on calling
+    assert store.escalate(now=NOW + 601).outcomes == ()
+
+
+def test_enough_reached_in_time_never_escalates(store: ContractStore) -> None:
+    followup_template(store, "Managers", ["201"])
+    cid = camp(store, ["101", "102", "103"], escalate_to="Managers", escalate_when="below",
+               escalate_below=2, escalate_after=600.0)
+    a, b, _ = tick(store).calls
+    end(store, a, Outcome.CONTACTED, NOW + 1)
+    end(store, b, Outcome.CONTACTED, NOW + 2)
+    (done,) = store.escalate(now=NOW + 3).outcomes
+    assert (done.verdict.value, done.followup_id, done.cause) == ("never", None, "2 reached")
+    assert store.escalate(now=NOW + 700).outcomes == () and followups(store, cid) == []
+
+
+def test_a_followup_that_cannot_be_launched_fails_once_and_says_why(store: ContractStore) -> None:
+    cid = camp(store, ["101"], attempts=1, escalate_to="Nobody")
+    (a,) = tick(store).calls
+    end(store, a, Outcome.BUSY, NOW + 1)
+    tick(store, NOW + 2)
+    (done,) = store.escalate(now=NOW + 2).outcomes
+    assert done.followup_id is None and "no template named 'Nobody'" in (done.error or "")
+    assert store.escalate(now=NOW + 3).outcomes == ()
+    failed = [e for e in store.events_of(cid) if e["kind"] == "escalation_failed"]
+    assert len(failed) == 1 and failed[0]["detail"]["template"] == "Nobody"

@@ -213,3 +213,11 @@ class CampaignSettings:
     email: str = EmailPolicy.OFF.value
     # the text of a message spoken by text to speech (--tts), kept for the e-mail body
     tts_text: str | None = None
+    # escalation (dialer.core.escalation): the follow-up template, when ("incomplete" or
+    # "below": fewer than escalate_below contacted escalate_after seconds after the start), and
+    # whether the unreached recipients are passed on
+    escalate_to: str | None = None
+    escalate_when: str = "incomplete"
+    escalate_below: int | None = None
+    escalate_after: float | None = None
+    escalate_unreached: bool = False

@@ -25,6 +25,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from dialer.core import escalation
 from dialer.core.cluster import LeaseTerms, NodeLease
 from dialer.core.domain import CampaignSettings, Kind, Outcome
 from dialer.core.health import HealthPolicy
@@ -80,6 +81,8 @@ class DispatchPort(MailPort, Protocol):
       while it runs (None otherwise); ``tick(lease=generation)`` raises ``LeaseLost`` unless
       the node holds that lease, and settles as ``node_lost`` (counted) the open attempts of
       every node whose lease ended more than its margin ago (``Tick.settled``).
+    * ``escalate`` launches a run's follow-up once: a second call, another node's, or one after
+      a crash finds the run decided.
     """
 
     @property
@@ -117,6 +120,11 @@ class DispatchPort(MailPort, Protocol):
              routes: Mapping[str, tuple[str, ...]] | None = None) -> Tick:
         """One scheduling pass: campaign transitions, then claim the calls to place now, each
         on a trunk of its route (``trunks``, ``routes``: ``dialer.core.routing``)."""
+        ...
+
+    def escalate(self, *, now: float) -> escalation.Pass:
+        """Decide the runs whose escalation waits (``dialer.core.escalation``) and launch the
+        follow-ups due: each run at most once, whatever the restarts and nodes."""
         ...
 
     def set_trunk_policies(self, policies: Mapping[str, HealthPolicy]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from dialer.core import escalation
 from dialer.core.domain import CampaignSettings, EmailPolicy
 from dialer.core.errors import ValidationError
 
@@ -65,4 +66,5 @@ def settings(st: CampaignSettings, recipients: int | None = None) -> CampaignSet
         raise ValidationError(f"external route {st.external_route!r}: letters, digits, . _ -")
     if st.email not in {p.value for p in EmailPolicy}:
         raise ValidationError(f"email {st.email!r}: off, on-launch or unreached")
+    escalation.check(st)
     return st

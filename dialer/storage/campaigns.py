@@ -11,10 +11,11 @@ from typing import Any, cast
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from dialer.core import lifecycle
+from dialer.core import escalation, lifecycle
 from dialer.core.domain import CampaignState, RecipientState
 from dialer.core.errors import NotFound, StateError, ValidationError
 from dialer.core.recipients import NumberRules, Recipient
+from dialer.core.records import TemplateView
 from dialer.storage import counters
 from dialer.storage.dispatch import Dispatch
 from dialer.storage.fastpath import _LIVE, _RECIPIENTS, _SETTINGS_COLUMNS
@@ -50,6 +51,21 @@ class Campaigns(Templates, Dispatch):
         ``audio_sha`` replaces the template's message; ``tts_text`` is the text it was spoken
         from (None for a recording), kept in the snapshot in place of the template's."""
         tpl = self.get_template(template, with_recipients=recipients is None)
+        with self.session() as s:
+            return self._start_campaign(s, tpl, name=name, now=now, start_at=start_at,
+                                        actor=actor, audio_sha=audio_sha,
+                                        audio_seconds=audio_seconds, recipients=recipients,
+                                        tts_text=tts_text)
+
+    def _start_campaign(self, s: Session, tpl: TemplateView, *, name: str | None, now: float,
+                        start_at: float, actor: str, audio_sha: str | None = None,
+                        audio_seconds: float | None = None,
+                        recipients: Sequence[Recipient] | None = None,
+                        tts_text: str | None = None, escalated_from: int | None = None) -> int:
+        """``start_campaign`` of template ``tpl`` (read before: a transaction of SQLite holds
+        the write lock from its start) in the transaction ``s``; ``escalated_from``: the run
+        this one escalates (``dialer.storage.escalations``)."""
+        template = tpl.name
         if not tpl.enabled:
             raise StateError(f"template {template!r} is disabled")
         recs = list(recipients) if recipients is not None else tpl.recipients
@@ -62,41 +78,44 @@ class Campaigns(Templates, Dispatch):
         st = dataclasses.replace(st, display_name=name or tpl.name)
         if audio_sha is not None:
             st = dataclasses.replace(st, tts_text=tts_text)
-        with self.session() as s:
-            # SQLite reuses the highest rowid once it is deleted; a run id must never come back
-            # (attempts and events of the deleted campaign still carry it)
-            fresh_id = None
-            if self.sqlite:
-                fresh_id = 1 + max(s.scalar(select(func.max(RunRow.id))) or 0,
-                                   s.scalar(select(func.max(CampaignRow.id))) or 0)
-            camp = CampaignRow(id=fresh_id, template_id=tpl.id, template_name=tpl.name,
-                               name=name or tpl.name,
-                               state=CampaignState.SCHEDULED.value, settings=settings_to_dict(st),
-                               audio_sha=audio_sha or tpl.audio_sha,
-                               audio_seconds=audio_seconds if audio_seconds is not None
-                               else tpl.audio_seconds,
-                               priority=st.priority, start_at=to_dt(start_at),
-                               created_at=to_dt(now), created_by=actor,
-                               **counters.fresh_counts(len(recs)))
-            s.add(camp)
-            s.flush()
-            ids = self._insert_recipients(s, camp.id, recs, st.attempts)
-            s.add(RunRow(id=camp.id, name=camp.name, template_name=tpl.name,
-                         created_at=to_dt(now), created_by=actor, start_at=to_dt(start_at),
-                         settings=settings_to_dict(st), audio_sha=camp.audio_sha,
-                         audio_seconds=camp.audio_seconds,
-                         recipients=[{"id": rid, "position": pos, "number": r.number,
-                                      "name": r.name, "email": r.email, "kind": r.kind.value}
-                                     for (rid, pos), r in zip(ids, recs, strict=False)]))
-            self._audit(s, actor=actor, now=now, action="campaign.start",
-                        target=f"campaign {camp.id}",
-                        new={"name": camp.name, "template": tpl.name, "recipients": len(recs),
-                             "start_at": _iso(to_dt(start_at)),
-                             "audio_sha256": camp.audio_sha})
-            self._event(s, "campaign_created", at=now, campaign_id=camp.id, actor=actor,
-                        template=tpl.name, name=camp.name, recipients=len(recs),
-                        start_at=start_at, settings=settings_to_dict(st))
-            return camp.id
+        # SQLite reuses the highest rowid once it is deleted; a run id must never come back
+        # (attempts and events of the deleted campaign still carry it)
+        fresh_id = None
+        if self.sqlite:
+            fresh_id = 1 + max(s.scalar(select(func.max(RunRow.id))) or 0,
+                               s.scalar(select(func.max(CampaignRow.id))) or 0)
+        camp = CampaignRow(id=fresh_id, template_id=tpl.id, template_name=tpl.name,
+                           name=name or tpl.name,
+                           state=CampaignState.SCHEDULED.value, settings=settings_to_dict(st),
+                           audio_sha=audio_sha or tpl.audio_sha,
+                           audio_seconds=audio_seconds if audio_seconds is not None
+                           else tpl.audio_seconds,
+                           priority=st.priority, start_at=to_dt(start_at),
+                           created_at=to_dt(now), created_by=actor,
+                           escalation="armed" if st.escalate_to is not None else None,
+                           **counters.fresh_counts(len(recs)))
+        s.add(camp)
+        s.flush()
+        ids = self._insert_recipients(s, camp.id, recs, st.attempts)
+        s.add(RunRow(id=camp.id, name=camp.name, template_name=tpl.name,
+                     created_at=to_dt(now), created_by=actor, start_at=to_dt(start_at),
+                     settings=settings_to_dict(st), audio_sha=camp.audio_sha,
+                     audio_seconds=camp.audio_seconds,
+                     recipients=[{"id": rid, "position": pos, "number": r.number,
+                                  "name": r.name, "email": r.email, "kind": r.kind.value}
+                                 for (rid, pos), r in zip(ids, recs, strict=False)],
+                     escalated_from=escalated_from))
+        self._audit(s, actor=actor, now=now, action="campaign.start",
+                    target=f"campaign {camp.id}",
+                    new={"name": camp.name, "template": tpl.name, "recipients": len(recs),
+                         "start_at": _iso(to_dt(start_at)),
+                         "audio_sha256": camp.audio_sha})
+        extra: dict[str, Any] = {} if escalated_from is None else {
+            "escalated_from": escalated_from}
+        self._event(s, "campaign_created", at=now, campaign_id=camp.id, actor=actor,
+                    template=tpl.name, name=camp.name, recipients=len(recs),
+                    start_at=start_at, settings=settings_to_dict(st), **extra)
+        return camp.id
 
     def _insert_recipients(self, s: Session, campaign_id: int, recs: Sequence[Recipient],
                            max_attempts: int) -> list[tuple[int, int]]:
@@ -154,10 +173,14 @@ class Campaigns(Templates, Dispatch):
                 raise NotFound(f"no campaign with id {campaign_id}")
             recs = s.scalars(select(RecipientRow).where(RecipientRow.campaign_id == campaign_id)
                              .order_by(RecipientRow.position)).all()
+            links = escalation.links(
+                c.settings, c.escalation,
+                s.scalar(select(RunRow.escalated_from).where(RunRow.id == campaign_id)),
+                s.scalar(select(RunRow.id).where(RunRow.escalated_from == campaign_id)))
             return {
                 "id": c.id, "name": c.name, "template": c.template_name, "state": c.state,
                 "priority": c.priority, "start_at": _iso(c.start_at), "ended_at": _iso(c.ended_at),
-                "settings": c.settings,
+                "settings": c.settings, "escalation": links,
                 "recipients": [{
                     "position": r.position, "number": r.number, "name": r.name,
                     "kind": r.kind, "state": r.state, "attempts": r.attempts, "calls": r.calls,

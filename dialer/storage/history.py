@@ -214,7 +214,10 @@ class History(StoreEngine):
                         "created_at": _iso(run.created_at), "created_by": run.created_by,
                         "start_at": _iso(run.start_at), "audio_sha256": run.audio_sha,
                         "audio_seconds": run.audio_seconds,
-                        "state": states[-1] if states else CampaignState.SCHEDULED.value},
+                        "state": states[-1] if states else CampaignState.SCHEDULED.value,
+                        "escalated_from": run.escalated_from,
+                        "escalated_to": s.scalar(select(RunRow.id)
+                                                 .where(RunRow.escalated_from == run_id))},
                 "settings": run.settings,
                 "recipients": sorted(run.recipients, key=lambda r: r["position"]),
                 "attempts": [_attempt_dict(a) for a in attempts],

@@ -113,7 +113,8 @@ class CampaignRow(Base):
 
     __tablename__ = "campaigns"
     __table_args__ = (Index("ix_campaigns_state", "state"),
-                      Index("ix_campaigns_state_version", "state", "id", "version"))
+                      Index("ix_campaigns_state_version", "state", "id", "version"),
+                      Index("ix_campaigns_escalation", "escalation"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     template_id: Mapped[int | None] = mapped_column(ForeignKey("templates.id", ondelete="SET NULL"))
     template_name: Mapped[str] = mapped_column(String(100))
@@ -140,6 +141,9 @@ class CampaignRow(Base):
     # re-reads only the campaigns whose version moved since its previous pass (revision 0004).
     version: Mapped[int] = mapped_column(Integer, default=0, server_default="0",
                                          onupdate=text("version + 1"))
+    # Escalation (revision 0012, dialer.core.escalation): "armed" while a rule waits to be
+    # decided, then "launched", "never" or "failed"; NULL without a rule.
+    escalation: Mapped[str | None] = mapped_column(String(10))
 
 
 class RecipientRow(Base):
@@ -275,6 +279,8 @@ class RunRow(Base):
     audio_sha: Mapped[str] = mapped_column(String(64))
     audio_seconds: Mapped[float] = mapped_column(Float)
     recipients: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # The run this one was launched to escalate (revision 0012): at most one follow-up per run.
+    escalated_from: Mapped[int | None] = mapped_column(Integer, index=True, unique=True)
 
 
 class OperatorRow(Base):

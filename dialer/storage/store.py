@@ -28,6 +28,7 @@ from dialer.storage.attempts import Attempts
 from dialer.storage.campaigns import Campaigns
 from dialer.storage.dispatch import Dispatch
 from dialer.storage.engine import RESTART_FRAMES, StoreEngine, sqlite_path
+from dialer.storage.escalations import Escalations
 from dialer.storage.fastpath import FastPath
 from dialer.storage.history import History
 from dialer.storage.mail import Mail
@@ -70,5 +71,6 @@ __all__ = [
 ]
 
 
-class SqlStore(Campaigns, Templates, Dispatch, Attempts, Mail, History, FastPath, StoreEngine):
+class SqlStore(Escalations, Campaigns, Templates, Dispatch, Attempts, Mail, History, FastPath,
+               StoreEngine):
     """The SQLAlchemy adapter of the dialer's storage (SQLite or PostgreSQL)."""

@@ -56,6 +56,7 @@ from dialer.core.records import (
 )
 from dialer.core.routing import TrunkLoad
 from dialer.files import write_private
+from dialer.testing.memory_escalation import MemoryEscalations
 from dialer.testing.memory_nodes import MemoryNodes
 from dialer.testing.memory_rows import (
     _Attempt,
@@ -86,7 +87,7 @@ def _locked(method: Callable[Concatenate[MemoryStore, P], R]
     return run
 
 
-class MemoryStore(MemoryNodes, MemoryTrunks):
+class MemoryStore(MemoryEscalations, MemoryNodes, MemoryTrunks):
     """``DispatchPort`` (and ``SetupPort``) in memory. The fields are plain and public for tests
     to read: ``campaigns``, ``recipients``, ``attempts``, ``events``."""
 
@@ -270,7 +271,7 @@ class MemoryStore(MemoryNodes, MemoryTrunks):
         return {
             "id": c.id, "name": c.name, "template": c.template_name, "state": c.state.value,
             "priority": c.priority, "start_at": _iso(c.start_at), "ended_at": _iso(c.ended_at),
-            "settings": dataclasses.asdict(c.settings),
+            "settings": dataclasses.asdict(c.settings), "escalation": self._links(c),
             "recipients": [{
                 "position": r.position, "number": r.number, "name": r.name,
                 "kind": r.kind.value, "state": r.state.value, "attempts": r.attempts,

@@ -49,6 +49,8 @@ class _Campaign:
     audio_seconds: float
     created_at: float
     ended_at: float | None = None
+    escalation: str | None = None  # None while a rule waits (or without one); then decided
+    escalated_from: int | None = None
 
 
 @dataclass
