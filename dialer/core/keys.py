@@ -11,8 +11,9 @@ the attempt.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from dialer.core.domain import CampaignSettings
 
@@ -62,7 +63,30 @@ def draw(st: CampaignSettings, below: RandomBelow) -> DrawnKeys:
     return DrawnKeys(answer=answer, listen=listen)
 
 
+def detail(drawn: DrawnKeys) -> dict[str, str]:
+    """The drawn digits as the history's ``attempt_started`` detail has them (none: empty)."""
+    out: dict[str, str] = {}
+    if drawn.answer is not None:
+        out["answer_key"] = drawn.answer
+    if drawn.listen is not None:
+        out["listen_key"] = drawn.listen
+    return out
+
+
 def any_random(st: CampaignSettings) -> bool:
     """Whether a call under ``st`` draws a digit."""
     return ((st.answer_confirm and st.answer_key == RANDOM)
             or (st.listen_confirm and st.listen_key == RANDOM))
+
+
+def setting_text(value: Any) -> str:
+    """A key setting as the reports say it."""
+    return f"random, a digit {RANDOM_DIGITS[0]}-{RANDOM_DIGITS[-1]} drawn per call" \
+        if value == RANDOM else str(value)
+
+
+def drawn_text(attempt: Mapping[str, Any]) -> str:
+    """The digits drawn for an attempt (its ``answer_key``/``listen_key``), as ``", answer key
+    4, listen key 6"``; empty when its keys are fixed."""
+    return "".join(f", {w} key {attempt[f'{w}_key']}" for w in ("answer", "listen")
+                   if attempt.get(f"{w}_key"))

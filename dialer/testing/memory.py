@@ -26,13 +26,14 @@ import dataclasses
 import datetime as dt
 import functools
 import itertools
+import secrets
 import threading
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from dialer.core import lifecycle, routing, scheduler
+from dialer.core import keys, lifecycle, routing, scheduler
 from dialer.core.cluster import NodeLease
 from dialer.core.domain import (
     CampaignSettings,
@@ -44,6 +45,7 @@ from dialer.core.domain import (
     RecipientState,
 )
 from dialer.core.errors import DialerError, NotFound, StateError, ValidationError
+from dialer.core.keys import RandomBelow
 from dialer.core.recipients import Recipient
 from dialer.core.records import (
     AttemptMeta,
@@ -294,7 +296,8 @@ class MemoryStore(MemoryNodes, MemoryTrunks):
                  "outcome": a.outcome,
                  "answer_confirmed_at": _iso(a.answer_confirmed_at),
                  "listen_confirmed_at": _iso(a.listen_confirmed_at), "node": a.node,
-                 "lease": a.lease, "trunk": a.trunk} for a in rows]
+                 "lease": a.lease, "trunk": a.trunk, "answer_key": a.answer_key,
+                 "listen_key": a.listen_key} for a in rows]
 
     @_locked
     def events_of(self, campaign_id: int) -> list[dict[str, Any]]:
@@ -357,7 +360,8 @@ class MemoryStore(MemoryNodes, MemoryTrunks):
     def tick(self, *, now: float, node: str, kinds_available: frozenset[Kind] = frozenset(Kind),
              capacity: int | None = None, lease: int | None = None,
              trunks: Sequence[TrunkLoad] | None = None,
-             routes: Mapping[str, tuple[str, ...]] | None = None) -> Tick:
+             routes: Mapping[str, tuple[str, ...]] | None = None,
+             draw: RandomBelow | None = None) -> Tick:
         """``SqlStore.tick`` without the database: the same decisions, by the same core."""
         lost_nodes = self._fence_and_settle(node, lease, now)
         gs = self.get_settings()
@@ -426,7 +430,7 @@ class MemoryStore(MemoryNodes, MemoryTrunks):
             dials = scheduler.plan(loads, gs.limits, g_running, fetch,
                                    kinds_available=kinds_available, capacity=capacity,
                                    router=router)
-            calls = [self._claim(d, node=node, now=now, lease=lease) for d in dials]
+            calls = [self._claim(d, node=node, now=now, lease=lease, draw=draw) for d in dials]
         next_due = self._next_due(live.values(), now)
         if router is not None and (free := router.next_free()) is not None:
             next_due = free if next_due is None else min(next_due, free)
@@ -456,8 +460,8 @@ class MemoryStore(MemoryNodes, MemoryTrunks):
                                          and (r.next_at is None or r.next_at <= now)))]
         return scheduler.candidates(waiting, n_int, n_ext)
 
-    def _claim(self, d: scheduler.Dial, *, node: str, now: float,
-               lease: int | None = None) -> ClaimedCall:
+    def _claim(self, d: scheduler.Dial, *, node: str, now: float, lease: int | None,
+               draw: RandomBelow | None) -> ClaimedCall:
         r = self.recipients[d.recipient_id]
         if r.state is not RecipientState.IDLE:
             raise DialerError(f"recipient {d.recipient_id} was claimed by someone else")
@@ -466,15 +470,17 @@ class MemoryStore(MemoryNodes, MemoryTrunks):
         r.last_call_at = now
         c = self.campaigns[d.campaign_id]
         aid = uuid.uuid4().hex
+        drawn = keys.draw(c.settings, draw or secrets.randbelow)
         self.attempts[aid] = _Attempt(id=aid, seq=next(self._attempt_seq), campaign_id=c.id,
                                       recipient_id=r.id, number=r.number, kind=r.kind, node=node,
-                                      created_at=now, lease=lease, trunk=d.trunk)
+                                      created_at=now, lease=lease, trunk=d.trunk,
+                                      answer_key=drawn.answer, listen_key=drawn.listen)
         self._event("attempt_started", at=now, campaign_id=c.id, recipient_id=r.id,
                     attempt_id=aid, number=r.number, kind=r.kind.value, call=r.calls,
-                    **({"trunk": d.trunk} if d.trunk else {}))
+                    **({"trunk": d.trunk} if d.trunk else {}), **keys.detail(drawn))
         return ClaimedCall(attempt_id=aid, campaign_id=c.id, recipient_id=r.id, number=r.number,
                            kind=d.kind, settings=c.settings, audio_sha=c.audio_sha,
-                           audio_seconds=c.audio_seconds, trunk=d.trunk)
+                           audio_seconds=c.audio_seconds, trunk=d.trunk, drawn=drawn)
 
     def _next_due(self, camps: Collection[_Campaign], now: float) -> float | None:
         """The next scheduled start or retry time after ``now`` (None: nothing waits on time)."""
