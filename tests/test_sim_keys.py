@@ -5,11 +5,13 @@ a far end that always presses the same digit confirms at chance, never otherwise
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dialer import ipc
 from dialer.core import keys
 from tests.sim import Behaviour, Simulation
 from tests.test_sim import BACKENDS, Store, campaigns_done, dispose, internal, launch, make_store
@@ -23,15 +25,33 @@ def each_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@dataclass
+class Run:
+    attempts: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    dials: dict[str, ipc.Dial]  # what the daemon told the (fake) worker, by attempt
+    refusals: dict[str, float]  # dialer_confirmations_refused_total by what
+
+
 def _run(store: Store, tmp: Path, n: int, default: Behaviour, seed: int,
-         **settings: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+         **settings: Any) -> Run:
     cid = launch(store, "Drill", [internal(i) for i in range(n)], attempts=1, **settings)
     sim = Simulation(store, tmp, default=default, draw=random.Random(seed).randrange)
+    dials: dict[str, ipc.Dial] = {}
+    dial = sim.gateway.dial
+
+    def record(message: ipc.Dial) -> int | None:
+        dials[message.call_id] = message
+        return dial(message)
+
+    sim.gateway.dial = record  # type: ignore[method-assign]
     try:
         sim.run(done=lambda: campaigns_done(store))
     finally:
         sim.stop()
-    return store.attempts_of(cid), store.events_of(cid)
+    refusals = {w: sim.daemon.metrics.registry.get_sample_value(
+        "dialer_confirmations_refused_total", {"what": w}) or 0.0 for w in ("answer", "listen")}
+    return Run(store.attempts_of(cid), store.events_of(cid), dials, refusals)
 
 
 ANSWER = {"answer_key": "random", "listen_confirm": False}
@@ -45,10 +65,10 @@ def test_a_fixed_digit_far_end_confirms_at_chance_and_only_on_the_recorded_digit
         backend: str, tmp_path: Path, which: str, settings: dict[str, Any]) -> None:
     store = make_store(backend, tmp_path)
     try:
-        attempts, events = _run(store, tmp_path, CALLS, Behaviour("fixed_key", key=FIXED), 15,
-                                **settings)
+        run = _run(store, tmp_path, CALLS, Behaviour("fixed_key", key=FIXED), 15, **settings)
     finally:
         dispose(store)
+    attempts, events = run.attempts, run.events
     assert len(attempts) == CALLS
     digits = keys.choices(None)  # the other confirmation is off: 2 to 8
     drawn = [a[f"{which}_key"] for a in attempts]
@@ -82,16 +102,25 @@ def test_a_fixed_digit_far_end_confirms_at_chance_and_only_on_the_recorded_digit
         else:  # pressed twice, refused twice, then given up
             assert pressed == [FIXED, FIXED]
             assert refused == [{"what": which, "key": FIXED}] * 2
+        # the worker was told the drawn digit, and plays the prompt that says it
+        dial = run.dials[a["id"]]
+        assert dial.dialogue[f"{which}_key"] == a[f"{which}_key"]
+        assert dial.dialogue[f"{which}_random"] is True
+        assert Path(dial.media[f"{which}_prompt"]).name == f"{which}_prompt_{a[f'{which}_key']}.wav"
+    # each refusal is counted by the daemon's metrics
+    assert run.refusals == {which: 2 * (CALLS - len(confirmed)),
+                            other: 0}
 
 
 def test_a_person_pressing_the_announced_digits_is_contacted_with_two_different_keys(
         each_backend: str, tmp_path: Path) -> None:
     store = make_store(each_backend, tmp_path)
     try:
-        attempts, events = _run(store, tmp_path, 60, Behaviour("confirm"), 3,
-                                answer_key="random", listen_key="random")
+        run = _run(store, tmp_path, 60, Behaviour("confirm"), 3, answer_key="random",
+                   listen_key="random")
     finally:
         dispose(store)
+    attempts, events = run.attempts, run.events
     assert all(a["outcome"] == "contacted" for a in attempts)
     for a in attempts:
         assert a["answer_key"] in keys.RANDOM_DIGITS and a["listen_key"] in keys.RANDOM_DIGITS
@@ -103,9 +132,13 @@ def test_a_person_pressing_the_announced_digits_is_contacted_with_two_different_
 def test_fixed_keys_draw_nothing(each_backend: str, tmp_path: Path) -> None:
     store = make_store(each_backend, tmp_path)
     try:
-        attempts, events = _run(store, tmp_path, 5, Behaviour("confirm"), 3)
+        run = _run(store, tmp_path, 5, Behaviour("confirm"), 3)
     finally:
         dispose(store)
+    attempts, events = run.attempts, run.events
+    for d in run.dials.values():  # the fixed keys and their usual prompts
+        assert (d.dialogue["answer_key"], d.dialogue["answer_random"]) == ("1", False)
+        assert Path(d.media["answer_prompt"]).name == "answer_prompt.wav"
     assert all(a["answer_key"] is None and a["listen_key"] is None for a in attempts)
     assert all(a["keys"] == "19" for a in attempts)
     assert all("answer_key" not in e["detail"] for e in events)
