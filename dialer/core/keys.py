@@ -81,8 +81,9 @@ def any_random(st: CampaignSettings) -> bool:
 
 def setting_text(value: Any) -> str:
     """A key setting as the reports say it."""
-    return f"random, a digit {RANDOM_DIGITS[0]}-{RANDOM_DIGITS[-1]} drawn per call" \
-        if value == RANDOM else str(value)
+    if value == RANDOM:
+        return f"random, a digit {RANDOM_DIGITS[0]}-{RANDOM_DIGITS[-1]} drawn per call"
+    return str(value)
 
 
 def drawn_text(attempt: Mapping[str, Any]) -> str:
