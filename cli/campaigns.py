@@ -32,6 +32,7 @@ from cli.common import (
 )
 from cli.escalation import escalation_lines
 from cli.tables import Col, fit, shown, when
+from dialer.core import keys
 from dialer.core.domain import CampaignState
 from dialer.core.permissions import Role
 
@@ -149,12 +150,24 @@ def campaign_show(campaign_id: int = typer.Argument(..., autocompletion=complete
               + (f", ended {local(detail['ended_at'])}" if detail["ended_at"] else ""))
     for line in [*_trunk_lines(store, detail), *escalation_lines(detail)]:
         out.print(line, highlight=False)
+    if (keys_line := random_keys_line(detail.get("settings") or {})) is not None:
+        out.print(keys_line, highlight=False)
     from cli.watch import situation, waiting_lines
 
     now = time.time()
     for line in waiting_lines(detail["recipients"], situation(store, detail, now), now):
         out.print(line, highlight=False)
     out.print(recipients_table(detail, out.width))
+
+
+def random_keys_line(settings: dict[str, Any]) -> str | None:
+    """What the confirmation keys are, when one is drawn per call (None: both fixed)."""
+    parts = [f"{what} {settings.get(f'{what}_key')}" for what in ("answer", "listen")
+             if settings.get(f"{what}_confirm", True)]
+    if not any(p.endswith(" random") for p in parts):
+        return None
+    return (f"confirmation keys: {', '.join(parts)} (random: a digit 2-8 drawn per call, "
+            "kept on each attempt)")
 
 
 def _trunk_lines(store: Any, detail: dict[str, Any]) -> list[str]:
@@ -183,7 +196,8 @@ def campaign_attempts(campaign_id: int = typer.Argument(..., help="Campaign (run
         t = Table("time", "event", "detail",
                   title=f"attempt {i} ({a['id']}): {a['outcome'] or 'in progress'}"
                   + (f" {a['status']}" if a["status"] else "")
-                  + (f" {a['reason']}" if a["reason"] else ""),
+                  + (f" {a['reason']}" if a["reason"] else "")
+                  + keys.drawn_text(a),
                   box=box.SIMPLE_HEAD)
         for e in a["events"]:
             t.add_row(local(e["at"]), e["kind"], shown(_set(e["detail"])))

@@ -74,8 +74,9 @@ def template_add(
                                         help="Require the answer key (1) before the message."),
     listen_confirm: bool = typer.Option(True, "--listen-confirm/--no-listen-confirm",
                                         help="Require the listen key (9) after the message."),
-    answer_key: str = typer.Option("1", help="Key that confirms the answer."),
-    listen_key: str = typer.Option("9", help="Key that confirms the listening."),
+    answer_key: str = typer.Option("1", help="Key that confirms the answer: 0-9, * or #, or "
+                                             "random (a digit 2-8 drawn per call)."),
+    listen_key: str = typer.Option("9", help="Key that confirms the listening, or random."),
     threshold: Optional[str] = typer.Option(None, help="Recipients to reach for Completed (none: "
                                                        "all, the default)."),
     max_calls: Optional[str] = typer.Option(None, help="Concurrent calls of this campaign (none: "
@@ -206,8 +207,10 @@ def template_edit(
                                                   help="Require the answer key."),
     listen_confirm: Optional[bool] = typer.Option(None, "--listen-confirm/--no-listen-confirm",
                                                   help="Require the listen key."),
-    answer_key: Optional[str] = typer.Option(None, help="Key that confirms the answer."),
-    listen_key: Optional[str] = typer.Option(None, help="Key that confirms the listening."),
+    answer_key: Optional[str] = typer.Option(None, help="Key that confirms the answer (or "
+                                                        "random: drawn per call)."),
+    listen_key: Optional[str] = typer.Option(None, help="Key that confirms the listening (or "
+                                                        "random)."),
     max_calls: Optional[str] = typer.Option(None, help="Concurrent calls (none: unlimited)."),
     max_internal: Optional[str] = typer.Option(None, help="Concurrent internal calls (none: "
                                                           "unlimited)."),

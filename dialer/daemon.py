@@ -21,6 +21,7 @@ not answer. No pass claims without this node's lease (dialer.membership).
 from __future__ import annotations
 
 import logging
+import secrets
 import signal
 import threading
 import time
@@ -32,6 +33,7 @@ from dialer import ipc, messages
 from dialer.config import Config
 from dialer.core.domain import EmailPolicy, Outcome
 from dialer.core.errors import LeaseLost, StoreUnavailable
+from dialer.core.keys import RandomBelow
 from dialer.core.ports import DispatchPort
 from dialer.core.records import ClaimedCall, EndReport
 from dialer.escalator import Escalator
@@ -59,6 +61,8 @@ class Daemon:
     def __init__(self, config: Config, store: DispatchPort, *,
                  clock: Callable[[], float] = time.time,
                  prompts: Callable[[str], dict[str, Path]] | None = None,
+                 key_prompts: Callable[[str, str, str], Path] | None = None,
+                 draw: RandomBelow | None = None,
                  durations: Callable[[str], float] | None = None,
                  gateway: Gateway | None = None,
                  make_gateway: Callable[[WorkerInit], Gateway] | None = None,
@@ -69,14 +73,19 @@ class Daemon:
         """The gateway is given (``gateway``: the simulator's fake) or made from the daemon's
         ``init_message`` (``make_gateway``: ``dialer.bootstrap`` wires the SIP worker pool
         so). ``metrics`` and ``mail`` default to a fresh registry and a mail queue on
-        ``store``, which the simulator uses as they are."""
+        ``store``, which the simulator uses as they are. ``draw``: the random source of the
+        keys drawn per call (``dialer.core.keys``; default ``secrets.randbelow``, a test gives a
+        seeded one); ``key_prompts``: (language, prompt, digit) -> the prompt saying that digit
+        (``media.prompts.key_prompt_path``)."""
         from media.audio import wav_seconds
-        from media.prompts import prompt_set
+        from media.prompts import key_prompt_path, prompt_set
 
         self.config = config
         self.store: DispatchPort = store
         self.clock = clock
         self._prompts = prompts or prompt_set
+        self._key_prompts = key_prompts or key_prompt_path
+        self._draw: RandomBelow = draw or secrets.randbelow
         self._seconds = durations or wav_seconds
         self._seconds_cache: dict[str, float] = {}
         if gateway is None:
@@ -333,7 +342,7 @@ class Daemon:
         tick = self.store.tick(now=now, node=self.config.node,
                                trunks=self.book.loads(), routes=self.book.routes,
                                capacity=self.gateway.free_slots(),
-                               lease=self.membership.generation)
+                               lease=self.membership.generation, draw=self._draw)
         self.ticks += 1
         self.metrics.scheduler_seconds.observe(time.perf_counter() - started)
         self.metrics.set_limits(tick.settings.limits, tick.settings.max_campaigns)
@@ -365,6 +374,10 @@ class Daemon:
         trunk = self.config.trunks[call.trunk or call.kind.value]
         st = call.settings
         media = {name: str(path) for name, path in self._prompts(st.language).items()}
+        for name, digit in (("answer_prompt", call.drawn.answer),
+                            ("listen_prompt", call.drawn.listen)):
+            if digit is not None:  # a random key: the shipped prompt that says its digit
+                media[name] = str(self._key_prompts(st.language, name, digit))
         media["message"] = str(self.store.media_file(call.audio_sha,
                                                      self.config.data_dir / "media"))
         msg = messages.dial_message(call, trunk, media, self._duration)
@@ -411,6 +424,10 @@ class Daemon:
             self._progress.append((msg.call_id, "confirmed", at, {"what": what}))
             self.metrics.record_confirmation(what)
             self._log_event(msg.call_id, f"confirmed {what}")
+        elif isinstance(msg, ipc.Refusal):  # a wrong digit at a random key's prompt
+            self._progress.append((msg.call_id, "key_refused", at,
+                                   {"what": msg.what, "key": msg.key}))
+            self.metrics.record_refusal(str(msg.what))
         elif isinstance(msg, ipc.Ended):
             try:
                 outcome = Outcome(msg.outcome or "")

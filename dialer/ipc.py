@@ -32,6 +32,8 @@ Worker to daemon (``ev``):
 * ``ringing`` / ``answered``: ``call_id``, ``at``.
 * ``played``: ``call_id``, ``prompt``, ``at``: a prompt or the message starts playing.
 * ``key``: ``call_id``, ``key``, ``at``;  ``confirmed``: ``call_id``, ``what``, ``at``.
+* ``refusal``: ``call_id``, ``what``, ``key``, ``at``: a wrong digit at the prompt of a random
+  key (wire version 3; the dial's ``dialogue`` then has ``answer_random``/``listen_random``).
 * ``slots``: ``held``: call slots held by finished calls whose CANCEL or BYE is still
   unanswered (freed within the trunk's ``invite_timeout``); the pool counts them as busy.
 * ``dropped``: ``counts`` (reason -> messages), ``last``: what the source filter dropped.
@@ -88,7 +90,7 @@ Raw = dict[str, Any]
 """One message as JSON has it: what ``Channel`` sends and receives."""
 
 MAX_LINE = 1 << 20
-WIRE_VERSION = 2  # grows with every change of the wire a daemon and a worker must agree on
+WIRE_VERSION = 3  # grows with every change of the wire a daemon and a worker must agree on
 ALONE_S = 60.0  # a worker with no daemon attached this long finishes its calls and exits
 
 
@@ -311,6 +313,16 @@ class Confirmed(Event, frozen=True, kw_only=True):
     at: float | None = None
 
 
+class Refusal(Event, frozen=True, kw_only=True):
+    """A wrong digit at the prompt of a random key (``dialer.core.dialogue.Refused``)."""
+
+    EV: ClassVar[str] = "refusal"
+    call_id: str
+    what: str | None = None
+    key: str | None = None
+    at: float | None = None
+
+
 class Slots(Event, frozen=True, kw_only=True):
     EV: ClassVar[str] = "slots"
     held: int = 0
@@ -389,8 +401,8 @@ Message = Op | Event
 OPS: dict[str, type[Op]] = {c.OP: c for c in (Init, Dial, Hangup, Trust, TrunkState, Shutdown,
                                               Attach, Retire, Ack, Lease)}
 EVENTS: dict[str, type[Event]] = {c.EV: c for c in (
-    Ready, Reg, Ringing, Answered, Played, Key, Confirmed, Slots, Dropped, Ended, Log, Load,
-    Hello, Attached, Refused, WorkerLost)}
+    Ready, Reg, Ringing, Answered, Played, Key, Confirmed, Refusal, Slots, Dropped, Ended, Log,
+    Load, Hello, Attached, Refused, WorkerLost)}
 
 
 M = TypeVar("M", bound=Message)

@@ -47,11 +47,15 @@ def init_message(config: Config, index: int, sources: list[str]) -> ipc.Init:
 def dial_message(call: ClaimedCall, trunk: TrunkConfig, media: dict[str, str],
                  duration: Callable[[str], float]) -> ipc.Dial:
     """The ``dial`` of a claimed call on ``trunk``; ``media``: the prompts and the message
-    (name -> file), ``duration``: the seconds of a prompt file."""
+    (name -> file; for a random key, the prompt saying its digit), ``duration``: the seconds of
+    a prompt file. A key drawn for the call (``call.drawn``) is the only key that confirms."""
     st = call.settings
+    drawn = call.drawn
     dialogue = DialogueSettings(
         answer_confirm=st.answer_confirm, listen_confirm=st.listen_confirm,
-        answer_key=st.answer_key, listen_key=st.listen_key, max_repeats=st.max_repeats,
+        answer_key=drawn.answer or st.answer_key, listen_key=drawn.listen or st.listen_key,
+        answer_random=drawn.answer is not None, listen_random=drawn.listen is not None,
+        max_repeats=st.max_repeats,
         key_timeout=st.key_timeout, message_seconds=call.audio_seconds,
         answer_prompt_seconds=duration(media["answer_prompt"]),
         listen_prompt_seconds=duration(media["listen_prompt"]),

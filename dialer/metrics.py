@@ -16,6 +16,8 @@ dialer_recipients                         gauge      ``campaign``, ``state``: re
 dialer_calls_in_progress                  gauge      ``kind`` (internal/external), ``trunk``
 dialer_attempts_total                     counter    ``outcome``, ``status_class`` (1xx..6xx, none)
 dialer_confirmations_total                counter    ``what``: answer (key 1), listen (key 9)
+dialer_confirmations_refused_total        counter    ``what``: a wrong digit at the prompt of a
+                                                     random key (``dialer.core.keys``)
 dialer_max_calls                          gauge      ``scope`` (total/internal/external); a scope
                                                      that is unlimited has **no** series
 dialer_max_active_campaigns               gauge      absent when unlimited
@@ -192,6 +194,9 @@ class Metrics:
         self.confirmations = Counter("dialer_confirmations",
                                      "DTMF confirmations received (answer: key 1, listen: key 9).",
                                      ["what"], registry=r)
+        self.refusals = Counter("dialer_confirmations_refused",
+                                "Wrong digits at the prompt of a random key (answer, listen).",
+                                ["what"], registry=r)
         self.max_calls = Gauge("dialer_max_calls",
                                "Global concurrent-call limit in force; absent when unlimited.",
                                ["scope"], registry=r)
@@ -264,6 +269,7 @@ class Metrics:
             self.campaigns.labels(state.value).set(0)
         for what in ("answer", "listen"):
             self.confirmations.labels(what)
+            self.refusals.labels(what)
         self.lease_valid.labels(node).set(0)
         self.lease_remaining.labels(node).set(0)
         self.generation.labels(node).set(0)
@@ -310,6 +316,10 @@ class Metrics:
     def record_confirmation(self, what: str) -> None:
         """Count a confirmation: ``"answer"`` or ``"listen"``."""
         self.confirmations.labels(what).inc()
+
+    def record_refusal(self, what: str) -> None:
+        """Count a wrong digit at a random key's prompt: ``"answer"`` or ``"listen"``."""
+        self.refusals.labels(what).inc()
 
     def set_calls_in_progress(self, counts: Mapping[tuple[str, str], int]) -> None:
         """Set calls in progress by ``(kind, trunk)``; pairs seen before and not given drop to 0."""

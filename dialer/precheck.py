@@ -39,6 +39,7 @@ from typing import Protocol
 from dialer.core import routing
 from dialer.core.domain import CampaignSettings, Kind, Limits
 from dialer.core.errors import DialerError, ValidationError
+from dialer.core.keys import RANDOM, RANDOM_DIGITS
 from dialer.core.recipients import NumberRules, normalise_email, normalise_number
 from media.audio import validate_normalised, wav_seconds
 
@@ -289,7 +290,23 @@ def _prompt_findings(settings: CampaignSettings,
         except DialerError as exc:
             findings.append(Finding(severity=Severity.ERROR, code="prompt_invalid",
                                     message=f"prompt {name!r}: {exc}"))
-    return findings, seconds
+    return findings + _key_prompt_findings(settings), seconds
+
+
+def _key_prompt_findings(settings: CampaignSettings) -> list[Finding]:
+    """A random key plays the shipped prompt of its digit: each must be there and sound."""
+    from media.prompts import key_prompt_path
+
+    findings: list[Finding] = []
+    for name, on, key in (("answer_prompt", settings.answer_confirm, settings.answer_key),
+                          ("listen_prompt", settings.listen_confirm, settings.listen_key)):
+        for digit in RANDOM_DIGITS if on and key == RANDOM else "":
+            try:
+                validate_normalised(key_prompt_path(settings.language, name, digit))
+            except DialerError as exc:
+                findings.append(Finding(severity=Severity.ERROR, code="prompt_missing",
+                                        message=f"prompt {name!r} for key {digit}: {exc}"))
+    return findings
 
 
 def _default_prompt_set(language: str) -> Mapping[str, Path]:

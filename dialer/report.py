@@ -42,7 +42,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dialer.core import escalation
+from dialer.core import escalation, keys
 
 UTC = dt.UTC
 
@@ -399,9 +399,9 @@ def _settings_rows(st: Mapping[str, Any], run: Mapping[str, Any]) -> list[tuple[
         ("Retry delay", f"{st.get('retry_delay')} s" if st.get("retry_delay") is not None
          else None),
         ("Answer confirmation", f"{_yesno(st.get('answer_confirm'))} (key "
-                                f"{st.get('answer_key', '1')})"),
+                                f"{keys.setting_text(st.get('answer_key', '1'))})"),
         ("Listening confirmation", f"{_yesno(st.get('listen_confirm'))} (key "
-                                   f"{st.get('listen_key', '9')})"),
+                                   f"{keys.setting_text(st.get('listen_key', '9'))})"),
         ("Repeats at most", st.get("max_repeats")),
         ("Completion threshold", "all recipients" if threshold is None else threshold),
         ("Max calls total / int. / ext.",
@@ -560,7 +560,7 @@ def render_report(history: Mapping[str, Any], *, tz: dt.tzinfo = UTC,
         dots = "".join(
             f'<span title="{_e(_when(_ts(a.get("created_at")), tz))} '
             f'{_e(a.get("outcome") or "in progress")}'
-            f'{" " + _e(a.get("status")) if a.get("status") else ""}" '
+            f'{" " + _e(a.get("status")) if a.get("status") else ""}{_e(keys.drawn_text(a))}" '
             f'style="background:{OUTCOME_COLOURS.get(str(a.get("outcome")), "#3b82c4")}">'
             '</span>' for a in mine)
         last = mine[-1] if mine else None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dialer.core.errors import AudioError
 from media.audio import AudioInfo, import_audio, wav_seconds
-from media.prompts import LANGUAGES, PROMPT_TEXTS, PROMPTS_DIR, normalise_language
+from media.prompts import LANGUAGES, PROMPT_TEXTS, PROMPTS_DIR, key_prompt_texts, normalise_language
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +74,18 @@ def render_tts(text: str, voice: str, dest_dir: Path, *, rate: int = 8000,
     return synthesize(spoken, language, Path(dest_dir), rate=rate, timeout=timeout)
 
 
-def regenerate_prompts(prompts_dir: Path = PROMPTS_DIR) -> dict[str, dict[str, float]]:
-    """Rewrite every shipped prompt from ``PROMPT_TEXTS``; return their durations in seconds."""
+def regenerate_prompts(prompts_dir: Path = PROMPTS_DIR, *,
+                       only_keys: bool = False) -> dict[str, dict[str, float]]:
+    """Rewrite every shipped prompt from ``PROMPT_TEXTS`` and the per-digit ones of random keys
+    (``key_prompt_texts``); return their durations in seconds. ``only_keys``: just the
+    per-digit ones."""
     durations: dict[str, dict[str, float]] = {}
     for language in LANGUAGES:
         target = prompts_dir / language
         target.mkdir(parents=True, exist_ok=True)
         durations[language] = {}
-        for name, text in PROMPT_TEXTS[language].items():
+        texts = {} if only_keys else dict(PROMPT_TEXTS[language])
+        for name, text in {**texts, **key_prompt_texts(language)}.items():
             info = synthesize(text, language, target)
             final = target / f"{name}.wav"
             os.replace(info.path, final)  # same directory: atomic
@@ -93,8 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     """Command line: ``python -m media.tts [--dir DIR]`` regenerates the shipped prompts."""
     parser = argparse.ArgumentParser(description="Regenerate the shipped prompts with espeak-ng.")
     parser.add_argument("--dir", type=Path, default=PROMPTS_DIR, help="prompts directory")
+    parser.add_argument("--only-keys", action="store_true",
+                        help="only the per-digit prompts of random keys")
     args = parser.parse_args(argv)
-    for language, prompts in regenerate_prompts(args.dir).items():
+    for language, prompts in regenerate_prompts(args.dir, only_keys=args.only_keys).items():
         for name, seconds in prompts.items():
             print(f"{language}/{name}.wav  {seconds:.3f} s")
 

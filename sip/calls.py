@@ -314,6 +314,8 @@ class CallEvents:
                 self._hangup(att)
             elif isinstance(cmd, dlg.Confirmed):
                 self.send(ipc.Confirmed(call_id=att.call_id, what=cmd.what, at=cmd.at))
+            elif isinstance(cmd, dlg.Refused):
+                self.send(ipc.Refusal(call_id=att.call_id, what=cmd.what, key=cmd.key, at=cmd.at))
 
     def _hangup(self, att: Attempt, abort: str | None = None) -> None:
         att.abort_reason = oc.abort_reason_after(att.abort_reason, abort, att.state.outcome)

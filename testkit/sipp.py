@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,7 +46,7 @@ def parse_sipp_log(text: str) -> list[SippEvent]:
         if len(parts) < 3 or parts[0] != "PEER":
             continue
         kind, call_id, rest = parts[1], parts[2], parts[3:]
-        detail = rest[0] if kind in ("KEY", "END") and len(rest) > 1 else ""
+        detail = rest[0] if kind in ("KEY", "END", "TOLD", "NOKEY") and len(rest) > 1 else ""
         clock = int(rest[-1]) if rest and rest[-1].isdigit() else -1
         events.append(SippEvent(kind, call_id, detail, clock))
     return events
@@ -233,6 +234,29 @@ class Sipp:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def tell(self, call_id: str, headers: Mapping[str, str]) -> None:
+        """Send the call ``call_id`` of the running scenario a NOTIFY carrying ``headers``: how
+        a test hands a scenario a value it learns during the call (``random_key.xml`` reads the
+        digits to press from ``X-Answer``/``X-Listen``). SIPp matches it to the call by Call-ID;
+        the scenarios answer nothing, so it goes once, over UDP on loopback, from a port of the
+        system's choosing."""
+        if not self.transport.startswith("u"):
+            raise PeerError("Sipp.tell speaks UDP only")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((LOCALHOST, 0))
+            port = sock.getsockname()[1]
+            lines = [f"NOTIFY sip:sipp@{self.address} SIP/2.0",
+                     f"Via: SIP/2.0/UDP {LOCALHOST}:{port};branch=z9hG4bK-tell-{port}",
+                     "Max-Forwards: 70", f"From: <sip:test@{LOCALHOST}>;tag=tell{port}",
+                     f"To: <sip:sipp@{self.address}>", f"Call-ID: {call_id}",
+                     "CSeq: 1 NOTIFY", "Event: test",
+                     *(f"{k}: {v}" for k, v in headers.items()), "Content-Length: 0"]
+            sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), (LOCALHOST, self.port))
+
+    def told(self) -> list[tuple[str, str]]:
+        """(Call-ID, what it was told) of each NOTIFY a scenario logged as ``PEER TOLD``."""
+        return [(e.call_id, e.detail) for e in self.events() if e.kind == "TOLD"]
 
     # -- what it saw -----------------------------------------------------------------------
 

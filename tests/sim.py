@@ -36,16 +36,18 @@ from dialer.testing.memory import MemoryStore
 
 T0 = 1_900_000_000.0
 BEHAVIOURS = ("confirm", "busy", "reject", "no_answer", "wrong_key", "hangup_mid_message",
-              "silent")
+              "silent")  # the property tests' behaviours; also "fixed_key" (tests/test_sim_keys.py)
 
 
 @dataclass(frozen=True)
 class Behaviour:
     """What a recipient does on one call. ``after``: seconds of ringing before it answers (or
-    before the busy/reject reply)."""
+    before the busy/reject reply). ``fixed_key``: an auto-attendant that presses ``key`` at
+    every prompt, whatever the prompt says (``confirm`` presses the key the prompt announces)."""
 
     kind: str = "confirm"
     after: float = 2.0
+    key: str = "5"
 
     def succeeds(self, *, answer_confirm: bool, listen_confirm: bool, max_repeats: int,
                  ring_timeout: float) -> bool:
@@ -58,6 +60,8 @@ class Behaviour:
             return True
         if self.kind == "silent":
             return not answer_confirm and not listen_confirm
+        if self.kind == "fixed_key":
+            raise ValueError("fixed_key: whether it succeeds depends on the keys of the call")
         assert self.kind == "wrong_key"
         return (not answer_confirm and not listen_confirm) or max_repeats >= 1
 
@@ -271,6 +275,9 @@ class FakeGateway:
             elif isinstance(cmd, dlg.Confirmed):
                 self._emit(ipc.Confirmed(call_id=call.call_id, what=cmd.what,
                                          at=self.clock.now))
+            elif isinstance(cmd, dlg.Refused):
+                self._emit(ipc.Refusal(call_id=call.call_id, what=cmd.what, key=cmd.key,
+                                       at=self.clock.now))
             elif isinstance(cmd, dlg.HangUp):
                 self._end(call, 200, "BYE sent")
                 return
@@ -288,7 +295,9 @@ class FakeGateway:
         if kind == "silent":
             return
         right = s.answer_key if prompt is dlg.Prompt.ANSWER_PROMPT else s.listen_key
-        if kind == "wrong_key" and call.prompts_heard == 1:
+        if kind == "fixed_key":
+            self._at(1.0, call, "digit", call.behaviour.key)
+        elif kind == "wrong_key" and call.prompts_heard == 1:
             wrong = "5" if right != "5" else "6"
             self._at(1.0, call, "digit", wrong)
         elif kind in ("confirm", "wrong_key", "hangup_mid_message"):
@@ -323,13 +332,14 @@ class Simulation:
     def __init__(self, store: SqlStore | MemoryStore, data_dir: Path,
                  script: Mapping[str, Sequence[Behaviour]] | None = None, *,
                  start: float = T0, safety_interval: float = 3600.0, capacity: int = 1000,
-                 default: Behaviour = Behaviour()) -> None:
+                 default: Behaviour = Behaviour(),
+                 draw: Callable[[int], int] | None = None) -> None:
         self.store = store
         self.clock = VirtualClock(start)
         self.gateway = FakeGateway(self.clock, script or {}, capacity=capacity, default=default)
         self.daemon = Daemon(sim_config(store, data_dir), store, clock=self.clock,
                              gateway=self.gateway, safety_interval=safety_interval,
-                             durations=_durations, handle_signals=False)
+                             durations=_durations, handle_signals=False, draw=draw)
         self.steps = 0
         self.daemon.start()
 
@@ -363,5 +373,5 @@ _DURATIONS = {"answer_prompt": 4.0, "listen_prompt": 3.4, "goodbye": 2.0}
 
 def _durations(path: str) -> float:
     """Prompt durations without reading the files (those of the English prompts)."""
-    name = Path(path).stem
+    name = Path(path).stem.rstrip("0123456789").rstrip("_")  # answer_prompt_4: a random key's
     return _DURATIONS.get(name, 2.0)

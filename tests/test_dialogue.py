@@ -379,3 +379,107 @@ def test_any_sequence_keeps_the_invariants(s: DialogueSettings, evs: list[object
         assert Prompt.ANSWER_PROMPT not in plays
     if not s.listen_confirm:
         assert Prompt.LISTEN_PROMPT not in plays
+
+
+# ----- random keys (issue 15): only the drawn digit confirms, two guesses at most -----
+
+RANDOM = make(answer_key="4", listen_key="6", answer_random=True, listen_random=True,
+              max_repeats=3)
+
+
+def test_random_key_right_digit_confirms_like_a_fixed_one() -> None:
+    r = run(RANDOM)
+    steps = [r.answer(), r.key("4"), r.timer(), r.key("6"), r.timer()]
+    assert [shape(s) for s in steps] == [
+        [Play(A), ("timer", ANSWER_WAIT)],
+        [("confirmed", "answer"), Play(M), ("timer", 10.0)],
+        [Play(L), ("timer", LISTEN_WAIT)],
+        [("confirmed", "listen"), Play(G), ("timer", 1.5)],
+        [HangUp()],
+    ]
+    assert r.state.outcome is Outcome.CONTACTED
+
+
+def test_random_answer_key_one_wrong_digit_repeats_the_prompt_then_confirms() -> None:
+    r = run(RANDOM)
+    r.answer()
+    assert shape(r.key("1")) == [dlg.Refused("answer", "1", 102.0), Play(A),
+                                 ("timer", ANSWER_WAIT)]
+    assert r.state.wrong == 1 and r.state.phase is Phase.ANSWER_KEY
+    assert shape(r.key("4"))[0] == ("confirmed", "answer")
+    assert r.state.wrong == 0  # the listen prompt has its own two guesses
+
+
+def test_random_answer_key_second_wrong_digit_ends_unconfirmed() -> None:
+    r = run(RANDOM)
+    r.answer()
+    r.key("2")
+    assert shape(r.key("3")) == [dlg.Refused("answer", "3", 103.0), HangUp()]
+    assert r.state.outcome is Outcome.NOT_CONFIRMED
+    assert r.state.answer_confirmed_at is None
+    assert r.key("4") == []  # too late: the dialogue is over
+
+
+def test_random_listen_key_wrong_digit_replays_the_message_once() -> None:
+    r = run(RANDOM)
+    r.answer(), r.key("4"), r.timer()
+    assert shape(r.key("9")) == [dlg.Refused("listen", "9", 104.0), Play(M), ("timer", 10.0)]
+    r.key("6")  # during the message: kept, not a guess and not a confirmation
+    assert r.state.listen_confirmed_at is None and r.state.wrong == 1
+    r.timer()  # the listen prompt again
+    assert shape(r.key("5")) == [dlg.Refused("listen", "5", 107.0), HangUp()]
+    assert r.state.outcome is Outcome.NOT_CONFIRMED
+
+
+def test_random_key_no_key_still_repeats_up_to_max_repeats() -> None:
+    r = run(RANDOM)
+    r.answer()
+    for _ in range(3):
+        assert shape(r.timer()) == [Play(A), ("timer", ANSWER_WAIT)]
+    assert shape(r.timer()) == [HangUp()]
+    assert r.state.outcome is Outcome.NOT_CONFIRMED
+
+
+def test_random_key_max_repeats_zero_ends_at_the_first_wrong_digit() -> None:
+    r = run(make(answer_key="4", answer_random=True, max_repeats=0))
+    r.answer()
+    assert shape(r.key("5")) == [dlg.Refused("answer", "5", 102.0), HangUp()]
+
+
+def test_a_fixed_key_never_refuses() -> None:
+    r = run(make(max_repeats=5))
+    r.answer()
+    for k in "234567":
+        assert all(not isinstance(c, dlg.Refused) for c in r.key(k))
+    assert r.state.wrong == 0 and r.state.outcome is Outcome.NOT_CONFIRMED
+
+
+def _sweep(settings: DialogueSettings, digits: str) -> dlg.DialogueState:
+    r = run(settings)
+    r.answer()
+    for k in digits:
+        r.key(k)
+    return r.state
+
+
+def test_a_sweep_of_every_digit_confirms_a_fixed_key_but_a_random_one_only_in_two_guesses() -> None:
+    sweep = "2345678"
+    fixed = [_sweep(make(answer_key=d, max_repeats=10), sweep) for d in sweep]
+    assert all(s.answer_confirmed_at is not None for s in fixed)  # the fixed key: always found
+    drawn = [_sweep(make(answer_key=d, answer_random=True, max_repeats=10), sweep)
+             for d in sweep]
+    assert [s.answer_confirmed_at is not None for s in drawn] == [
+        True, True, False, False, False, False, False]  # only a key among the first two
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from("2345678"), st.lists(st.sampled_from("0123456789*#"), max_size=12),
+       st.integers(0, 6))
+def test_a_random_key_confirms_only_on_its_digit_among_the_first_two(
+        key: str, digits: list[str], repeats: int) -> None:
+    s = make(answer_key=key, answer_random=True, listen_confirm=False, max_repeats=repeats)
+    state = _sweep(s, "".join(digits))
+    first = digits[:min(2, repeats + 1)]
+    assert (state.answer_confirmed_at is not None) == (key in first)
+    if len(digits) >= len(first) == 2 and key not in first:
+        assert state.outcome is Outcome.NOT_CONFIRMED  # two wrong digits end it

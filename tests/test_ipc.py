@@ -55,6 +55,8 @@ TODAY: list[tuple[ipc.Message, dict[str, Any]]] = [
     (ipc.Played(call_id="c", prompt="message", at=1.5),
      {"ev": "played", "call_id": "c", "prompt": "message", "at": 1.5}),
     (ipc.Key(call_id="c", key="1", at=1.5), {"ev": "key", "call_id": "c", "key": "1", "at": 1.5}),
+    (ipc.Refusal(call_id="c", what="answer", key="3", at=1.5),
+     {"ev": "refusal", "call_id": "c", "what": "answer", "key": "3", "at": 1.5}),
     (ipc.Confirmed(call_id="c", what="answer", at=1.5),
      {"ev": "confirmed", "call_id": "c", "what": "answer", "at": 1.5}),
     (ipc.Slots(held=2), {"ev": "slots", "held": 2}),
@@ -85,8 +87,8 @@ def test_every_message_of_the_docstring_has_a_class() -> None:
     assert set(ipc.OPS) == {"init", "dial", "hangup", "trust", "trunk", "shutdown", "attach",
                             "retire", "ack", "lease"}
     assert set(ipc.EVENTS) == {"ready", "reg", "ringing", "answered", "played", "key",
-                               "confirmed", "slots", "dropped", "ended", "log", "load", "hello",
-                               "attached", "refused", "worker_lost"}
+                               "confirmed", "refusal", "slots", "dropped", "ended", "log", "load",
+                               "hello", "attached", "refused", "worker_lost"}
     assert {type(m) for m, _ in TODAY} == {*ipc.OPS.values(), *ipc.EVENTS.values()}
 
 

@@ -17,7 +17,16 @@ from hypothesis import strategies as st
 
 from dialer.core.errors import AudioError, ValidationError
 from media.audio import AudioInfo, import_audio, validate_normalised, wav_seconds
-from media.prompts import LANGUAGES, PROMPT_NAMES, PROMPT_TEXTS, prompt_path, prompt_set
+from media.prompts import (
+    KEY_PROMPT_NAMES,
+    LANGUAGES,
+    PROMPT_NAMES,
+    PROMPT_TEXTS,
+    key_prompt_path,
+    key_prompt_texts,
+    prompt_path,
+    prompt_set,
+)
 
 TONE_HZ = 440.0
 SECONDS = 1.5
@@ -283,6 +292,24 @@ def test_shipped_prompts_exist_and_are_normalised(language: str) -> None:
         assert sf.info(str(path)).samplerate == 8000
         assert 1.0 < wav_seconds(path) < 8.0, name
         assert path.stat().st_size < 128 * 1024, name
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_digit_of_a_random_key_has_its_prompts(language: str) -> None:
+    texts = key_prompt_texts(language)
+    assert len(texts) == len(KEY_PROMPT_NAMES) * 7
+    for name in KEY_PROMPT_NAMES:
+        for digit in "2345678":
+            path = key_prompt_path(language, name, digit)
+            assert path.name == f"{name}_{digit}.wav"
+            assert digit in texts[f"{name}_{digit}"]  # "press 4", "premi 4"
+            validate_normalised(path)
+            assert 1.0 < wav_seconds(path) < 8.0 and path.stat().st_size < 128 * 1024
+    for bad in ("1", "9", "0", "#", "44"):
+        with pytest.raises(ValidationError):
+            key_prompt_path(language, "answer_prompt", bad)
+    with pytest.raises(ValidationError):
+        key_prompt_path(language, "goodbye", "4")
 
 
 def test_prompt_languages_and_names() -> None:

@@ -246,3 +246,22 @@ def test_external_recipients_are_checked_against_their_templates_route(
     # without a route, the external trunk alone, as before
     assert "trunk_unregistered" in [f.code for f in check(
         FakeTemplate(recipients=CLEAN), message, trunk_states=states, routes=routes)]
+
+
+def test_a_random_key_needs_the_prompt_of_every_digit(message: AudioInfo,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    st = CampaignSettings(answer_key="random", listen_key="random")
+    assert codes(check(FakeTemplate(settings=st, recipients=CLEAN), message)) == [
+        ("info", "estimate", None)]  # every shipped per-digit prompt is there
+    import media.prompts
+
+    shipped = prompt_set("en")
+    monkeypatch.setattr(media.prompts, "PROMPTS_DIR", tmp_path)  # an installation without them
+    found = check(FakeTemplate(settings=st, recipients=CLEAN), message,
+                  prompt_set=lambda lang: shipped)
+    missing = [f.message for f in found if f.code == "prompt_missing"]
+    assert len(missing) == 14 and "'listen_prompt' for key 8" in missing[-1]
+    fixed = check(FakeTemplate(recipients=CLEAN), message,  # fixed keys need none of them
+                  prompt_set=lambda lang: shipped)
+    assert codes(fixed) == [("info", "estimate", None)]

@@ -15,6 +15,12 @@ Flow (SPEC section 4, step 3)::
 
 Repeats are bounded by ``max_repeats``; past it the dialogue hangs up with ``not_confirmed``. The
 far end hanging up before every required confirmation ends ``hung_up``.
+
+A key drawn for the call (``answer_random``/``listen_random``, ``dialer.core.keys``) is
+unguessable: a wrong digit at its prompt is refused (``Refused``) and repeats the prompt (the
+message and the prompt, for the listen key) as a wrong key always does, but only once: the
+``WRONG_DIGITS``-th wrong digit at that prompt ends the call ``not_confirmed``. A far end that
+sweeps the digits therefore gets two guesses, not seven. Fixed keys keep the rule above.
 """
 
 from __future__ import annotations
@@ -111,7 +117,19 @@ class Confirmed:
     at: float
 
 
-Command = Play | StartTimer | HangUp | Confirmed
+@dataclass(frozen=True)
+class Refused:
+    """A wrong digit at the prompt of a random key: ``what`` is ``"answer"`` or ``"listen"``."""
+
+    what: str
+    key: str
+    at: float
+
+
+Command = Play | StartTimer | HangUp | Confirmed | Refused
+
+WRONG_DIGITS = 2
+"""Wrong digits at the prompt of a random key that end the call unconfirmed (the first repeats)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,6 +141,7 @@ class DialogueState:
     repeats: int = 0
     token: int = 0
     keys: str = ""
+    wrong: int = 0  # wrong digits at the current random-key prompt
     answered_at: float | None = None  # None: not answered yet, keys and timers mean nothing
     answer_confirmed_at: float | None = None
     listen_confirmed_at: float | None = None
@@ -192,18 +211,31 @@ def _on_digit(state: DialogueState, event: Digit) -> tuple[DialogueState, list[C
     s = state.settings
     if state.phase is Phase.ANSWER_KEY:
         if event.key == s.answer_key:
-            confirmed = replace(state, answer_confirmed_at=event.at)
+            confirmed = replace(state, answer_confirmed_at=event.at, wrong=0)
             new, cmds = _message(confirmed, repeats=0)
             return new, [Confirmed("answer", event.at), *cmds]
+        if s.answer_random:
+            return _refuse(state, "answer", event)
         return _retry(state)
     if state.phase is Phase.LISTEN_KEY:
         if event.key == s.listen_key:
-            confirmed = replace(state, listen_confirmed_at=event.at)
+            confirmed = replace(state, listen_confirmed_at=event.at, wrong=0)
             new, cmds = _goodbye(confirmed)
             return new, [Confirmed("listen", event.at), *cmds]
+        if s.listen_random:
+            return _refuse(state, "listen", event)
         return _retry(state)
     # Keys during the message or the goodbye are kept in `keys` but change nothing.
     return state, []
+
+
+def _refuse(state: DialogueState, what: str,
+            event: Digit) -> tuple[DialogueState, list[Command]]:
+    """A wrong digit at a random key's prompt: refused; the first repeats, the second ends."""
+    refused = Refused(what, event.key, event.at)
+    state = replace(state, wrong=state.wrong + 1)
+    new, cmds = _give_up(state) if state.wrong >= WRONG_DIGITS else _retry(state)
+    return new, [refused, *cmds]
 
 
 def _retry(state: DialogueState) -> tuple[DialogueState, list[Command]]:

@@ -178,6 +178,9 @@ class DialogueSettings:
     listen_confirm: bool = True
     answer_key: str = DEFAULT_ANSWER_KEY
     listen_key: str = DEFAULT_LISTEN_KEY
+    # the key was drawn for this call (dialer.core.keys): a second wrong digit ends the prompt
+    answer_random: bool = False
+    listen_random: bool = False
     max_repeats: int = 3  # how many times a prompt or the message is repeated at most
     key_timeout: float = 5.0  # seconds to wait for a key after a prompt ends
     message_seconds: float = 0.0  # duration of the message audio

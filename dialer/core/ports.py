@@ -29,6 +29,7 @@ from dialer.core import escalation
 from dialer.core.cluster import LeaseTerms, NodeLease
 from dialer.core.domain import CampaignSettings, Kind, Outcome
 from dialer.core.health import HealthPolicy
+from dialer.core.keys import RandomBelow
 from dialer.core.permissions import Role
 from dialer.core.recipients import NumberRules, Recipient
 from dialer.core.records import (
@@ -117,9 +118,12 @@ class DispatchPort(MailPort, Protocol):
     def tick(self, *, now: float, node: str, kinds_available: frozenset[Kind] = frozenset(Kind),
              capacity: int | None = None, lease: int | None = None,
              trunks: Sequence[TrunkLoad] | None = None,
-             routes: Mapping[str, tuple[str, ...]] | None = None) -> Tick:
+             routes: Mapping[str, tuple[str, ...]] | None = None,
+             draw: RandomBelow | None = None) -> Tick:
         """One scheduling pass: campaign transitions, then claim the calls to place now, each
-        on a trunk of its route (``trunks``, ``routes``: ``dialer.core.routing``)."""
+        on a trunk of its route (``trunks``, ``routes``: ``dialer.core.routing``). ``draw``: the
+        random source of the keys drawn per call (``dialer.core.keys``; None:
+        ``secrets.randbelow``)."""
         ...
 
     def escalate(self, *, now: float) -> escalation.Pass:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dialer.core.domain import CampaignSettings, Kind, Limits, Outcome
+from dialer.core.keys import DrawnKeys
 from dialer.core.recipients import Recipient
 
 UTC = dt.UTC
@@ -64,6 +65,7 @@ class ClaimedCall:
     audio_sha: str
     audio_seconds: float
     trunk: str | None = None  # the trunk its route chose (None: the trunk named after its kind)
+    drawn: DrawnKeys = DrawnKeys()  # the digits of its random keys (dialer.core.keys)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,6 +8,7 @@ import unicodedata
 from dialer.core import escalation
 from dialer.core.domain import CampaignSettings, EmailPolicy
 from dialer.core.errors import ValidationError
+from dialer.core.keys import RANDOM
 
 NAME_RE = re.compile(r"[\w -]{1,100}")  # \w: letters of any alphabet ("Città"), digits, _
 DTMF_KEYS = set("0123456789*#")
@@ -43,9 +44,10 @@ def settings(st: CampaignSettings, recipients: int | None = None) -> CampaignSet
     if st.max_repeats > 20:
         raise ValidationError("max-repeats must be 20 or less")
     for key_name, key in (("answer-key", st.answer_key), ("listen-key", st.listen_key)):
-        if key not in DTMF_KEYS or len(key) != 1:
-            raise ValidationError(f"{key_name} {key!r} must be one of 0-9, * and #")
-    if st.answer_key == st.listen_key and st.answer_confirm and st.listen_confirm:
+        if key != RANDOM and (key not in DTMF_KEYS or len(key) != 1):
+            raise ValidationError(f"{key_name} {key!r} must be one of 0-9, * and #, or random")
+    if (st.answer_key == st.listen_key != RANDOM and st.answer_confirm
+            and st.listen_confirm):
         raise ValidationError("answer-key and listen-key must differ")
     limit(st.limits.total, "max-calls")
     limit(st.limits.internal, "max-internal")

@@ -238,7 +238,8 @@ class Campaigns(Templates, Dispatch):
                      "outcome": a.outcome,
                      "answer_confirmed_at": _iso(a.answer_confirmed_at),
                      "listen_confirmed_at": _iso(a.listen_confirmed_at), "node": a.node,
-                     "lease": a.lease, "trunk": a.trunk} for a in rows]
+                     "lease": a.lease, "trunk": a.trunk, "answer_key": a.answer_key,
+                     "listen_key": a.listen_key} for a in rows]
 
     def events_of(self, campaign_id: int) -> list[dict[str, Any]]:
         with self.session() as s:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import secrets
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from dialer.core import cluster, lifecycle, routing, scheduler
+from dialer.core import cluster, keys, lifecycle, routing, scheduler
 from dialer.core.domain import (
     CampaignSettings,
     CampaignState,
@@ -24,6 +25,7 @@ from dialer.core.domain import (
     RecipientState,
 )
 from dialer.core.errors import DialerError, LeaseLost
+from dialer.core.keys import RandomBelow
 from dialer.core.routing import TrunkLoad
 from dialer.storage import counters
 from dialer.storage.fastpath import (
@@ -97,7 +99,8 @@ class Dispatch(Nodes, FastPath):
     def tick(self, *, now: float, node: str, kinds_available: frozenset[Kind] = frozenset(Kind),
              capacity: int | None = None, lease: int | None = None,
              trunks: Sequence[TrunkLoad] | None = None,
-             routes: Mapping[str, tuple[str, ...]] | None = None) -> Tick:
+             routes: Mapping[str, tuple[str, ...]] | None = None,
+             draw: RandomBelow | None = None) -> Tick:
         """One scheduling pass: campaign transitions, then claim the calls to place now.
 
         ``lease``: the generation this node joined with (``join``), its fencing token. The pass
@@ -105,6 +108,9 @@ class Dispatch(Nodes, FastPath):
         lease (``LeaseLost`` otherwise: nothing is decided), then settles the open calls of
         nodes whose lease ran out (``node_lost``), and stamps its claims with the generation.
         Without ``lease`` (a test, the simulator) the check is left out.
+
+        ``draw``: the random source of the keys a call of a campaign with a random key draws
+        when its attempt is recorded (``dialer.core.keys``; None: ``secrets.randbelow``).
 
         ``trunks`` (this node's trunks: usable here, their limits) and ``routes``: each call
         goes to a trunk of its campaign's route (``dialer.core.routing``) under that trunk's
@@ -129,14 +135,15 @@ class Dispatch(Nodes, FastPath):
         """
         try:
             return self._tick(now=now, node=node, kinds_available=kinds_available,
-                              capacity=capacity, lease=lease, trunks=trunks, routes=routes)
+                              capacity=capacity, lease=lease, trunks=trunks, routes=routes,
+                              draw=draw or secrets.randbelow)
         except BaseException:
             self._view = _View()  # the pass rolled back: what it cached may not have happened
             raise
 
     def _tick(self, *, now: float, node: str, kinds_available: frozenset[Kind],
               capacity: int | None, lease: int | None, trunks: Sequence[TrunkLoad] | None,
-              routes: Mapping[str, tuple[str, ...]] | None) -> Tick:
+              routes: Mapping[str, tuple[str, ...]] | None, draw: RandomBelow) -> Tick:
         transitions: list[tuple[int, str, str]] = []
         view = self._view
         with self.session() as s:
@@ -243,7 +250,7 @@ class Dispatch(Nodes, FastPath):
                 dials = scheduler.plan(loads, gs.limits, g_running, fetch,
                                        kinds_available=kinds_available, capacity=capacity,
                                        router=router)
-                calls = self._claim(s, dials, node=node, now=now, lease=lease)
+                calls = self._claim(s, dials, node=node, now=now, lease=lease, draw=draw)
             next_due = self._next_due(s, view, now)
             if router is not None and (free := router.next_free()) is not None:
                 next_due = free if next_due is None else min(next_due, free)
@@ -353,7 +360,7 @@ class Dispatch(Nodes, FastPath):
                 + [scheduler.Candidate(rid, Kind(k), False) for _, _, rid, k in retry])
 
     def _claim(self, s: Session, dials: list[scheduler.Dial], *, node: str,
-               now: float, lease: int | None) -> list[ClaimedCall]:
+               now: float, lease: int | None, draw: RandomBelow) -> list[ClaimedCall]:
         """Claim the recipients decided on: recipient, attempt and history rows written with
         Core statements (one guarded UPDATE ... RETURNING per recipient, one INSERT of all
         attempts, one of all events); the counters are booked through ``counters.shift``."""
@@ -372,18 +379,21 @@ class Dispatch(Nodes, FastPath):
             counters.shift(s, d.campaign_id, RecipientState.IDLE, RecipientState.ACTIVE)
             snap = self._snapshot(s, d.campaign_id)
             aid = uuid.uuid4().hex
+            drawn = keys.draw(snap.settings, draw)
             attempts.append({"id": aid, "campaign_id": d.campaign_id,
                              "recipient_id": d.recipient_id, "number": number, "kind": kind,
                              "node": node, "lease": lease, "trunk": d.trunk, "created_at": at,
-                             "keys": ""})
+                             "keys": "", "answer_key": drawn.answer, "listen_key": drawn.listen})
             events.append({"at": at, "campaign_id": d.campaign_id, "recipient_id": d.recipient_id,
                            "attempt_id": aid, "kind": "attempt_started", "actor": None,
                            "detail": {"number": number, "kind": kind, "call": call_no,
-                                      **({"trunk": d.trunk} if d.trunk else {})}})
+                                      **({"trunk": d.trunk} if d.trunk else {}),
+                                      **keys.detail(drawn)}})
             calls.append(ClaimedCall(attempt_id=aid, campaign_id=d.campaign_id,
                                      recipient_id=d.recipient_id, number=number, kind=d.kind,
                                      settings=snap.settings, audio_sha=snap.audio_sha,
-                                     audio_seconds=snap.audio_seconds, trunk=d.trunk))
+                                     audio_seconds=snap.audio_seconds, trunk=d.trunk,
+                                     drawn=drawn))
         self._insert(s, _Q_ADD_ATTEMPTS, attempts)
         self._insert(s, _Q_ADD_EVENTS, events)
         counters.apply(s)

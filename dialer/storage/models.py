@@ -211,6 +211,9 @@ class AttemptRow(Base):
     q850: Mapped[int | None] = mapped_column(Integer)
     keys: Mapped[str] = mapped_column(String(100), default="")
     outcome: Mapped[str | None] = mapped_column(String(20))
+    # the digits drawn for a random key (dialer.core.keys; migration 0011), else NULL
+    answer_key: Mapped[str | None] = mapped_column(String(1))
+    listen_key: Mapped[str | None] = mapped_column(String(1))
 
 
 class NodeRow(Base):

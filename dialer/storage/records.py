@@ -59,7 +59,8 @@ def _attempt_dict(a: AttemptRow) -> dict[str, Any]:
             "answer_confirmed_at": _iso(a.answer_confirmed_at),
             "listen_confirmed_at": _iso(a.listen_confirmed_at), "ended_at": _iso(a.ended_at),
             "status": a.status, "reason": a.reason, "q850": a.q850, "keys": a.keys,
-            "outcome": a.outcome, "node": a.node, "lease": a.lease, "trunk": a.trunk}
+            "outcome": a.outcome, "node": a.node, "lease": a.lease, "trunk": a.trunk,
+            "answer_key": a.answer_key, "listen_key": a.listen_key}
 
 
 def _event_dict(e: EventRow) -> dict[str, Any]:

@@ -26,37 +26,37 @@ import dataclasses
 import datetime as dt
 import functools
 import itertools
+import secrets
 import threading
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from dialer.core import lifecycle, routing, scheduler
+from dialer.core import keys, lifecycle, routing, scheduler
 from dialer.core.cluster import NodeLease
 from dialer.core.domain import (
     CampaignSettings,
     CampaignState,
-    EmailPolicy,
     Kind,
     Limits,
     Outcome,
     RecipientState,
 )
 from dialer.core.errors import DialerError, NotFound, StateError, ValidationError
+from dialer.core.keys import RandomBelow
 from dialer.core.recipients import Recipient
 from dialer.core.records import (
     AttemptMeta,
     ClaimedCall,
     EndReport,
     GlobalSettings,
-    MailJob,
-    MailTarget,
     Tick,
 )
 from dialer.core.routing import TrunkLoad
 from dialer.files import write_private
 from dialer.testing.memory_escalation import MemoryEscalations
+from dialer.testing.memory_mail import MemoryMail
 from dialer.testing.memory_nodes import MemoryNodes
 from dialer.testing.memory_rows import (
     _Attempt,
@@ -87,7 +87,7 @@ def _locked(method: Callable[Concatenate[MemoryStore, P], R]
     return run
 
 
-class MemoryStore(MemoryEscalations, MemoryNodes, MemoryTrunks):
+class MemoryStore(MemoryEscalations, MemoryMail, MemoryNodes, MemoryTrunks):
     """``DispatchPort`` (and ``SetupPort``) in memory. The fields are plain and public for tests
     to read: ``campaigns``, ``recipients``, ``attempts``, ``events``."""
 
@@ -295,7 +295,8 @@ class MemoryStore(MemoryEscalations, MemoryNodes, MemoryTrunks):
                  "outcome": a.outcome,
                  "answer_confirmed_at": _iso(a.answer_confirmed_at),
                  "listen_confirmed_at": _iso(a.listen_confirmed_at), "node": a.node,
-                 "lease": a.lease, "trunk": a.trunk} for a in rows]
+                 "lease": a.lease, "trunk": a.trunk, "answer_key": a.answer_key,
+                 "listen_key": a.listen_key} for a in rows]
 
     @_locked
     def events_of(self, campaign_id: int) -> list[dict[str, Any]]:
@@ -312,53 +313,14 @@ class MemoryStore(MemoryEscalations, MemoryNodes, MemoryTrunks):
         self._event("campaign_state", at=now, campaign_id=c.id, actor=actor, old=old.value,
                     new=new.value, cause=cause)
 
-    # ----- e-mail (MailPort) -----
-
-    @_locked
-    def mail_job(self, campaign_id: int, trigger: str, recipient_id: int | None = None,
-                 attempt_id: str | None = None) -> MailJob | None:
-        c = self.campaigns.get(campaign_id)
-        if c is None:
-            return None
-        st = c.settings
-        recs = [r for r in self._recipients_of(campaign_id) if r.email is not None]
-        if trigger == "launch":
-            if st.email != EmailPolicy.ON_LAUNCH.value:
-                return None
-            activations = sum(1 for e in self.events
-                              if e.campaign_id == campaign_id and e.kind == "campaign_state"
-                              and e.detail.get("new") == CampaignState.ACTIVE.value)
-            if activations != 1:
-                return None
-        elif trigger == "unreached":
-            if st.email != EmailPolicy.UNREACHED.value or recipient_id is None:
-                return None
-            mine = sorted((a for a in self.attempts.values() if a.recipient_id == recipient_id),
-                          key=lambda a: (a.created_at, a.seq))
-            latest = mine[-1].id if mine else None
-            if attempt_id is not None and latest != attempt_id:
-                return None
-            recs = [r for r in recs if r.id == recipient_id and r.state is RecipientState.FAILED]
-        else:
-            raise ValueError(f"unknown mail trigger {trigger!r}")
-        return MailJob(campaign_id=c.id, name=c.name, audio_sha=c.audio_sha, text=st.tts_text,
-                       recipients=[MailTarget(id=r.id, number=r.number, name=r.name,
-                                              email=r.email) for r in recs if r.email])
-
-    @_locked
-    def record_emails(self, campaign_id: int, results: Sequence[tuple[int, str, bool, str]], *,
-                      at: float) -> None:
-        for recipient_id, address, sent, detail in results:
-            self._event("email_sent" if sent else "email_failed", at=at, campaign_id=campaign_id,
-                        recipient_id=recipient_id, email=address, detail=detail)
-
     # ----- the daemon's side (DispatchPort) -----
 
     @_locked
     def tick(self, *, now: float, node: str, kinds_available: frozenset[Kind] = frozenset(Kind),
              capacity: int | None = None, lease: int | None = None,
              trunks: Sequence[TrunkLoad] | None = None,
-             routes: Mapping[str, tuple[str, ...]] | None = None) -> Tick:
+             routes: Mapping[str, tuple[str, ...]] | None = None,
+             draw: RandomBelow | None = None) -> Tick:
         """``SqlStore.tick`` without the database: the same decisions, by the same core."""
         lost_nodes = self._fence_and_settle(node, lease, now)
         gs = self.get_settings()
@@ -427,7 +389,7 @@ class MemoryStore(MemoryEscalations, MemoryNodes, MemoryTrunks):
             dials = scheduler.plan(loads, gs.limits, g_running, fetch,
                                    kinds_available=kinds_available, capacity=capacity,
                                    router=router)
-            calls = [self._claim(d, node=node, now=now, lease=lease) for d in dials]
+            calls = [self._claim(d, node=node, now=now, lease=lease, draw=draw) for d in dials]
         next_due = self._next_due(live.values(), now)
         if router is not None and (free := router.next_free()) is not None:
             next_due = free if next_due is None else min(next_due, free)
@@ -457,8 +419,8 @@ class MemoryStore(MemoryEscalations, MemoryNodes, MemoryTrunks):
                                          and (r.next_at is None or r.next_at <= now)))]
         return scheduler.candidates(waiting, n_int, n_ext)
 
-    def _claim(self, d: scheduler.Dial, *, node: str, now: float,
-               lease: int | None = None) -> ClaimedCall:
+    def _claim(self, d: scheduler.Dial, *, node: str, now: float, lease: int | None,
+               draw: RandomBelow | None) -> ClaimedCall:
         r = self.recipients[d.recipient_id]
         if r.state is not RecipientState.IDLE:
             raise DialerError(f"recipient {d.recipient_id} was claimed by someone else")
@@ -467,15 +429,17 @@ class MemoryStore(MemoryEscalations, MemoryNodes, MemoryTrunks):
         r.last_call_at = now
         c = self.campaigns[d.campaign_id]
         aid = uuid.uuid4().hex
+        drawn = keys.draw(c.settings, draw or secrets.randbelow)
         self.attempts[aid] = _Attempt(id=aid, seq=next(self._attempt_seq), campaign_id=c.id,
                                       recipient_id=r.id, number=r.number, kind=r.kind, node=node,
-                                      created_at=now, lease=lease, trunk=d.trunk)
+                                      created_at=now, lease=lease, trunk=d.trunk,
+                                      answer_key=drawn.answer, listen_key=drawn.listen)
         self._event("attempt_started", at=now, campaign_id=c.id, recipient_id=r.id,
                     attempt_id=aid, number=r.number, kind=r.kind.value, call=r.calls,
-                    **({"trunk": d.trunk} if d.trunk else {}))
+                    **({"trunk": d.trunk} if d.trunk else {}), **keys.detail(drawn))
         return ClaimedCall(attempt_id=aid, campaign_id=c.id, recipient_id=r.id, number=r.number,
                            kind=d.kind, settings=c.settings, audio_sha=c.audio_sha,
-                           audio_seconds=c.audio_seconds, trunk=d.trunk)
+                           audio_seconds=c.audio_seconds, trunk=d.trunk, drawn=drawn)
 
     def _next_due(self, camps: Collection[_Campaign], now: float) -> float | None:
         """The next scheduled start or retry time after ``now`` (None: nothing waits on time)."""

@@ -99,6 +99,8 @@ class _Attempt:
     q850: int | None = None
     keys: str = ""
     outcome: str | None = None
+    answer_key: str | None = None  # the digits drawn for a random key (dialer.core.keys)
+    listen_key: str | None = None
 
 
 @dataclass

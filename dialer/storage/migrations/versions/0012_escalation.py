@@ -1,7 +1,7 @@
 """escalation: a run's follow-up, launched once
 
 Revision ID: 0012
-Revises: 0007
+Revises: 0011
 Create Date: 2026-12-03 14:40:00
 
 ``campaigns.escalation``: where a campaign with an escalation rule stands (``armed`` until it is
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0007"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
