@@ -31,6 +31,7 @@ from cli.common import (
     short_time,
 )
 from cli.tables import Col, fit, shown, when
+from dialer.core.alerts import describe
 from dialer.core.domain import CampaignState
 from dialer.core.permissions import Role
 
@@ -146,6 +147,8 @@ def campaign_show(campaign_id: int = typer.Argument(..., autocompletion=complete
         return
     out.print(f"starts {local(detail['start_at'])}"
               + (f", ended {local(detail['ended_at'])}" if detail["ended_at"] else ""))
+    if launched := describe(detail.get("alert")):
+        out.print(f"launched by {launched}", highlight=False, markup=False)
     for line in _trunk_lines(store, detail):
         out.print(line)
     from cli.watch import situation, waiting_lines

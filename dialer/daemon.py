@@ -24,9 +24,9 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dialer import ipc, messages
 from dialer.config import Config
@@ -47,6 +47,14 @@ MAX_WAIT = 1.0
 CAMPAIGN_METRICS_INTERVAL = 5.0  # seconds between two refreshes of the per-campaign gauges
 RESOLVE_INTERVAL = 60.0  # seconds between resolutions of the trunks' hosts (trusted sources)
 
+class Service(Protocol):
+    """Something that runs beside the loop for the daemon's life (``dialer.alerthook``)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 WorkerInit = Callable[[int], ipc.Init]
 """The first message SIP worker N gets (its trunks, RTP ports, trusted sources): the daemon's
 ``init_message``, which a gateway of worker processes needs to start them."""
@@ -64,11 +72,13 @@ class Daemon:
                  metrics: Metrics | None = None,
                  mail: MailQueue | None = None,
                  safety_interval: float = MAX_WAIT,
-                 handle_signals: bool = True, notifier: Notifier | None = None) -> None:
+                 handle_signals: bool = True, notifier: Notifier | None = None,
+                 services: Sequence[Service] = ()) -> None:
         """The gateway is given (``gateway``: the simulator's fake) or made from the daemon's
         ``init_message`` (``make_gateway``: ``dialer.bootstrap`` wires the SIP worker pool
         so). ``metrics`` and ``mail`` default to a fresh registry and a mail queue on
-        ``store``, which the simulator uses as they are."""
+        ``store``, which the simulator uses as they are. ``services`` (the Alertmanager
+        receiver) start with the daemon and stop first when it stops."""
         from media.audio import wav_seconds
         from media.prompts import prompt_set
 
@@ -98,6 +108,7 @@ class Daemon:
             store, config.smtp, config.data_dir / "media", clock=clock,
             counted=self.metrics.record_email)
         self.stopping = threading.Event()
+        self.services = tuple(services)
         self.notifier = notifier or Notifier({})  # systemd's (bootstrap), else none
         self.ticks = 0  # scheduling passes so far (the simulator checks after each)
         self._dirty = True
@@ -159,6 +170,8 @@ class Daemon:
         self.store.lock_node()  # SQLite: one `dialer serve` per database (NodeConflict)
         if self.config.metrics_port is not None:  # before joining: a taken port leaves no trace
             self.metrics.serve(self.config.metrics_bind, self.config.metrics_port)
+        for service in self.services:  # a port taken: refused before joining, too
+            service.start()
         self.membership.join()  # NodeConflict while another live node has this name
         self.store.start_checkpointer()  # SQLite: WAL checkpoints off the scheduling path
         self._install_signals()
@@ -512,6 +525,8 @@ class Daemon:
         on to the end of their dialogue for up to ``[sip] drain_timeout`` seconds: a routine
         restart cuts nobody who is listening to the message."""
         self.stopping.set()  # the resolver thread too (a simulator's daemon never ran run())
+        for service in self.services:  # no new campaign while the calls drain
+            service.stop()
         if self.handing_over:
             self._hand_over()
             return

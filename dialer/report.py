@@ -42,6 +42,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dialer.core.alerts import describe
+
 UTC = dt.UTC
 
 OUTCOME_COLOURS: dict[str, str] = {
@@ -390,6 +392,7 @@ def _settings_rows(st: Mapping[str, Any], run: Mapping[str, Any]) -> list[tuple[
     threshold = st.get("threshold")
     rows = [
         ("Template", run.get("template")),
+        ("Launched by", describe(run.get("alert"))),
         ("Priority", st.get("priority")),
         ("Attempts per recipient", st.get("attempts")),
         ("Ring timeout", f"{st.get('ring_timeout')} s" if st.get("ring_timeout") is not None

@@ -16,6 +16,7 @@ from dialer.core.domain import CampaignState, RecipientState
 from dialer.core.errors import NotFound, StateError, ValidationError
 from dialer.core.recipients import NumberRules, Recipient
 from dialer.storage import counters
+from dialer.storage.alertrows import alert_of
 from dialer.storage.dispatch import Dispatch
 from dialer.storage.fastpath import _LIVE, _RECIPIENTS, _SETTINGS_COLUMNS
 from dialer.storage.models import (
@@ -26,6 +27,7 @@ from dialer.storage.models import (
     RunRow,
 )
 from dialer.storage.records import (
+    TemplateView,
     _as_utc,
     _attempt_dict,
     _event_dict,
@@ -50,6 +52,19 @@ class Campaigns(Templates, Dispatch):
         ``audio_sha`` replaces the template's message; ``tts_text`` is the text it was spoken
         from (None for a recording), kept in the snapshot in place of the template's."""
         tpl = self.get_template(template, with_recipients=recipients is None)
+        with self.session() as s:
+            return self._launch(s, tpl, name=name, now=now, start_at=start_at, actor=actor,
+                                audio_sha=audio_sha, audio_seconds=audio_seconds,
+                                recipients=recipients, tts_text=tts_text)
+
+    def _launch(self, s: Session, tpl: TemplateView, *, name: str | None, now: float,
+                start_at: float, actor: str, audio_sha: str | None = None,
+                audio_seconds: float | None = None,
+                recipients: Sequence[Recipient] | None = None,
+                tts_text: str | None = None) -> int:
+        """``start_campaign`` inside the transaction ``s`` (a launch by an alert writes its
+        record in the same one): the checks first, so that a refused launch writes nothing."""
+        template = tpl.name
         if not tpl.enabled:
             raise StateError(f"template {template!r} is disabled")
         recs = list(recipients) if recipients is not None else tpl.recipients
@@ -62,41 +77,40 @@ class Campaigns(Templates, Dispatch):
         st = dataclasses.replace(st, display_name=name or tpl.name)
         if audio_sha is not None:
             st = dataclasses.replace(st, tts_text=tts_text)
-        with self.session() as s:
-            # SQLite reuses the highest rowid once it is deleted; a run id must never come back
-            # (attempts and events of the deleted campaign still carry it)
-            fresh_id = None
-            if self.sqlite:
-                fresh_id = 1 + max(s.scalar(select(func.max(RunRow.id))) or 0,
-                                   s.scalar(select(func.max(CampaignRow.id))) or 0)
-            camp = CampaignRow(id=fresh_id, template_id=tpl.id, template_name=tpl.name,
-                               name=name or tpl.name,
-                               state=CampaignState.SCHEDULED.value, settings=settings_to_dict(st),
-                               audio_sha=audio_sha or tpl.audio_sha,
-                               audio_seconds=audio_seconds if audio_seconds is not None
-                               else tpl.audio_seconds,
-                               priority=st.priority, start_at=to_dt(start_at),
-                               created_at=to_dt(now), created_by=actor,
-                               **counters.fresh_counts(len(recs)))
-            s.add(camp)
-            s.flush()
-            ids = self._insert_recipients(s, camp.id, recs, st.attempts)
-            s.add(RunRow(id=camp.id, name=camp.name, template_name=tpl.name,
-                         created_at=to_dt(now), created_by=actor, start_at=to_dt(start_at),
-                         settings=settings_to_dict(st), audio_sha=camp.audio_sha,
-                         audio_seconds=camp.audio_seconds,
-                         recipients=[{"id": rid, "position": pos, "number": r.number,
-                                      "name": r.name, "email": r.email, "kind": r.kind.value}
-                                     for (rid, pos), r in zip(ids, recs, strict=False)]))
-            self._audit(s, actor=actor, now=now, action="campaign.start",
-                        target=f"campaign {camp.id}",
-                        new={"name": camp.name, "template": tpl.name, "recipients": len(recs),
-                             "start_at": _iso(to_dt(start_at)),
-                             "audio_sha256": camp.audio_sha})
-            self._event(s, "campaign_created", at=now, campaign_id=camp.id, actor=actor,
-                        template=tpl.name, name=camp.name, recipients=len(recs),
-                        start_at=start_at, settings=settings_to_dict(st))
-            return camp.id
+        # SQLite reuses the highest rowid once it is deleted; a run id must never come back
+        # (attempts and events of the deleted campaign still carry it)
+        fresh_id = None
+        if self.sqlite:
+            fresh_id = 1 + max(s.scalar(select(func.max(RunRow.id))) or 0,
+                               s.scalar(select(func.max(CampaignRow.id))) or 0)
+        camp = CampaignRow(id=fresh_id, template_id=tpl.id, template_name=tpl.name,
+                           name=name or tpl.name,
+                           state=CampaignState.SCHEDULED.value, settings=settings_to_dict(st),
+                           audio_sha=audio_sha or tpl.audio_sha,
+                           audio_seconds=audio_seconds if audio_seconds is not None
+                           else tpl.audio_seconds,
+                           priority=st.priority, start_at=to_dt(start_at),
+                           created_at=to_dt(now), created_by=actor,
+                           **counters.fresh_counts(len(recs)))
+        s.add(camp)
+        s.flush()
+        ids = self._insert_recipients(s, camp.id, recs, st.attempts)
+        s.add(RunRow(id=camp.id, name=camp.name, template_name=tpl.name,
+                     created_at=to_dt(now), created_by=actor, start_at=to_dt(start_at),
+                     settings=settings_to_dict(st), audio_sha=camp.audio_sha,
+                     audio_seconds=camp.audio_seconds,
+                     recipients=[{"id": rid, "position": pos, "number": r.number,
+                                  "name": r.name, "email": r.email, "kind": r.kind.value}
+                                 for (rid, pos), r in zip(ids, recs, strict=False)]))
+        self._audit(s, actor=actor, now=now, action="campaign.start",
+                    target=f"campaign {camp.id}",
+                    new={"name": camp.name, "template": tpl.name, "recipients": len(recs),
+                         "start_at": _iso(to_dt(start_at)),
+                         "audio_sha256": camp.audio_sha})
+        self._event(s, "campaign_created", at=now, campaign_id=camp.id, actor=actor,
+                    template=tpl.name, name=camp.name, recipients=len(recs),
+                    start_at=start_at, settings=settings_to_dict(st))
+        return camp.id
 
     def _insert_recipients(self, s: Session, campaign_id: int, recs: Sequence[Recipient],
                            max_attempts: int) -> list[tuple[int, int]]:
@@ -167,6 +181,7 @@ class Campaigns(Templates, Dispatch):
                     "answer_confirmed_at": _iso(r.answer_confirmed_at), "email": r.email,
                     "max_attempts": r.max_attempts, "next_at": _iso(r.next_at),
                 } for r in recs],
+                "alert": alert_of(s, c.id),
             }
 
     def campaign_progress(self, campaign_id: int, *, since: float,
@@ -234,17 +249,23 @@ class Campaigns(Templates, Dispatch):
         if action not in ("suspend", "resume", "stop"):
             raise ValueError(f"unknown campaign action {action!r}")
         with self.session() as s:
-            max_active = self._lock_settings(s)
-            c = self._campaign_row(s, campaign_id)
-            cur = CampaignState(c.state)
-            new = self._operator_action(s, action, c, max_active, now)
-            if new is None:
-                raise StateError(f"cannot {action} campaign {campaign_id}: it is {cur.value}")
-            self._transition(s, c, new, cause=f"operator {action}", now=now, actor=actor)
-            self._audit(s, actor=actor, now=now, action=f"campaign.{action}",
-                        target=f"campaign {campaign_id}", old={"state": cur.value},
-                        new={"state": new.value})
-            return new.value
+            return self._set_state(s, campaign_id, action, actor=actor, now=now).value
+
+    def _set_state(self, s: Session, campaign_id: int, action: str, *, actor: str, now: float,
+                   cause: str | None = None) -> CampaignState:
+        """``set_campaign_state`` inside the transaction ``s``; ``cause`` of the transition
+        (default: the operator's action)."""
+        max_active = self._lock_settings(s)
+        c = self._campaign_row(s, campaign_id)
+        cur = CampaignState(c.state)
+        new = self._operator_action(s, action, c, max_active, now)
+        if new is None:
+            raise StateError(f"cannot {action} campaign {campaign_id}: it is {cur.value}")
+        self._transition(s, c, new, cause=cause or f"operator {action}", now=now, actor=actor)
+        self._audit(s, actor=actor, now=now, action=f"campaign.{action}",
+                    target=f"campaign {campaign_id}", old={"state": cur.value},
+                    new={"state": new.value})
+        return new
 
     def _lock_settings(self, s: Session) -> int | None:
         """The maximum of active campaigns, read under the lock that serialises every

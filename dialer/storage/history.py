@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from dialer.core.domain import CampaignState
 from dialer.core.errors import DialerError, NotFound, StateError, ValidationError
 from dialer.core.permissions import Role
+from dialer.storage.alertrows import alert_of
 from dialer.storage.engine import StoreEngine
 from dialer.storage.models import (
     AttemptRow,
@@ -214,7 +215,8 @@ class History(StoreEngine):
                         "created_at": _iso(run.created_at), "created_by": run.created_by,
                         "start_at": _iso(run.start_at), "audio_sha256": run.audio_sha,
                         "audio_seconds": run.audio_seconds,
-                        "state": states[-1] if states else CampaignState.SCHEDULED.value},
+                        "state": states[-1] if states else CampaignState.SCHEDULED.value,
+                        "alert": alert_of(s, run.id)},
                 "settings": run.settings,
                 "recipients": sorted(run.recipients, key=lambda r: r["position"]),
                 "attempts": [_attempt_dict(a) for a in attempts],
