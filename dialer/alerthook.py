@@ -220,8 +220,9 @@ class AlertReceiver:
         return done
 
     def respond(self, method: str, path: str, auth: str | None, length: str | None,
-                read: Callable[[int], bytes]) -> tuple[int, dict[str, Any]]:
-        """The status and JSON reply of one request (``read``: the body, once authorized)."""
+                read: Callable[[int], bytes], client: str = "") -> tuple[int, dict[str, Any]]:
+        """The status and JSON reply of one request (``read``: the body, once authorized;
+        ``client``: its address, for the log)."""
         try:
             if path.split("?", 1)[0] != PATH:
                 raise Refused(404, "not_found", f"no such path: POST {PATH}")
@@ -240,7 +241,8 @@ class AlertReceiver:
         except Refused as exc:
             self._count(exc.result)
             if exc.status not in (404, 405):
-                logger.warning("Alertmanager receiver: %d %s", exc.status, exc)
+                logger.warning("Alertmanager receiver: %d to %s: %s", exc.status,
+                               client or "?", exc)
             return exc.status, {"error": str(exc)}
         except StoreUnavailable as exc:
             self._count("unavailable")
@@ -275,7 +277,7 @@ class _Handler(BaseHTTPRequestHandler):
         method = self.command
         status, reply = self.receiver.respond(
             method, self.path, self.headers.get("Authorization"),
-            self.headers.get("Content-Length"), self.rfile.read)
+            self.headers.get("Content-Length"), self.rfile.read, self.address_string())
         body = (json.dumps(reply) + "\n").encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
