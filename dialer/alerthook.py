@@ -27,6 +27,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -122,8 +123,9 @@ class AlertReceiver:
             pass
 
         Handler.receiver = receiver
+        server = ThreadingHTTPServer if ":" not in self.config.bind else _Ipv6Server
         try:
-            self._server = ThreadingHTTPServer((self.config.bind, self.config.port), Handler)
+            self._server = server((self.config.bind, self.config.port), Handler)
         except OSError as exc:
             raise DialerError(f"[alertmanager]: cannot listen on {self.config.bind}:"
                               f"{self.config.port}: {exc.strerror or exc}") from exc
@@ -134,6 +136,14 @@ class AlertReceiver:
         logger.info("Alertmanager receiver on http://%s:%d%s (%d route(s), token from %s)",
                     self.config.bind, self.port, PATH, len(self.config.routes),
                     self.config.token_source)
+        actor = self.config.actor
+        try:
+            if not allows(self.store.roles_of(actor), Role.CAMPAIGNS):
+                logger.warning("Alertmanager receiver: operator %r does not hold the campaigns "
+                               "role, every notification is refused until an admin runs: "
+                               "dialer operator add %s --role campaigns", actor, actor)
+        except StoreUnavailable:
+            pass  # the daemon says so itself
 
     @property
     def port(self) -> int:
@@ -203,12 +213,12 @@ class AlertReceiver:
                 except DialerError as exc:  # a missing or disabled template: nothing stored
                     action = AlertAction.FAILED
                     entry["error"] = str(exc)
-                    logger.error("alert %s (%s): route %d cannot launch template %r: %s",
+                    logger.error("alert %r (%s): route %d cannot launch template %r: %s",
                                  alert.name, alert.fingerprint, route.index, route.template,
                                  exc)
             entry["action"], entry["campaign"] = action.value, campaign
             if action in (AlertAction.LAUNCHED, AlertAction.STOPPED):
-                logger.info("alert %s (%s, since %s) %s: campaign %s", alert.name,
+                logger.info("alert %r (%s, since %s) %s: campaign %s", alert.name,
                             alert.fingerprint, alert.starts_at, action.value, campaign,
                             extra={"campaign": campaign})
                 if self.on_change is not None:
@@ -263,6 +273,10 @@ def _alert(a: AlertIn) -> Alert:
     return Alert(status=AlertStatus(a.status), fingerprint=a.fingerprint,
                  starts_at=period_start(a.startsAt), ends_at=ends, labels=dict(a.labels),
                  annotations=dict(a.annotations), generator_url=a.generatorURL)
+
+
+class _Ipv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -135,6 +135,14 @@ def _reject_code(v: Any) -> int:
     return v
 
 
+def _listen(v: Any) -> str:
+    """An address to listen on (IPv4 or IPv6; 0.0.0.0 or :: for every one)."""
+    try:
+        return str(ipaddress.ip_address(v if isinstance(v, str) else ""))
+    except ValueError as exc:
+        raise ValueError(f"must be an IP address to listen on, not {v!r}") from exc
+
+
 def _actor(v: Any) -> str:
     if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", v):
         raise ValueError(f"must be an operator name (letters, digits, . _ @ -), not {v!r}")
@@ -284,7 +292,7 @@ class AlertRouteFile(Table):
 class AlertmanagerFile(Table):
     """``[alertmanager]``: the webhook receiver (off without this table)."""
 
-    bind: Text = "127.0.0.1"
+    bind: Annotated[str, _checked(_listen)] = "127.0.0.1"
     port: Annotated[int, ints(0, 65535)]
     token: Any = None  # refused: see the check below
     token_env: OptText = None

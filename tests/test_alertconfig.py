@@ -90,6 +90,7 @@ def test_the_token_from_a_file_relative_to_the_config(tmp_path: Path) -> None:
     (("stop_on_resolve = true", 'stop_on_resolve = "yes"'),
      "[alertmanager.routes #1].stop_on_resolve must be true or false"),
     (('bind = "127.0.0.1"', 'actor = "al ice"'), "[alertmanager].actor must be an operator"),
+    (('bind = "127.0.0.1"', 'bind = "localhost"'), "[alertmanager].bind must be an IP address"),
 ])
 def test_problems_are_named_where_they_are(tmp_path: Path, change: tuple[str, str],
                                            problem: str) -> None:

@@ -28,6 +28,7 @@ from dialer.config import AlertmanagerConfig
 from dialer.configfields import Secret
 from dialer.core.alerts import AlertRoute, parse_matcher
 from dialer.core.domain import CampaignSettings
+from dialer.core.errors import DialerError
 from dialer.core.permissions import Role
 from dialer.metrics import Metrics
 from dialer.storage.store import SqlStore
@@ -379,9 +380,10 @@ def test_other_paths_methods_and_oversized_bodies_are_refused(url: str, hook: Ho
 
 
 def test_without_the_campaigns_role_the_receiver_is_refused_and_stores_nothing(
-        url: str) -> None:
+        url: str, caplog: pytest.LogCaptureFixture) -> None:
     h = Hook(prepare(url, role=False))
     try:
+        assert "'alertmanager' does not hold the campaigns role" in caplog.text  # at start
         status, reply, _ = h.post(notification())
         assert status == 403
         assert "dialer operator add alertmanager --role campaigns" in reply["error"]
@@ -459,3 +461,30 @@ def test_the_token_never_reaches_the_log_or_the_database(hook: Hook,
                        hook.store.alert_launches()], default=str)
     assert TOKEN not in blob
     assert TOKEN not in repr(hook.receiver.config)
+
+
+def test_the_receiver_listens_on_ipv6_too(url: str) -> None:
+    store = prepare(url)
+    cfg = AlertmanagerConfig(bind="::1", port=0, token=Secret(TOKEN), token_source="env X",
+                             routes=ROUTES)
+    receiver = AlertReceiver(cfg, store)
+    try:
+        receiver.start()
+    except DialerError as exc:  # a machine without IPv6 on loopback
+        pytest.skip(str(exc))
+    try:
+        req = urllib.request.Request(f"http://[::1]:{receiver.port}{PATH}", method="POST",
+                                     data=json.dumps(notification()).encode(),
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert json.loads(resp.read())["alerts"][0]["action"] == "launched"
+    finally:
+        receiver.stop()
+        store.dispose()
+
+
+def test_a_taken_port_is_one_clear_error(hook: Hook) -> None:
+    cfg = AlertmanagerConfig(bind="127.0.0.1", port=hook.receiver.port, token=Secret(TOKEN),
+                             routes=ROUTES)
+    with pytest.raises(DialerError, match=r"\[alertmanager\]: cannot listen on 127.0.0.1:"):
+        AlertReceiver(cfg, hook.store).start()
