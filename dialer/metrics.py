@@ -95,6 +95,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from dialer.core.alerts import AlertAction
 from dialer.core.domain import CampaignState, Limits, RecipientState
 from dialer.core.errors import ConfigError
 
@@ -190,6 +191,8 @@ class Metrics:
         self.alerts = Counter("dialer_alertmanager_alerts",
                               "Alerts the Alertmanager receiver handled, by action.",
                               ["action"], registry=r)
+        for action in AlertAction:
+            self.alerts.labels(action.value)
         self.alert_launches = Counter("dialer_alert_launches",
                                       "Campaigns launched by an Alertmanager alert.",
                                       ["alertname", "template"], registry=r)
