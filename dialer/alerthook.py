@@ -172,6 +172,8 @@ class AlertReceiver:
             raw = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise Refused(400, "bad_request", f"not JSON: {exc}") from None
+        except RecursionError:  # [[[[...: deeper than any notification
+            raise Refused(400, "bad_request", "not JSON: nested too deep") from None
         try:
             return Notification.model_validate(raw)
         except PydanticError as exc:

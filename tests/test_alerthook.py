@@ -324,6 +324,8 @@ def test_concurrent_receivers_launch_one_campaign(url: str, hook: Hook) -> None:
 
 BAD_BODIES: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("not JSON", lambda p: b'{"version": "4", "alerts": ['),
+    ("not UTF-8", lambda p: b'{"version": "\xff"}'),
+    ("nested too deep", lambda p: b"[" * 200_000),
     ("not an object", lambda p: [p]),
     ("version 3", lambda p: p | {"version": "3"}),
     ("no alerts", lambda p: p | {"alerts": []}),
