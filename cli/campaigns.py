@@ -33,6 +33,7 @@ from cli.common import (
 from cli.escalation import escalation_lines
 from cli.tables import Col, fit, shown, when
 from dialer.core import keys
+from dialer.core.alerts import describe
 from dialer.core.domain import CampaignState
 from dialer.core.permissions import Role
 
@@ -148,6 +149,8 @@ def campaign_show(campaign_id: int = typer.Argument(..., autocompletion=complete
         return
     out.print(f"starts {local(detail['start_at'])}"
               + (f", ended {local(detail['ended_at'])}" if detail["ended_at"] else ""))
+    if launched := describe(detail.get("alert")):
+        out.print(f"launched by {launched}", highlight=False, markup=False)
     for line in [*_trunk_lines(store, detail), *escalation_lines(detail)]:
         out.print(line, highlight=False)
     if (keys_line := random_keys_line(detail.get("settings") or {})) is not None:

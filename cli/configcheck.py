@@ -31,7 +31,16 @@ def summary(cfg: Any) -> dict[str, Any]:
                           if cfg.sip_port else "any"),
             "trunks": sorted(cfg.trunks), "routes": {k: list(v) for k, v in cfg.routes.items()},
             "metrics": f"{cfg.metrics_bind}:{cfg.metrics_port}" if cfg.metrics_port is not None
-            else None, "smtp": cfg.smtp is not None}
+            else None, "smtp": cfg.smtp is not None, "alertmanager": _alerts(cfg.alertmanager)}
+
+
+def _alerts(a: Any) -> dict[str, Any] | None:
+    """The receiver's address, where its token comes from (never the token) and its routes."""
+    if a is None:
+        return None
+    return {"listen": f"{a.bind}:{a.port}", "token": a.token_source, "actor": a.actor,
+            "routes": [{"matchers": [str(m) for m in r.matchers], "template": r.template,
+                        "stop_on_resolve": r.stop_on_resolve} for r in a.routes]}
 
 
 def _safe(url: str) -> str:

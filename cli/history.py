@@ -11,11 +11,13 @@ from typing import Any, Optional
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from cli.choices import ExportFormat, complete_campaign
 from cli.common import authorized, emit_json, local, out
 from cli.tables import Col, fit, shown, when
+from dialer.core.alerts import describe
 from dialer.core.csvcells import cell
 from dialer.core.errors import ValidationError
 from dialer.core.permissions import Role
@@ -109,6 +111,8 @@ def history_show(run_id: int = typer.Argument(..., autocompletion=complete_campa
                        ("escalated_to", "escalated to run")):
         if run.get(key) is not None:
             t.add_row(label, str(run[key]))
+    if launched := describe(run.get("alert")):
+        t.add_row("launched by", escape(launched))
     for k, v in sorted(h["settings"].items()):
         t.add_row(k.replace("_", " "), shown(v, k))
     out.print(t)

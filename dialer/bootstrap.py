@@ -79,7 +79,8 @@ def database_file(store: Store) -> Path | None:
 def daemon(config: Config) -> Daemon:
     """The daemon of ``dialer serve``: the store of ``config.database_url`` (initialised
     already: only ``dialer init`` creates a database), the SIP worker processes behind a
-    ``PoolGateway``, the metrics registry and the mail queue."""
+    ``PoolGateway``, the metrics registry, the mail queue and, with ``[alertmanager]``, the
+    Alertmanager receiver (``dialer.alerthook``)."""
     from dialer.daemon import Daemon
     from dialer.gateway import PoolGateway
     from dialer.mailqueue import MailQueue
@@ -96,7 +97,15 @@ def daemon(config: Config) -> Daemon:
     from dialer.sdnotify import Notifier
 
     metrics = Metrics(node=config.node)
-    return Daemon(config, store, clock=time.time, make_gateway=workers, metrics=metrics,
-                  notifier=Notifier(),
-                  mail=MailQueue(store, config.smtp, config.data_dir / "media", clock=time.time,
-                                 counted=metrics.record_email))
+    receiver = None
+    if config.alertmanager is not None:  # [alertmanager]: the webhook receiver
+        from dialer.alerthook import AlertReceiver
+
+        receiver = AlertReceiver(config.alertmanager, store, clock=time.time, metrics=metrics)
+    d = Daemon(config, store, clock=time.time, make_gateway=workers, metrics=metrics,
+               notifier=Notifier(), services=[receiver] if receiver else [],
+               mail=MailQueue(store, config.smtp, config.data_dir / "media", clock=time.time,
+                              counted=metrics.record_email))
+    if receiver is not None:
+        receiver.on_change = d.notify  # a launch reruns the scheduler at the next step
+    return d

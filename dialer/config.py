@@ -16,7 +16,8 @@ from dialer.configfields import Secret as Secret
 from dialer.configfields import parse_password
 from dialer.configfile import MAX_CALLS_PER_WORKER as MAX_CALLS_PER_WORKER
 from dialer.configfile import MAX_TRUNKS as MAX_TRUNKS
-from dialer.configfile import ConfigFile, TrunkFile, validate
+from dialer.configfile import AlertmanagerFile, ConfigFile, TrunkFile, validate
+from dialer.core.alerts import AlertRoute, parse_matcher
 from dialer.core.cluster import LeaseTerms
 from dialer.core.errors import ConfigError
 from dialer.core.health import HealthPolicy
@@ -77,6 +78,19 @@ class TrunkConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AlertmanagerConfig:
+    """``[alertmanager]``: the webhook receiver for Prometheus Alertmanager (dialer.alerthook)."""
+
+    bind: str = "127.0.0.1"
+    port: int = 0  # 0: any free port (tests)
+    token: Secret = field(repr=False)  # the bearer token Alertmanager sends (token_env/_file)
+    token_source: str = ""  # where the token is read from (config check shows this, not it)
+    actor: str = "alertmanager"  # the operator the audit log names for its launches
+    max_body: int = 1024 * 1024  # bytes of a request's body, at most
+    routes: tuple[AlertRoute, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """Everything ``dialer serve`` needs."""
 
@@ -111,6 +125,7 @@ class Config:
     # [cluster]: this node's lease on the database (dialer.core.cluster)
     lease: LeaseTerms = field(default_factory=LeaseTerms)
     log_format: str = "text"  # serve --log-format (dialer.logs), passed on to the workers
+    alertmanager: AlertmanagerConfig | None = None  # [alertmanager]: None runs no receiver
 
     @property
     def state_dir(self) -> Path:
@@ -230,6 +245,8 @@ def _config(f: ConfigFile, path: Path | None, base: Path, secrets: bool) -> Conf
     if problem := lease.check():
         problems.append(f"[cluster]: {problem}")
     smtp = attempt(lambda: parse_smtp(f.smtp, base, secrets=secrets))
+    am = f.alertmanager
+    alertmanager = attempt(lambda: _alertmanager(am, base, secrets)) if am else None
     if problems:
         raise ConfigError("; ".join(problems), problems=problems)
     return Config(
@@ -254,7 +271,23 @@ def _config(f: ConfigFile, path: Path | None, base: Path, secrets: bool) -> Conf
         drain_timeout=f.sip.drain_timeout,
         orphan_timeout=f.sip.orphan_timeout,
         lease=lease,
+        alertmanager=alertmanager,
     )
+
+
+def _alertmanager(a: AlertmanagerFile, base: Path, secrets: bool) -> AlertmanagerConfig:
+    where = "[alertmanager]"
+    token = parse_password(a.model_dump(include={"token_env", "token_file"}, exclude_none=True),
+                           where, base, reveal=secrets, key="token")
+    assert token is not None  # AlertmanagerFile wants one source
+    if secrets and not token.reveal():
+        raise ConfigError(f"{where}: the bearer token is empty")
+    source = f"env {a.token_env}" if a.token_env else f"file {a.token_file}"
+    routes = tuple(AlertRoute(index=i, matchers=tuple(parse_matcher(m) for m in r.matchers),
+                              template=r.template, stop_on_resolve=r.stop_on_resolve)
+                   for i, r in enumerate(a.routes, 1))
+    return AlertmanagerConfig(bind=a.bind, port=a.port, token=token, token_source=source,
+                              actor=a.actor, max_body=a.max_body, routes=routes)
 
 
 def _trunk(name: str, t: TrunkFile, base: Path, secrets: bool) -> TrunkConfig:

@@ -47,25 +47,27 @@ def parse_int(d: dict[str, Any], key: str, default: int | None, where: str,
 
 
 def parse_password(t: dict[str, Any], where: str, base: Path, *,
-                   reveal: bool = True) -> Secret | None:
+                   reveal: bool = True, key: str = "password") -> Secret | None:
     """The password of table ``t``: from ``password_env`` or ``password_file`` (relative to
     ``base``), never from the file itself; None when neither is given. ``reveal=False``: not
-    read (``dialer config check`` runs without the passwords), an empty Secret instead."""
-    if "password" in t:
-        raise ConfigError(f"{where}: a password is never written in the config; "
-                          "use password_env or password_file")
+    read (``dialer config check`` runs without the passwords), an empty Secret instead.
+    ``key``: another secret read the same way (``token``: ``token_env`` / ``token_file``)."""
+    env_key, file_key = f"{key}_env", f"{key}_file"
+    if key in t:
+        raise ConfigError(f"{where}: a {key} is never written in the config; "
+                          f"use {env_key} or {file_key}")
     if not reveal:
-        return Secret("") if t.get("password_env") or t.get("password_file") else None
-    if env := t.get("password_env"):
+        return Secret("") if t.get(env_key) or t.get(file_key) else None
+    if env := t.get(env_key):
         value = os.environ.get(str(env))
         if value is None:
-            raise ConfigError(f"{where}.password_env: environment variable {env} is not set")
+            raise ConfigError(f"{where}.{env_key}: environment variable {env} is not set")
         return Secret(value)
-    if pfile := t.get("password_file"):
+    if pfile := t.get(file_key):
         try:
             pf = Path(str(pfile))
             return Secret((pf if pf.is_absolute() else base / pf).read_text().strip())
         except OSError as exc:
             raise ConfigError(
-                f"{where}.password_file: cannot read {pfile}: {exc.strerror}") from exc
+                f"{where}.{file_key}: cannot read {pfile}: {exc.strerror}") from exc
     return None

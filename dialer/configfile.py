@@ -18,7 +18,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from pydantic import ValidationError as PydanticError
 from pydantic_core import ErrorDetails
 
+from dialer.core.alerts import parse_matcher
 from dialer.core.domain import SIP_REJECT_CODES
+from dialer.core.errors import DialerError
 
 MAX_CALLS_PER_WORKER = 4  # PJSUA_MAX_CALLS of the pjsua2 wheel
 MAX_TRUNKS = 8  # a SIP worker's accounts (sip.worker.MAX_ACCOUNTS): one per trunk
@@ -130,6 +132,20 @@ def _sip_port(v: Any) -> int:
 def _reject_code(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v not in SIP_REJECT_CODES:
         raise ValueError(f"must be one of {', '.join(map(str, SIP_REJECT_CODES))}, not {v!r}")
+    return v
+
+
+def _listen(v: Any) -> str:
+    """An address to listen on (IPv4 or IPv6; 0.0.0.0 or :: for every one)."""
+    try:
+        return str(ipaddress.ip_address(v if isinstance(v, str) else ""))
+    except ValueError as exc:
+        raise ValueError(f"must be an IP address to listen on, not {v!r}") from exc
+
+
+def _actor(v: Any) -> str:
+    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", v):
+        raise ValueError(f"must be an operator name (letters, digits, . _ @ -), not {v!r}")
     return v
 
 
@@ -252,6 +268,56 @@ class ClusterFile(Table):
     heartbeat: Annotated[float, secs(0.5, 200)] = 3.0
 
 
+def _matchers(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(m, str) for m in v):
+        raise ValueError('must be a list of matchers such as ["severity=\\"critical\\""]')
+    for m in v:
+        try:
+            parse_matcher(m)
+        except DialerError as exc:
+            raise ValueError(str(exc)) from None
+    return tuple(v)
+
+
+class AlertRouteFile(Table):
+    """One ``[[alertmanager.routes]]`` entry: label matchers (Alertmanager's syntax; none:
+    every alert), the template an alert they match launches, and whether its resolution stops
+    the campaign."""
+
+    matchers: Annotated[tuple[str, ...], _checked(_matchers)] = ()
+    template: Text
+    stop_on_resolve: Flag = False
+
+
+class AlertmanagerFile(Table):
+    """``[alertmanager]``: the webhook receiver (off without this table)."""
+
+    bind: Annotated[str, _checked(_listen)] = "127.0.0.1"
+    port: Annotated[int, ints(0, 65535)]
+    token: Any = None  # refused: see the check below
+    token_env: OptText = None
+    token_file: OptText = None
+    actor: Annotated[str, _checked(_actor)] = "alertmanager"
+    max_body: Annotated[int, ints(1024, 64 * 1024 * 1024)] = 1024 * 1024
+    routes: list[AlertRouteFile] = Field(default_factory=list)
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _no_token(cls, v: Any) -> None:
+        if v is not None:
+            raise ValueError("a token is never written in the config; use token_env or "
+                             "token_file")
+
+    @model_validator(mode="after")
+    def _source(self) -> AlertmanagerFile:
+        if bool(self.token_env) == bool(self.token_file):
+            raise ValueError("needs its bearer token from exactly one of token_env or "
+                             "token_file")
+        if not self.routes:
+            raise ValueError("needs at least one [[alertmanager.routes]] entry")
+        return self
+
+
 def _trunks(v: Any) -> Any:
     if not isinstance(v, dict):
         raise ValueError("must be a table of trunks ([trunks.internal], [trunks.external], ...)")
@@ -281,9 +347,10 @@ class ConfigFile(Table):
     cluster: ClusterFile = Field(default_factory=ClusterFile)
     metrics: MetricsFile = Field(default_factory=MetricsFile)
     smtp: dict[str, Any] | None = None  # checked by dialer.mailer.parse_smtp
+    alertmanager: AlertmanagerFile | None = None  # the receiver: off without it
 
 
-TABLES = {"database", "data", "sip", "numbers", "cluster", "metrics", "smtp"}
+TABLES = {"database", "data", "sip", "numbers", "cluster", "metrics", "smtp", "alertmanager"}
 NESTED = {"trunks", "routes"}  # tables of tables
 
 
@@ -309,6 +376,9 @@ def problem(e: ErrorDetails) -> str:
         msg = e["msg"].removeprefix("Value error, ")
     depth = 2 if loc and loc[0] in NESTED else 1 if loc and loc[0] in TABLES else 0
     table, key = loc[:depth], loc[depth:]
+    if loc[:2] == ["alertmanager", "routes"] and len(loc) > 2 and loc[2].isdigit():
+        # [[alertmanager.routes]] is an array of tables: its entries by their position
+        table, key = [f"alertmanager.routes #{int(loc[2]) + 1}"], loc[3:]
     if kind in ("model_type", "dict_type", "model_attributes_type") and not key:
         return f"[{'.'.join(table)}] {msg}"
     if not table:

@@ -25,9 +25,9 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dialer import ipc, messages
 from dialer.config import Config
@@ -50,6 +50,14 @@ MAX_WAIT = 1.0
 CAMPAIGN_METRICS_INTERVAL = 5.0  # seconds between two refreshes of the per-campaign gauges
 RESOLVE_INTERVAL = 60.0  # seconds between resolutions of the trunks' hosts (trusted sources)
 
+class Service(Protocol):
+    """Something that runs beside the loop for the daemon's life (``dialer.alerthook``)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 WorkerInit = Callable[[int], ipc.Init]
 """The first message SIP worker N gets (its trunks, RTP ports, trusted sources): the daemon's
 ``init_message``, which a gateway of worker processes needs to start them."""
@@ -69,25 +77,24 @@ class Daemon:
                  metrics: Metrics | None = None,
                  mail: MailQueue | None = None,
                  safety_interval: float = MAX_WAIT,
-                 handle_signals: bool = True, notifier: Notifier | None = None) -> None:
+                 handle_signals: bool = True, notifier: Notifier | None = None,
+                 services: Sequence[Service] = ()) -> None:
         """The gateway is given (``gateway``: the simulator's fake) or made from the daemon's
         ``init_message`` (``make_gateway``: ``dialer.bootstrap`` wires the SIP worker pool
         so). ``metrics`` and ``mail`` default to a fresh registry and a mail queue on
         ``store``, which the simulator uses as they are. ``draw``: the random source of the
-        keys drawn per call (``dialer.core.keys``; default ``secrets.randbelow``, a test gives a
-        seeded one); ``key_prompts``: (language, prompt, digit) -> the prompt saying that digit
-        (``media.prompts.key_prompt_path``)."""
+        keys drawn per call (``dialer.core.keys``; a test gives a seeded one); ``key_prompts``:
+        (language, prompt, digit) -> the prompt saying that digit (``messages.Dials``);
+        ``services`` (the Alertmanager receiver) start with it and stop first."""
         from media.audio import wav_seconds
         from media.prompts import key_prompt_path, prompt_set
 
         self.config = config
         self.store: DispatchPort = store
         self.clock = clock
-        self._prompts = prompts or prompt_set
-        self._key_prompts = key_prompts or key_prompt_path
+        self.dials = messages.Dials(prompts or prompt_set, key_prompts or key_prompt_path,
+                                    durations or wav_seconds)
         self._draw: RandomBelow = draw or secrets.randbelow
-        self._seconds = durations or wav_seconds
-        self._seconds_cache: dict[str, float] = {}
         if gateway is None:
             if make_gateway is None:
                 raise TypeError("Daemon needs a gateway or make_gateway "
@@ -109,6 +116,7 @@ class Daemon:
             store, config.smtp, config.data_dir / "media", clock=clock,
             counted=self.metrics.record_email)
         self.stopping = threading.Event()
+        self.services = tuple(services)
         self.notifier = notifier or Notifier({})  # systemd's (bootstrap), else none
         self.ticks = 0  # scheduling passes so far (the simulator checks after each)
         self._dirty = True
@@ -170,6 +178,8 @@ class Daemon:
         self.store.lock_node()  # SQLite: one `dialer serve` per database (NodeConflict)
         if self.config.metrics_port is not None:  # before joining: a taken port leaves no trace
             self.metrics.serve(self.config.metrics_bind, self.config.metrics_port)
+        for service in self.services:  # a port taken: refused before joining, too
+            service.start()
         self.membership.join()  # NodeConflict while another live node has this name
         self.store.start_checkpointer()  # SQLite: WAL checkpoints off the scheduling path
         self._install_signals()
@@ -373,15 +383,8 @@ class Daemon:
     def _dial(self, call: ClaimedCall) -> None:
         trunk = self.config.trunks[call.trunk or call.kind.value]
         st = call.settings
-        media = {name: str(path) for name, path in self._prompts(st.language).items()}
-        for name, digit in (("answer_prompt", call.drawn.answer),
-                            ("listen_prompt", call.drawn.listen)):
-            if digit is not None:  # a random key: the shipped prompt that says its digit
-                media[name] = str(self._key_prompts(st.language, name, digit))
-        media["message"] = str(self.store.media_file(call.audio_sha,
-                                                     self.config.data_dir / "media"))
-        msg = messages.dial_message(call, trunk, media, self._duration)
-        w = self.gateway.dial(msg)
+        w = self.gateway.dial(self.dials.message(call, trunk, self.store.media_file(
+            call.audio_sha, self.config.data_dir / "media")))
         if w is None:  # cannot happen: the claim was bounded by free slots; never lose it
             self._finish(EndReport(attempt_id=call.attempt_id, outcome=Outcome.FAILED,
                                    at=self.clock(), reason="no free SIP worker slot"))
@@ -393,11 +396,6 @@ class Daemon:
                     call.campaign_id, w,
                     extra={"campaign": call.campaign_id, "recipient": call.recipient_id,
                            "attempt": call.attempt_id, "call_id": call.attempt_id})
-
-    def _duration(self, path: str) -> float:
-        if path not in self._seconds_cache:
-            self._seconds_cache[path] = self._seconds(path)
-        return self._seconds_cache[path]
 
     def _handle(self, w: int, msg: ipc.Event) -> None:
         at = float(getattr(msg, "at", None) or self.clock())
@@ -536,6 +534,8 @@ class Daemon:
         on to the end of their dialogue for up to ``[sip] drain_timeout`` seconds: a routine
         restart cuts nobody who is listening to the message."""
         self.stopping.set()  # the resolver thread too (a simulator's daemon never ran run())
+        for service in self.services:  # no new campaign while the calls drain
+            service.stop()
         if self.handing_over:
             self._hand_over()
             return

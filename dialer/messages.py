@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from dialer import ipc
@@ -66,3 +67,30 @@ def dial_message(call: ClaimedCall, trunk: TrunkConfig, media: dict[str, str],
         from_uri=f"sip:{caller}@{trunk.host.split(':')[0]}" if caller else None,
         display=st.display_name, ring_timeout=st.ring_timeout, media=media,
         dialogue={k: getattr(dialogue, k) for k in dialogue.__dataclass_fields__})
+
+
+class Dials:
+    """The ``dial`` messages of claimed calls: the language's prompts (for a random key, the
+    shipped prompt that says its digit), the message file, and the audio durations (each file
+    read once)."""
+
+    def __init__(self, prompts: Callable[[str], dict[str, Path]],
+                 key_prompts: Callable[[str, str, str], Path],
+                 durations: Callable[[str], float]) -> None:
+        self._prompts, self._key_prompts, self._seconds = prompts, key_prompts, durations
+        self._cache: dict[str, float] = {}
+
+    def message(self, call: ClaimedCall, trunk: TrunkConfig, message: Path) -> ipc.Dial:
+        lang = call.settings.language
+        media = {name: str(path) for name, path in self._prompts(lang).items()}
+        for name, digit in (("answer_prompt", call.drawn.answer),
+                            ("listen_prompt", call.drawn.listen)):
+            if digit is not None:
+                media[name] = str(self._key_prompts(lang, name, digit))
+        media["message"] = str(message)
+        return dial_message(call, trunk, media, self._duration)
+
+    def _duration(self, path: str) -> float:
+        if path not in self._cache:
+            self._cache[path] = self._seconds(path)
+        return self._cache[path]

@@ -47,6 +47,16 @@ dialer_campaign_info                      gauge      ``campaign``, ``name``, ``t
                                                      *live* campaign (join on ``campaign``)
 dialer_emails_total                       counter    ``result`` (sent, failed): e-mails of
                                                      campaign messages
+dialer_alertmanager_requests_total        counter    ``result``: webhook requests of the
+                                                     Alertmanager receiver (ok, bad_request,
+                                                     unauthorized,
+                                                     forbidden, not_found, method_not_allowed,
+                                                     too_large, unavailable)
+dialer_alertmanager_alerts_total          counter    ``action``: alerts it handled (launched,
+                                                     duplicate, unmatched, stopped, resolved,
+                                                     failed)
+dialer_alert_launches_total               counter    ``alertname``, ``template``: campaigns
+                                                     launched by an alert
 dialer_build_info                         gauge      ``version``, ``python``: 1
 process_*, python_info                    (several)  the daemon process (prometheus-client's
                                                      ProcessCollector, PlatformCollector)
@@ -87,6 +97,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from dialer.core.alerts import AlertAction
 from dialer.core.domain import CampaignState, Limits, RecipientState
 from dialer.core.errors import ConfigError
 
@@ -110,6 +121,10 @@ def _version() -> str:
         return version("alert-dialer")
     except PackageNotFoundError:
         return "unknown"
+
+
+ALERT_REQUEST_RESULTS = ("ok", "bad_request", "unauthorized", "forbidden", "not_found",
+                         "method_not_allowed", "too_large", "unavailable")
 
 
 def status_class(status: int | None) -> str:
@@ -176,6 +191,19 @@ class Metrics:
                                    "could not be launched).", ["result"], registry=r)
         for result in ("launched", "never", "failed"):
             self.escalations.labels(result)
+        self.alert_requests = Counter("dialer_alertmanager_requests",
+                                      "Webhook requests of the Alertmanager receiver, by result.",
+                                      ["result"], registry=r)
+        for result in ALERT_REQUEST_RESULTS:
+            self.alert_requests.labels(result)
+        self.alerts = Counter("dialer_alertmanager_alerts",
+                              "Alerts the Alertmanager receiver handled, by action.",
+                              ["action"], registry=r)
+        for action in AlertAction:
+            self.alerts.labels(action.value)
+        self.alert_launches = Counter("dialer_alert_launches",
+                                      "Campaigns launched by an Alertmanager alert.",
+                                      ["alertname", "template"], registry=r)
         self._info: dict[str, tuple[str, str]] = {}
         self.campaigns = Gauge("dialer_campaigns", "Campaigns by state.", ["state"], registry=r)
         self.campaign_state = Gauge(
@@ -312,6 +340,16 @@ class Metrics:
     def record_email(self, sent: bool) -> None:
         """Count one e-mail of a campaign's message, sent or failed."""
         self.emails.labels("sent" if sent else "failed").inc()
+
+    def alert_request(self, result: str) -> None:
+        """Count one webhook request of the Alertmanager receiver (``ALERT_REQUEST_RESULTS``)."""
+        self.alert_requests.labels(result).inc()
+
+    def alert_handled(self, action: str, alertname: str, template: str | None) -> None:
+        """Count one alert the receiver handled; a launch also under its alert and template."""
+        self.alerts.labels(action).inc()
+        if action == "launched" and template is not None:
+            self.alert_launches.labels(alertname, template).inc()
 
     def record_confirmation(self, what: str) -> None:
         """Count a confirmation: ``"answer"`` or ``"listen"``."""

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dialer.core import escalation, keys
+from dialer.core.alerts import describe
 
 UTC = dt.UTC
 
@@ -392,6 +393,7 @@ def _settings_rows(st: Mapping[str, Any], run: Mapping[str, Any]) -> list[tuple[
     threshold = st.get("threshold")
     rows = [
         ("Template", run.get("template")),
+        ("Launched by", describe(run.get("alert"))),
         ("Priority", st.get("priority")),
         ("Attempts per recipient", st.get("attempts")),
         ("Ring timeout", f"{st.get('ring_timeout')} s" if st.get("ring_timeout") is not None

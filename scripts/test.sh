@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # From nothing to the whole test suite: the system packages the tests need (SIPp, Kamailio,
-# Prometheus' promtool, Chromium, espeak-ng; apt, as root), a venv with the test dependencies,
-# the import contracts (lint-imports), ruff, mypy, then pytest.
+# Prometheus' promtool, Chromium, espeak-ng, tcpdump, Alertmanager; apt, as root), a venv with
+# the test dependencies, the import contracts (lint-imports), ruff, mypy, then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,7 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
+command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need[*]} with apt-get"

@@ -48,12 +48,13 @@ class Dialer:
                  db_url: str | None = None, node: str | None = None, bind: str = "127.0.0.1",
                  cluster: dict[str, Any] | None = None, check_url: str | None = None,
                  trunks: dict[str, dict[str, Any]] | None = None,
-                 routes: dict[str, list[str]] | None = None) -> None:
+                 routes: dict[str, list[str]] | None = None, tables: str = "") -> None:
         """``db_url``: a database several installations share (one node each: ``node``,
         ``bind``, ``cluster``); ``check_url``: where the test reads it (default ``db_url``;
         another when the node reaches it through a proxy the test can cut); ``trunks``: more
-        ``[trunks.<name>]`` tables, ``routes``: ``[routes.<name>]`` trunk lists. The workers'
-        SIP ports are a free range unless ``sip`` names ``port``."""
+        ``[trunks.<name>]`` tables, ``routes``: ``[routes.<name>]`` trunk lists; ``tables``:
+        more TOML as it is (``[alertmanager]``). The workers' SIP ports are a free range unless
+        ``sip`` names ``port``."""
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.db_url = db_url or f"sqlite:///{tmp}/dialer.db"
@@ -79,6 +80,8 @@ class Dialer:
             lines.append(f"[routes.{name}]\ntrunks = {_toml(names)}")
         if metrics_port is not None:
             lines.append(f"[metrics]\nport = {metrics_port}")
+        if tables:
+            lines.append(tables.strip())
         self.config.write_text("\n\n".join(lines) + "\n")
         self.daemon: subprocess.Popen[bytes] | None = None
         self.store = SqlStore(check_url or self.db_url)

@@ -34,6 +34,8 @@ def value(m: Metrics, metric: str, **labels: str) -> float | None:
 def fill(m: Metrics) -> None:
     """Give every metric at least one sample, the way a running daemon would."""
     m.record_email(True)
+    m.alert_request("ok")
+    m.alert_handled("launched", "PlantFire", "Fire")
     m.update_campaigns([
         {"id": 1, "state": "active", "idle": 3, "active": 2, "contacted": 4, "failed": 1,
          "stopped": 0, "name": "Fire drill", "template": "Fire"},
@@ -76,6 +78,8 @@ def test_every_metric_has_samples_and_follows_the_naming_conventions() -> None:
         "dialer_worker_slots", "dialer_worker_busy_slots", "dialer_worker_restarts",
         "dialer_scheduler_decision_seconds", "dialer_call_setup_seconds",
         "dialer_call_ring_seconds"}
+    assert names >= {"dialer_alertmanager_requests", "dialer_alertmanager_alerts",
+                     "dialer_alert_launches"}
     assert names >= {"dialer_campaign_info", "dialer_emails", "dialer_build_info",
                       "process_cpu_seconds", "process_resident_memory_bytes", "python_info"}
     for f in families:

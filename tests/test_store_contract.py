@@ -467,3 +467,68 @@ def test_a_followup_that_cannot_be_launched_fails_once_and_says_why(store: Contr
     assert store.escalate(now=NOW + 3).outcomes == ()
     failed = [e for e in store.events_of(cid) if e["kind"] == "escalation_failed"]
     assert len(failed) == 1 and failed[0]["detail"]["template"] == "Nobody"
+# ----- AlertPort (SqlStore only: the daemon's fake has no receiver) -----
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+    url = (f"sqlite:///{tmp_path / 'dialer.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("pg_database"))
+    if request.param == "postgresql":
+        _reset_pg(url)
+    s = SqlStore(url)
+    s.migrate()
+    try:
+        yield s
+    finally:
+        s.dispose()
+
+
+def _alert(status: str = "firing", starts: str = "2027-01-15T08:00:00.000000Z") -> Any:
+    from dialer.core.alerts import Alert, AlertStatus
+
+    return Alert(status=AlertStatus(status), fingerprint="f00d", starts_at=starts,
+                 ends_at=None if status == "firing" else "2027-01-15T09:00:00.000000Z",
+                 labels={"alertname": "Fire alarm"})
+
+
+def _route(stop: bool) -> Any:
+    from dialer.core.alerts import AlertRoute
+
+    return AlertRoute(index=1, matchers=(), template="T", stop_on_resolve=stop)
+
+
+def test_an_alert_period_launches_once_and_its_resolution_stops_once(
+        sql_store: SqlStore) -> None:
+    first = camp(sql_store, ["101"], name="T")  # the template T, and a campaign of an operator
+    fired = [sql_store.alert_fired(_alert(), _route(True), actor="am", now=NOW + i)
+             for i in range(3)]
+    cid = fired[0][1]
+    assert [(a.value, c) for a, c in fired] == [("launched", cid), ("duplicate", cid),
+                                                ("duplicate", cid)]
+    assert cid not in (None, first)
+    assert sql_store.campaign_detail(cid)["name"] == "Fire alarm"
+    resolved = [sql_store.alert_resolved(_alert("resolved"), _route(True), actor="am",
+                                         now=NOW + 10 + i) for i in range(2)]
+    assert [(a.value, c) for a, c in resolved] == [("stopped", cid), ("duplicate", cid)]
+    assert state(sql_store, cid) == "terminated"
+    assert state(sql_store, first) == "scheduled"  # an operator's campaign is left alone
+    [row] = sql_store.alert_launches()
+    assert (row["campaign_id"], row["stopped_on_resolve"]) == (cid, True)
+    # a new period of the same alert: launched again, and left running by a route without stop
+    again = sql_store.alert_fired(_alert(starts="2027-01-16T08:00:00.000000Z"), _route(False),
+                                  actor="am", now=NOW + 20)
+    assert again[0].value == "launched"
+    gone = sql_store.alert_resolved(_alert("resolved", "2027-01-16T08:00:00.000000Z"),
+                                    _route(False), actor="am", now=NOW + 30)
+    assert (gone[0].value, gone[1]) == ("resolved", again[1])
+    assert again[1] is not None and state(sql_store, again[1]) == "scheduled"
+    assert len(sql_store.alert_launches()) == 2
+
+
+def test_a_refused_alert_launch_stores_nothing(sql_store: SqlStore) -> None:
+    from dialer.core.errors import NotFound
+
+    with pytest.raises(NotFound):
+        sql_store.alert_fired(_alert(), _route(True), actor="am", now=NOW)
+    assert sql_store.alert_launches() == [] and sql_store.list_campaigns() == []

@@ -9,6 +9,8 @@
 * ``AdminPort``: the rest, what the CLI asks: settings, templates and their recipients,
   campaigns and the operator actions on them, operators and the audit log, the history (runs),
   and the database's own life (``migrate``, ``dispose``). Only ``SqlStore`` implements it.
+* ``AlertPort``: what the Alertmanager receiver (``dialer.alerthook``) asks: the launch of a
+  firing alert's campaign and its resolution, once per firing period. Only ``SqlStore``.
 * ``StorePort``: both (what ``dialer.cli`` holds).
 
 Every signature is ``SqlStore``'s, exactly (names, kinds and defaults of the parameters):
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dialer.core import escalation
+from dialer.core.alerts import Alert, AlertAction, AlertRoute
 from dialer.core.cluster import LeaseTerms, NodeLease
 from dialer.core.domain import CampaignSettings, Kind, Outcome
 from dialer.core.health import HealthPolicy
@@ -332,6 +335,26 @@ class AdminPort(Protocol):
 
     def recipient_attempts(self, campaign_id: int, ref: str,
                            rules: NumberRules = ...) -> dict[str, Any]:
+        ...
+
+    def alert_launches(self) -> list[dict[str, Any]]:
+        """Every firing period of an Alertmanager alert recorded, oldest first."""
+        ...
+
+
+class AlertPort(Protocol):
+    """What the Alertmanager receiver needs: who may launch, and the launch and resolution of
+    an alert's campaign, each once per firing period (``dialer.core.alerts``)."""
+
+    def roles_of(self, name: str) -> frozenset[Role]:
+        ...
+
+    def alert_fired(self, alert: Alert, route: AlertRoute, *, actor: str,
+                    now: float) -> tuple[AlertAction, int | None]:
+        ...
+
+    def alert_resolved(self, alert: Alert, route: AlertRoute, *, actor: str,
+                       now: float) -> tuple[AlertAction, int | None]:
         ...
 
 

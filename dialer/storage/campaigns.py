@@ -15,8 +15,8 @@ from dialer.core import escalation, lifecycle
 from dialer.core.domain import CampaignState, RecipientState
 from dialer.core.errors import NotFound, StateError, ValidationError
 from dialer.core.recipients import NumberRules, Recipient
-from dialer.core.records import TemplateView
 from dialer.storage import counters
+from dialer.storage.alertrows import alert_of
 from dialer.storage.dispatch import Dispatch
 from dialer.storage.fastpath import _LIVE, _RECIPIENTS, _SETTINGS_COLUMNS
 from dialer.storage.models import (
@@ -27,6 +27,7 @@ from dialer.storage.models import (
     RunRow,
 )
 from dialer.storage.records import (
+    TemplateView,
     _as_utc,
     _attempt_dict,
     _event_dict,
@@ -64,7 +65,9 @@ class Campaigns(Templates, Dispatch):
                         tts_text: str | None = None, escalated_from: int | None = None) -> int:
         """``start_campaign`` of template ``tpl`` (read before: a transaction of SQLite holds
         the write lock from its start) in the transaction ``s``; ``escalated_from``: the run
-        this one escalates (``dialer.storage.escalations``)."""
+        this one escalates (``dialer.storage.escalations``). A launch by an alert writes its
+        record in the same transaction; the checks come first, so a refused launch writes
+        nothing."""
         template = tpl.name
         if not tpl.enabled:
             raise StateError(f"template {template!r} is disabled")
@@ -190,6 +193,7 @@ class Campaigns(Templates, Dispatch):
                     "answer_confirmed_at": _iso(r.answer_confirmed_at), "email": r.email,
                     "max_attempts": r.max_attempts, "next_at": _iso(r.next_at),
                 } for r in recs],
+                "alert": alert_of(s, c.id),
             }
 
     def campaign_progress(self, campaign_id: int, *, since: float,
@@ -258,17 +262,23 @@ class Campaigns(Templates, Dispatch):
         if action not in ("suspend", "resume", "stop"):
             raise ValueError(f"unknown campaign action {action!r}")
         with self.session() as s:
-            max_active = self._lock_settings(s)
-            c = self._campaign_row(s, campaign_id)
-            cur = CampaignState(c.state)
-            new = self._operator_action(s, action, c, max_active, now)
-            if new is None:
-                raise StateError(f"cannot {action} campaign {campaign_id}: it is {cur.value}")
-            self._transition(s, c, new, cause=f"operator {action}", now=now, actor=actor)
-            self._audit(s, actor=actor, now=now, action=f"campaign.{action}",
-                        target=f"campaign {campaign_id}", old={"state": cur.value},
-                        new={"state": new.value})
-            return new.value
+            return self._set_state(s, campaign_id, action, actor=actor, now=now).value
+
+    def _set_state(self, s: Session, campaign_id: int, action: str, *, actor: str, now: float,
+                   cause: str | None = None) -> CampaignState:
+        """``set_campaign_state`` inside the transaction ``s``; ``cause`` of the transition
+        (default: the operator's action)."""
+        max_active = self._lock_settings(s)
+        c = self._campaign_row(s, campaign_id)
+        cur = CampaignState(c.state)
+        new = self._operator_action(s, action, c, max_active, now)
+        if new is None:
+            raise StateError(f"cannot {action} campaign {campaign_id}: it is {cur.value}")
+        self._transition(s, c, new, cause=cause or f"operator {action}", now=now, actor=actor)
+        self._audit(s, actor=actor, now=now, action=f"campaign.{action}",
+                    target=f"campaign {campaign_id}", old={"state": cur.value},
+                    new={"state": new.value})
+        return new
 
     def _lock_settings(self, s: Session) -> int | None:
         """The maximum of active campaigns, read under the lock that serialises every

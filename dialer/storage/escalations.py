@@ -75,7 +75,7 @@ class Escalations(Campaigns):
                     return esc.Outcome(campaign_id=cid, verdict=decision.verdict,
                                        cause=decision.cause)
                 assert rule is not None and tpl is not None
-                followup = self._launch(s, cid, rule, tpl, decision.cause, now)
+                followup = self._launch_followup(s, cid, rule, tpl, decision.cause, now)
                 return esc.Outcome(campaign_id=cid, verdict=esc.Verdict.LAUNCH,
                                    cause=decision.cause, followup_id=followup)
         except IntegrityError:  # runs.escalated_from: another node launched it meanwhile
@@ -99,7 +99,7 @@ class Escalations(Campaigns):
                           .values(escalation=mark))
         return bool(getattr(taken, "rowcount", 0))
 
-    def _launch(self, s: Session, cid: int, rule: esc.Rule, tpl: TemplateView, cause: str,
+    def _launch_followup(self, s: Session, cid: int, rule: esc.Rule, tpl: TemplateView, cause: str,
                 now: float) -> int:
         """Launch the follow-up of run ``cid`` in ``s``: its template's list, then (with
         ``pass_unreached``) the run's recipients that were not contacted."""

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from dialer.core.domain import CampaignState
 from dialer.core.errors import DialerError, NotFound, StateError, ValidationError
 from dialer.core.permissions import Role
+from dialer.storage.alertrows import alert_of
 from dialer.storage.engine import StoreEngine
 from dialer.storage.models import (
     AttemptRow,
@@ -217,7 +218,8 @@ class History(StoreEngine):
                         "state": states[-1] if states else CampaignState.SCHEDULED.value,
                         "escalated_from": run.escalated_from,
                         "escalated_to": s.scalar(select(RunRow.id)
-                                                 .where(RunRow.escalated_from == run_id))},
+                                                 .where(RunRow.escalated_from == run_id)),
+                        "alert": alert_of(s, run.id)},
                 "settings": run.settings,
                 "recipients": sorted(run.recipients, key=lambda r: r["position"]),
                 "attempts": [_attempt_dict(a) for a in attempts],

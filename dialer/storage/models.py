@@ -312,3 +312,31 @@ class AuditRow(Base):
     # database, never by the client; NULL on SQLite (no roles). Migration 0005.
     db_role: Mapped[str | None] = mapped_column(String(64), nullable=True,
                                                 server_default=FetchedValue())
+
+
+class AlertLaunchRow(Base):
+    """One firing period of an Alertmanager alert (its fingerprint and ``startsAt``) and the
+    campaign it launched: the unique key makes a repeated notification, another receiver behind
+    the same load balancer or a restarted daemon a no-op (``dialer.core.alerts``). Written in
+    the transaction that launches the campaign; a period first seen resolved has no campaign
+    (a late firing notification of it launches nothing). ``campaign_id`` is the run id, with no
+    foreign key: the row outlives a deleted campaign, as its history does. Migration 0009."""
+
+    __tablename__ = "alert_launches"
+    __table_args__ = (UniqueConstraint("fingerprint", "starts_at",
+                                       name="uq_alert_launches_period"),
+                      Index("ix_alert_launches_campaign", "campaign_id"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    starts_at: Mapped[str] = mapped_column(String(32))  # dialer.core.alerts.period_start
+    alertname: Mapped[str] = mapped_column(String(200))
+    route: Mapped[int] = mapped_column(Integer)  # 1-based [[alertmanager.routes]] entry
+    template: Mapped[str] = mapped_column(String(100))
+    campaign_id: Mapped[int | None] = mapped_column(Integer)
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON)
+    annotations: Mapped[dict[str, Any]] = mapped_column(JSON)
+    generator_url: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    ends_at: Mapped[str | None] = mapped_column(String(32))
+    stopped: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

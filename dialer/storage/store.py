@@ -17,13 +17,15 @@ truth), never from a node's memory.
 * ``campaigns.Campaigns``: launch, views and operator actions of campaigns;
 * ``dispatch.Dispatch``: the scheduling pass (``tick``) and its claim;
 * ``attempts.Attempts``: progress and end of the attempts, recovery of a node's open calls;
-* ``mail.Mail``: the campaign e-mails.
+* ``mail.Mail``: the campaign e-mails;
+* ``alerts.Alerts``: the campaigns launched by Alertmanager alerts.
 
 The dataclasses it hands out and the conversions are in ``records``, re-exported here.
 """
 
 from __future__ import annotations
 
+from dialer.storage.alerts import Alerts
 from dialer.storage.attempts import Attempts
 from dialer.storage.campaigns import Campaigns
 from dialer.storage.dispatch import Dispatch
@@ -71,6 +73,6 @@ __all__ = [
 ]
 
 
-class SqlStore(Escalations, Campaigns, Templates, Dispatch, Attempts, Mail, History, FastPath,
-               StoreEngine):
+class SqlStore(Alerts, Escalations, Campaigns, Templates, Dispatch, Attempts, Mail, History,
+               FastPath, StoreEngine):
     """The SQLAlchemy adapter of the dialer's storage (SQLite or PostgreSQL)."""

@@ -9,14 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dialer.core.ports import AdminPort, DispatchPort, MailPort, StorePort
+    from dialer.core.ports import AdminPort, AlertPort, DispatchPort, MailPort, StorePort
     from dialer.storage.store import SqlStore
     from dialer.testing.memory import MemoryStore
     from dialer.testing.setup import SetupPort
 
 
-def _sql_store(s: SqlStore) -> tuple[DispatchPort, AdminPort, MailPort, StorePort, SetupPort]:
-    return s, s, s, s, s
+def _sql_store(s: SqlStore) -> tuple[DispatchPort, AdminPort, MailPort, StorePort, SetupPort,
+                                     AlertPort]:
+    return s, s, s, s, s, s
 
 
 def _memory_store(s: MemoryStore) -> tuple[DispatchPort, MailPort, SetupPort]:
