@@ -146,6 +146,11 @@ def campaign_show(campaign_id: int = typer.Argument(..., autocompletion=complete
         return
     out.print(f"starts {local(detail['start_at'])}"
               + (f", ended {local(detail['ended_at'])}" if detail["ended_at"] else ""))
+    if detail["chain"]["head"]:
+        from cli.history import chain_text, print_chain_head
+
+        out.print(f"history {chain_text(detail['chain'])}", highlight=False)
+        print_chain_head(detail["chain"])
     for line in _trunk_lines(store, detail):
         out.print(line)
     from cli.watch import situation, waiting_lines

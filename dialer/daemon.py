@@ -500,6 +500,7 @@ class Daemon:
                               busy=self.gateway.busy_slots(),
                               slots=ready * self.config.calls_per_worker)
         self.book.update_metrics()
+        self.metrics.set_runs_sealed(self.store.runs_sealed)
         if time.monotonic() - self._campaign_metrics_at >= CAMPAIGN_METRICS_INTERVAL:
             # every campaign's recipients by state: a read of every campaign, so not every pass
             self._campaign_metrics_at = time.monotonic()

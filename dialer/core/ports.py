@@ -25,6 +25,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from dialer.core import chain
 from dialer.core.cluster import LeaseTerms, NodeLease
 from dialer.core.domain import CampaignSettings, Kind, Outcome
 from dialer.core.health import HealthPolicy
@@ -81,6 +82,11 @@ class DispatchPort(MailPort, Protocol):
       the node holds that lease, and settles as ``node_lost`` (counted) the open attempts of
       every node whose lease ended more than its margin ago (``Tick.settled``).
     """
+
+    @property
+    def runs_sealed(self) -> int:
+        """How many runs' histories this store has sealed since it started (a metric)."""
+        ...
 
     @property
     def safe_url(self) -> str:
@@ -316,6 +322,10 @@ class AdminPort(Protocol):
         ...
 
     def run_history(self, run_id: int) -> dict[str, Any]:
+        ...
+
+    def verify_run(self, run_id: int, expect_head: str | None = None) -> chain.Report:
+        """Recompute a run's history chain from its stored rows (``dialer.core.chain``)."""
         ...
 
     def recipient_attempts(self, campaign_id: int, ref: str,

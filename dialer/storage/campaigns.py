@@ -18,6 +18,7 @@ from dialer.core.recipients import NumberRules, Recipient
 from dialer.storage import counters
 from dialer.storage.dispatch import Dispatch
 from dialer.storage.fastpath import _LIVE, _RECIPIENTS, _SETTINGS_COLUMNS
+from dialer.storage.history import chain_view
 from dialer.storage.models import (
     AttemptRow,
     CampaignRow,
@@ -154,10 +155,11 @@ class Campaigns(Templates, Dispatch):
                 raise NotFound(f"no campaign with id {campaign_id}")
             recs = s.scalars(select(RecipientRow).where(RecipientRow.campaign_id == campaign_id)
                              .order_by(RecipientRow.position)).all()
+            run = s.get(RunRow, campaign_id)
             return {
                 "id": c.id, "name": c.name, "template": c.template_name, "state": c.state,
                 "priority": c.priority, "start_at": _iso(c.start_at), "ended_at": _iso(c.ended_at),
-                "settings": c.settings,
+                "settings": c.settings, "chain": chain_view(run),
                 "recipients": [{
                     "position": r.position, "number": r.number, "name": r.name,
                     "kind": r.kind, "state": r.state, "attempts": r.attempts, "calls": r.calls,
