@@ -169,3 +169,58 @@ def test_a_run_that_ended_before_the_chain_is_not_sealed(store: SqlStore) -> Non
     assert report.status is Status.NOT_SEALED
     assert report.line() == (f"run {cid}: not sealed (it finished before the history was "
                              "chained): nothing to verify")
+
+
+@pytest.mark.postgres
+def test_a_stop_and_the_last_call_ending_at_once_on_two_nodes_seal_once(store: SqlStore) -> None:
+    """PostgreSQL, two nodes at the same instant: the operator's stop (node A) and the end of the
+    run's last call (node B) both reach the seal; whichever waits for the other's locks sees what
+    it committed, so exactly one seals. A third connection holds the run row so that both are
+    in flight together (A waits for it, B for A's campaign row), then lets them go."""
+    if store.sqlite:
+        pytest.skip("SQLite has a single writer: no two transactions are ever in flight")
+    import threading
+
+    from testkit.wait import until
+
+    template(store, recipients=[rec("101"), rec("102")])
+    cid = campaign(store)
+    a, b = tick(store).calls
+    end(store, a, Outcome.BUSY, NOW + 1, status=486)
+    node_a, node_b = SqlStore(store.url), SqlStore(store.url)
+    errors: list[BaseException] = []
+
+    def run(fn: Any) -> threading.Thread:
+        def body() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - reported by the test below
+                errors.append(exc)
+        t = threading.Thread(target=body)
+        t.start()
+        return t
+
+    def waiting() -> int:
+        with store.engine.connect() as con:
+            return int(con.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'")).scalar_one())
+
+    try:
+        with store.engine.connect() as holder:
+            holder.execute(text("SELECT id FROM runs WHERE id = :c FOR UPDATE"), {"c": cid})
+            stopping = run(lambda: node_a.set_campaign_state(cid, "stop", actor="op",
+                                                             now=NOW + 2))
+            until(lambda: waiting() >= 1, 30, "the stop waiting for the run row")
+            ending = run(lambda: end(node_b, b, Outcome.CONTACTED, NOW + 2))
+            until(lambda: waiting() >= 2, 30, "the last call's end waiting for the stop")
+            holder.rollback()
+        stopping.join(30)
+        ending.join(30)
+        assert not errors and not stopping.is_alive() and not ending.is_alive()
+        assert (node_a.runs_sealed, node_b.runs_sealed) == (0, 1)
+        report = store.verify_run(cid)
+        assert report.ok and report.rows == len(chained(store, cid))
+    finally:
+        node_a.dispose()
+        node_b.dispose()
