@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import event, select, update
+from sqlalchemy import Table, bindparam, event, select, update
 from sqlalchemy.orm import Session
 
 from dialer.core import chain
@@ -110,11 +110,16 @@ class Chain(History):
         else:
             links = chain.seal(self._chain_rows(s, run_id),
                                start=chain.genesis(run_id, snapshot(run)))
-        for link in links:
-            table = AttemptRow if link.kind is chain.Kind.ATTEMPT else EventRow
-            key: Any = link.id if link.kind is chain.Kind.ATTEMPT else int(link.id)
-            s.execute(update(table).where(table.id == key).values(
-                chain_seq=link.seq, chain_prev=link.prev, chain_hash=link.hash))
+        for kind, model in ((chain.Kind.ATTEMPT, AttemptRow), (chain.Kind.EVENT, EventRow)):
+            params = [{"key": link.id if kind is chain.Kind.ATTEMPT else int(link.id),
+                       "seq": link.seq, "prev": link.prev, "hash": link.hash}
+                      for link in links if link.kind is kind]
+            if params:  # one executemany per table: a run can have many thousand rows
+                t = model.__table__
+                assert isinstance(t, Table)
+                s.execute(update(t).where(t.c.id == bindparam("key")).values(
+                    chain_seq=bindparam("seq"), chain_prev=bindparam("prev"),
+                    chain_hash=bindparam("hash")), params)
         if links:
             run.chain_head = links[-1].hash
         elif not sealed:
