@@ -156,12 +156,14 @@ def history_verify(
 ) -> None:
     """Recompute a run's history chain and name the first row altered, inserted or deleted.
 
-    Each run is sealed when it is over: its attempts and events in order, each with a SHA-256
-    over its content and the previous row's hash; the run keeps the last hash (the chain head,
-    in every export and report). Exit status: 0 the chain verifies; 1 it does not (the line
-    names the first bad row: altered, inserted, rows deleted before it, rows missing at the
-    end) or an error; 3 nothing to verify: the run is not over yet, or it ended before the
-    history was chained (revision 0008).
+    A run is sealed when it is over: its attempts and events in order,
+    each with a SHA-256 over its content and the previous row's hash.
+    The run keeps the last hash, the chain head (in every export and report).
+
+    Exit status: 0 the chain verifies; 1 it does not (the line names the
+    first bad row: altered, inserted, rows deleted before it, rows missing
+    at the end), or an error; 3 nothing to verify: the run is not over yet,
+    or it ended before the history was chained (revision 0008).
 
     Example: dialer history verify 3 --head 5f1c...e9
     """
@@ -187,7 +189,7 @@ def history_export(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File (default: stdout)."),
 ) -> None:
     """Export a run: configuration snapshot, recipients, every attempt and event, the chain
-    head and each row's hash (``dialer history verify RUN --head`` checks a copy against them).
+    head and each row's hash (dialer history verify RUN --head checks a copy against them).
 
     In CSV, a text cell starting with = + - @ (a spreadsheet formula) gets a leading ';
     the number column keeps its numbers (+39...) as they are.
