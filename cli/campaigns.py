@@ -155,6 +155,11 @@ def campaign_show(campaign_id: int = typer.Argument(..., autocompletion=complete
         out.print(line, highlight=False)
     if (keys_line := random_keys_line(detail.get("settings") or {})) is not None:
         out.print(keys_line, highlight=False)
+    if detail["chain"]["head"]:
+        from cli.history import chain_text, print_chain_head
+
+        out.print(f"history {chain_text(detail['chain'])}", highlight=False)
+        print_chain_head(detail["chain"])
     from cli.watch import situation, waiting_lines
 
     now = time.time()

@@ -18,6 +18,7 @@ from cli.choices import ExportFormat, complete_campaign
 from cli.common import authorized, emit_json, local, out
 from cli.tables import Col, fit, shown, when
 from dialer.core.alerts import describe
+from dialer.core.chain import Status
 from dialer.core.csvcells import cell
 from dialer.core.errors import ValidationError
 from dialer.core.permissions import Role
@@ -26,7 +27,8 @@ history_app = typer.Typer(help="The permanent history of every campaign run.", n
 
 V = Role.VIEWER
 CSV_COLUMNS = ["record", "id", "at", "recipient_id", "position", "number", "attempt_id", "kind",
-               "actor", "data"]
+               "actor", "data", "chain_hash"]
+EX_NOT_SEALED = 3  # ``history verify``: the run has no chain (yet) to verify
 
 
 def export_json(history: dict[str, Any]) -> str:
@@ -40,7 +42,8 @@ def export_csv(history: dict[str, Any]) -> str:
     each, then every ``attempt`` and every ``event``; fields that have no column go into
     ``data`` as JSON with sorted keys. Every text cell is neutralised against spreadsheet
     formulas (``dialer.core.csvcells``); the ``number`` column keeps its numbers (+39...) as they
-    are."""
+    are. ``chain_hash``: the chain head on the ``run`` row, each row's own hash on the attempts
+    and events (empty until the run is sealed)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, CSV_COLUMNS, lineterminator="\n")
     w.writeheader()
@@ -55,7 +58,7 @@ def export_csv(history: dict[str, Any]) -> str:
 
     run = history["run"]
     put({"record": "run", "id": run["id"], "at": run["created_at"],
-                "actor": run["created_by"],
+                "actor": run["created_by"], "chain_hash": run["chain"]["head"] or "",
                 "data": data({**run, "settings": history["settings"]}, "id", "created_at",
                              "created_by")})
     for r in history["recipients"]:
@@ -68,13 +71,15 @@ def export_csv(history: dict[str, Any]) -> str:
                     "recipient_id": a["recipient_id"],
                     "position": position.get(a["recipient_id"], ""),
                     "number": a["number"], "attempt_id": a["id"], "kind": a["outcome"] or "",
-                    "data": data(a, "id", "created_at", "recipient_id", "number")})
+                    "chain_hash": a["chain_hash"] or "",
+                    "data": data(a, "id", "created_at", "recipient_id", "number", "chain_hash")})
     for e in history["events"]:
         put({"record": "event", "id": e["id"], "at": e["at"],
                     "recipient_id": e["recipient_id"] if e["recipient_id"] is not None else "",
                     "position": position.get(e["recipient_id"], ""),
                     "attempt_id": e["attempt_id"] or "", "kind": e["kind"],
-                    "actor": e["actor"] or "", "data": data(e["detail"])})
+                    "actor": e["actor"] or "", "data": data(e["detail"]),
+                    "chain_hash": e["chain_hash"] or ""})
     return buf.getvalue()
 
 
@@ -113,9 +118,11 @@ def history_show(run_id: int = typer.Argument(..., autocompletion=complete_campa
             t.add_row(label, str(run[key]))
     if launched := describe(run.get("alert")):
         t.add_row("launched by", escape(launched))
+    t.add_row("chain", chain_text(run["chain"]))
     for k, v in sorted(h["settings"].items()):
         t.add_row(k.replace("_", " "), shown(v, k))
     out.print(t)
+    print_chain_head(run["chain"])
     rt = Table("#", "number", "name", "kind", "email", title="recipients at launch")
     for r in h["recipients"]:
         rt.add_row(str(r["position"]), r["number"], r["name"] or "", r["kind"], r["email"] or "")
@@ -131,6 +138,57 @@ def history_show(run_id: int = typer.Argument(..., autocompletion=complete_campa
     out.print(et)
 
 
+def chain_text(chain: dict[str, Any]) -> str:
+    """A run's chain in one phrase (``history show``, ``campaign show``); the head itself goes
+    on a line of its own (``chain_head_line``), never cut by a table."""
+    if not chain["head"]:
+        return "not sealed (when the run is over; never for runs that ended before revision 0008)"
+    return f"sealed {local(chain['sealed_at'])}, {chain['rows']} rows"
+
+
+def print_chain_head(chain: dict[str, Any]) -> None:
+    """``chain head <64 hex>`` on one line, unwrapped (to compare with an export's)."""
+    if chain["head"]:
+        out.print(f"chain head {chain['head']}", soft_wrap=True, highlight=False)
+
+
+@history_app.command("verify")
+def history_verify(
+    run_id: int = typer.Argument(..., autocompletion=complete_campaign,
+                                 help="Run id (= the campaign's id)."),
+    head: Optional[str] = typer.Option(
+        None, "--head", metavar="HEX",
+        help="A chain head kept elsewhere (an export's): it must be this run's head, or the "
+             "hash of one of its rows (the chain grew since)."),
+    json_out: bool = typer.Option(False, "--json", help="JSON for scripts."),
+) -> None:
+    """Recompute a run's history chain and name the first row altered, inserted or deleted.
+
+    A run is sealed when it is over: its attempts and events in order,
+    each with a SHA-256 over its content and the previous row's hash.
+    The run keeps the last hash, the chain head (in every export and report).
+
+    Exit status: 0 the chain verifies; 1 it does not (the line names the
+    first bad row: altered, inserted, rows deleted before it, rows missing
+    at the end), or an error; 3 nothing to verify: the run is not over yet,
+    or it ended before the history was chained (revision 0008).
+
+    Example: dialer history verify 3 --head 5f1c...e9
+    """
+    if head is not None and (len(head) != 64 or any(c not in "0123456789abcdefABCDEF"
+                                                    for c in head)):
+        raise typer.BadParameter("a chain head is 64 hex digits", param_hint="--head")
+    report = authorized(V, "history verify").verify_run(run_id, expect_head=head)
+    if json_out:
+        emit_json(report.as_dict())
+    else:
+        typer.echo(report.line())
+    if report.status in (Status.NOT_SEALED, Status.NOT_SEALED_YET):
+        raise typer.Exit(EX_NOT_SEALED)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 @history_app.command("export")
 def history_export(
     run_id: int = typer.Argument(..., autocompletion=complete_campaign,
@@ -138,7 +196,8 @@ def history_export(
     fmt: ExportFormat = typer.Option(ExportFormat.json, "--format", "-f", help="The format."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File (default: stdout)."),
 ) -> None:
-    """Export a run: configuration snapshot, recipients, every attempt and event.
+    """Export a run: configuration snapshot, recipients, every attempt and event, the chain
+    head and each row's hash (dialer history verify RUN --head checks a copy against them).
 
     In CSV, a text cell starting with = + - @ (a spreadsheet formula) gets a leading ';
     the number column keeps its numbers (+39...) as they are.

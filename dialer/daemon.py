@@ -82,9 +82,8 @@ class Daemon:
         """The gateway is given (``gateway``: the simulator's fake) or made from the daemon's
         ``init_message`` (``make_gateway``: ``dialer.bootstrap`` wires the SIP worker pool
         so). ``metrics`` and ``mail`` default to a fresh registry and a mail queue on
-        ``store``, which the simulator uses as they are. ``draw``: the random source of the
-        keys drawn per call (``dialer.core.keys``; a test gives a seeded one); ``key_prompts``:
-        (language, prompt, digit) -> the prompt saying that digit (``messages.Dials``);
+        ``store``. ``draw``: the random source of the keys drawn per call (a test gives a
+        seeded one); ``key_prompts``: (language, prompt, digit) -> the prompt saying that digit;
         ``services`` (the Alertmanager receiver) start with it and stop first."""
         from media.audio import wav_seconds
         from media.prompts import key_prompt_path, prompt_set
@@ -522,6 +521,7 @@ class Daemon:
                               busy=self.gateway.busy_slots(),
                               slots=ready * self.config.calls_per_worker)
         self.book.update_metrics()
+        self.metrics.set_runs_sealed(self.store.runs_sealed)
         if time.monotonic() - self._campaign_metrics_at >= CAMPAIGN_METRICS_INTERVAL:
             # every campaign's recipients by state: a read of every campaign, so not every pass
             self._campaign_metrics_at = time.monotonic()

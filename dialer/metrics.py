@@ -277,6 +277,10 @@ class Metrics:
         self.nodes_lost = Counter("dialer_nodes_lost",
                                   "Other nodes this node declared lost (lease ended).",
                                   ["node"], registry=r)
+        self.runs_sealed = Counter("dialer_runs_sealed",
+                                   "Runs whose history this node sealed (their attempts and "
+                                   "events chained by SHA-256: dialer history verify).",
+                                   ["node"], registry=r)
         self.node_lost_calls = Counter("dialer_node_lost_calls",
                                        "Open calls of lost nodes this node settled as node_lost.",
                                        ["node"], registry=r)
@@ -306,6 +310,8 @@ class Metrics:
         self.database_up.labels(node).set(1)
         self.nodes_lost.labels(node)
         self.node_lost_calls.labels(node)
+        self.runs_sealed.labels(node)
+        self._sealed = 0
         self._live: set[str] = set()
         self._call_labels: set[tuple[str, str]] = set()
         self._max_campaigns_registered = True
@@ -330,6 +336,12 @@ class Metrics:
         """This node declared another lost and settled ``calls`` of its open calls."""
         self.nodes_lost.labels(self.node).inc()
         self.node_lost_calls.labels(self.node).inc(calls)
+
+    def set_runs_sealed(self, total: int) -> None:
+        """The store of this node has sealed ``total`` runs since it started."""
+        if total > self._sealed:
+            self.runs_sealed.labels(self.node).inc(total - self._sealed)
+            self._sealed = total
 
     # ----- attempts and calls -----
 

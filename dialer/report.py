@@ -9,7 +9,8 @@ The input (``history``) is the shape of ``SqlStore.run_history(run_id)``::
     {
       "run": {"id": 12, "name": "Evacuation B", "template": "evac", "state": "completed",
               "created_at": ISO, "created_by": "alice", "start_at": ISO,
-              "audio_sha256": "...", "audio_seconds": 12.5},            # every key optional
+              "audio_sha256": "...", "audio_seconds": 12.5,             # every key optional
+              "chain": {"head": "<64 hex>"|None, "rows": 42|None, "sealed_at": ISO|None}},
       "settings": {...},         # the CampaignSettings snapshot as a dict (limits nested)
       "recipients": [{"id": 31, "position": 1, "number": "201", "name": "Ada", "email": None,
                       "kind": "internal",
@@ -38,12 +39,14 @@ import datetime as dt
 import html
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dialer.core import escalation, keys
 from dialer.core.alerts import describe
+from dialer.reportdata import Point, _ts, history_from_campaign, timeline
+
+__all__ = ["Point", "chart_svg", "history_from_campaign", "render_report", "timeline"]
 
 UTC = dt.UTC
 
@@ -68,94 +71,6 @@ SERIES: tuple[tuple[str, str, str], ...] = (
     ("in_progress", "In a call", STATE_COLOURS["active"]),
 )
 """Chart series, bottom to top: (id, legend, colour)."""
-
-
-# ----- input -----
-
-def history_from_campaign(detail: Mapping[str, Any], attempts: Sequence[Mapping[str, Any]],
-                          events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Build ``render_report``'s input from ``SqlStore.campaign_detail()``, ``attempts_of()``
-    and ``events_of()`` of one campaign.
-
-    ``campaign_detail`` recipients carry no id; it is recovered from the attempts (by number),
-    which is all the report needs to tie events to recipients.
-    """
-    ids = {str(a["number"]): a["recipient_id"] for a in attempts if a.get("number")}
-    created = next((e for e in events if e.get("kind") == "campaign_created"), None)
-    recipients = [{**r, "id": r.get("id", ids.get(str(r.get("number"))))}
-                  for r in detail.get("recipients", [])]
-    return {
-        "run": {"id": detail.get("id"), "name": detail.get("name"),
-                "template": detail.get("template"), "state": detail.get("state"),
-                "start_at": detail.get("start_at"), "ended_at": detail.get("ended_at"),
-                "created_at": created.get("at") if created else None,
-                "created_by": created.get("actor") if created else None},
-        "settings": dict(detail.get("settings") or {}),
-        "recipients": recipients,
-        "attempts": list(attempts),
-        "events": list(events),
-    }
-
-
-def _ts(value: Any) -> float | None:
-    """ISO string, datetime or POSIX seconds -> POSIX seconds (naive ISO is read as UTC)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, dt.datetime):
-        when = value
-    else:
-        try:
-            when = dt.datetime.fromisoformat(str(value))
-        except ValueError:
-            return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
-
-
-# ----- the series -----
-
-@dataclass(frozen=True)
-class Point:
-    """The recipients by state right after one event."""
-
-    at: float
-    contacted: int
-    failed: int
-    stopped: int
-    in_progress: int
-
-
-def timeline(events: Iterable[Mapping[str, Any]], total: int) -> list[Point]:
-    """Contacted / failed / stopped recipients and calls in progress after each event that
-    changes them (several events at one instant make one point)."""
-    state: dict[Any, str] = {}
-    calls: set[Any] = set()
-    points: list[Point] = []
-    ordered = sorted((e for e in events if _ts(e.get("at")) is not None),
-                     key=lambda e: (_ts(e.get("at")), e.get("id") or 0))
-    for e in ordered:
-        kind = e.get("kind")
-        detail = e.get("detail") or {}
-        if kind == "attempt_started":
-            calls.add(e.get("attempt_id"))
-        elif kind == "attempt_ended":
-            calls.discard(e.get("attempt_id"))
-        elif kind == "recipient_state" and "new" in detail:
-            state[e.get("recipient_id")] = str(detail["new"])
-        else:
-            continue
-        at = _ts(e.get("at"))
-        assert at is not None
-        states = Counter(state.values())
-        p = Point(at, states["contacted"], states["failed"], states["stopped"], len(calls))
-        if points and points[-1].at == at:
-            points[-1] = p  # several events at one instant: keep the last picture
-        else:
-            points.append(p)
-    return points
 
 
 # ----- formatting helpers -----
@@ -388,6 +303,14 @@ def _kpi(label: str, value: str, sub: str = "", cls: str = "") -> str:
             f'<div class="value">{_e(value)}</div><div class="sub">{_e(sub)}</div></div>')
 
 
+def _chain_html(chain: Mapping[str, Any]) -> str:
+    """The run's chain head, in full (``dialer history verify RUN --head`` takes it)."""
+    if not chain.get("head"):
+        return '<div class="meta" id="chain-head"><span>history not sealed</span></div>'
+    return (f'<div class="meta" id="chain-head"><span>history sealed, {_e(chain.get("rows"))} '
+            f'rows, chain head <code>{_e(chain["head"])}</code></span></div>')
+
+
 def _settings_rows(st: Mapping[str, Any], run: Mapping[str, Any]) -> list[tuple[str, str]]:
     lim = st.get("limits") or {}
     threshold = st.get("threshold")
@@ -496,6 +419,7 @@ def render_report(history: Mapping[str, Any], *, tz: dt.tzinfo = UTC,
     ' by ' + _e(run['created_by']) if run.get('created_by') else ''}</span>
 <span>start {_e(_when(_ts(run.get('start_at')), tz))}</span>
 <span>times in {_e(getattr(tz, 'key', None) or tz.tzname(None) or 'UTC')}</span></div>
+{_chain_html(run.get("chain") or {})}
 </header><main>""")
     share = f"{contacted / total:.0%} of {total}" if total else "no recipients"
     half, alltime = reached(0.5), reached(1.0)

@@ -603,3 +603,37 @@ def test_escalation_launches_at_its_time_once(sim_store: Store, tmp_path: Path) 
     assert store.campaign_detail(first)["state"] == "incomplete"  # it went on after
     assert store.campaign_detail(first)["escalation"]["state"] == "launched"
     sim.stop()
+def test_the_daemon_seals_each_run_it_ends_and_counts_it(tmp_path: Path) -> None:
+    """Issue 15, the history chain: campaigns the daemon plays to their end (retries, wrong
+    keys, a hang-up, incomplete then stopped) are sealed once each; every run verifies, and
+    ``dialer_runs_sealed_total`` counts them."""
+    store = make_store("sqlite", tmp_path)
+    assert isinstance(store, SqlStore)
+    script = {internal(1): [Behaviour("busy", 1.0), Behaviour()],
+              internal(2): [Behaviour("wrong_key", 2.0)],
+              external(3): [Behaviour("hangup_mid_message", 1.0)]}
+    a = launch(store, "A", list(script), retry_delay=10.0, attempts=2)
+    b = launch(store, "B", [internal(6), external(7)])
+    sim = Simulation(store, tmp_path / "data", script)
+    try:
+        sim.run(done=lambda: campaigns_done(store), check=Invariants(store))
+        states = {cid: store.campaign_detail(cid)["state"] for cid in (a, b)}
+        assert states == {a: "incomplete", b: "completed"}
+        assert store.verify_run(a).status.value == "not_sealed_yet"  # attempts can be granted
+        metrics = sim.daemon.metrics
+        assert store.runs_sealed == 1  # b, by the daemon's pass that completed it
+        assert metrics.runs_sealed.labels(metrics.node)._value.get() == 1
+        cli = SqlStore(store.url)  # the operator's stop, from another process, seals a
+        try:
+            cli.set_campaign_state(a, "stop", actor="op", now=sim.now)
+            assert cli.runs_sealed == 1
+        finally:
+            cli.dispose()
+        for cid in (a, b):
+            report = store.verify_run(cid)
+            assert report.ok, report.line()
+            assert report.rows == len(store.attempts_of(cid)) + len(store.events_of(cid))
+        assert store.runs_sealed == 1
+    finally:
+        sim.stop()
+        dispose(store)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from dialer.core import escalation
+from dialer.core import chain, escalation
 from dialer.core.alerts import Alert, AlertAction, AlertRoute
 from dialer.core.cluster import LeaseTerms, NodeLease
 from dialer.core.domain import CampaignSettings, Kind, Outcome
@@ -88,6 +88,11 @@ class DispatchPort(MailPort, Protocol):
     * ``escalate`` launches a run's follow-up once: a second call, another node's, or one after
       a crash finds the run decided.
     """
+
+    @property
+    def runs_sealed(self) -> int:
+        """How many runs' histories this store has sealed since it started (a metric)."""
+        ...
 
     @property
     def safe_url(self) -> str:
@@ -331,6 +336,10 @@ class AdminPort(Protocol):
         ...
 
     def run_history(self, run_id: int) -> dict[str, Any]:
+        ...
+
+    def verify_run(self, run_id: int, expect_head: str | None = None) -> chain.Report:
+        """Recompute a run's history chain from its stored rows (``dialer.core.chain``)."""
         ...
 
     def recipient_attempts(self, campaign_id: int, ref: str,

@@ -152,6 +152,9 @@ class Attempts(Trunks):
             self._event(s, "recipient_state", at=report.at, campaign_id=a.campaign_id,
                         recipient_id=rec.id, old=old_state, new=rec.state,
                         attempts=rec.attempts)
+        # the last call of a campaign stopped while calls went on seals its run (this reads
+        # the campaign's state afresh under its lock: a stop may have committed meanwhile)
+        self._seal(s, a.campaign_id, report.at)
         return outcome
 
     def attempt_meta(self, ids: Collection[str]) -> dict[str, AttemptMeta]:

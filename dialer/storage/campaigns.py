@@ -19,6 +19,7 @@ from dialer.storage import counters
 from dialer.storage.alertrows import alert_of
 from dialer.storage.dispatch import Dispatch
 from dialer.storage.fastpath import _LIVE, _RECIPIENTS, _SETTINGS_COLUMNS
+from dialer.storage.history import chain_view
 from dialer.storage.models import (
     AttemptRow,
     CampaignRow,
@@ -176,14 +177,14 @@ class Campaigns(Templates, Dispatch):
                 raise NotFound(f"no campaign with id {campaign_id}")
             recs = s.scalars(select(RecipientRow).where(RecipientRow.campaign_id == campaign_id)
                              .order_by(RecipientRow.position)).all()
+            run = s.get(RunRow, campaign_id)
             links = escalation.links(
-                c.settings, c.escalation,
-                s.scalar(select(RunRow.escalated_from).where(RunRow.id == campaign_id)),
+                c.settings, c.escalation, run.escalated_from if run else None,
                 s.scalar(select(RunRow.id).where(RunRow.escalated_from == campaign_id)))
             return {
                 "id": c.id, "name": c.name, "template": c.template_name, "state": c.state,
                 "priority": c.priority, "start_at": _iso(c.start_at), "ended_at": _iso(c.ended_at),
-                "settings": c.settings, "escalation": links,
+                "settings": c.settings, "escalation": links, "chain": chain_view(run),
                 "recipients": [{
                     "position": r.position, "number": r.number, "name": r.name,
                     "kind": r.kind, "state": r.state, "attempts": r.attempts, "calls": r.calls,

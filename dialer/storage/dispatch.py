@@ -82,6 +82,8 @@ class Dispatch(Nodes, FastPath):
             c.ended_at = to_dt(now)
         self._event(s, "campaign_state", at=now, campaign_id=c.id, actor=actor,
                     old=old, new=new.value, cause=cause)
+        if new.finished:  # sealed now, or when its last call ends (dialer.storage.chain)
+            self._seal(s, c.id, now)
         logger.info("campaign %s: %s -> %s (%s)", c.id, old, new.value, cause,
                     extra={"campaign": c.id})
 

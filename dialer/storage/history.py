@@ -40,9 +40,11 @@ class History(StoreEngine):
 
     def _event(self, s: Session, event_kind: str, /, *, at: float, campaign_id: int | None = None,
                recipient_id: int | None = None, attempt_id: str | None = None,
-               actor: str | None = None, **detail: Any) -> None:
-        s.add(EventRow(at=to_dt(at), campaign_id=campaign_id, recipient_id=recipient_id,
-                       attempt_id=attempt_id, kind=event_kind, actor=actor, detail=detail))
+               actor: str | None = None, **detail: Any) -> EventRow:
+        row = EventRow(at=to_dt(at), campaign_id=campaign_id, recipient_id=recipient_id,
+                       attempt_id=attempt_id, kind=event_kind, actor=actor, detail=detail)
+        s.add(row)
+        return row
 
     # ----- settings -----
 
@@ -194,7 +196,7 @@ class History(StoreEngine):
                      "created_at": _iso(r.created_at), "created_by": r.created_by,
                      "start_at": _iso(r.start_at), "recipients": len(r.recipients),
                      "state": live.get(r.id) or last.get(r.id, CampaignState.SCHEDULED.value),
-                     "campaign_deleted": r.id not in live}
+                     "campaign_deleted": r.id not in live, "chain_head": r.chain_head}
                     for r in s.scalars(select(RunRow).order_by(RunRow.id))]
 
     def run_history(self, run_id: int) -> dict[str, Any]:
@@ -219,12 +221,21 @@ class History(StoreEngine):
                         "escalated_from": run.escalated_from,
                         "escalated_to": s.scalar(select(RunRow.id)
                                                  .where(RunRow.escalated_from == run_id)),
-                        "alert": alert_of(s, run.id)},
+                        "alert": alert_of(s, run.id),
+                        "chain": chain_view(run)},
                 "settings": run.settings,
                 "recipients": sorted(run.recipients, key=lambda r: r["position"]),
-                "attempts": [_attempt_dict(a) for a in attempts],
-                "events": [_event_dict(e) for e in events],
+                "attempts": [{**_attempt_dict(a), "chain_hash": a.chain_hash} for a in attempts],
+                "events": [{**_event_dict(e), "chain_hash": e.chain_hash} for e in events],
             }
+
+
+def chain_view(run: RunRow | None) -> dict[str, Any]:
+    """A run's chain as the views show it: its head and rows, when it was sealed (all None
+    until it is, and for runs that ended before the history was chained)."""
+    if run is None:
+        return {"head": None, "rows": None, "sealed_at": None}
+    return {"head": run.chain_head, "rows": run.chain_rows, "sealed_at": _iso(run.sealed_at)}
 
 
 def _roles(value: str) -> frozenset[Role]:

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from sqlalchemy import select
 
 from dialer.core.domain import CampaignState, EmailPolicy, RecipientState
-from dialer.storage.history import History
+from dialer.storage.chain import Chain
 from dialer.storage.models import AttemptRow, CampaignRow, EventRow, RecipientRow
 from dialer.storage.records import MailJob, MailTarget, settings_from_dict
 
 
-class Mail(History):
+class Mail(Chain):
     """The campaign e-mails."""
 
     # ----- e-mail (dialer.mailqueue) -----
@@ -70,7 +70,10 @@ class Mail(History):
         if not results:
             return
         with self.session() as s:
-            for recipient_id, address, sent, detail in results:
-                self._event(s, "email_sent" if sent else "email_failed", at=at,
-                            campaign_id=campaign_id, recipient_id=recipient_id, email=address,
-                            detail=detail)
+            rows = [self._event(s, "email_sent" if sent else "email_failed", at=at,
+                                campaign_id=campaign_id, recipient_id=recipient_id,
+                                email=address, detail=detail)
+                    for recipient_id, address, sent, detail in results]
+            s.flush()
+            # a report that comes after the run was sealed joins its chain (the head moves)
+            self._seal(s, campaign_id, at, appended=[r.id for r in rows])

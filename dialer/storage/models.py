@@ -214,6 +214,10 @@ class AttemptRow(Base):
     # the digits drawn for a random key (dialer.core.keys; migration 0011), else NULL
     answer_key: Mapped[str | None] = mapped_column(String(1))
     listen_key: Mapped[str | None] = mapped_column(String(1))
+    # The history chain (revision 0008, ``dialer.core.chain``): set once, when the run is sealed.
+    chain_seq: Mapped[int | None] = mapped_column(Integer)
+    chain_prev: Mapped[str | None] = mapped_column(String(64))
+    chain_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class NodeRow(Base):
@@ -258,10 +262,15 @@ class EventRow(Base):
     kind: Mapped[str] = mapped_column(String(40))
     actor: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The history chain (revision 0008, ``dialer.core.chain``): set once, when the run is sealed.
+    chain_seq: Mapped[int | None] = mapped_column(Integer)
+    chain_prev: Mapped[str | None] = mapped_column(String(64))
+    chain_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class RunRow(Base):
-    """The history of one launched campaign (same id), written once at launch, never updated.
+    """The history of one launched campaign (same id), written once at launch; only its chain
+    columns are set later, when the run is sealed (``dialer.storage.chain``).
 
     Why a table of its own rather than soft-deleting campaigns: the campaign and its ``recipients``
     rows are working state that the scheduler mutates and that an operator may delete; the run
@@ -284,6 +293,11 @@ class RunRow(Base):
     recipients: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     # The run this one was launched to escalate (revision 0012): at most one follow-up per run.
     escalated_from: Mapped[int | None] = mapped_column(Integer, index=True, unique=True)
+    # Set when the run is sealed (revision 0008): the last hash of its chain, its number of rows
+    # and when; a row appended later (an e-mail report of a finished run) moves head and count.
+    chain_head: Mapped[str | None] = mapped_column(String(64))
+    chain_rows: Mapped[int | None] = mapped_column(Integer)
+    sealed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
 class OperatorRow(Base):

@@ -13,6 +13,7 @@ truth), never from a node's memory.
 * ``engine.StoreEngine``: engine, sessions, SQLite pragmas, schema readiness, WAL checkpointer;
 * ``fastpath.FastPath``: the prebuilt statements of a scheduling pass and the raw-driver path;
 * ``history.History``: events, audit, operators, global settings, runs;
+* ``chain.Chain``: sealing a run's history (a hash chain) when it is over, and verifying it;
 * ``templates.Templates``: templates, their recipients, the audio;
 * ``campaigns.Campaigns``: launch, views and operator actions of campaigns;
 * ``dispatch.Dispatch``: the scheduling pass (``tick``) and its claim;

@@ -22,8 +22,8 @@ from dialer.core import health
 from dialer.core.domain import Outcome
 from dialer.core.records import TrunkHealthView
 from dialer.core.routing import Router, TrunkLoad, cps_window
+from dialer.storage.chain import Chain
 from dialer.storage.fastpath import FastPath
-from dialer.storage.history import History
 from dialer.storage.models import AttemptRow, TrunkHealthRow
 from dialer.storage.records import UTC, _as_utc, at_dt, to_dt
 
@@ -44,7 +44,7 @@ _Q_HEALTH = select(TrunkHealthRow.name, TrunkHealthRow.until, TrunkHealthRow.lev
                    TrunkHealthRow.since, TrunkHealthRow.reason, TrunkHealthRow.reg_failures)
 
 
-class Trunks(History, FastPath):
+class Trunks(Chain, FastPath):
     """The trunks' side of the store."""
 
     _trunk_policies: dict[str, health.HealthPolicy]

@@ -1,7 +1,7 @@
 """alert_launches: the campaigns launched by Alertmanager alerts, once per firing period
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-03 14:30:00
 
 One row per firing period of an alert (its fingerprint and ``startsAt``, unique together: a
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
