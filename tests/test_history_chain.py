@@ -225,3 +225,40 @@ def test_a_stop_and_the_last_call_ending_at_once_on_two_nodes_seal_once(store: S
     finally:
         node_a.dispose()
         node_b.dispose()
+
+
+def test_events_written_after_the_seal_join_the_chain(store: SqlStore) -> None:  # noqa: F811
+    """A completed run is sealed in the pass that completes it; its escalation is decided after
+    (``escalation_decided``), and an alert's resolution that stops its campaign writes
+    ``alert_resolved`` after the stop sealed it: both are appended to the chain, not taken for
+    inserted rows (found when issue 15's parts met)."""
+    from dialer.core.alerts import Alert, AlertRoute, AlertStatus
+    from dialer.core.permissions import Role
+
+    template(store, "Managers", recipients=[rec("201")])
+    template(store, "Fire", recipients=[rec("101")], attempts=1, escalate_to="Managers")
+    cid = campaign(store, "Fire")
+    (a,) = tick(store).calls
+    end(store, a, Outcome.CONTACTED, NOW + 1, answered_at=NOW + 0.5)
+    tick(store, NOW + 2)
+    assert store.verify_run(cid).ok
+    (done,) = store.escalate(now=NOW + 3).outcomes
+    assert done.cause == "completed"
+    report = store.verify_run(cid)
+    assert report.ok, report.line()
+    assert report.rows == len(store.attempts_of(cid)) + len(store.events_of(cid))
+    route = AlertRoute(index=1, matchers=(), template="Managers", stop_on_resolve=True)
+    firing = Alert(status=AlertStatus.FIRING, fingerprint="f00d",
+                   starts_at="2027-01-15T08:00:00.000000Z", ends_at=None,
+                   labels={"alertname": "Fire alarm"})
+    store.set_operator("am", frozenset({Role.CAMPAIGNS}), actor="tester", now=NOW)
+    _, launched = store.alert_fired(firing, route, actor="am", now=NOW + 4)
+    assert launched is not None
+    resolved = Alert(status=AlertStatus.RESOLVED, fingerprint="f00d",
+                     starts_at="2027-01-15T08:00:00.000000Z",
+                     ends_at="2027-01-15T09:00:00.000000Z", labels={"alertname": "Fire alarm"})
+    action, _ = store.alert_resolved(resolved, route, actor="am", now=NOW + 5)
+    assert action.value == "stopped"
+    report = store.verify_run(launched)
+    assert report.ok, report.line()
+    assert [e["kind"] for e in store.events_of(launched)][-1] == "alert_resolved"

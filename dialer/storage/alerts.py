@@ -89,6 +89,7 @@ class Alerts(Campaigns):
                             alertname=alert.name, fingerprint=alert.fingerprint,
                             starts_at=alert.starts_at, ends_at=alert.ends_at,
                             stopped=row.stopped)
+                self._append_late(s, cid, now)  # the stop (or the run's end) sealed it
             return action, cid
 
     def alert_launches(self) -> list[dict[str, Any]]:

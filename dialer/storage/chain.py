@@ -130,6 +130,17 @@ class Chain(History):
             event.listen(s, "after_commit", self._count_seal, once=True)
         return not sealed
 
+    def _append_late(self, s: Session, run_id: int, now: float) -> None:
+        """Events just written to a run that may be sealed already (its escalation decided, its
+        alert resolved, after its end): appended to its chain if it is, as a late e-mail is."""
+        if s.scalar(select(RunRow.chain_head).where(RunRow.id == run_id)) is None:
+            return  # not sealed: its seal will take them
+        s.flush()
+        late = list(s.scalars(select(EventRow.id).where(EventRow.campaign_id == run_id,
+                                                        EventRow.chain_hash.is_(None))))
+        if late:
+            self._seal(s, run_id, now, appended=late)
+
     def _count_seal(self, _session: Session) -> None:
         self._runs_sealed += 1
 

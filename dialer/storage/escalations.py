@@ -72,6 +72,7 @@ class Escalations(Campaigns):
                 if not launch:
                     self._event(s, "escalation_decided", at=now, campaign_id=cid,
                                 actor=ACTOR, escalate=False, cause=decision.cause)
+                    self._append_late(s, cid, now)  # a completed run is sealed already
                     return esc.Outcome(campaign_id=cid, verdict=decision.verdict,
                                        cause=decision.cause)
                 assert rule is not None and tpl is not None
@@ -87,6 +88,7 @@ class Escalations(Campaigns):
                 self._event(s, "escalation_failed", at=now, campaign_id=cid, actor=ACTOR,
                             template=rule.to if rule else None, cause=decision.cause,
                             error=str(exc))
+                self._append_late(s, cid, now)
             return esc.Outcome(campaign_id=cid, verdict=esc.Verdict.LAUNCH,
                                cause=decision.cause, error=str(exc))
 
@@ -119,4 +121,5 @@ class Escalations(Campaigns):
                     escalated_to=followup, template=rule.to, cause=cause,
                     recipients=len(recipients),
                     passed_on=len(recipients) - len(tpl.recipients))
+        self._append_late(s, cid, now)
         return followup
