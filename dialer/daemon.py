@@ -335,6 +335,7 @@ class Daemon:
         self.ticks += 1
         self.metrics.scheduler_seconds.observe(time.perf_counter() - started)
         self.metrics.set_limits(tick.settings.limits, tick.settings.max_campaigns)
+        self.metrics.campaigns_waiting_window.set(len(tick.waiting_window))
         for campaign_id, old, new in tick.transitions:
             if new == "active" and old in ("scheduled", "blocked"):
                 self.mail.launched(campaign_id)  # the mail thread checks it is the first time

@@ -170,6 +170,10 @@ class Metrics:
             self.emails.labels(result)
         self._info: dict[str, tuple[str, str]] = {}
         self.campaigns = Gauge("dialer_campaigns", "Campaigns by state.", ["state"], registry=r)
+        self.campaigns_waiting_window = Gauge(
+            "dialer_campaigns_waiting_window",
+            "Active campaigns placing no call because their calling window is closed in "
+            "every zone of their recipients.", registry=r)
         self.campaign_state = Gauge(
             "dialer_campaign_state",
             "1 for the current state of each live campaign, 0 for the other live states "

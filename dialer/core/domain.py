@@ -213,3 +213,8 @@ class CampaignSettings:
     email: str = EmailPolicy.OFF.value
     # the text of a message spoken by text to speech (--tts), kept for the e-mail body
     tts_text: str | None = None
+    # the calling window (``dialer.core.window``): "HH:MM-HH:MM" in ``timezone`` (an IANA
+    # name; None: UTC) on ``window_days`` ("mon-fri"; None: every day); None: urgent, no window
+    window: str | None = None
+    window_days: str | None = None
+    timezone: str | None = None
