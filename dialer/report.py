@@ -42,6 +42,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dialer.core import window
+
 UTC = dt.UTC
 
 OUTCOME_COLOURS: dict[str, str] = {
@@ -409,6 +411,8 @@ def _settings_rows(st: Mapping[str, Any], run: Mapping[str, Any]) -> list[tuple[
         ("Display name", st.get("display_name")),
         ("Language", st.get("language")),
         ("External route", st.get("external_route") or "default"),
+        ("Calling window", window.describe(st.get("window"), st.get("window_days"),
+                                           st.get("timezone"))),
         ("Message", f"{run['audio_seconds']:.1f} s" if run.get("audio_seconds") else None),
         ("Audio SHA-256", (str(run["audio_sha256"])[:16] + "…") if run.get("audio_sha256")
          else None),

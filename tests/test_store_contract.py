@@ -392,8 +392,8 @@ def test_threshold_reached_early_stops_calling(store: ContractStore) -> None:
 # ----- calling windows (issue 15): zones open now only, no attempt while closed -----
 
 
-def _utc(*args: int) -> float:
-    return dt.datetime(*args, tzinfo=dt.UTC).timestamp()  # type: ignore[misc]
+def _utc(y: int, mo: int, d: int, h: int, mi: int) -> float:
+    return dt.datetime(y, mo, d, h, mi, tzinfo=dt.UTC).timestamp()
 
 
 def test_a_closed_window_claims_nobody_and_wakes_at_the_opening(store: ContractStore) -> None:

@@ -25,8 +25,8 @@ SPRING = dt.datetime(2026, 3, 29, 1, 0, tzinfo=UTC).timestamp()
 AUTUMN = dt.datetime(2026, 10, 25, 1, 0, tzinfo=UTC).timestamp()
 
 
-def rome(*args: int, fold: int = 0) -> float:
-    return dt.datetime(*args, tzinfo=ROME, fold=fold).timestamp()  # type: ignore[misc]
+def rome(y: int, mo: int, d: int, h: int, mi: int, fold: int = 0) -> float:
+    return dt.datetime(y, mo, d, h, mi, tzinfo=ROME, fold=fold).timestamp()
 
 
 @pytest.mark.parametrize(("text", "span"), [

@@ -242,3 +242,9 @@ def waiting_text(now: float, w: Window, tz: dt.tzinfo, zone: str) -> str:
     days = (local.date() - dt.datetime.fromtimestamp(now, tz).date()).days
     when = local.strftime("%H:%M") if days == 0 else local.strftime("%a %H:%M")
     return f"waiting for window until {when} ({zone})"
+
+
+def describe(span: str | None, days: str | None = None, timezone: str | None = None) -> str:
+    """A snapshot's window for people: "08:00-20:00 mon-fri Europe/Rome", or "none (urgent)"."""
+    w = window_of(span, days, timezone) if span is not None else None
+    return "none (urgent)" if w is None else str(w)
