@@ -410,3 +410,4 @@ class _RunRec:
     name: str | None = None
     email: str | None = None
     kind: str = "internal"
+    timezone: str | None = None  # its own calling-window zone (runs from revision 0010 on)
