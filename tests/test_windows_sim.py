@@ -15,13 +15,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dialer.core.domain import CampaignSettings, Kind
 from dialer.core.recipients import Recipient
+from dialer.core.window import is_open, window_of
 from dialer.storage.store import SqlStore
 from dialer.testing.memory import MemoryStore
-from tests.sim import Behaviour, Simulation
-from tests.test_sim import campaigns_done, sim_store  # noqa: F401 - the fixture
+from tests.sim import T0, Behaviour, Simulation
+from tests.test_sim import (  # noqa: F401 - sim_store: the fixture
+    BACKENDS,
+    assert_counters_match,
+    campaigns_done,
+    check_final,
+    dispose,
+    make_store,
+    sim_store,
+    worlds,
+)
 
 Store = SqlStore | MemoryStore
 ROME = zoneinfo.ZoneInfo("Europe/Rome")
@@ -32,16 +44,17 @@ OPENS_HELSINKI = dt.datetime(2030, 3, 19, 8, 0, tzinfo=HELSINKI).timestamp()  # 
 OPENS_ROME = dt.datetime(2030, 3, 19, 8, 0, tzinfo=ROME).timestamp()
 
 
-def launch(store: Store, recipients: list[Recipient], *, start: float, **settings: Any) -> int:
+def launch(store: Store, recipients: list[Recipient], *, start: float, name: str = "Night",
+           start_at: float | None = None, **settings: Any) -> int:
     content = b"fake audio"
     sha = hashlib.sha256(content).hexdigest()
     store.add_media(data=content, sha256=sha, rate=8000, seconds=4.0, source=None, now=start)
     cs = CampaignSettings(**{"retry_delay": 30.0, "attempts": 3, "ring_timeout": 20.0,
                              **settings})
-    store.add_template(name="Night", settings=cs, audio_sha=sha, audio_seconds=4.0,
+    store.add_template(name=name, settings=cs, audio_sha=sha, audio_seconds=4.0,
                        recipients=recipients, now=start, actor="sim")
-    return store.start_campaign(template="Night", name=None, now=start, start_at=start,
-                                actor="sim")
+    return store.start_campaign(template=name, name=None, now=start,
+                                start_at=start if start_at is None else start_at, actor="sim")
 
 
 def starts(store: Store, cid: int) -> dict[str, list[float]]:
@@ -120,3 +133,78 @@ def test_an_urgent_campaign_calls_at_once(sim_store: Store, tmp_path: Path) -> N
     assert starts(store, cid)["101"] == [pytest.approx(START, abs=1e-5)]
     assert waiting_gauge(sim) == 0.0
     sim.stop()
+
+
+# ----- the fake decides as SqlStore does, with windows and zones -----
+
+T0_WALL = dt.datetime.fromtimestamp(T0, dt.UTC)  # Sunday 17 March 2030, 17:46:40 UTC
+ONE_AHEAD = "Etc/GMT-1"  # UTC+1 all year (POSIX signs are inverted in the Etc names)
+
+
+@st.composite
+def windowed_worlds(draw: st.DrawFn) -> dict[str, Any]:
+    """``tests.test_sim.worlds`` with a calling window per campaign (UTC: open all day but a
+    gap of some minutes that falls, in UTC, within the first two hours; in UTC+1 an hour
+    earlier, so often at the start) and recipients in UTC or UTC+1."""
+    world = draw(worlds())
+    for c in world["camps"]:
+        if not draw(st.booleans()):
+            continue  # some campaigns stay urgent
+        gap_at = T0_WALL + dt.timedelta(minutes=draw(st.sampled_from([45, 55, 65])))
+        gap_end = gap_at + dt.timedelta(minutes=draw(st.sampled_from([5, 15, 30])))
+        c["window"] = f"{gap_end:%H:%M}-{gap_at:%H:%M}"  # crosses midnight: open but the gap
+        c["zones"] = [draw(st.sampled_from([None, ONE_AHEAD])) for _ in c["numbers"]]
+    return world
+
+
+def _run_world(store: Store, world: dict[str, Any], data: Path) -> list[Any]:
+    store.set_settings(actor="sim", now=T0, max_campaigns=world["max_campaigns"],
+                       max_calls=world["max_calls"], max_internal=world["max_internal"],
+                       max_external=world["max_external"])
+    ids = []
+    for k, c in enumerate(world["camps"]):
+        c = dict(c)
+        numbers, start_at = c.pop("numbers"), c.pop("start_at")
+        tzs = c.pop("zones", [None] * len(numbers))
+        recs = [Recipient(number=n, kind=Kind.EXTERNAL if n.startswith("+") else Kind.INTERNAL,
+                          timezone=z) for n, z in zip(numbers, tzs, strict=True)]
+        ids.append(launch(store, recs, start=T0, name=f"T{k}", start_at=start_at, **c))
+    sim = Simulation(store, data, world["script"])
+    sim.run(done=lambda: campaigns_done(store))
+    sim.stop()
+    for cid in ids:
+        check_final(store, cid, world["script"])
+    assert_counters_match(store)
+    history = []
+    for cid in ids:
+        c = store.campaign_detail(cid)
+        w = window_of(c["settings"]["window"], None, "UTC")
+        for a in store.attempts_of(cid):  # no call while its recipient's zone is closed
+            at = dt.datetime.fromisoformat(a["created_at"]).timestamp()
+            zone = next(r["timezone"] for r in c["recipients"] if r["number"] == a["number"])
+            assert w is None or is_open(at, w, zoneinfo.ZoneInfo(zone or "UTC")), (a, zone)
+        history.append((c["state"], [(r["number"], r["state"], r["attempts"], r["calls"])
+                                     for r in c["recipients"]],
+                        sorted((round(dt.datetime.fromisoformat(a["created_at"]).timestamp(),
+                                      3), a["number"], a["outcome"])
+                               for a in store.attempts_of(cid))))
+    return history
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(world=windowed_worlds())
+def test_the_fake_store_keeps_the_windows_as_sql_store_does(tmp_path_factory: Any,
+                                                            world: dict[str, Any]) -> None:
+    """Random campaigns with windows and zones on SQLite and on the fake: nobody is called
+    while their zone's window is closed, and both give the same calls at the same instants
+    with the same outcomes and final states (the fake mirrors the SQL of the zones)."""
+    tmp = tmp_path_factory.mktemp("win")
+    histories = []
+    for backend in BACKENDS:
+        store = make_store(backend, tmp)
+        try:
+            histories.append(_run_world(store, world, tmp / backend))
+        finally:
+            dispose(store)
+    assert histories[0] == histories[1]
