@@ -417,12 +417,15 @@ def recipients_add(
     kind: Optional[Kind] = typer.Option(None, "--kind", help="How it is dialled (default: "
                                                             "guessed)."),
     position: Optional[int] = typer.Option(None, "--position", help="Insert at this position."),
+    timezone: Optional[str] = typer.Option(None, "--timezone",
+                                           help="Its own calling-window zone, e.g. Asia/Tokyo "
+                                                "(default: the template's)."),
     json_out: bool = JSON_RESULT,
 ) -> None:
     ("Add one recipient. "
      'Example: dialer template recipients add Fire "+39 06 6982 0000" --name Bob')
     rec = make_recipient(number, name=person, email=email, kind=kind.value if kind else None,
-                         rules=rules())
+                         rules=rules(), timezone=zones.check(timezone) if timezone else None)
     pos = authorized(C, "template recipients add").template_recipient_add(
         name, rec, actor=actor(), now=time.time(), position=position)
     report(json_out, {"number": rec.number, "kind": rec.kind.value, "position": pos},

@@ -85,6 +85,13 @@ def test_the_csv_column_timezone(cli: Cli) -> None:  # noqa: F811
     cli.ok("template", "recipients", "import", "Z", str(path), "--replace")
     assert cli.json("template recipients list", "template", "recipients", "list", "Z") == listed
     assert "Asia/Tokyo" in cli.ok("template", "show", "Z")
+    one_error(cli("template", "recipients", "add", "Z", "104", "--timezone", "Nowhere"),
+              "time zone 'Nowhere' is unknown")
+    cli.ok("template", "recipients", "add", "Z", "104", "--timezone", "America/New_York")
+    cli.ok("template", "clone", "Z", "Z2")
+    assert [r["timezone"] for r in cli.json("template recipients list", "template",
+                                            "recipients", "list", "Z2")] == [
+        "Europe/Rome", None, "Asia/Tokyo", "America/New_York"]
 
 
 def test_campaign_show_history_export_and_report_carry_the_window(cli: Cli) -> None:  # noqa: F811

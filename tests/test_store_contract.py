@@ -466,3 +466,15 @@ def test_retries_across_zones_keep_the_longest_ago_first(store: ContractStore) -
     assert numbers(t.calls) == ["101"] and t.waiting_window == []
     assert recs(store, cid)["103"]["calls"] == 0
     assert t.next_due == _utc(2027, 1, 15, 23, 0)  # 08:00 in Tokyo
+
+
+def test_a_zone_unknown_here_is_not_called_at_a_guessed_hour(store: ContractStore) -> None:
+    """A zone this machine's time zone database lacks (the CSV was checked on another): its
+    recipients wait; the others are called in their windows."""
+    at = _utc(2027, 1, 15, 13, 0)
+    cid = launch(store, "U", [Recipient(number="101", kind=I),
+                              Recipient(number="102", kind=I, timezone="Mars/Olympus")],
+                 now=at, window="08:00-20:00", timezone="Europe/Rome")
+    t = tick(store, at)
+    assert numbers(t.calls) == ["101"]
+    assert recs(store, cid)["102"]["calls"] == 0

@@ -74,8 +74,9 @@ class Dispatch(Nodes, FastPath):
         """``StoreEngine.__init__``, and what the scheduling passes keep between them."""
         super().__init__(url, create=create)
         self._snapshot_cache: dict[int, _Snapshot] = {}  # campaign id -> frozen settings
-        # campaign id -> its recipients' zones (a campaign's list never changes after launch)
-        self._zone_cache: dict[int, dict[str | None, dt.tzinfo]] = {}
+        # campaign id -> its recipients' zones (a campaign's list never changes after launch),
+        # and whether every one of them is known here (dialer.zones.zone_map leaves out others)
+        self._zone_cache: dict[int, tuple[dict[str | None, dt.tzinfo], bool]] = {}
         self._view = _View()  # the live campaigns between scheduling passes (tick)
 
     def _transition(self, s: Session, c: CampaignRow, new: CampaignState, *, cause: str,
@@ -351,7 +352,8 @@ class Dispatch(Nodes, FastPath):
         if w is not None:  # a calling window: only the recipients of the zones open now
             zs = self._zones(s, load.id, w)
             now_open = window.open_zones(now, w, zs)
-            if len(now_open) < len(zs) or not now_open:
+            # a zone unknown here: its recipients wait, so the reads name the zones open now
+            if len(now_open) < len(zs) or not self._zone_cache[load.id][1]:
                 return self._zoned(s, load.id, n_int, n_ext, kinds, at, now_open)
         fresh: list[tuple[int, int, str]] = []
         retry: list[tuple[float, int, int, str]] = []
@@ -382,10 +384,11 @@ class Dispatch(Nodes, FastPath):
         """The zones of a campaign's recipients (None: those in the campaign's own zone)."""
         got = self._zone_cache.get(cid)
         if got is None:
-            got = zones.zone_map([z for (z,) in self._rows(s, _Q_ZONES, {"cid": cid})],
-                                 w.timezone)
+            names = {z for (z,) in self._rows(s, _Q_ZONES, {"cid": cid})}
+            resolved = zones.zone_map(names, w.timezone)
+            got = (resolved, len(resolved) == len(names))
             self._zone_cache[cid] = got
-        return got
+        return got[0]
 
     def _zoned(self, s: Session, cid: int, n_int: int, n_ext: int, kinds: frozenset[Kind],
                at: dt.datetime, now_open: frozenset[str | None]) -> list[scheduler.Candidate]:
