@@ -261,7 +261,13 @@ class Dispatch(Nodes, FastPath):
                 w = self._snapshot(s, c.id).window
                 if w is None:
                     continue
-                now_open, opens = window.survey(now, w, self._zones(s, c.id, w))
+                zs = self._zones(s, c.id, w)
+                now_open = window.open_zones(now, w, zs)
+                known = view.window_due.get(c.id)  # the next opening, while the zones open stay
+                if known is None or known[0] != now_open or (known[1] is not None
+                                                             and known[1] <= now):
+                    known = view.window_due[c.id] = (now_open, window.survey(now, w, zs)[1])
+                opens = known[1]
                 if not now_open:
                     waiting_window.append(c.id)
                 if opens is not None:  # the pass that opens a closed zone
@@ -303,6 +309,7 @@ class Dispatch(Nodes, FastPath):
         view.quiet.discard(cid)
         view.loads.pop(cid, None)
         view.retry_due.pop(cid, None)
+        view.window_due.pop(cid, None)
 
     def _load(self, s: Session, view: _View, c: _Live,
               running: scheduler.Counts) -> scheduler.CampaignLoad | None:
@@ -516,6 +523,9 @@ class _View:
     loads: dict[int, scheduler.CampaignLoad] = dataclasses.field(default_factory=dict)
     # active campaign -> (version, first retry time after the pass that read it, or None)
     retry_due: dict[int, tuple[int | None, float | None]] = dataclasses.field(
+        default_factory=dict)
+    # active campaign with a window -> (its zones open at the last pass, when the next opens)
+    window_due: dict[int, tuple[frozenset[str | None], float | None]] = dataclasses.field(
         default_factory=dict)
     settings_row: Any = None
     settings: GlobalSettings | None = None
