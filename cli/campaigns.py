@@ -422,7 +422,8 @@ def campaign_check(
                                   limits=gs.limits, audio=audio, recipients=recs,
                                   max_campaigns=gs.max_campaigns, active_campaigns=active,
                                   capacity=capacity, trunk_health=trunk_health,
-                                  routes=cfg.routes if cfg is not None else None)
+                                  routes=cfg.routes if cfg is not None else None,
+                                  now=time.time())
     errors = sum(1 for f in findings if f.severity is Severity.ERROR)
     if json_out:
         typer.echo(findings_json(findings))

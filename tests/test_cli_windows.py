@@ -110,6 +110,9 @@ def test_campaign_show_history_export_and_report_carry_the_window(cli: Cli) -> N
     assert f"{opens:%H:%M}" in detail["calling_window"]
     assert [r["timezone"] for r in detail["recipients"]] == [None, "Asia/Tokyo"]
     assert detail["settings"]["window"] == span
+    checked = cli("campaign", "check", "Later")
+    assert "calling window" in checked.stdout and "is closed now: waiting for window until" \
+        in " ".join(checked.stdout.split()), checked.stdout
     history = json.loads(cli.ok("history", "export", str(cid), "--format", "json"))
     assert history["settings"]["window"] == span
     assert [r.get("timezone") for r in history["recipients"]] == [None, "Asia/Tokyo"]
