@@ -116,7 +116,8 @@ def test_campaign_show_history_export_and_report_carry_the_window(cli: Cli) -> N
     history = json.loads(cli.ok("history", "export", str(cid), "--format", "json"))
     assert history["settings"]["window"] == span
     assert [r.get("timezone") for r in history["recipients"]] == [None, "Asia/Tokyo"]
-    assert span in cli.ok("history", "show", str(cid))
+    shown = cli.ok("history", "show", str(cid))
+    assert span in shown and "Asia/Tokyo" in shown
     page = cli.tmp / "r.html"
     cli.ok("history", "report", str(cid), "--output", str(page))
     assert "Calling window" in page.read_text() and f"{span} UTC" in page.read_text()
