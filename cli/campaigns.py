@@ -142,10 +142,15 @@ def campaign_show(campaign_id: int = typer.Argument(..., autocompletion=complete
                   json_out: bool = typer.Option(False, "--json", help="JSON for scripts.")) -> None:
     """Show a campaign: per recipient its state, attempts, last call, outcome (SIP status and
     reason), last answer and listening confirmation. Example: dialer campaign show 3 --json"""
+    from cli.watch import situation, waiting_lines
+    from dialer.core.waiting import window_line
+
     store = authorized(V, "campaign show")
     detail = store.campaign_detail(campaign_id)
-    if json_out:
-        emit_json(detail)
+    now = time.time()
+    where = situation(store, detail, now)
+    if json_out:  # the window's line: "calling window ...: waiting for window until HH:MM (zone)"
+        emit_json({**detail, "calling_window": window_line(where, now)})
         return
     out.print(f"starts {local(detail['start_at'])}"
               + (f", ended {local(detail['ended_at'])}" if detail["ended_at"] else ""))
@@ -160,10 +165,7 @@ def campaign_show(campaign_id: int = typer.Argument(..., autocompletion=complete
 
         out.print(f"history {chain_text(detail['chain'])}", highlight=False)
         print_chain_head(detail["chain"])
-    from cli.watch import situation, waiting_lines
-
-    now = time.time()
-    for line in waiting_lines(detail["recipients"], situation(store, detail, now), now):
+    for line in waiting_lines(detail["recipients"], where, now):
         out.print(line, highlight=False)
     out.print(recipients_table(detail, out.width))
 
@@ -351,10 +353,14 @@ def campaign_watch(
         progress = s.campaign_progress(campaign_id, since=now - RATE_WINDOW)
         trunks = trunk_lines(s.trunk_health(now), (progress.get("settings") or {})
                              .get("external_route"))
-        where = situation(s, progress, now)
         total = sum(sum(k.values()) for k in progress["recipients"].values())
-        waiting = (waiting_lines(s.campaign_detail(campaign_id)["recipients"], where, now)
-                   if total <= WAITING_DETAIL else kinds_waiting(progress, where, now))
+        if total <= WAITING_DETAIL:  # each recipient, in its own zone
+            detail = s.campaign_detail(campaign_id)
+            where = situation(s, {**detail, "in_call": progress["in_call"]}, now)
+            waiting = waiting_lines(detail["recipients"], where, now)
+        else:
+            where = situation(s, progress, now)
+            waiting = kinds_waiting(progress, where, now)
         limits, live = where.global_limits, where.serving
         if json_out:
             return watch_data(progress, now, limits, trunks, live, waiting), progress["state"]
@@ -439,7 +445,8 @@ def campaign_check(
                                   limits=gs.limits, audio=audio, recipients=recs,
                                   max_campaigns=gs.max_campaigns, active_campaigns=active,
                                   capacity=capacity, trunk_health=trunk_health,
-                                  routes=cfg.routes if cfg is not None else None)
+                                  routes=cfg.routes if cfg is not None else None,
+                                  now=time.time())
     errors = sum(1 for f in findings if f.severity is Severity.ERROR)
     if json_out:
         typer.echo(findings_json(findings))

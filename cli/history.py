@@ -123,9 +123,12 @@ def history_show(run_id: int = typer.Argument(..., autocompletion=complete_campa
         t.add_row(k.replace("_", " "), shown(v, k))
     out.print(t)
     print_chain_head(run["chain"])
-    rt = Table("#", "number", "name", "kind", "email", title="recipients at launch")
+    zoned = any(r.get("timezone") for r in h["recipients"])  # calling-window zones of their own
+    rt = Table("#", "number", "name", "kind", "email", *(["timezone"] if zoned else []),
+               title="recipients at launch")
     for r in h["recipients"]:
-        rt.add_row(str(r["position"]), r["number"], r["name"] or "", r["kind"], r["email"] or "")
+        rt.add_row(str(r["position"]), r["number"], r["name"] or "", r["kind"], r["email"] or "",
+                   *([r.get("timezone") or ""] if zoned else []))
     out.print(rt)
     position = {r["id"]: r["position"] for r in h["recipients"]}
     et = Table("time", "#", "event", "actor", "detail", title=f"{len(h['events'])} events, "

@@ -29,8 +29,10 @@ from cli.common import (
     rules,
 )
 from cli.tables import Col, fit, shown
+from dialer import zones
 from dialer.bootstrap import TemplateView
 from dialer.core import validation
+from dialer.core import window as windows
 from dialer.core.csvcells import cell
 from dialer.core.domain import CampaignSettings, Limits
 from dialer.core.errors import ValidationError
@@ -44,6 +46,36 @@ recipients_app = typer.Typer(help="The recipient list of a template, in dialing 
 template_app.add_typer(recipients_app, name="recipients")
 
 C, V = Role.CAMPAIGNS, Role.VIEWER
+
+
+WINDOW_KEYS = ("window", "window_days", "timezone")
+WINDOW_HELP = ("Call only between these local times, HH:MM-HH:MM (22:00-06:00 crosses "
+               "midnight); outside it nobody is called and no attempt is spent. Default: none "
+               "(urgent: any hour).")
+DAYS_HELP = "Days of the window: mon-fri, sat,sun, fri-mon... (default: every day)."
+ZONE_HELP = ("Time zone of the window, e.g. Europe/Rome (default UTC); a recipient's CSV "
+             "column timezone overrides it.")
+URGENT_HELP = "Urgent: no calling window, any hour (the default; clears a window on edit)."
+
+
+def window_changes(window: Optional[str], days: Optional[str], zone: Optional[str],
+                   urgent: bool) -> dict[str, Optional[str]]:
+    """The window fields of ``CampaignSettings`` that ``--window``, ``--window-days``,
+    ``--timezone`` and ``--urgent`` set (``none`` clears one; a window ``none`` or ``--urgent``
+    clears all three). Checked with ``dialer.core.window`` and the zone database."""
+    given = {k: v for k, v in zip(WINDOW_KEYS, (window, days, zone), strict=True)
+             if v is not None}
+    if urgent and given:
+        fail("--urgent has no calling window: leave out --window, --window-days and "
+             "--timezone (or --urgent)")
+    if urgent or _optional_text(window) == (True, None):
+        return dict.fromkeys(WINDOW_KEYS)
+    out: dict[str, Optional[str]] = {}
+    for key, raw in given.items():
+        out[key] = _optional_text(raw)[1]
+    if out.get("timezone"):
+        out["timezone"] = zones.check(str(out["timezone"]))
+    return out
 
 
 def _optional_text(value: Optional[str]) -> tuple[bool, Optional[str]]:
@@ -97,13 +129,19 @@ def template_add(
         True, "--keep-calling/--stop-at-threshold",
         help="After the threshold is reached: keep calling everyone (default, as the reference) "
              "or place no new call and complete."),
+    window: Optional[str] = typer.Option(None, "--window", help=WINDOW_HELP),
+    window_days: Optional[str] = typer.Option(None, "--window-days", help=DAYS_HELP),
+    timezone: Optional[str] = typer.Option(None, "--timezone", help=ZONE_HELP),
+    urgent: bool = typer.Option(False, "--urgent", help=URGENT_HELP),
     recipients: Optional[Path] = typer.Option(None, "--recipients",
-                                              help="CSV: number[,name,email,kind]."),
+                                              help="CSV: number[,name,email,kind,timezone]."),
     json_out: bool = typer.Option(False, "--json", help="Print {\"id\": ...}."),
 ) -> None:
     """Create a template; the message is a recording (--audio) or a text to speak (--tts).
 
     Example: dialer template add Fire --audio fire.wav --recipients staff.csv --attempts 3
+
+    Not urgent: --window 08:00-20:00 --window-days mon-fri --timezone Europe/Rome
     """
     name = validation.template_name(name)
     settings = CampaignSettings(
@@ -117,6 +155,10 @@ def template_add(
         limits=Limits(total=parse_limit(max_calls, "--max-calls")[1],
                       internal=parse_limit(max_internal, "--max-internal")[1],
                       external=parse_limit(max_external, "--max-external")[1]))
+    wc = window_changes(window, window_days, timezone, urgent)  # on add: set or not at all
+    settings = dataclasses.replace(settings, window=wc.get("window"),
+                                   window_days=wc.get("window_days"),
+                                   timezone=wc.get("timezone"))
     validation.settings(settings)
     s = authorized(C, "template add")
     if audio is None and tts is None:
@@ -154,15 +196,20 @@ def template_data(tpl: TemplateView) -> dict[str, Any]:
     return {"id": tpl.id, "name": tpl.name, "enabled": tpl.enabled,
             "settings": dataclasses.asdict(tpl.settings), "audio_sha256": tpl.audio_sha,
             "audio_seconds": tpl.audio_seconds,
+            "calling_window": windows.describe(tpl.settings.window, tpl.settings.window_days,
+                                               tpl.settings.timezone),
             "recipients": [{"position": i + 1, "number": r.number, "name": r.name,
-                            "email": r.email, "kind": r.kind.value}
+                            "email": r.email, "kind": r.kind.value, "timezone": r.timezone}
                            for i, r in enumerate(tpl.recipients)]}
 
 
 def _recipient_rows(title: str, recipients: list[dict[str, Any]]) -> Table:
-    rt = Table("#", "number", "name", "kind", "email", title=title)
+    zoned = any(r.get("timezone") for r in recipients)
+    rt = Table("#", "number", "name", "kind", "email", *(["timezone"] if zoned else []),
+               title=title)
     for r in recipients:
-        rt.add_row(str(r["position"]), r["number"], r["name"] or "", r["kind"], r["email"] or "")
+        rt.add_row(str(r["position"]), r["number"], r["name"] or "", r["kind"], r["email"] or "",
+                   *([r.get("timezone") or ""] if zoned else []))
     return rt
 
 
@@ -178,7 +225,9 @@ def template_show(name: str = typer.Argument(..., autocompletion=complete_templa
     t = Table("setting", "value", title=f"template {data['name']}")
     t.add_row("enabled", shown(bool(data["enabled"])))
     for k, v in data["settings"].items():
-        t.add_row(k.replace("_", " "), shown(v, k))
+        if k not in WINDOW_KEYS:
+            t.add_row(k.replace("_", " "), shown(v, k))
+    t.add_row("calling window", data["calling_window"])
     t.add_row("message seconds", f"{data['audio_seconds']:.2f}")
     out.print(t)
     out.print(_recipient_rows("recipients", data["recipients"]))
@@ -224,6 +273,11 @@ def template_edit(
     keep_calling: Optional[bool] = typer.Option(
         None, "--keep-calling/--stop-at-threshold",
         help="Keep calling after the threshold is reached, or stop there."),
+    window: Optional[str] = typer.Option(None, "--window",
+                                         help="Calling window HH:MM-HH:MM (none: urgent)."),
+    window_days: Optional[str] = typer.Option(None, "--window-days", help=DAYS_HELP),
+    timezone: Optional[str] = typer.Option(None, "--timezone", help=ZONE_HELP),
+    urgent: bool = typer.Option(False, "--urgent", help=URGENT_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the changes as JSON."),
 ) -> None:
     """Change any field of a template; campaigns already launched keep their snapshot.
@@ -248,6 +302,7 @@ def template_edit(
         given, text = _optional_text(raw)
         if given:
             changes[key] = text
+    changes.update(window_changes(window, window_days, timezone, urgent))
     if language is not None:
         changes["language"] = language.value
     if email is not None:
@@ -368,12 +423,15 @@ def recipients_add(
     kind: Optional[Kind] = typer.Option(None, "--kind", help="How it is dialled (default: "
                                                             "guessed)."),
     position: Optional[int] = typer.Option(None, "--position", help="Insert at this position."),
+    timezone: Optional[str] = typer.Option(None, "--timezone",
+                                           help="Its own calling-window zone, e.g. Asia/Tokyo "
+                                                "(default: the template's)."),
     json_out: bool = JSON_RESULT,
 ) -> None:
     ("Add one recipient. "
      'Example: dialer template recipients add Fire "+39 06 6982 0000" --name Bob')
     rec = make_recipient(number, name=person, email=email, kind=kind.value if kind else None,
-                         rules=rules())
+                         rules=rules(), timezone=zones.check(timezone) if timezone else None)
     pos = authorized(C, "template recipients add").template_recipient_add(
         name, rec, actor=actor(), now=time.time(), position=position)
     report(json_out, {"number": rec.number, "kind": rec.kind.value, "position": pos},
@@ -410,7 +468,8 @@ def recipients_move(name: str = typer.Argument(..., autocompletion=complete_temp
 def recipients_import(
     name: str = typer.Argument(..., autocompletion=complete_template,
                                    help="Template name."),
-    path: Path = typer.Argument(..., help="CSV with a header: number[,name,email,kind]."),
+    path: Path = typer.Argument(..., help="CSV with a header: number[,name,email,kind,"
+                                          "timezone]."),
     replace: bool = typer.Option(False, "--replace", help="Replace the list instead of appending."),
     json_out: bool = JSON_RESULT,
 ) -> None:
@@ -442,10 +501,12 @@ def recipients_export(
     data = template_data(authorized(V, "template recipients export").get_template(name))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["number", "name", "email", "kind"])
+    zoned = any(r["timezone"] for r in data["recipients"])  # the column only when used
+    w.writerow(["number", "name", "email", "kind", *(["timezone"] if zoned else [])])
     for r in data["recipients"]:
         w.writerow([cell(r["number"], number=True), cell(r["name"] or ""),
-                    cell(r["email"] or ""), cell(r["kind"])])
+                    cell(r["email"] or ""), cell(r["kind"]),
+                    *([cell(r["timezone"] or "")] if zoned else [])])
     if output is None:
         typer.echo(buf.getvalue(), nl=False)
     else:

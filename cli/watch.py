@@ -20,10 +20,12 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.common import short_time
+from dialer import zones
 from dialer.bootstrap import settings_from_dict
+from dialer.core import window as windows
 from dialer.core.domain import CampaignState, Limits, RecipientState
 from dialer.core.records import TrunkHealthView
-from dialer.core.waiting import Situation, tally, why_waiting
+from dialer.core.waiting import Situation, tally, why_waiting, window_line
 from dialer.precheck import estimate_duration
 
 FINISHED = {CampaignState.COMPLETED.value, CampaignState.INCOMPLETE.value,
@@ -96,7 +98,11 @@ def situation(store: Any, campaign: Mapping[str, Any], now: float) -> Situation:
         for r in campaign["recipients"]:
             if r["state"] == RecipientState.ACTIVE.value:
                 calls[r["kind"]] = calls.get(r["kind"], 0) + 1
+    w = windows.window_of(settings.window, settings.window_days, settings.timezone)
+    listed = campaign["recipients"] if isinstance(campaign["recipients"], list) else []
     return Situation(state=campaign["state"], start_at=_ts(campaign.get("start_at")),
+                     window=w, zones={} if w is None else zones.zone_map(
+                         [None, *(r.get("timezone") for r in listed)], w.timezone),
                      serving=serving(store.nodes(), now), limits=settings.limits,
                      global_limits=store.get_settings().limits, calls=calls,
                      global_calls={"internal": running.internal, "external": running.external},
@@ -106,17 +112,19 @@ def situation(store: Any, campaign: Mapping[str, Any], now: float) -> Situation:
 
 def waiting_lines(recipients: Sequence[Mapping[str, Any]], s: Situation, now: float) -> list[str]:
     """Why the idle recipients wait: one line per reason, with how many."""
-    reasons = [why_waiting(r["kind"], _ts(r.get("next_at")), s, now) for r in recipients
-               if r["state"] == RecipientState.IDLE.value]
-    return [f"{n} waiting: {reason}" for reason, n in tally(reasons)]
+    reasons = [why_waiting(r["kind"], _ts(r.get("next_at")), s, now, r.get("timezone"))
+               for r in recipients if r["state"] == RecipientState.IDLE.value]
+    head = window_line(s, now)
+    return ([head] if head else []) + [f"{n} waiting: {reason}" for reason, n in tally(reasons)]
 
 
 def kinds_waiting(progress: Mapping[str, Any], s: Situation, now: float) -> list[str]:
     """The watch's cheap form: why each kind with idle recipients waits (retry delays are
     per recipient: ``campaign show`` has them)."""
     idle = progress["recipients"].get(RecipientState.IDLE.value, {})
-    return [f"{n} {kind} waiting: {why_waiting(kind, None, s, now)}"
-            for kind, n in sorted(idle.items()) if n]
+    head = window_line(s, now)
+    return ([head] if head else []) + [f"{n} {kind} waiting: {why_waiting(kind, None, s, now)}"
+                                       for kind, n in sorted(idle.items()) if n]
 
 
 def serving(nodes: Sequence[Mapping[str, Any]], now: float) -> bool:

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from dialer import zones
 from dialer.core.csvcells import restore
 from dialer.core.domain import Kind
 from dialer.core.errors import CsvError, ValidationError
@@ -56,14 +57,15 @@ def parse_csv_lines(text: str, *, source: str = "recipients.csv",
     header = [h.strip().lower() for h in first]
     if "number" not in header:
         raise CsvError(source, [(1, "the header row has no 'number' column")])
-    unknown = [h for h in header if h not in ("number", "name", "email", "kind")]
+    unknown = [h for h in header if h not in ("number", "name", "email", "kind", "timezone")]
     if unknown:
         raise CsvError(source, [(1, f"unknown column(s): {', '.join(unknown)}")])
     width = len(header)
     column = {h: i for i, h in enumerate(header)}  # the last one of a repeated name
     columns = _Columns(width=width, distinct=tuple(sorted(column.values())),
                        number=column["number"], name=column.get("name"),
-                       email=column.get("email"), kind=column.get("kind"))
+                       email=column.get("email"), kind=column.get("kind"),
+                       timezone=column.get("timezone"))
     rows: list[tuple[int, list[str]]] = []
     unreadable: tuple[int, str] | None = None
     try:
@@ -107,6 +109,7 @@ class _Columns:
     name: int | None
     email: int | None
     kind: int | None
+    timezone: int | None = None
 
 
 _Checked = list[tuple[int, "Recipient | str"]]  # (line, recipient or what is wrong with it)
@@ -128,22 +131,25 @@ def _check_rows(rows: Sequence[tuple[int, list[str]]], c: _Columns, rules: Numbe
         if not any(row[i].strip() for i in c.distinct):
             continue  # blank line
         try:  # restore: a cell our own export quoted against spreadsheet formulas
+            tz = None if c.timezone is None else row[c.timezone].strip() or None
             out.append((line, _make_recipient(
                 restore(row[c.number].strip()),
                 None if c.name is None else restore(row[c.name].strip()),
                 None if c.email is None else restore(row[c.email].strip()),
-                None if c.kind is None else row[c.kind], rules, extension)))
+                None if c.kind is None else row[c.kind], rules, extension,
+                None if tz is None else zones.check(tz))))
         except ValidationError as exc:
             out.append((line, str(exc)))
     return out
 
 
 def _check_rows_plain(rows: Sequence[tuple[int, list[str]]], c: _Columns,
-                      rules: NumberRules) -> list[tuple[int, tuple[str, str, str | None,
-                                                                   str | None] | str]]:
+                      rules: NumberRules
+                      ) -> list[tuple[int, tuple[str, str, str | None, str | None, str | None]
+                                      | str]]:
     """``_check_rows`` in a worker process: plain tuples travel back faster than dataclasses."""
     return [(line, rec if isinstance(rec, str)
-             else (rec.number, rec.kind.value, rec.name, rec.email))
+             else (rec.number, rec.kind.value, rec.name, rec.email, rec.timezone))
             for line, rec in _check_rows(rows, c, rules, None)]
 
 
@@ -172,7 +178,8 @@ def _check_rows_parallel(rows: list[tuple[int, list[str]]], c: _Columns, rules: 
             if line % PROGRESS_EVERY == 0:
                 progress(line)
     tail: _Checked = [(line, rec if isinstance(rec, str) else
-                       Recipient(number=rec[0], kind=Kind(rec[1]), name=rec[2], email=rec[3]))
+                       Recipient(number=rec[0], kind=Kind(rec[1]), name=rec[2], email=rec[3],
+                                 timezone=rec[4]))
                       for line, rec in tail_plain]
     return head + tail
 

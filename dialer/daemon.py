@@ -354,7 +354,7 @@ class Daemon:
                                lease=self.membership.generation, draw=self._draw)
         self.ticks += 1
         self.metrics.scheduler_seconds.observe(time.perf_counter() - started)
-        self.metrics.set_limits(tick.settings.limits, tick.settings.max_campaigns)
+        self.metrics.after_pass(tick.settings, len(tick.waiting_window))
         for campaign_id, old, new in tick.transitions:
             if new == "active" and old in ("scheduled", "blocked"):
                 self.mail.launched(campaign_id)  # the mail thread checks it is the first time

@@ -100,6 +100,7 @@ from prometheus_client import (
 from dialer.core.alerts import AlertAction
 from dialer.core.domain import CampaignState, Limits, RecipientState
 from dialer.core.errors import ConfigError
+from dialer.core.records import GlobalSettings
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +207,10 @@ class Metrics:
                                       ["alertname", "template"], registry=r)
         self._info: dict[str, tuple[str, str]] = {}
         self.campaigns = Gauge("dialer_campaigns", "Campaigns by state.", ["state"], registry=r)
+        self.campaigns_waiting_window = Gauge(
+            "dialer_campaigns_waiting_window",
+            "Active campaigns placing no call because their calling window is closed in "
+            "every zone of their recipients.", registry=r)
         self.campaign_state = Gauge(
             "dialer_campaign_state",
             "1 for the current state of each live campaign, 0 for the other live states "
@@ -471,6 +476,12 @@ class Metrics:
         self._info = info
 
     # ----- limits, trunks, pool -----
+
+    def after_pass(self, settings: GlobalSettings, waiting_window: int) -> None:
+        """What a scheduling pass tells: the limits in force, the campaigns waiting for their
+        calling window."""
+        self.set_limits(settings.limits, settings.max_campaigns)
+        self.campaigns_waiting_window.set(waiting_window)
 
     def set_limits(self, limits: Limits, max_campaigns: int | None) -> None:
         """The global limits in force; ``None`` (unlimited) removes the series."""

@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from dialer.core import routing
+from dialer import zones
+from dialer.core import routing, window
 from dialer.core.domain import CampaignSettings, Kind, Limits
 from dialer.core.errors import DialerError, ValidationError
 from dialer.core.keys import RANDOM, RANDOM_DIGITS
@@ -323,7 +324,8 @@ def check_campaign(template_view: TemplateLike, *, rules: NumberRules,
                    max_campaigns: int | None = None, active_campaigns: int = 0,
                    capacity: int | None = None, model: CallModel = CallModel(),
                    routes: Mapping[str, tuple[str, ...]] | None = None,
-                   trunk_health: Mapping[str, bool] | None = None) -> list[Finding]:
+                   trunk_health: Mapping[str, bool] | None = None,
+                   now: float | None = None) -> list[Finding]:
     """Everything that would go wrong launching ``template_view`` now, errors first.
 
     ``trunk_states``: trunk name -> registered (True), not registered (False) or unknown (None
@@ -336,6 +338,7 @@ def check_campaign(template_view: TemplateLike, *, rules: NumberRules,
     database has none. ``prompt_set``: language -> prompt files (``media.prompts.prompt_set``).
     ``recipients`` replaces the template's list (a launch with ``--recipients``).
     ``capacity``: call slots of the worker pool (``workers * calls_per_worker``).
+    ``now``: a calling window closed at that time is reported (with when it opens).
     """
     tpl = template_view
     st = tpl.settings
@@ -416,6 +419,14 @@ def check_campaign(template_view: TemplateLike, *, rules: NumberRules,
                 add(Severity.ERROR, "no_capacity",
                     f"{scope} is 0: the {count} {kind.value} recipient(s) cannot be called")
                 break
+    w = window.window_of(st.window, st.window_days, st.timezone)
+    if w is not None and now is not None:
+        zs = zones.zone_map([None, *(getattr(r, "timezone", None) for r in recs)], w.timezone)
+        if not window.open_zones(now, w, zs):
+            tz = zs.get(None)
+            add(Severity.WARNING, "window_closed", f"calling window {w} is closed now: "
+                + (window.waiting_text(now, w, tz, w.timezone) if tz is not None
+                   else "its zone is unknown here"))
     if max_campaigns is not None and active_campaigns >= max_campaigns:
         add(Severity.WARNING, "would_block",
             f"{active_campaigns} campaign(s) active, the global limit is {max_campaigns}: it "

@@ -42,7 +42,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dialer.core import escalation, keys
+from dialer.core import escalation, keys, window
 from dialer.core.alerts import describe
 from dialer.reportdata import Point, _ts, history_from_campaign, timeline
 
@@ -337,6 +337,8 @@ def _settings_rows(st: Mapping[str, Any], run: Mapping[str, Any]) -> list[tuple[
         ("Language", st.get("language")),
         ("External route", st.get("external_route") or "default"),
         ("Escalation", escalation.summary(st, run.get("escalated_from"), run.get("escalated_to"))),
+        ("Calling window", window.describe(st.get("window"), st.get("window_days"),
+                                           st.get("timezone"))),
         ("Message", f"{run['audio_seconds']:.1f} s" if run.get("audio_seconds") else None),
         ("Audio SHA-256", (str(run["audio_sha256"])[:16] + "…") if run.get("audio_sha256")
          else None),

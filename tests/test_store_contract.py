@@ -9,6 +9,7 @@ Each backend is set up through its own API with ``SqlStore``'s signatures (``Set
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import random
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from dialer.core.domain import EXTRA_CALLS, CampaignSettings, Kind, Limits, Outcome
+from dialer.core.recipients import Recipient
 from dialer.core.scheduler import Counts
 from dialer.storage.store import ClaimedCall, EndReport, SqlStore, Tick
 from dialer.testing.memory import MemoryStore
@@ -532,3 +534,92 @@ def test_a_refused_alert_launch_stores_nothing(sql_store: SqlStore) -> None:
     with pytest.raises(NotFound):
         sql_store.alert_fired(_alert(), _route(True), actor="am", now=NOW)
     assert sql_store.alert_launches() == [] and sql_store.list_campaigns() == []
+# ----- calling windows (issue 15): zones open now only, no attempt while closed -----
+
+
+def _utc(y: int, mo: int, d: int, h: int, mi: int) -> float:
+    return dt.datetime(y, mo, d, h, mi, tzinfo=dt.UTC).timestamp()
+
+
+def test_a_closed_window_claims_nobody_and_wakes_at_the_opening(store: ContractStore) -> None:
+    """Friday 15 January 2027, 06:00 in Rome (05:00 UTC): a window 08:00-20:00 mon-fri in Rome
+    claims nothing, spends nothing, says the campaign waits, and is next due at 07:00 UTC."""
+    at = _utc(2027, 1, 15, 5, 0)
+    cid = launch(store, "W", ["101", "102", "+390669820001"], now=at, window="08:00-20:00",
+                 window_days="mon-fri", timezone="Europe/Rome")
+    t = tick(store, at)
+    assert t.calls == [] and t.waiting_window == [cid]
+    assert t.next_due == _utc(2027, 1, 15, 7, 0)
+    assert store.attempts_of(cid) == []
+    assert all(r["calls"] == 0 and r["attempts"] == 0 for r in recs(store, cid).values())
+    t = tick(store, _utc(2027, 1, 15, 7, 0))
+    assert numbers(t.calls) == ["101", "102", "+390669820001"] and t.waiting_window == []
+    # Friday 20:00 in Rome it shuts: a retry due at 19:05 UTC waits for Monday 08:00
+    for c in t.calls:
+        end(store, c, Outcome.BUSY, _utc(2027, 1, 15, 19, 4))
+    t = tick(store, _utc(2027, 1, 15, 19, 5))
+    assert t.calls == [] and t.waiting_window == [cid]
+    assert t.next_due == _utc(2027, 1, 18, 7, 0)
+    assert len(store.attempts_of(cid)) == 3
+
+
+def test_recipients_are_called_in_the_window_of_their_own_zone(store: ContractStore) -> None:
+    """Friday 15 January 2027, 01:30 UTC: 10:30 in Tokyo (open), 02:30 in Rome and 20:30 on
+    Thursday in New York (closed); only the Tokyo recipients are claimed, in list order, up to
+    the capacity; the next due time is when Rome opens (07:00 UTC)."""
+    at = _utc(2027, 1, 15, 1, 30)
+    tokyo = "Asia/Tokyo"
+    cid = launch(store, "Z", [Recipient(number="101", kind=I),
+                              Recipient(number="102", kind=I, timezone=tokyo),
+                              Recipient(number="103", kind=I, timezone="America/New_York"),
+                              Recipient(number="+390669820001", kind=E, timezone=tokyo),
+                              Recipient(number="104", kind=I, timezone=tokyo)],
+                 now=at, window="08:00-20:00", window_days="mon-fri", timezone="Europe/Rome")
+    assert recs(store, cid)["102"]["timezone"] == tokyo
+    assert recs(store, cid)["101"]["timezone"] is None
+    t = tick(store, at, capacity=2)
+    assert numbers(t.calls) == ["102", "+390669820001"] and t.waiting_window == []
+    t = tick(store, at)
+    assert numbers(t.calls) == ["104"]
+    assert t.next_due == _utc(2027, 1, 15, 7, 0)
+    # 13:00 UTC: Rome (14:00) and New York (08:00) open, Tokyo (22:00) shut
+    t = tick(store, _utc(2027, 1, 15, 13, 0), capacity=1)
+    assert numbers(t.calls) == ["101"]  # the lowest position of the open zones
+    t = tick(store, _utc(2027, 1, 15, 13, 0))
+    assert numbers(t.calls) == ["103"]
+    assert {r["number"]: r["calls"] for r in recs(store, cid).values()} == {
+        "101": 1, "102": 1, "103": 1, "+390669820001": 1, "104": 1}
+
+
+def test_retries_across_zones_keep_the_longest_ago_first(store: ContractStore) -> None:
+    """Rome and New York open, Tokyo shut: the retries come longest ago first whatever their
+    zone, and the Tokyo recipient, never called, is left alone though fresh ones go first."""
+    cid = launch(store, "R", [Recipient(number="102", kind=I, timezone="America/New_York"),
+                              Recipient(number="101", kind=I),
+                              Recipient(number="103", kind=I, timezone="Asia/Tokyo")],
+                 now=_utc(2027, 1, 15, 13, 0), window="08:00-20:00", timezone="Europe/Rome",
+                 retry_delay=60.0)
+    # 13:00 UTC: Rome 14:00, New York 08:00 (open), Tokyo 22:00 (shut)
+    assert numbers(tick(store, _utc(2027, 1, 15, 13, 0), capacity=1).calls) == ["102"]
+    assert numbers(tick(store, _utc(2027, 1, 15, 13, 1), capacity=1).calls) == ["101"]
+    calls = {c["number"]: c["id"] for c in store.attempts_of(cid)}
+    end(store, calls["101"], Outcome.BUSY, _utc(2027, 1, 15, 13, 2))
+    end(store, calls["102"], Outcome.BUSY, _utc(2027, 1, 15, 13, 3))
+    at = _utc(2027, 1, 15, 14, 0)
+    assert numbers(tick(store, at, capacity=1).calls) == ["102"]  # called at 13:00
+    t = tick(store, at)
+    assert numbers(t.calls) == ["101"] and t.waiting_window == []
+    assert recs(store, cid)["103"]["calls"] == 0
+    assert t.next_due == _utc(2027, 1, 15, 23, 0)  # 08:00 in Tokyo
+
+
+def test_a_zone_unknown_here_is_not_called_at_a_guessed_hour(store: ContractStore) -> None:
+    """A zone this machine's time zone database lacks (the CSV was checked on another): its
+    recipients wait; the others are called in their windows."""
+    at = _utc(2027, 1, 15, 13, 0)
+    cid = launch(store, "U", [Recipient(number="101", kind=I),
+                              Recipient(number="102", kind=I, timezone="Mars/Olympus")],
+                 now=at, window="08:00-20:00", timezone="Europe/Rome")
+    t = tick(store, at)
+    assert numbers(t.calls) == ["101"]
+    assert recs(store, cid)["102"]["calls"] == 0

@@ -224,3 +224,8 @@ class CampaignSettings:
     escalate_below: int | None = None
     escalate_after: float | None = None
     escalate_unreached: bool = False
+    # the calling window (``dialer.core.window``): "HH:MM-HH:MM" in ``timezone`` (an IANA
+    # name; None: UTC) on ``window_days`` ("mon-fri"; None: every day); None: urgent, no window
+    window: str | None = None
+    window_days: str | None = None
+    timezone: str | None = None

@@ -38,6 +38,7 @@ class Recipient:
     kind: Kind
     name: str | None = None
     email: str | None = None
+    timezone: str | None = None  # its own calling-window zone (None: the template's)
 
 
 def normalise_number(raw: str, rules: NumberRules = NumberRules(),
@@ -115,13 +116,17 @@ def normalise_email(raw: str) -> str:
 
 
 def make_recipient(number: str, *, name: str | None = None, email: str | None = None,
-                   kind: str | Kind | None = None, rules: NumberRules = NumberRules()) -> Recipient:
-    """Validate one recipient given field by field."""
-    return _make_recipient(number, name, email, kind, rules, re.compile(rules.extension_pattern))
+                   kind: str | Kind | None = None, rules: NumberRules = NumberRules(),
+                   timezone: str | None = None) -> Recipient:
+    """Validate one recipient given field by field (``timezone``: a zone name the caller has
+    checked, ``dialer.zones``; the core cannot read the zone database)."""
+    return _make_recipient(number, name, email, kind, rules, re.compile(rules.extension_pattern),
+                           timezone)
 
 
 def _make_recipient(number: str, name: str | None, email: str | None, kind: str | Kind | None,
-                    rules: NumberRules, extension: re.Pattern[str]) -> Recipient:
+                    rules: NumberRules, extension: re.Pattern[str],
+                    timezone: str | None = None) -> Recipient:
     k: Kind | None
     if kind is None or kind == "":
         k = None
@@ -132,4 +137,5 @@ def _make_recipient(number: str, name: str | None, email: str | None, kind: str 
             raise ValidationError(f"kind {kind!r} is neither internal nor external") from exc
     stored, k2 = _normalise_number(number, rules, k, extension)
     mail = normalise_email(email) if email and email.strip() else None
-    return Recipient(number=stored, kind=k2, name=(name or "").strip() or None, email=mail)
+    return Recipient(number=stored, kind=k2, name=(name or "").strip() or None, email=mail,
+                     timezone=(timezone or "").strip() or None)

@@ -78,6 +78,8 @@ class Tick:
     settings: GlobalSettings  # the settings the pass decided with
     # nodes this pass declared lost, with how many of their open calls it settled (node_lost)
     settled: list[tuple[str, int]] = field(default_factory=list)
+    # active campaigns whose calling window is closed in every zone of their recipients
+    waiting_window: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)

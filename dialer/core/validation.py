@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from dialer.core import escalation
+from dialer.core import escalation, window
 from dialer.core.domain import CampaignSettings, EmailPolicy
 from dialer.core.errors import ValidationError
 from dialer.core.keys import RANDOM
@@ -66,6 +66,11 @@ def settings(st: CampaignSettings, recipients: int | None = None) -> CampaignSet
     if st.external_route is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}",
                                                           st.external_route):
         raise ValidationError(f"external route {st.external_route!r}: letters, digits, . _ -")
+    if st.window is not None:
+        window.window_of(st.window, st.window_days, st.timezone)  # ValidationError if malformed
+    elif st.window_days is not None or st.timezone is not None:
+        raise ValidationError("--window-days and --timezone need --window (an urgent template "
+                              "has no window)")
     if st.email not in {p.value for p in EmailPolicy}:
         raise ValidationError(f"email {st.email!r}: off, on-launch or unreached")
     escalation.check(st)

@@ -3,7 +3,9 @@ recipient, from what the database knows now.
 
 The reasons, in the order the scheduler meets them (``dialer.core.scheduler``,
 ``dialer.core.routing``): the campaign is scheduled, suspended or blocked; no daemon serves the
-database; the recipient's retry delay runs; a limit is full (the campaign's, then the global
+database; the calling window is closed in the recipient's zone ("waiting for window until
+HH:MM (zone)", in that zone's time: the recipient's own, else the campaign's); the recipient's
+retry delay runs; a limit is full (the campaign's, then the global
 one: total, or its kind's); every trunk its external call could take is out of service; else it
 is next in line (the others before it are dialled first, by priority and position).
 """
@@ -15,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dialer.core.domain import CampaignState, Limits
+from dialer.core.window import Window, is_open, waiting_text
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,6 +35,22 @@ class Situation:
     global_calls: Mapping[str, int] = field(default_factory=dict)
     external_trunks: Sequence[str] = ()
     unhealthy: Mapping[str, float | None] = field(default_factory=dict)
+    # the calling window (None: urgent) and the zones of its recipients (None: the campaign's)
+    window: Window | None = None
+    zones: Mapping[str | None, dt.tzinfo] = field(default_factory=dict)
+
+
+def window_line(s: Situation, now: float) -> str | None:
+    """The campaign's window as ``campaign show`` and ``watch`` head it: open, or "waiting for
+    window until HH:MM (zone)" in the campaign's zone; None when it has no window."""
+    if s.window is None:
+        return None
+    tz = s.zones.get(None)
+    if tz is None:
+        return f"calling window {s.window}"
+    if is_open(now, s.window, tz):
+        return f"calling window {s.window}: open"
+    return f"calling window {s.window}: {waiting_text(now, s.window, tz, s.window.timezone)}"
 
 
 def _hhmm(ts: float | None) -> str:
@@ -49,8 +68,10 @@ def _full(limits: Limits, calls: Mapping[str, int], kind: str) -> str | None:
     return None
 
 
-def why_waiting(kind: str, next_at: float | None, s: Situation, now: float) -> str:
-    """Why an idle recipient of ``kind`` (``next_at``: not before) is not being called."""
+def why_waiting(kind: str, next_at: float | None, s: Situation, now: float,
+                zone: str | None = None) -> str:
+    """Why an idle recipient of ``kind`` (``next_at``: not before; ``zone``: its own time zone,
+    None: the campaign's) is not being called."""
     if s.state == CampaignState.SCHEDULED.value:
         return f"campaign scheduled: starts {_hhmm(s.start_at)}"
     if s.state == CampaignState.SUSPENDED.value:
@@ -61,6 +82,12 @@ def why_waiting(kind: str, next_at: float | None, s: Situation, now: float) -> s
         return f"campaign {s.state}"
     if not s.serving:
         return "no daemon serving the database"
+    if s.window is not None:
+        tz = s.zones.get(zone)
+        if tz is None:
+            return f"time zone {zone or s.window.timezone} unknown here: not called"
+        if not is_open(now, s.window, tz):
+            return waiting_text(now, s.window, tz, zone or s.window.timezone)
     if next_at is not None and next_at > now:
         return f"retry delay until {_hhmm(next_at)}"
     if full := _full(s.limits, s.calls, kind):

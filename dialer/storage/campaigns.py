@@ -106,7 +106,8 @@ class Campaigns(Templates, Dispatch):
                      settings=settings_to_dict(st), audio_sha=camp.audio_sha,
                      audio_seconds=camp.audio_seconds,
                      recipients=[{"id": rid, "position": pos, "number": r.number,
-                                  "name": r.name, "email": r.email, "kind": r.kind.value}
+                                  "name": r.name, "email": r.email, "kind": r.kind.value,
+                                  "timezone": r.timezone}
                                  for (rid, pos), r in zip(ids, recs, strict=False)],
                      escalated_from=escalated_from))
         self._audit(s, actor=actor, now=now, action="campaign.start",
@@ -132,6 +133,7 @@ class Campaigns(Templates, Dispatch):
             s.execute(insert(_RECIPIENTS), [
                 {"campaign_id": campaign_id, "position": i + 1, "number": r.number,
                  "name": r.name, "email": r.email, "kind": r.kind.value, "state": idle,
+                 "timezone": r.timezone,
                  "calls": 0, "attempts": 0, "max_attempts": max_attempts}
                 for i, r in enumerate(recs)])
             return [(rid, pos) for rid, pos in s.execute(
@@ -141,8 +143,9 @@ class Campaigns(Templates, Dispatch):
         conn = s.connection()
         conn.exec_driver_sql(
             "INSERT INTO recipients (campaign_id, position, number, name, email, kind, state, "
-            "calls, attempts, max_attempts) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, ?)",
-            [(campaign_id, i, r.number, r.name, r.email, r.kind.value, idle, max_attempts)
+            "calls, attempts, max_attempts, timezone) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?)",
+            [(campaign_id, i, r.number, r.name, r.email, r.kind.value, idle, max_attempts,
+              r.timezone)
              for i, r in enumerate(recs, 1)])
         return [(rid, pos) for rid, pos in conn.exec_driver_sql(
             "SELECT id, position FROM recipients WHERE campaign_id = ? ORDER BY position",
@@ -193,6 +196,7 @@ class Campaigns(Templates, Dispatch):
                     "answered_at": _iso(r.answered_at), "confirmed_at": _iso(r.confirmed_at),
                     "answer_confirmed_at": _iso(r.answer_confirmed_at), "email": r.email,
                     "max_attempts": r.max_attempts, "next_at": _iso(r.next_at),
+                    "timezone": r.timezone,
                 } for r in recs],
                 "alert": alert_of(s, c.id),
             }
@@ -441,3 +445,4 @@ class _RunRec:
     name: str | None = None
     email: str | None = None
     kind: str = "internal"
+    timezone: str | None = None  # its own calling-window zone (runs from revision 0010 on)

@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from dialer.core import cluster, keys, lifecycle, routing, scheduler
+from dialer import zones
+from dialer.core import cluster, keys, lifecycle, routing, scheduler, window
 from dialer.core.domain import (
     CampaignSettings,
     CampaignState,
@@ -27,6 +28,7 @@ from dialer.core.domain import (
 from dialer.core.errors import DialerError, LeaseLost
 from dialer.core.keys import RandomBelow
 from dialer.core.routing import TrunkLoad
+from dialer.core.window import Window
 from dialer.storage import counters
 from dialer.storage.fastpath import (
     _LIVE,
@@ -45,6 +47,8 @@ from dialer.storage.fastpath import (
     _Q_RUNNING,
     _Q_SETTINGS,
     _Q_SETTINGS_PG,
+    _Q_ZONED,
+    _Q_ZONES,
     _SETTINGS_COLUMNS,
     FastPath,
 )
@@ -72,6 +76,8 @@ class Dispatch(Nodes, FastPath):
         """``StoreEngine.__init__``, and what the scheduling passes keep between them."""
         super().__init__(url, create=create)
         self._snapshot_cache: dict[int, _Snapshot] = {}  # campaign id -> frozen settings
+        # campaign id -> its recipients' zones (fixed at launch), and whether all are known here
+        self._zone_cache: dict[int, tuple[dict[str | None, dt.tzinfo], bool]] = {}
         self._view = _View()  # the live campaigns between scheduling passes (tick)
 
     def _transition(self, s: Session, c: CampaignRow, new: CampaignState, *, cause: str,
@@ -256,10 +262,28 @@ class Dispatch(Nodes, FastPath):
             next_due = self._next_due(s, view, now)
             if router is not None and (free := router.next_free()) is not None:
                 next_due = free if next_due is None else min(next_due, free)
+            waiting_window: list[int] = []
+            for c in camps.values():
+                if c.state is not CampaignState.ACTIVE:
+                    continue
+                w = self._snapshot(s, c.id).window
+                if w is None:
+                    continue
+                zs = self._zones(s, c.id, w)
+                now_open = window.open_zones(now, w, zs)
+                known = view.window_due.get(c.id)  # the next opening, while the zones open stay
+                if known is None or known[0] != now_open or (known[1] is not None
+                                                             and known[1] <= now):
+                    known = view.window_due[c.id] = (now_open, window.survey(now, w, zs)[1])
+                opens = known[1]
+                if not now_open:
+                    waiting_window.append(c.id)
+                if opens is not None:  # the pass that opens a closed zone
+                    next_due = opens if next_due is None else min(next_due, opens)
             for cid in [c.id for c in camps.values() if c.state.value not in _LIVE]:
                 self._forget(view, cid)  # settled in this pass: no longer live
         return Tick(calls=calls, next_due=next_due, transitions=transitions, settings=gs,
-                    settled=lost_nodes)
+                    settled=lost_nodes, waiting_window=waiting_window)
 
     def _refresh(self, s: Session, view: _View) -> dict[int, _Live]:
         """The live campaigns, re-reading only the rows whose version moved since the last pass."""
@@ -293,6 +317,7 @@ class Dispatch(Nodes, FastPath):
         view.quiet.discard(cid)
         view.loads.pop(cid, None)
         view.retry_due.pop(cid, None)
+        view.window_due.pop(cid, None)
 
     def _load(self, s: Session, view: _View, c: _Live,
               running: scheduler.Counts) -> scheduler.CampaignLoad | None:
@@ -325,7 +350,9 @@ class Dispatch(Nodes, FastPath):
             for cid, raw, sha, secs in s.execute(
                     select(CampaignRow.id, CampaignRow.settings, CampaignRow.audio_sha,
                            CampaignRow.audio_seconds).where(CampaignRow.id.in_(missing))):
-                self._snapshot_cache[cid] = _Snapshot(settings_from_dict(raw), sha, secs)
+                st = settings_from_dict(raw)
+                self._snapshot_cache[cid] = _Snapshot(
+                    st, sha, secs, window.window_of(st.window, st.window_days, st.timezone))
         return {cid: self._snapshot_cache[cid] for cid in ids if cid in self._snapshot_cache}
 
     def _candidates(self, s: Session, load: scheduler.CampaignLoad, g_limits: Limits,
@@ -336,6 +363,13 @@ class Dispatch(Nodes, FastPath):
         kind as this decision could take; every query is a LIMITed range of one index."""
         n_int, n_ext = scheduler.wanted(load, g_limits, g_running, capacity)
         at = dt.datetime.fromtimestamp(now, UTC)
+        w = self._snapshot(s, load.id).window
+        if w is not None:  # a calling window: only the recipients of the zones open now
+            zs = self._zones(s, load.id, w)
+            now_open = window.open_zones(now, w, zs)
+            # a zone unknown here: its recipients wait, so the reads name the zones open now
+            if len(now_open) < len(zs) or not self._zone_cache[load.id][1]:
+                return self._zoned(s, load.id, n_int, n_ext, kinds, at, now_open)
         fresh: list[tuple[int, int, str]] = []
         retry: list[tuple[float, int, int, str]] = []
         q_fresh, q_retry = (_Q_FRESH, _Q_RETRY) if self.sqlite else (_Q_FRESH_PG, _Q_RETRY_PG)
@@ -356,6 +390,49 @@ class Dispatch(Nodes, FastPath):
             retry += [(_as_utc(last).timestamp() if last is not None else 0.0, pos, rid,
                        kind.value)
                       for last, pos, rid in self._rows(s, q_retry, params)]
+        fresh.sort()
+        retry.sort()
+        return ([scheduler.Candidate(rid, Kind(k), True) for _, rid, k in fresh]
+                + [scheduler.Candidate(rid, Kind(k), False) for _, _, rid, k in retry])
+
+    def _zones(self, s: Session, cid: int, w: window.Window) -> dict[str | None, dt.tzinfo]:
+        """The zones of a campaign's recipients (None: those in the campaign's own zone)."""
+        got = self._zone_cache.get(cid)
+        if got is None:
+            names = {z for (z,) in self._rows(s, _Q_ZONES, {"cid": cid})}
+            resolved = zones.zone_map(names, w.timezone)
+            got = (resolved, len(resolved) == len(names))
+            self._zone_cache[cid] = got
+        return got[0]
+
+    def _zoned(self, s: Session, cid: int, n_int: int, n_ext: int, kinds: frozenset[Kind],
+               at: dt.datetime, now_open: frozenset[str | None]) -> list[scheduler.Candidate]:
+        """``_candidates`` of the recipients in the zones open now: the same LIMITed reads,
+        one per open zone, merged in the same order (fresh by position, then retries called
+        longest ago first) and cut to what this decision can take."""
+        fresh: list[tuple[int, int, str]] = []
+        retry: list[tuple[float, int, int, str]] = []
+        order = sorted(now_open, key=lambda z: (z is not None, z or ""))
+        for kind, n in ((Kind.INTERNAL, n_int), (Kind.EXTERNAL, n_ext)):
+            if n <= 0 or kind not in kinds:
+                continue
+            got: list[tuple[int, int, str]] = []
+            for z in order:
+                q_fresh, _ = _Q_ZONED[(not self.sqlite, z is None)]
+                got += [(pos, rid, kind.value) for pos, rid in self._rows(
+                    s, q_fresh, {"cid": cid, "kind": kind.value, "n": n, "at": at, "tz": z})]
+            got = sorted(got)[:n]
+            fresh += got
+            left = n - len(got)
+            if left <= 0:
+                continue
+            again: list[tuple[float, int, int, str]] = []
+            for z in order:
+                _, q_retry = _Q_ZONED[(not self.sqlite, z is None)]
+                again += [(_as_utc(last).timestamp() if last is not None else 0.0, pos, rid,
+                           kind.value) for last, pos, rid in self._rows(
+                    s, q_retry, {"cid": cid, "kind": kind.value, "n": left, "at": at, "tz": z})]
+            retry += sorted(again)[:left]
         fresh.sort()
         retry.sort()
         return ([scheduler.Candidate(rid, Kind(k), True) for _, rid, k in fresh]
@@ -458,6 +535,9 @@ class _View:
     # active campaign -> (version, first retry time after the pass that read it, or None)
     retry_due: dict[int, tuple[int | None, float | None]] = dataclasses.field(
         default_factory=dict)
+    # active campaign with a window -> (its zones open at the last pass, when the next opens)
+    window_due: dict[int, tuple[frozenset[str | None], float | None]] = dataclasses.field(
+        default_factory=dict)
     settings_row: Any = None
     settings: GlobalSettings | None = None
     running_rows: list[Any] | None = None  # the calls in progress as last read, and counted:
@@ -512,6 +592,7 @@ class _Snapshot:
     settings: CampaignSettings
     audio_sha: str
     audio_seconds: float
+    window: Window | None = None  # parsed from the settings (None: urgent)
 
 
 def _settle_cause(state: CampaignState, tally: lifecycle.Tally, st: CampaignSettings) -> str:

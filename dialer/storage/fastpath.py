@@ -71,6 +71,17 @@ _Q_RETRY = (select(RecipientRow.last_call_at, RecipientRow.position, RecipientRo
 # PostgreSQL: several nodes claim at once; a row another node is claiming is skipped.
 _Q_FRESH_PG = _Q_FRESH.with_for_update(skip_locked=True)
 _Q_RETRY_PG = _Q_RETRY.with_for_update(skip_locked=True)
+# A campaign with a calling window whose recipients' zones are not all open: the same reads, one
+# zone at a time (``tz``; NULL: the recipients in the campaign's own zone), merged by the caller.
+# Keyed by (PostgreSQL, the campaign's own zone): (fresh, retry).
+_IN_ZONE = RecipientRow.timezone == bindparam("tz")
+_OWN_ZONE = RecipientRow.timezone.is_(None)
+_Q_ZONED = {(pg, own): tuple(q.where(_OWN_ZONE if own else _IN_ZONE) for q in (
+    (_Q_FRESH_PG, _Q_RETRY_PG) if pg else (_Q_FRESH, _Q_RETRY)))
+    for pg in (False, True) for own in (False, True)}
+# the distinct zones of a campaign's recipients (read once per campaign and process)
+_Q_ZONES = select(RecipientRow.timezone).where(
+    RecipientRow.campaign_id == bindparam("cid")).distinct()
 # the first retry time after now of one campaign, per kind: one seek into ix_recipients_due each
 _Q_NEXT_RETRY = select(*[
     select(RecipientRow.next_at)

@@ -106,6 +106,7 @@ class TemplateRecipientRow(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320))
     kind: Mapped[str] = mapped_column(String(10))
+    timezone: Mapped[str | None] = mapped_column(String(64))  # its own (revision 0010)
 
 
 class CampaignRow(Base):
@@ -166,6 +167,8 @@ class RecipientRow(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320))
     kind: Mapped[str] = mapped_column(String(10))
+    # its own calling-window zone, None: the campaign's (revision 0010, dialer.core.window)
+    timezone: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(10), default="idle")
     calls: Mapped[int] = mapped_column(Integer, default=0)  # every call placed
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # unsuccessful calls

@@ -88,7 +88,8 @@ class Templates(History):
             if row is None:
                 raise NotFound(f"no template named {name!r}")
             recs = s.execute(select(TemplateRecipientRow.number, TemplateRecipientRow.kind,
-                                    TemplateRecipientRow.name, TemplateRecipientRow.email)
+                                    TemplateRecipientRow.name, TemplateRecipientRow.email,
+                                    TemplateRecipientRow.timezone)
                              .where(TemplateRecipientRow.template_id == row.id)
                              .order_by(TemplateRecipientRow.position)).all() \
                 if with_recipients else []
@@ -96,8 +97,8 @@ class Templates(History):
                                 settings=settings_from_dict(row.settings),
                                 audio_sha=row.audio_sha, audio_seconds=row.audio_seconds,
                                 recipients=[Recipient(number=number, kind=Kind(kind),
-                                                      name=rname, email=email)
-                                            for number, kind, rname, email in recs])
+                                                      name=rname, email=email, timezone=tz)
+                                            for number, kind, rname, email, tz in recs])
 
     def list_templates(self) -> list[dict[str, Any]]:
         with self.session() as s:
@@ -118,7 +119,8 @@ class Templates(History):
         if recs:
             s.execute(insert(cast(Table, TemplateRecipientRow.__table__)), [
                 {"template_id": template_id, "position": first + i, "number": r.number,
-                 "name": r.name, "email": r.email, "kind": r.kind.value}
+                 "name": r.name, "email": r.email, "kind": r.kind.value,
+                 "timezone": r.timezone}
                 for i, r in enumerate(recs)])
 
     # ----- template editing -----
@@ -269,7 +271,8 @@ class Templates(History):
                         action="recipients.replace" if replace else "recipients.add",
                         target=f"template {name}",
                         new=[{"position": at + i, "number": r.number, "name": r.name,
-                              "email": r.email, "kind": r.kind.value}
+                              "email": r.email, "kind": r.kind.value,
+                              **({"timezone": r.timezone} if r.timezone else {})}
                              for i, r in enumerate(recs)])
             return [at + i for i in range(len(recs))]
 
@@ -314,4 +317,4 @@ class Templates(History):
 
 def _template_rec(r: TemplateRecipientRow) -> dict[str, Any]:
     return {"position": r.position, "number": r.number, "name": r.name, "email": r.email,
-            "kind": r.kind}
+            "kind": r.kind, **({"timezone": r.timezone} if r.timezone else {})}

@@ -33,7 +33,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from dialer.core import keys, lifecycle, routing, scheduler
+from dialer import zones
+from dialer.core import keys, lifecycle, routing, scheduler, window
 from dialer.core.cluster import NodeLease
 from dialer.core.domain import (
     CampaignSettings,
@@ -237,7 +238,8 @@ class MemoryStore(MemoryEscalations, MemoryMail, MemoryNodes, MemoryTrunks):
             rid = next(self._ids)
             self.recipients[rid] = _Recipient(id=rid, campaign_id=cid, position=pos,
                                               number=r.number, kind=r.kind, name=r.name,
-                                              email=r.email, max_attempts=st.attempts)
+                                              email=r.email, max_attempts=st.attempts,
+                                              timezone=r.timezone)
         self._event("campaign_created", at=now, campaign_id=cid, actor=actor, template=tpl.name,
                     name=name or tpl.name, recipients=len(recs), start_at=start_at,
                     settings=dataclasses.asdict(st))
@@ -286,6 +288,7 @@ class MemoryStore(MemoryEscalations, MemoryMail, MemoryNodes, MemoryTrunks):
                 "confirmed_at": _iso(r.confirmed_at),
                 "answer_confirmed_at": _iso(r.answer_confirmed_at), "email": r.email,
                 "max_attempts": r.max_attempts, "next_at": _iso(r.next_at),
+                "timezone": r.timezone,
             } for r in self._recipients_of(campaign_id)],
         }
 
@@ -398,8 +401,11 @@ class MemoryStore(MemoryEscalations, MemoryMail, MemoryNodes, MemoryTrunks):
         next_due = self._next_due(live.values(), now)
         if router is not None and (free := router.next_free()) is not None:
             next_due = free if next_due is None else min(next_due, free)
-        return Tick(calls=calls, next_due=next_due,
-                    transitions=transitions, settings=gs, settled=lost_nodes)
+        waiting_window, opens = self._window_survey(live.values(), now)
+        if opens is not None:
+            next_due = opens if next_due is None else min(next_due, opens)
+        return Tick(calls=calls, next_due=next_due, transitions=transitions, settings=gs,
+                    settled=lost_nodes, waiting_window=waiting_window)
 
     def _running(self) -> dict[int | None, scheduler.Counts]:
         """Calls in progress (open attempts) per campaign, and in all under the key None."""
@@ -416,13 +422,41 @@ class MemoryStore(MemoryEscalations, MemoryMail, MemoryNodes, MemoryTrunks):
         """As ``SqlStore._candidates``: the due recipients, ranked by the core's
         ``scheduler.candidates`` (SPEC 3 rules 3-4), at most ``scheduler.wanted`` of each kind."""
         n_int, n_ext = scheduler.wanted(load, g_limits, g_running, capacity)
+        w = self._window(load.id)
+        now_open = None if w is None else window.open_zones(now, w, self._zones(load.id, w))
         waiting = [scheduler.Waiting(r.id, r.kind, r.position,
                                      None if r.calls == 0 else (r.last_call_at or 0.0))
                    for r in self._recipients_of(load.id)
                    if r.state is RecipientState.IDLE and r.kind in kinds
+                   and (now_open is None or r.timezone in now_open)
                    and (r.calls == 0 or (r.last_call_at is not None
                                          and (r.next_at is None or r.next_at <= now)))]
         return scheduler.candidates(waiting, n_int, n_ext)
+
+    def _window(self, cid: int) -> window.Window | None:
+        st = self.campaigns[cid].settings
+        return window.window_of(st.window, st.window_days, st.timezone)
+
+    def _zones(self, cid: int, w: window.Window) -> dict[str | None, dt.tzinfo]:
+        """As ``SqlStore._zones``: the zones of a campaign's recipients, None for its own."""
+        return zones.zone_map({r.timezone for r in self._recipients_of(cid)}, w.timezone)
+
+    def _window_survey(self, camps: Collection[_Campaign], now: float
+                       ) -> tuple[list[int], float | None]:
+        """As ``SqlStore.tick``: the active campaigns whose window is closed in every zone, and
+        when the first closed zone of an active campaign opens."""
+        closed: list[int] = []
+        due: list[float] = []
+        for c in camps:
+            w = self._window(c.id) if c.state is CampaignState.ACTIVE else None
+            if w is None:
+                continue
+            now_open, opens = window.survey(now, w, self._zones(c.id, w))
+            if not now_open:
+                closed.append(c.id)
+            if opens is not None:
+                due.append(opens)
+        return closed, min(due) if due else None
 
     def _claim(self, d: scheduler.Dial, *, node: str, now: float, lease: int | None,
                draw: RandomBelow | None) -> ClaimedCall:

@@ -63,6 +63,7 @@ class _Recipient:
     name: str | None
     email: str | None
     max_attempts: int
+    timezone: str | None = None  # its own calling-window zone (None: the campaign's)
     state: RecipientState = RecipientState.IDLE
     calls: int = 0
     attempts: int = 0

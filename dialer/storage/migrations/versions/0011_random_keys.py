@@ -1,7 +1,7 @@
 """random keys: the confirmation digits drawn for each attempt
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-03 14:30:00
 
 A template's answer or listen key may be ``random`` (``dialer.core.keys``): each call draws its
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
