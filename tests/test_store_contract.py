@@ -410,8 +410,9 @@ def followups(store: ContractStore, cid: int) -> list[int]:
 def test_a_run_that_ends_incomplete_launches_its_followup_once(store: ContractStore,
                                                                pass_unreached: bool) -> None:
     followup_template(store, "Managers", ["201", "102"])
-    cid = camp(store, ["101", "102", "103"], attempts=1, escalate_to="Managers",
-               escalate_unreached=pass_unreached)
+    tokyo = Recipient(number="103", kind=I, timezone="Asia/Tokyo")
+    cid = launch(store, "T", ["101", "102", tokyo], now=NOW, retry_delay=60.0, attempts=1,
+                 escalate_to="Managers", escalate_unreached=pass_unreached)
     assert store.escalate(now=NOW).outcomes == ()  # still to be called
     a, b, c = tick(store).calls
     end(store, a, Outcome.CONTACTED, NOW + 1)
@@ -424,6 +425,8 @@ def test_a_run_that_ends_incomplete_launches_its_followup_once(store: ContractSt
     assert fid is not None and followups(store, cid) == [fid]
     got = [r["number"] for r in store.campaign_detail(fid)["recipients"]]
     assert got == (["201", "102", "103"] if pass_unreached else ["201", "102"])
+    if pass_unreached:  # passed on with its own calling-window zone
+        assert recs(store, fid)["103"]["timezone"] == "Asia/Tokyo"
     created = next(e for e in store.events_of(fid) if e["kind"] == "campaign_created")
     assert created["detail"]["escalated_from"] == cid and created["actor"] == "escalation"
     for later in (NOW + 3, NOW + 10_000):  # once: every later check finds it decided

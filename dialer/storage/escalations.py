@@ -107,7 +107,8 @@ class Escalations(Campaigns):
         ``pass_unreached``) the run's recipients that were not contacted."""
         origin = s.get(CampaignRow, cid)
         assert origin is not None
-        unreached = [Recipient(number=r.number, kind=Kind(r.kind), name=r.name, email=r.email)
+        unreached = [Recipient(number=r.number, kind=Kind(r.kind), name=r.name, email=r.email,
+                               timezone=r.timezone)
                      for r in s.scalars(select(RecipientRow)
                                         .where(RecipientRow.campaign_id == cid,
                                                RecipientRow.state

@@ -74,7 +74,8 @@ class MemoryEscalations:
 
     def _launch(self, c: _Campaign, rule: esc.Rule, cause: str, now: float) -> esc.Outcome:
         tpl = self.templates.get(rule.to)
-        unreached = [Recipient(number=r.number, kind=r.kind, name=r.name, email=r.email)
+        unreached = [Recipient(number=r.number, kind=r.kind, name=r.name, email=r.email,
+                               timezone=r.timezone)
                      for r in self._recipients_of(c.id)
                      if r.state is not RecipientState.CONTACTED]
         recipients = esc.followup_list(list(tpl.recipients) if tpl else [], unreached,
