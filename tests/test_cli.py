@@ -115,12 +115,13 @@ def test_template_add_list_show(ready: Invoke, tmp_path: Path) -> None:
     assert shown["settings"]["answer_confirm"] is False
     assert shown["settings"]["listen_confirm"] is True
     assert shown["settings"]["limits"] == {"total": 3, "internal": None, "external": None}
-    assert shown["recipients"] == [
+    assert shown["recipients"] == [  # timezone: their own calling-window zone (none here)
         {"position": 1, "number": "101", "name": "Alice", "email": "alice@example.com",
-         "kind": "internal"},
+         "kind": "internal", "timezone": None},
         {"position": 2, "number": "+390669820000", "name": "Bob", "email": None,
-         "kind": "external"},
-        {"position": 3, "number": "102", "name": None, "email": None, "kind": "internal"},
+         "kind": "external", "timezone": None},
+        {"position": 3, "number": "102", "name": None, "email": None, "kind": "internal",
+         "timezone": None},
     ]
     # the human forms work too
     assert ready("template", "list").exit_code == 0

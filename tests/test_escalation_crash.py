@@ -85,7 +85,7 @@ DIE = textwrap.dedent("""
     from dialer.storage.store import SqlStore
 
     url, where, now = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    name = "_launch" if where == "inside" else "_carry_out"
+    name = "_launch_followup" if where == "inside" else "_carry_out"
     original = getattr(escalations.Escalations, name)
 
     def dying(self, *args, **kwargs):
