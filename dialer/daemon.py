@@ -47,7 +47,6 @@ from dialer.trunkbook import TrunkBook
 logger = logging.getLogger(__name__)
 
 MAX_WAIT = 1.0
-CAMPAIGN_METRICS_INTERVAL = 5.0  # seconds between two refreshes of the per-campaign gauges
 RESOLVE_INTERVAL = 60.0  # seconds between resolutions of the trunks' hosts (trusted sources)
 
 class Service(Protocol):
@@ -107,7 +106,6 @@ class Daemon:
         self.escalator = Escalator(store, self.metrics)
         self.book = TrunkBook(config, store, self.metrics, clock)
         self.trunks = self.book.states  # name -> registration state
-        self._campaign_metrics_at = float("-inf")  # time.monotonic() of the last refresh
         self._pool_wanted = 0
         # attempt id -> (campaign, recipient, e-mail setting) of the calls this node placed
         self._call_meta: dict[str, tuple[int, int, str]] = {}
@@ -129,6 +127,7 @@ class Daemon:
         self._replaying = False  # handling what re-attached workers kept (_reconcile)
         self.handing_over = False  # stopping leaves the calls to the workers (hand_over)
         self._assigned: list[tuple[str, int]] = []
+        self._hangups: set[str] = set()  # calls of stopped campaigns asked to hang up
         # Where SIP is accepted from (the trunks' hosts, resolved): at start, then again every
         # RESOLVE_INTERVAL s off the loop (a slow resolver must not stall dialling); a
         # re-resolution where a host fails keeps the last list.
@@ -373,6 +372,9 @@ class Daemon:
             self._dirty = self._dirty or launched  # a follow-up to start in the next pass
             if check_at is not None:  # a rule's time wakes the loop as a retry's would
                 self._next_due = min(self._next_due or check_at, check_at)
+        asked, self._hangups = self._hangups, set(tick.hangups)
+        for cid in sorted(self._hangups - asked):  # its campaign was stopped: once per call
+            self.gateway.hangup(cid)
         for call in tick.calls:
             self._dial(call)
         self.store.set_attempt_workers(self._assigned)
@@ -522,10 +524,7 @@ class Daemon:
                               slots=ready * self.config.calls_per_worker)
         self.book.update_metrics()
         self.metrics.set_runs_sealed(self.store.runs_sealed)
-        if time.monotonic() - self._campaign_metrics_at >= CAMPAIGN_METRICS_INTERVAL:
-            # every campaign's recipients by state: a read of every campaign, so not every pass
-            self._campaign_metrics_at = time.monotonic()
-            self.metrics.update_campaigns(self.store.list_campaigns())
+        self.metrics.refresh_campaigns(self.store.list_campaigns)  # every 5 s, not every pass
 
     def shutdown(self) -> None:
         """Drain, then hang up what is left, record how each call ended, stop the workers.

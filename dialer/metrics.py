@@ -79,6 +79,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import platform
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -114,6 +115,7 @@ SCHEDULER_BUCKETS = (.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1.0)
 SETUP_BUCKETS = (.1, .25, .5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 45.0, 60.0, 90.0)
 RING_BUCKETS = (.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0)
 
+CAMPAIGN_METRICS_INTERVAL = 5.0  # seconds between two refreshes of the per-campaign gauges
 MAX_TRACKED_CALLS = 10_000  # a call whose end never comes must not grow the timer table forever
 
 
@@ -206,6 +208,7 @@ class Metrics:
                                       "Campaigns launched by an Alertmanager alert.",
                                       ["alertname", "template"], registry=r)
         self._info: dict[str, tuple[str, str]] = {}
+        self._campaigns_at = float("-inf")  # time.monotonic() of the last refresh_campaigns
         self.campaigns = Gauge("dialer_campaigns", "Campaigns by state.", ["state"], registry=r)
         self.campaigns_waiting_window = Gauge(
             "dialer_campaigns_waiting_window",
@@ -476,6 +479,13 @@ class Metrics:
         self._info = info
 
     # ----- limits, trunks, pool -----
+
+    def refresh_campaigns(self, read: Callable[[], list[dict[str, Any]]]) -> None:
+        """Every campaign's recipients by state (``update_campaigns``), from ``read()`` (a read
+        of every campaign), at most every ``CAMPAIGN_METRICS_INTERVAL``."""
+        if time.monotonic() - self._campaigns_at >= CAMPAIGN_METRICS_INTERVAL:
+            self._campaigns_at = time.monotonic()
+            self.update_campaigns(read())
 
     def after_pass(self, settings: GlobalSettings, waiting_window: int) -> None:
         """What a scheduling pass tells: the limits in force, the campaigns waiting for their

@@ -637,3 +637,35 @@ def test_the_daemon_seals_each_run_it_ends_and_counts_it(tmp_path: Path) -> None
     finally:
         sim.stop()
         dispose(store)
+
+
+def test_stopping_a_campaign_hangs_up_its_calls(tmp_path: Path) -> None:
+    """``campaign stop`` is final, and its --help says calls in progress are hung up: the
+    daemon's next pass hangs up the calls of a campaign stopped from another process (found
+    when issue 15's Alertmanager receiver stopped campaigns on resolve: they played on)."""
+    store = make_store("sqlite", tmp_path)
+    assert isinstance(store, SqlStore)
+    stopped = launch(store, "Long", [internal(1), internal(2)], audio_seconds=600.0)
+    other = launch(store, "Other", [internal(3)], audio_seconds=600.0)
+    sim = Simulation(store, tmp_path / "data")
+    try:
+        sim.run(until=T0 + 30, check=Invariants(store))
+        assert len(sim.gateway.calls) == 3  # every call answered, in its message
+        cli = SqlStore(store.url)  # the operator's stop, from another process
+        try:
+            cli.set_campaign_state(stopped, "stop", actor="op", now=sim.now)
+        finally:
+            cli.dispose()
+        sim.daemon.notify()
+        sim.run(until=T0 + 31, check=Invariants(store))
+        assert store.open_attempts("sim") == [a["id"] for a in store.attempts_of(other)]
+        ended = store.attempts_of(stopped)
+        assert all(a["ended_at"] is not None and a["reason"] == "hung up by the dialer"
+                   for a in ended), ended
+        assert len(sim.gateway.calls) == 1  # the other campaign's call goes on
+        sim.run(until=T0 + 300, check=Invariants(store))
+        assert len(store.attempts_of(stopped)) == 2  # and nobody of it is called again
+        assert "active" not in {r["state"] for r in store.campaign_detail(stopped)["recipients"]}
+    finally:
+        sim.stop()
+        dispose(store)

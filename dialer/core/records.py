@@ -80,6 +80,8 @@ class Tick:
     settled: list[tuple[str, int]] = field(default_factory=list)
     # active campaigns whose calling window is closed in every zone of their recipients
     waiting_window: list[int] = field(default_factory=list)
+    # this node's calls in progress whose campaign was stopped (``campaign stop``): hang up
+    hangups: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from dialer import zones
 from dialer.core import cluster, keys, lifecycle, routing, scheduler, window
 from dialer.core.domain import (
     CampaignSettings,
@@ -47,10 +46,7 @@ from dialer.storage.fastpath import (
     _Q_RUNNING,
     _Q_SETTINGS,
     _Q_SETTINGS_PG,
-    _Q_ZONED,
-    _Q_ZONES,
     _SETTINGS_COLUMNS,
-    FastPath,
 )
 from dialer.storage.models import AttemptRow, CampaignRow
 from dialer.storage.nodes import Nodes
@@ -64,20 +60,19 @@ from dialer.storage.records import (
     settings_from_dict,
     to_dt,
 )
+from dialer.storage.windowing import Windowing
 
 # the name it had when the store was one module (log filters and readers know it)
 logger = logging.getLogger("dialer.storage.store")
 
 
-class Dispatch(Nodes, FastPath):
+class Dispatch(Nodes, Windowing):
     """``tick`` and what it keeps between passes; ``_transition`` for every campaign move."""
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         """``StoreEngine.__init__``, and what the scheduling passes keep between them."""
         super().__init__(url, create=create)
         self._snapshot_cache: dict[int, _Snapshot] = {}  # campaign id -> frozen settings
-        # campaign id -> its recipients' zones (fixed at launch), and whether all are known here
-        self._zone_cache: dict[int, tuple[dict[str | None, dt.tzinfo], bool]] = {}
         self._view = _View()  # the live campaigns between scheduling passes (tick)
 
     def _transition(self, s: Session, c: CampaignRow, new: CampaignState, *, cause: str,
@@ -282,8 +277,9 @@ class Dispatch(Nodes, FastPath):
                     next_due = opens if next_due is None else min(next_due, opens)
             for cid in [c.id for c in camps.values() if c.state.value not in _LIVE]:
                 self._forget(view, cid)  # settled in this pass: no longer live
-        return Tick(calls=calls, next_due=next_due, transitions=transitions, settings=gs,
-                    settled=lost_nodes, waiting_window=waiting_window)
+            return Tick(calls=calls, next_due=next_due, transitions=transitions, settings=gs,
+                        settled=lost_nodes, waiting_window=waiting_window,
+                        hangups=self._stopped_calls(s, node))
 
     def _refresh(self, s: Session, view: _View) -> dict[int, _Live]:
         """The live campaigns, re-reading only the rows whose version moved since the last pass."""
@@ -390,49 +386,6 @@ class Dispatch(Nodes, FastPath):
             retry += [(_as_utc(last).timestamp() if last is not None else 0.0, pos, rid,
                        kind.value)
                       for last, pos, rid in self._rows(s, q_retry, params)]
-        fresh.sort()
-        retry.sort()
-        return ([scheduler.Candidate(rid, Kind(k), True) for _, rid, k in fresh]
-                + [scheduler.Candidate(rid, Kind(k), False) for _, _, rid, k in retry])
-
-    def _zones(self, s: Session, cid: int, w: window.Window) -> dict[str | None, dt.tzinfo]:
-        """The zones of a campaign's recipients (None: those in the campaign's own zone)."""
-        got = self._zone_cache.get(cid)
-        if got is None:
-            names = {z for (z,) in self._rows(s, _Q_ZONES, {"cid": cid})}
-            resolved = zones.zone_map(names, w.timezone)
-            got = (resolved, len(resolved) == len(names))
-            self._zone_cache[cid] = got
-        return got[0]
-
-    def _zoned(self, s: Session, cid: int, n_int: int, n_ext: int, kinds: frozenset[Kind],
-               at: dt.datetime, now_open: frozenset[str | None]) -> list[scheduler.Candidate]:
-        """``_candidates`` of the recipients in the zones open now: the same LIMITed reads,
-        one per open zone, merged in the same order (fresh by position, then retries called
-        longest ago first) and cut to what this decision can take."""
-        fresh: list[tuple[int, int, str]] = []
-        retry: list[tuple[float, int, int, str]] = []
-        order = sorted(now_open, key=lambda z: (z is not None, z or ""))
-        for kind, n in ((Kind.INTERNAL, n_int), (Kind.EXTERNAL, n_ext)):
-            if n <= 0 or kind not in kinds:
-                continue
-            got: list[tuple[int, int, str]] = []
-            for z in order:
-                q_fresh, _ = _Q_ZONED[(not self.sqlite, z is None)]
-                got += [(pos, rid, kind.value) for pos, rid in self._rows(
-                    s, q_fresh, {"cid": cid, "kind": kind.value, "n": n, "at": at, "tz": z})]
-            got = sorted(got)[:n]
-            fresh += got
-            left = n - len(got)
-            if left <= 0:
-                continue
-            again: list[tuple[float, int, int, str]] = []
-            for z in order:
-                _, q_retry = _Q_ZONED[(not self.sqlite, z is None)]
-                again += [(_as_utc(last).timestamp() if last is not None else 0.0, pos, rid,
-                           kind.value) for last, pos, rid in self._rows(
-                    s, q_retry, {"cid": cid, "kind": kind.value, "n": left, "at": at, "tz": z})]
-            retry += sorted(again)[:left]
         fresh.sort()
         retry.sort()
         return ([scheduler.Candidate(rid, Kind(k), True) for _, rid, k in fresh]

@@ -20,11 +20,11 @@ from sqlalchemy.orm import Session
 
 from dialer.core import cluster
 from dialer.core.cluster import LeaseTerms, NodeLease, NodeState
-from dialer.core.domain import Outcome
+from dialer.core.domain import CampaignState, Outcome
 from dialer.core.errors import NodeConflict
 from dialer.storage.attempts import Attempts
 from dialer.storage.fastpath import FastPath
-from dialer.storage.models import AttemptRow, NodeRow
+from dialer.storage.models import AttemptRow, CampaignRow, NodeRow
 from dialer.storage.records import EndReport, _as_utc, to_dt
 
 logger = logging.getLogger("dialer.storage.store")
@@ -140,6 +140,15 @@ class Nodes(Attempts, FastPath):
             return out
 
     # ----- within a scheduling pass -----
+
+    def _stopped_calls(self, s: Session, node: str) -> list[str]:
+        """The calls in progress of ``node`` whose campaign was stopped since they were placed
+        (the daemon hangs them up: ``campaign stop`` is final). The open attempts' index."""
+        return list(s.scalars(
+            select(AttemptRow.id).join(CampaignRow, CampaignRow.id == AttemptRow.campaign_id)
+            .where(AttemptRow.ended_at.is_(None), AttemptRow.node == node,
+                   CampaignRow.state == CampaignState.TERMINATED.value)
+            .order_by(AttemptRow.id)))
 
     def _node_rows(self, s: Session) -> list[NodeLease]:
         return [_lease_of_tuple(r) for r in self._rows(s, _Q_NODES)]

@@ -404,8 +404,10 @@ class MemoryStore(MemoryEscalations, MemoryMail, MemoryNodes, MemoryTrunks):
         waiting_window, opens = self._window_survey(live.values(), now)
         if opens is not None:
             next_due = opens if next_due is None else min(next_due, opens)
+        hangups = sorted(a.id for a in self.attempts.values() if a.ended_at is None and a.node
+                         == node and self.campaigns[a.campaign_id].state.value == "terminated")
         return Tick(calls=calls, next_due=next_due, transitions=transitions, settings=gs,
-                    settled=lost_nodes, waiting_window=waiting_window)
+                    settled=lost_nodes, waiting_window=waiting_window, hangups=hangups)
 
     def _running(self) -> dict[int | None, scheduler.Counts]:
         """Calls in progress (open attempts) per campaign, and in all under the key None."""
