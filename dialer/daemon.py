@@ -556,7 +556,7 @@ class Daemon:
         while self.gateway.active() and time.monotonic() < deadline:
             for index, msg in self.gateway.poll(0.1):
                 self._handle(index, msg)
-        self.gateway.close(2.0)
+        self.gateway.close(10.0)  # a loaded machine takes seconds to tear 100 endpoints down
         self.store.stop_checkpointer()
         try:
             self._flush_progress()
