@@ -11,6 +11,7 @@ empty ``public`` schema. When the server is unreachable the PostgreSQL variants 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -80,12 +81,19 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     yield url
 
 
-@pytest.fixture
-def store(db_url: str) -> Iterator[SqlStore]:
-    """A migrated SqlStore on each backend."""
-    s = SqlStore(db_url)
+@contextlib.contextmanager
+def migrated(url: str) -> Iterator[SqlStore]:
+    """A migrated SqlStore on ``url``, disposed at the end."""
+    s = SqlStore(url)
     s.migrate()
     try:
         yield s
     finally:
         s.dispose()
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[SqlStore]:
+    """A migrated SqlStore on each backend."""
+    with migrated(db_url) as s:
+        yield s

@@ -24,7 +24,7 @@ from dialer.core.scheduler import Counts
 from dialer.storage.store import ClaimedCall, EndReport, SqlStore, Tick
 from dialer.testing.memory import MemoryStore
 from dialer.testing.setup import ContractStore, launch, recipient
-from tests.fixtures_core import _reset_pg, pg_database  # noqa: F401 - pytest fixture
+from tests.fixtures_core import _reset_pg, db_url, migrated, pg_database  # noqa: F401 - fixtures
 
 NOW = 1_800_000_000.0
 NODE = "node-a"
@@ -44,12 +44,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ContractSt
     else:
         url = request.getfixturevalue("pg_database")
         _reset_pg(url)
-    s = SqlStore(url)
-    s.migrate()
-    try:
+    with migrated(url) as s:
         yield s
-    finally:
-        s.dispose()
 
 
 # ----- helpers -----
@@ -475,18 +471,11 @@ def test_a_followup_that_cannot_be_launched_fails_once_and_says_why(store: Contr
 # ----- AlertPort (SqlStore only: the daemon's fake has no receiver) -----
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
-    url = (f"sqlite:///{tmp_path / 'dialer.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("pg_database"))
-    if request.param == "postgresql":
-        _reset_pg(url)
-    s = SqlStore(url)
-    s.migrate()
-    try:
+@pytest.fixture
+def sql_store(db_url: str) -> Iterator[SqlStore]:  # noqa: F811 - db_url: a fixture
+    """A migrated SqlStore on SQLite and PostgreSQL (``tests.fixtures_core``)."""
+    with migrated(db_url) as s:
         yield s
-    finally:
-        s.dispose()
 
 
 def _alert(status: str = "firing", starts: str = "2027-01-15T08:00:00.000000Z") -> Any:

@@ -279,7 +279,8 @@ class Dispatch(Nodes, Windowing):
                 self._forget(view, cid)  # settled in this pass: no longer live
             return Tick(calls=calls, next_due=next_due, transitions=transitions, settings=gs,
                         settled=lost_nodes, waiting_window=waiting_window,
-                        hangups=self._stopped_calls(s, node))
+                        hangups=self._stopped_calls(s, node)
+                        if set(running) - {None} - set(camps) else [])  # calls of a stopped one
 
     def _refresh(self, s: Session, view: _View) -> dict[int, _Live]:
         """The live campaigns, re-reading only the rows whose version moved since the last pass."""
