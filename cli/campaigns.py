@@ -160,6 +160,8 @@ def campaign_show(campaign_id: int = typer.Argument(..., autocompletion=complete
         out.print(line, highlight=False)
     if (keys_line := random_keys_line(detail.get("settings") or {})) is not None:
         out.print(keys_line, highlight=False)
+    if (connect := keys.connect_text(detail.get("settings") or {})) is not None:
+        out.print(f"connect to a person: {connect}", highlight=False, markup=False)
     if detail["chain"]["head"]:
         from cli.history import chain_text, print_chain_head
 

@@ -56,6 +56,32 @@ DAYS_HELP = "Days of the window: mon-fri, sat,sun, fri-mon... (default: every da
 ZONE_HELP = ("Time zone of the window, e.g. Europe/Rome (default UTC); a recipient's CSV "
              "column timezone overrides it.")
 URGENT_HELP = "Urgent: no calling window, any hour (the default; clears a window on edit)."
+CONNECT_KEY_HELP = ("Key that connects the call to --connect-to (after the message or at a "
+                    "prompt): 0-9, * or #. Default: none.")
+CONNECT_TO_HELP = ("SIP URI the connect key transfers the call to (blind REFER), e.g. "
+                   "sip:bridge@pbx.example.com.")
+CONNECT_CONFIRMS_HELP = ("Whether a transfer counts as contacted without the confirmations "
+                         "(default: only if they were given first).")
+
+
+def connect_changes(key: Optional[str], to: Optional[str],
+                    confirms: Optional[bool]) -> dict[str, Any]:
+    """The connect fields of ``CampaignSettings`` that ``--connect-key``, ``--connect-to`` and
+    ``--connect-confirms`` set; ``--connect-key none`` clears all three."""
+    out: dict[str, Any] = {}
+    given, value = _optional_text(key)
+    if given:
+        out["connect_key"] = value
+        if value is None:
+            if to is not None and _optional_text(to)[1] is not None:
+                fail("--connect-key none has no --connect-to: leave it out")
+            out.update(connect_to=None, connect_confirms=False)
+    given, value = _optional_text(to)
+    if given and "connect_to" not in out:
+        out["connect_to"] = value
+    if confirms is not None and out.get("connect_key", "") is not None:
+        out["connect_confirms"] = confirms
+    return out
 
 
 def window_changes(window: Optional[str], days: Optional[str], zone: Optional[str],
@@ -133,6 +159,10 @@ def template_add(
     window_days: Optional[str] = typer.Option(None, "--window-days", help=DAYS_HELP),
     timezone: Optional[str] = typer.Option(None, "--timezone", help=ZONE_HELP),
     urgent: bool = typer.Option(False, "--urgent", help=URGENT_HELP),
+    connect_key: Optional[str] = typer.Option(None, "--connect-key", help=CONNECT_KEY_HELP),
+    connect_to: Optional[str] = typer.Option(None, "--connect-to", help=CONNECT_TO_HELP),
+    connect_confirms: bool = typer.Option(False, "--connect-confirms/--connect-needs-confirmation",
+                                          help=CONNECT_CONFIRMS_HELP),
     recipients: Optional[Path] = typer.Option(None, "--recipients",
                                               help="CSV: number[,name,email,kind,timezone]."),
     json_out: bool = typer.Option(False, "--json", help="Print {\"id\": ...}."),
@@ -142,6 +172,8 @@ def template_add(
     Example: dialer template add Fire --audio fire.wav --recipients staff.csv --attempts 3
 
     Not urgent: --window 08:00-20:00 --window-days mon-fri --timezone Europe/Rome
+
+    A person on the line: --connect-key 0 --connect-to sip:bridge@pbx.example.com
     """
     name = validation.template_name(name)
     settings = CampaignSettings(
@@ -158,7 +190,9 @@ def template_add(
     wc = window_changes(window, window_days, timezone, urgent)  # on add: set or not at all
     settings = dataclasses.replace(settings, window=wc.get("window"),
                                    window_days=wc.get("window_days"),
-                                   timezone=wc.get("timezone"))
+                                   timezone=wc.get("timezone"),
+                                   **connect_changes(connect_key, connect_to, None))
+    settings = dataclasses.replace(settings, connect_confirms=connect_confirms)
     validation.settings(settings)
     s = authorized(C, "template add")
     if audio is None and tts is None:
@@ -278,6 +312,11 @@ def template_edit(
     window_days: Optional[str] = typer.Option(None, "--window-days", help=DAYS_HELP),
     timezone: Optional[str] = typer.Option(None, "--timezone", help=ZONE_HELP),
     urgent: bool = typer.Option(False, "--urgent", help=URGENT_HELP),
+    connect_key: Optional[str] = typer.Option(None, "--connect-key",
+                                              help="Connect key 0-9, * or # (none: off)."),
+    connect_to: Optional[str] = typer.Option(None, "--connect-to", help=CONNECT_TO_HELP),
+    connect_confirms: Optional[bool] = typer.Option(
+        None, "--connect-confirms/--connect-needs-confirmation", help=CONNECT_CONFIRMS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the changes as JSON."),
 ) -> None:
     """Change any field of a template; campaigns already launched keep their snapshot.
@@ -303,6 +342,7 @@ def template_edit(
         if given:
             changes[key] = text
     changes.update(window_changes(window, window_days, timezone, urgent))
+    changes.update(connect_changes(connect_key, connect_to, connect_confirms))
     if language is not None:
         changes["language"] = language.value
     if email is not None:

@@ -41,6 +41,7 @@ from dialer.gateway import Gateway
 from dialer.mailqueue import MailQueue
 from dialer.membership import RETRY_S, Membership
 from dialer.metrics import Metrics
+from dialer.progress import PROGRESS, progress_of
 from dialer.sdnotify import Notifier
 from dialer.trunkbook import TrunkBook
 
@@ -405,28 +406,17 @@ class Daemon:
             self.membership.workers_changed()
         elif isinstance(msg, ipc.Reg):
             self._on_registration(msg)
-        elif isinstance(msg, (ipc.Ringing, ipc.Answered)):
-            cid = msg.call_id
-            self._progress.append((cid, msg.EV, at, {}))
+        elif isinstance(msg, PROGRESS):
+            rec = progress_of(msg)
+            self._progress.append((rec.call_id, rec.kind, at, rec.detail))
             if isinstance(msg, ipc.Ringing):
-                self.metrics.call_ringing(cid, at)
-            else:
-                self.metrics.call_answered(cid, at)
-            self._log_event(cid, msg.EV)
-        elif isinstance(msg, ipc.Played):
-            self._progress.append((msg.call_id, "played", at, {"prompt": msg.prompt}))
-        elif isinstance(msg, ipc.Key):
-            self._progress.append((msg.call_id, "key", at, {"key": msg.key}))
-            self._log_event(msg.call_id, f"key {msg.key}")
-        elif isinstance(msg, ipc.Confirmed):
-            what = str(msg.what)
-            self._progress.append((msg.call_id, "confirmed", at, {"what": what}))
-            self.metrics.record_confirmation(what)
-            self._log_event(msg.call_id, f"confirmed {what}")
-        elif isinstance(msg, ipc.Refusal):  # a wrong digit at a random key's prompt
-            self._progress.append((msg.call_id, "key_refused", at,
-                                   {"what": msg.what, "key": msg.key}))
-            self.metrics.record_refusal(str(msg.what))
+                self.metrics.call_ringing(rec.call_id, at)
+            elif isinstance(msg, ipc.Answered):
+                self.metrics.call_answered(rec.call_id, at)
+            if rec.counter is not None:
+                self.metrics.progress(*rec.counter)
+            if rec.log is not None:
+                self._log_event(rec.call_id, rec.log)
         elif isinstance(msg, ipc.Ended):
             try:
                 outcome = Outcome(msg.outcome or "")

@@ -34,6 +34,10 @@ Worker to daemon (``ev``):
 * ``key``: ``call_id``, ``key``, ``at``;  ``confirmed``: ``call_id``, ``what``, ``at``.
 * ``refusal``: ``call_id``, ``what``, ``key``, ``at``: a wrong digit at the prompt of a random
   key (wire version 3; the dial's ``dialogue`` then has ``answer_random``/``listen_random``).
+* ``transfer``: ``call_id``, ``result`` (``requested``, ``accepted``, ``connected``, ``failed``),
+  ``code`` (the SIP code that said so, 0: none), ``to`` (the Refer-To URI), ``at``: a step of a
+  blind transfer to the connect key's URI (wire version 4; the dial's ``dialogue`` then has
+  ``connect_key``/``connect_to``).
 * ``slots``: ``held``: call slots held by finished calls whose CANCEL or BYE is still
   unanswered (freed within the trunk's ``invite_timeout``); the pool counts them as busy.
 * ``dropped``: ``counts`` (reason -> messages), ``last``: what the source filter dropped.
@@ -90,7 +94,7 @@ Raw = dict[str, Any]
 """One message as JSON has it: what ``Channel`` sends and receives."""
 
 MAX_LINE = 1 << 20
-WIRE_VERSION = 3  # grows with every change of the wire a daemon and a worker must agree on
+WIRE_VERSION = 4  # grows with every change of the wire a daemon and a worker must agree on
 ALONE_S = 60.0  # a worker with no daemon attached this long finishes its calls and exits
 
 
@@ -323,6 +327,17 @@ class Refusal(Event, frozen=True, kw_only=True):
     at: float | None = None
 
 
+class Transfer(Event, frozen=True, kw_only=True):
+    """A step of a blind transfer (``dialer.core.dialogue.Transferred``)."""
+
+    EV: ClassVar[str] = "transfer"
+    call_id: str
+    result: str | None = None
+    code: int | None = None
+    to: str | None = None
+    at: float | None = None
+
+
 class Slots(Event, frozen=True, kw_only=True):
     EV: ClassVar[str] = "slots"
     held: int = 0
@@ -401,8 +416,8 @@ Message = Op | Event
 OPS: dict[str, type[Op]] = {c.OP: c for c in (Init, Dial, Hangup, Trust, TrunkState, Shutdown,
                                               Attach, Retire, Ack, Lease)}
 EVENTS: dict[str, type[Event]] = {c.EV: c for c in (
-    Ready, Reg, Ringing, Answered, Played, Key, Confirmed, Refusal, Slots, Dropped, Ended, Log,
-    Load, Hello, Attached, Refused, WorkerLost)}
+    Ready, Reg, Ringing, Answered, Played, Key, Confirmed, Refusal, Transfer, Slots, Dropped,
+    Ended, Log, Load, Hello, Attached, Refused, WorkerLost)}
 
 
 M = TypeVar("M", bound=Message)

@@ -60,7 +60,12 @@ def dial_message(call: ClaimedCall, trunk: TrunkConfig, media: dict[str, str],
         key_timeout=st.key_timeout, message_seconds=call.audio_seconds,
         answer_prompt_seconds=duration(media["answer_prompt"]),
         listen_prompt_seconds=duration(media["listen_prompt"]),
-        goodbye_seconds=duration(media["goodbye"]))
+        goodbye_seconds=duration(media["goodbye"]),
+        connect_key=st.connect_key, connect_to=st.connect_to,
+        connect_confirms=st.connect_confirms,
+        connect_offer_seconds=duration(media["connect_offer"]) if "connect_offer" in media else 0.0,
+        transfer_failed_seconds=duration(media["transfer_failed"])
+        if "transfer_failed" in media else 0.0)
     caller = st.caller_number or trunk.caller_id
     return ipc.Dial(
         call_id=call.attempt_id, trunk=trunk.name, uri=trunk.target(call.number),
@@ -71,8 +76,8 @@ def dial_message(call: ClaimedCall, trunk: TrunkConfig, media: dict[str, str],
 
 class Dials:
     """The ``dial`` messages of claimed calls: the language's prompts (for a random key, the
-    shipped prompt that says its digit), the message file, and the audio durations (each file
-    read once)."""
+    shipped prompt that says its digit; for a connect key, the offer that says it), the message
+    file, and the audio durations (each file read once)."""
 
     def __init__(self, prompts: Callable[[str], dict[str, Path]],
                  key_prompts: Callable[[str, str, str], Path],
@@ -87,6 +92,9 @@ class Dials:
                             ("listen_prompt", call.drawn.listen)):
             if digit is not None:
                 media[name] = str(self._key_prompts(lang, name, digit))
+        if call.settings.connect_key is not None:  # the offer that says the connect key
+            media["connect_offer"] = str(self._key_prompts(lang, "connect_offer",
+                                                           call.settings.connect_key))
         media["message"] = str(message)
         return dial_message(call, trunk, media, self._duration)
 

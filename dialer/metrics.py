@@ -18,6 +18,8 @@ dialer_attempts_total                     counter    ``outcome``, ``status_class
 dialer_confirmations_total                counter    ``what``: answer (key 1), listen (key 9)
 dialer_confirmations_refused_total        counter    ``what``: a wrong digit at the prompt of a
                                                      random key (``dialer.core.keys``)
+dialer_transfers_total                    counter    ``result``: requested, accepted, connected,
+                                                     failed (the connect key's blind transfers)
 dialer_max_calls                          gauge      ``scope`` (total/internal/external); a scope
                                                      that is unlimited has **no** series
 dialer_max_active_campaigns               gauge      absent when unlimited
@@ -233,6 +235,9 @@ class Metrics:
         self.refusals = Counter("dialer_confirmations_refused",
                                 "Wrong digits at the prompt of a random key (answer, listen).",
                                 ["what"], registry=r)
+        self.transfers = Counter("dialer_transfers",
+                                 "Steps of transfers to the connect key's URI (requested, "
+                                 "accepted, connected, failed).", ["result"], registry=r)
         self.max_calls = Gauge("dialer_max_calls",
                                "Global concurrent-call limit in force; absent when unlimited.",
                                ["scope"], registry=r)
@@ -310,6 +315,8 @@ class Metrics:
         for what in ("answer", "listen"):
             self.confirmations.labels(what)
             self.refusals.labels(what)
+        for result in ("requested", "accepted", "connected", "failed"):
+            self.transfers.labels(result)
         self.lease_valid.labels(node).set(0)
         self.lease_remaining.labels(node).set(0)
         self.generation.labels(node).set(0)
@@ -371,13 +378,11 @@ class Metrics:
         if action == "launched" and template is not None:
             self.alert_launches.labels(alertname, template).inc()
 
-    def record_confirmation(self, what: str) -> None:
-        """Count a confirmation: ``"answer"`` or ``"listen"``."""
-        self.confirmations.labels(what).inc()
-
-    def record_refusal(self, what: str) -> None:
-        """Count a wrong digit at a random key's prompt: ``"answer"`` or ``"listen"``."""
-        self.refusals.labels(what).inc()
+    def progress(self, what: str, label: str) -> None:
+        """Count a call's progress (``dialer.progress.Progress.counter``): a confirmation, a
+        refused digit, a step of a transfer."""
+        {"confirmation": self.confirmations, "refusal": self.refusals,
+         "transfer": self.transfers}[what].labels(label).inc()
 
     def set_calls_in_progress(self, counts: Mapping[tuple[str, str], int]) -> None:
         """Set calls in progress by ``(kind, trunk)``; pairs seen before and not given drop to 0."""

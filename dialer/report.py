@@ -339,6 +339,7 @@ def _settings_rows(st: Mapping[str, Any], run: Mapping[str, Any]) -> list[tuple[
         ("Escalation", escalation.summary(st, run.get("escalated_from"), run.get("escalated_to"))),
         ("Calling window", window.describe(st.get("window"), st.get("window_days"),
                                            st.get("timezone"))),
+        ("Connect to a person", keys.connect_text(st)),
         ("Message", f"{run['audio_seconds']:.1f} s" if run.get("audio_seconds") else None),
         ("Audio SHA-256", (str(run["audio_sha256"])[:16] + "…") if run.get("audio_sha256")
          else None),
@@ -434,6 +435,11 @@ def render_report(history: Mapping[str, Any], *, tz: dt.tzinfo = UTC,
     parts.append(_kpi("Calls placed", str(len(attempts)),
                       f"{len(attempts) / total:.1f} per recipient" if total else ""))
     parts.append(_kpi("Confirmed", f"{answer_conf} / {listen_conf}", "answer / listened"))
+    if st.get("connect_key"):
+        steps = Counter(str(e.get("kind")) for e in events)
+        parts.append(_kpi("Transferred", str(steps["transferred"]),
+                          f"{steps['transfer_requested']} asked, {steps['transfer_failed']} "
+                          "failed"))
     parts.append(_kpi("Half reached in", _span(half), "from the first call"))
     parts.append(_kpi("Duration", _span(last_end - first_call if first_call and last_end
                                         else None),

@@ -20,8 +20,10 @@ PROMPTS_DIR: Path = Path(__file__).resolve().parent / "prompts"
 LANGUAGES: tuple[str, ...] = ("en", "it")
 """Languages with a shipped prompt set (ISO 639-1 codes)."""
 
-PROMPT_NAMES: tuple[str, ...] = ("answer_prompt", "listen_prompt", "goodbye", "demo_message")
-"""Every prompt set holds these; the first three match ``dialer.core.dialogue.Prompt`` values."""
+PROMPT_NAMES: tuple[str, ...] = ("answer_prompt", "listen_prompt", "goodbye", "demo_message",
+                                  "connecting", "transfer_failed")
+"""Every prompt set holds these; all but ``demo_message`` are ``dialer.core.dialogue.Prompt``
+values (the last two are played by a template with a connect key)."""
 
 PROMPT_TEXTS: dict[str, dict[str, str]] = {
     "en": {
@@ -29,12 +31,16 @@ PROMPT_TEXTS: dict[str, dict[str, str]] = {
         "listen_prompt": "Press 9 to confirm you have listened to the message.",
         "goodbye": "Thank you. Goodbye.",
         "demo_message": "This is a test of the alert dialer. Everything is fine.",
+        "connecting": "Connecting you now. Please hold.",
+        "transfer_failed": "Sorry, the call could not be connected.",
     },
     "it": {
         "answer_prompt": "Questa è una chiamata di allerta. Premi 1 per ascoltare il messaggio.",
         "listen_prompt": "Premi 9 per confermare di aver ascoltato il messaggio.",
         "goodbye": "Grazie. Arrivederci.",
         "demo_message": "Questa è una prova del sistema di allerta. Va tutto bene.",
+        "connecting": "Ti stiamo collegando. Attendi in linea.",
+        "transfer_failed": "Spiacenti, non è stato possibile collegare la chiamata.",
     },
 }
 """What each shipped prompt says, by language then prompt name."""
@@ -55,6 +61,25 @@ KEY_PROMPT_TEXTS: dict[str, dict[str, str]] = {
     },
 }
 """The texts of the per-digit prompts, ``{digit}`` standing for the digit (as PROMPT_TEXTS)."""
+
+CONNECT_PROMPT = "connect_offer"
+"""The prompt offering the connect key (``--connect-key``): one file a key,
+``connect_offer_<key>.wav`` (``star`` and ``hash`` for * and #)."""
+
+CONNECT_KEYS = "0123456789*#"
+CONNECT_KEY_FILES: dict[str, str] = {**{d: d for d in "0123456789"}, "*": "star", "#": "hash"}
+
+CONNECT_PROMPT_TEXTS: dict[str, str] = {
+    "en": "To speak to a person now, press {key}.",
+    "it": "Per parlare ora con una persona, premi {key}.",
+}
+"""The connect offer's text, ``{key}`` standing for the key as ``CONNECT_KEY_WORDS`` says it."""
+
+CONNECT_KEY_WORDS: dict[str, dict[str, str]] = {
+    "en": {"*": "star", "#": "hash"},
+    "it": {"*": "asterisco", "#": "cancelletto"},
+}
+"""How a prompt says * and # (a digit is said as itself)."""
 
 
 def normalise_language(language: str) -> str:
@@ -97,14 +122,28 @@ def key_prompt_texts(language: str) -> dict[str, str]:
             for name in KEY_PROMPT_NAMES for digit in RANDOM_DIGITS}
 
 
-def key_prompt_path(language: str, name: str, digit: str) -> Path:
-    """Path of the shipped prompt ``name`` (answer_prompt, listen_prompt) that says "press
-    ``digit``", for a random key. Raises as ``prompt_path``."""
+def connect_prompt_texts(language: str) -> dict[str, str]:
+    """Every connect offer of ``language``: file stem (``connect_offer_0``) -> its text."""
     code = normalise_language(language)
-    if name not in KEY_PROMPT_NAMES or len(digit) != 1 or digit not in RANDOM_DIGITS:
+    words = CONNECT_KEY_WORDS[code]
+    return {f"{CONNECT_PROMPT}_{CONNECT_KEY_FILES[k]}":
+            CONNECT_PROMPT_TEXTS[code].format(key=words.get(k, k)) for k in CONNECT_KEYS}
+
+
+def key_prompt_path(language: str, name: str, digit: str) -> Path:
+    """Path of the shipped prompt ``name`` that says "press ``digit``": answer_prompt or
+    listen_prompt for a random key (digits 2-8), connect_offer for a connect key (0-9, *, #).
+    Raises as ``prompt_path``."""
+    code = normalise_language(language)
+    if name == CONNECT_PROMPT and len(digit) == 1 and digit in CONNECT_KEYS:
+        stem = f"{name}_{CONNECT_KEY_FILES[digit]}"
+    elif name in KEY_PROMPT_NAMES and len(digit) == 1 and digit in RANDOM_DIGITS:
+        stem = f"{name}_{digit}"
+    else:
         raise ValidationError(f"no prompt {name!r} for key {digit!r} (random keys: "
-                              f"{', '.join(KEY_PROMPT_NAMES)}, digits {RANDOM_DIGITS})")
-    path = PROMPTS_DIR / code / f"{name}_{digit}.wav"
+                              f"{', '.join(KEY_PROMPT_NAMES)}, digits {RANDOM_DIGITS}; "
+                              f"{CONNECT_PROMPT}: {CONNECT_KEYS})")
+    path = PROMPTS_DIR / code / f"{stem}.wav"
     if not path.is_file():
         raise AudioError(f"{path}: shipped prompt missing from the installation")
     return path

@@ -17,7 +17,14 @@ from pathlib import Path
 
 from dialer.core.errors import AudioError
 from media.audio import AudioInfo, import_audio, wav_seconds
-from media.prompts import LANGUAGES, PROMPT_TEXTS, PROMPTS_DIR, key_prompt_texts, normalise_language
+from media.prompts import (
+    LANGUAGES,
+    PROMPT_TEXTS,
+    PROMPTS_DIR,
+    connect_prompt_texts,
+    key_prompt_texts,
+    normalise_language,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +83,17 @@ def render_tts(text: str, voice: str, dest_dir: Path, *, rate: int = 8000,
 
 def regenerate_prompts(prompts_dir: Path = PROMPTS_DIR, *,
                        only_keys: bool = False) -> dict[str, dict[str, float]]:
-    """Rewrite every shipped prompt from ``PROMPT_TEXTS`` and the per-digit ones of random keys
-    (``key_prompt_texts``); return their durations in seconds. ``only_keys``: just the
-    per-digit ones."""
+    """Rewrite every shipped prompt from ``PROMPT_TEXTS``, the per-digit ones of random keys
+    (``key_prompt_texts``) and the connect offers (``connect_prompt_texts``); return their
+    durations in seconds. ``only_keys``: just the per-key ones."""
     durations: dict[str, dict[str, float]] = {}
     for language in LANGUAGES:
         target = prompts_dir / language
         target.mkdir(parents=True, exist_ok=True)
         durations[language] = {}
         texts = {} if only_keys else dict(PROMPT_TEXTS[language])
-        for name, text in {**texts, **key_prompt_texts(language)}.items():
+        keyed = {**key_prompt_texts(language), **connect_prompt_texts(language)}
+        for name, text in {**texts, **keyed}.items():
             info = synthesize(text, language, target)
             final = target / f"{name}.wav"
             os.replace(info.path, final)  # same directory: atomic
@@ -98,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Regenerate the shipped prompts with espeak-ng.")
     parser.add_argument("--dir", type=Path, default=PROMPTS_DIR, help="prompts directory")
     parser.add_argument("--only-keys", action="store_true",
-                        help="only the per-digit prompts of random keys")
+                        help="only the per-key prompts (random keys, connect offers)")
     args = parser.parse_args(argv)
     for language, prompts in regenerate_prompts(args.dir, only_keys=args.only_keys).items():
         for name, seconds in prompts.items():

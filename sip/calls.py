@@ -52,6 +52,8 @@ class Host(Protocol):
 
     def on_digit(self, call_id: str, digit: str) -> None: ...
 
+    def on_transfer_status(self, call_id: str, code: int, reason: str, final: bool) -> None: ...
+
 
 @dataclass(eq=False)
 class Attempt:
@@ -134,6 +136,23 @@ class OutboundCall(pj.Call):  # type: ignore[misc]
     @guarded
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
         self._host.on_digit(self.attempt_id, prm.digit)
+
+    @guarded
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        # Our REFER's fate: its response, then each NOTIFY's sipfrag. The dialogue decides what
+        # follows: pjsua must not hang up on its own (its default on a final 2xx), so that one
+        # place ends the call.
+        prm.cont = True
+        self._host.on_transfer_status(self.attempt_id, prm.statusCode, prm.reason,
+                                      bool(prm.finalNotify))
+
+    @guarded
+    def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
+        # A REFER from the far end: pjsua would accept it and dial the Refer-To itself, a call
+        # nobody recorded, to wherever the far end says. A dial-out-only UA refuses it.
+        logger.warning("call %s: refusing a transfer request (REFER) from the far end",
+                       self.attempt_id)
+        prm.statusCode = 403
 
 
 class Players:
@@ -295,10 +314,18 @@ class CallEvents:
         self.send(ipc.Key(call_id=call_id, key=digit, at=now))
         self._feed(att, dlg.Digit(digit, now))
 
+    def on_transfer_status(self, call_id: str, code: int, reason: str, final: bool) -> None:
+        att = self.attempts.get(call_id)
+        if att is None:
+            return
+        logger.info("call %s: transfer %s %s%s", call_id, code, reason, " (final)" if final else "")
+        self._feed(att, dlg.TransferStatus(code, final, time.time()))
+
     def _feed(self, att: Attempt, event: dlg.Event) -> None:
         """Step the dialogue and carry out its commands; the one place transitions are logged."""
         before = att.state.phase
         att.state, commands = dlg.step(att.state, event)
+        failed: int | None = None
         logger.debug("call %s: %s %s -> %s %s", att.call_id, type(event).__name__, before.value,
                      att.state.phase.value, commands)
         for cmd in commands:
@@ -316,6 +343,25 @@ class CallEvents:
                 self.send(ipc.Confirmed(call_id=att.call_id, what=cmd.what, at=cmd.at))
             elif isinstance(cmd, dlg.Refused):
                 self.send(ipc.Refusal(call_id=att.call_id, what=cmd.what, key=cmd.key, at=cmd.at))
+            elif isinstance(cmd, dlg.Transferred):
+                self.send(ipc.Transfer(call_id=att.call_id, result=cmd.result, code=cmd.code,
+                                       to=att.state.settings.connect_to, at=cmd.at))
+            elif isinstance(cmd, dlg.Transfer):
+                failed = self._refer(att, cmd.uri)
+        if failed is not None:  # the REFER could not even be sent: the dialogue goes on
+            self._feed(att, dlg.TransferStatus(failed, True, time.time()))
+
+    def _refer(self, att: Attempt, uri: str) -> int | None:
+        """Send the blind transfer's REFER; the SIP-like code of a failure to send it, if any."""
+        if att.call is None:
+            return 500
+        try:
+            att.call.xfer(uri, pj.CallOpParam(True))
+        except pj.Error as exc:
+            logger.warning("call %s: cannot transfer to %s: %s", att.call_id, uri, exc.info())
+            return 500
+        logger.info("call %s: transferring to %s", att.call_id, uri)
+        return None
 
     def _hangup(self, att: Attempt, abort: str | None = None) -> None:
         att.abort_reason = oc.abort_reason_after(att.abort_reason, abort, att.state.outcome)

@@ -25,6 +25,12 @@ SIPP_TIMING_DEFAULTS: dict[str, int] = {
     "key9_ms": 2000,  # key 1 -> key 9 (message + "press 9" prompt)
     "wrong_ms": 2000,  # wrong_key.xml: key 1 -> key 5 (message + "press 9" prompt)
     "hangup_ms": 1000,  # hangup_mid_message.xml: key 1 -> our BYE
+    "keyc_ms": 1000,  # transfer*.xml: the key before -> the connect key
+}
+
+#: Other ``-key`` values every scenario gets (tests override them).
+SIPP_VALUE_DEFAULTS: dict[str, str] = {
+    "connect_key": "0",  # transfer*.xml: the digit of the [dtmfc] capture, as logged
 }
 
 
@@ -46,7 +52,9 @@ def parse_sipp_log(text: str) -> list[SippEvent]:
         if len(parts) < 3 or parts[0] != "PEER":
             continue
         kind, call_id, rest = parts[1], parts[2], parts[3:]
-        detail = rest[0] if kind in ("KEY", "END", "TOLD", "NOKEY") and len(rest) > 1 else ""
+        detail = rest[0] if kind in ("KEY", "END", "TOLD", "NOKEY", "REFER", "NOTIFIED",
+                                                 "REFERRED") \
+            and len(rest) > 1 else ""
         clock = int(rest[-1]) if rest and rest[-1].isdigit() else -1
         events.append(SippEvent(kind, call_id, detail, clock))
     return events
@@ -109,6 +117,7 @@ class Sipp:
         self.media_port = free_port(3)
         self.remote = remote
         self.keys: dict[str, str] = {k: str(v) for k, v in SIPP_TIMING_DEFAULTS.items()}
+        self.keys.update(SIPP_VALUE_DEFAULTS)
         for key, capture in (dtmf or {}).items():
             self.keys[f"dtmf{key}"] = str(capture)
         self.keys.update({k: str(v) for k, v in (keys or {}).items()})
@@ -279,6 +288,10 @@ class Sipp:
     def keys_sent(self) -> list[tuple[str, str]]:
         """(Call-ID, digit) of each DTMF capture played, in order."""
         return [(e.call_id, e.detail) for e in self.events() if e.kind == "KEY"]
+
+    def refers(self) -> list[tuple[str, str]]:
+        """(Call-ID, Refer-To header value) of each REFER a scenario logged, in order."""
+        return [(e.call_id, e.detail) for e in self.events() if e.kind == "REFER"]
 
     def peak_calls(self) -> int:
         """Peak number of simultaneous calls (INVITE received .. call ended)."""

@@ -69,6 +69,9 @@ TODAY: list[tuple[ipc.Message, dict[str, Any]]] = [
       "outcome": "failed", "answered_at": None, "keys": "", "answer_confirmed_at": None,
       "listen_confirmed_at": None, "at": 2.0, "seq": 9}),
     (ipc.Log(level="error", message="m"), {"ev": "log", "level": "error", "message": "m"}),
+    (ipc.Transfer(call_id="c", result="failed", code=603, to="sip:b@x", at=2.0),
+     {"ev": "transfer", "call_id": "c", "result": "failed", "code": 603, "to": "sip:b@x",
+      "at": 2.0}),
     (ipc.Load(overloaded=True, lag=0.2), {"ev": "load", "overloaded": True, "lag": 0.2}),
     (ipc.Hello(wire=1, pid=5, worker=0, sip_port=5070, digest="d", ready=True),
      {"ev": "hello", "wire": 1, "pid": 5, "worker": 0, "sip_port": 5070, "digest": "d",
@@ -87,7 +90,7 @@ def test_every_message_of_the_docstring_has_a_class() -> None:
     assert set(ipc.OPS) == {"init", "dial", "hangup", "trust", "trunk", "shutdown", "attach",
                             "retire", "ack", "lease"}
     assert set(ipc.EVENTS) == {"ready", "reg", "ringing", "answered", "played", "key",
-                               "confirmed", "refusal", "slots", "dropped", "ended", "log", "load",
+                               "confirmed", "refusal", "transfer", "slots", "dropped", "ended", "log", "load",
                                "hello", "attached", "refused", "worker_lost"}
     assert {type(m) for m, _ in TODAY} == {*ipc.OPS.values(), *ipc.EVENTS.values()}
 

@@ -47,8 +47,9 @@ def fill(m: Metrics) -> None:
                             (Outcome.NO_ANSWER, 487), (Outcome.UNREACHABLE, 503),
                             (Outcome.REJECTED, 603), (Outcome.WORKER_LOST, None)):
         m.record_attempt(outcome.value, status)
-    m.record_confirmation("answer")
-    m.record_confirmation("listen")
+    m.progress("confirmation", "answer")
+    m.progress("confirmation", "listen")
+    m.progress("transfer", "connected")
     m.set_limits(Limits(total=10, internal=8, external=6), 3)
     m.set_trunk("internal", True, 200)
     m.set_trunk("external", False, 403)

@@ -187,6 +187,16 @@ class DialogueSettings:
     answer_prompt_seconds: float = 0.0
     listen_prompt_seconds: float = 0.0
     goodbye_seconds: float = 0.0
+    # connect to a person (``dialer.core.dialogue``, the connect key): the key, the SIP URI a
+    # blind transfer (REFER) sends the call to, whether a transfer counts as contacted without
+    # the confirmations, the offer and failure prompts' durations, and how long to wait for the
+    # far end to report the transfer done
+    connect_key: str | None = None
+    connect_to: str | None = None
+    connect_confirms: bool = False
+    connect_offer_seconds: float = 0.0
+    transfer_failed_seconds: float = 0.0
+    transfer_wait: float = 35.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,3 +239,9 @@ class CampaignSettings:
     window: str | None = None
     window_days: str | None = None
     timezone: str | None = None
+    # connect to a person: the key that transfers the call (after the message or at a prompt),
+    # the SIP URI it is transferred to (blind REFER), and whether the transfer counts as
+    # contacted without the confirmations; None: no connect key
+    connect_key: str | None = None
+    connect_to: str | None = None
+    connect_confirms: bool = False

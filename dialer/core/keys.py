@@ -91,3 +91,12 @@ def drawn_text(attempt: Mapping[str, Any]) -> str:
     4, listen key 6"``; empty when its keys are fixed."""
     return "".join(f", {w} key {attempt[f'{w}_key']}" for w in ("answer", "listen")
                    if attempt.get(f"{w}_key"))
+
+
+def connect_text(st: Mapping[str, Any]) -> str | None:
+    """The connect key as the reports say it (None: no connect key)."""
+    if not st.get("connect_key"):
+        return None
+    counts = ("counts as contacted even without the confirmations" if st.get("connect_confirms")
+              else "counts as contacted after the confirmations")
+    return f"key {st['connect_key']} transfers to {st.get('connect_to')} ({counts})"

@@ -8,10 +8,15 @@ import unicodedata
 from dialer.core import escalation, window
 from dialer.core.domain import CampaignSettings, EmailPolicy
 from dialer.core.errors import ValidationError
-from dialer.core.keys import RANDOM
+from dialer.core.keys import RANDOM, RANDOM_DIGITS
 
 NAME_RE = re.compile(r"[\w -]{1,100}")  # \w: letters of any alphabet ("Città"), digits, _
 DTMF_KEYS = set("0123456789*#")
+# A SIP or SIPS URI a call may be transferred to: [user@]host[:port][;params], nothing that
+# could end the Refer-To header or the URI (no spaces, quotes, angle brackets, CR or LF).
+SIP_URI_RE = re.compile(r"sips?:(?:[A-Za-z0-9_.!~*'()&=+$,;?/%-]+@)?"
+                        r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+                        r"(?::[0-9]{1,5})?(?:;[A-Za-z0-9_.!~*'()&=+$%:-]+)*", re.IGNORECASE)
 
 
 def template_name(name: str) -> str:
@@ -73,5 +78,30 @@ def settings(st: CampaignSettings, recipients: int | None = None) -> CampaignSet
                               "has no window)")
     if st.email not in {p.value for p in EmailPolicy}:
         raise ValidationError(f"email {st.email!r}: off, on-launch or unreached")
+    connect(st)
     escalation.check(st)
     return st
+
+
+def connect(st: CampaignSettings) -> None:
+    """The connect key (``--connect-key``/``--connect-to``): both or neither, a DTMF key no
+    confirmation in use takes (nor a digit a random key may draw), a SIP URI."""
+    if (st.connect_key is None) != (st.connect_to is None):
+        raise ValidationError("--connect-key and --connect-to go together (none: no connect key)")
+    if st.connect_key is None:
+        if st.connect_confirms:
+            raise ValidationError("--connect-confirms needs --connect-key and --connect-to")
+        return
+    key = st.connect_key
+    if key not in DTMF_KEYS or len(key) != 1:
+        raise ValidationError(f"connect-key {key!r} must be one of 0-9, * and #")
+    for name, used, other in (("answer", st.answer_confirm, st.answer_key),
+                              ("listen", st.listen_confirm, st.listen_key)):
+        if used and other == key:
+            raise ValidationError(f"connect-key {key} is the {name} key: use another")
+        if used and other == RANDOM and key in RANDOM_DIGITS:
+            raise ValidationError(f"connect-key {key}: a random {name} key may draw it (use 0, "
+                                  "1, 9, * or #)")
+    if not SIP_URI_RE.fullmatch(st.connect_to or "") or len(st.connect_to or "") > 200:
+        raise ValidationError(f"connect-to {st.connect_to!r} must be a SIP URI such as "
+                              "sip:bridge@pbx.example.com")
