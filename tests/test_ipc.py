@@ -90,8 +90,8 @@ def test_every_message_of_the_docstring_has_a_class() -> None:
     assert set(ipc.OPS) == {"init", "dial", "hangup", "trust", "trunk", "shutdown", "attach",
                             "retire", "ack", "lease"}
     assert set(ipc.EVENTS) == {"ready", "reg", "ringing", "answered", "played", "key",
-                               "confirmed", "refusal", "transfer", "slots", "dropped", "ended", "log", "load",
-                               "hello", "attached", "refused", "worker_lost"}
+                               "confirmed", "refusal", "transfer", "slots", "dropped", "ended",
+                               "log", "load", "hello", "attached", "refused", "worker_lost"}
     assert {type(m) for m, _ in TODAY} == {*ipc.OPS.values(), *ipc.EVENTS.values()}
 
 
