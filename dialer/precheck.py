@@ -273,6 +273,8 @@ def _prompt_findings(settings: CampaignSettings,
         needed.append("answer_prompt")
     if settings.listen_confirm:
         needed.append("listen_prompt")
+    if settings.connect_key is not None:
+        needed += ["connecting", "transfer_failed"]
     try:
         prompts = prompt_set(settings.language)
     except DialerError as exc:
@@ -295,13 +297,18 @@ def _prompt_findings(settings: CampaignSettings,
 
 
 def _key_prompt_findings(settings: CampaignSettings) -> list[Finding]:
-    """A random key plays the shipped prompt of its digit: each must be there and sound."""
-    from media.prompts import key_prompt_path
+    """A random key plays the shipped prompt of its digit, a connect key the offer that says
+    it: each must be there and sound."""
+    from media.prompts import CONNECT_PROMPT, key_prompt_path
 
     findings: list[Finding] = []
     for name, on, key in (("answer_prompt", settings.answer_confirm, settings.answer_key),
-                          ("listen_prompt", settings.listen_confirm, settings.listen_key)):
-        for digit in RANDOM_DIGITS if on and key == RANDOM else "":
+                          ("listen_prompt", settings.listen_confirm, settings.listen_key),
+                          (CONNECT_PROMPT, settings.connect_key is not None,
+                           settings.connect_key)):
+        keys = RANDOM_DIGITS if on and key == RANDOM else (key or "") if on and \
+            name == CONNECT_PROMPT else ""
+        for digit in keys:
             try:
                 validate_normalised(key_prompt_path(settings.language, name, digit))
             except DialerError as exc:

@@ -43,11 +43,16 @@ BEHAVIOURS = ("confirm", "busy", "reject", "no_answer", "wrong_key", "hangup_mid
 class Behaviour:
     """What a recipient does on one call. ``after``: seconds of ringing before it answers (or
     before the busy/reject reply). ``fixed_key``: an auto-attendant that presses ``key`` at
-    every prompt, whatever the prompt says (``confirm`` presses the key the prompt announces)."""
+    every prompt, whatever the prompt says (``confirm`` presses the key the prompt announces).
+    ``connect_first``: presses the connect key at the first prompt, then confirms whatever
+    follows; ``confirm_connect``: confirms, then presses the connect key when it is offered.
+    ``transfer``: what the PBX reports of a REFER (2xx: 202 then that final status; else that
+    status refuses the REFER)."""
 
     kind: str = "confirm"
     after: float = 2.0
     key: str = "5"
+    transfer: int = 200
 
     def succeeds(self, *, answer_confirm: bool, listen_confirm: bool, max_repeats: int,
                  ring_timeout: float) -> bool:
@@ -258,6 +263,9 @@ class FakeGateway:
             self._feed(call, dlg.Digit(str(ev.arg), now))
         elif ev.what == "timer":
             self._feed(call, dlg.TimerFired(int(ev.arg), now))
+        elif ev.what == "transfer":
+            code, final = ev.arg
+            self._feed(call, dlg.TransferStatus(code, final, now))
         elif ev.what == "remote_hangup":
             if oc.remote_hangup_counts(answered=call.answered, abort_reason=None):
                 self._feed(call, dlg.RemoteHangup(now))
@@ -278,6 +286,16 @@ class FakeGateway:
             elif isinstance(cmd, dlg.Refused):
                 self._emit(ipc.Refusal(call_id=call.call_id, what=cmd.what, key=cmd.key,
                                        at=self.clock.now))
+            elif isinstance(cmd, dlg.Transferred):
+                self._emit(ipc.Transfer(call_id=call.call_id, result=cmd.result, code=cmd.code,
+                                        to=call.dialogue.settings.connect_to, at=cmd.at))
+            elif isinstance(cmd, dlg.Transfer):
+                code = call.behaviour.transfer
+                if 200 <= code < 300:
+                    self._at(0.1, call, "transfer", (202, False))
+                    self._at(1.0, call, "transfer", (code, True))
+                else:
+                    self._at(0.1, call, "transfer", (code, True))
             elif isinstance(cmd, dlg.HangUp):
                 self._end(call, 200, "BYE sent")
                 return
@@ -289,9 +307,15 @@ class FakeGateway:
         if prompt is dlg.Prompt.MESSAGE and kind == "hangup_mid_message":
             self._at(max(0.01, s.message_seconds / 2), call, "remote_hangup")
             return
+        if prompt is dlg.Prompt.CONNECT_OFFER and kind == "confirm_connect":
+            self._at(1.0, call, "digit", s.connect_key)
+            return
         if prompt not in (dlg.Prompt.ANSWER_PROMPT, dlg.Prompt.LISTEN_PROMPT):
             return
         call.prompts_heard += 1
+        if kind == "connect_first" and call.prompts_heard == 1:
+            self._at(1.0, call, "digit", s.connect_key)
+            return
         if kind == "silent":
             return
         right = s.answer_key if prompt is dlg.Prompt.ANSWER_PROMPT else s.listen_key
@@ -300,7 +324,8 @@ class FakeGateway:
         elif kind == "wrong_key" and call.prompts_heard == 1:
             wrong = "5" if right != "5" else "6"
             self._at(1.0, call, "digit", wrong)
-        elif kind in ("confirm", "wrong_key", "hangup_mid_message"):
+        elif kind in ("confirm", "wrong_key", "hangup_mid_message", "connect_first",
+                      "confirm_connect"):
             self._at(1.0, call, "digit", right)
 
     def _end(self, call: _Call, status: int, reason: str, abort: str | None = None) -> None:

@@ -265,3 +265,21 @@ def test_a_random_key_needs_the_prompt_of_every_digit(message: AudioInfo,
     fixed = check(FakeTemplate(recipients=CLEAN), message,  # fixed keys need none of them
                   prompt_set=lambda lang: shipped)
     assert codes(fixed) == [("info", "estimate", None)]
+
+
+def test_a_connect_key_needs_its_offer_and_the_transfer_prompts(message: AudioInfo,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    st = CampaignSettings(connect_key="#", connect_to="sip:bridge@pbx.example.com")
+    assert codes(check(FakeTemplate(settings=st, recipients=CLEAN), message)) == [
+        ("info", "estimate", None)]
+    import media.prompts
+
+    shipped = prompt_set("en")
+    monkeypatch.setattr(media.prompts, "PROMPTS_DIR", tmp_path)  # an installation without it
+    found = check(FakeTemplate(settings=st, recipients=CLEAN), message,
+                  prompt_set=lambda lang: {k: v for k, v in shipped.items()
+                                           if k != "transfer_failed"})
+    missing = sorted(f.message for f in found if f.code == "prompt_missing")
+    assert len(missing) == 2
+    assert "'connect_offer' for key #" in missing[0] and "'transfer_failed'" in missing[1]
