@@ -9,7 +9,8 @@ from typing import Any
 
 from dialer import ipc
 from dialer.config import Config, TrunkConfig
-from dialer.core.domain import DialogueSettings
+from dialer.core.domain import DEFAULT_ANSWER_KEY, DEFAULT_LISTEN_KEY, DialogueSettings
+from dialer.core.keys import RANDOM
 from dialer.core.records import ClaimedCall
 
 
@@ -75,9 +76,9 @@ def dial_message(call: ClaimedCall, trunk: TrunkConfig, media: dict[str, str],
 
 
 class Dials:
-    """The ``dial`` messages of claimed calls: the language's prompts (for a random key, the
-    shipped prompt that says its digit; for a connect key, the offer that says it), the message
-    file, and the audio durations (each file read once)."""
+    """The ``dial`` messages of claimed calls: the language's prompts (for a random key or a
+    fixed key other than 1 and 9, the shipped prompt that says it; for a connect key, the offer
+    that says it), the message file, and the audio durations (each file read once)."""
 
     def __init__(self, prompts: Callable[[str], dict[str, Path]],
                  key_prompts: Callable[[str, str, str], Path],
@@ -88,9 +89,11 @@ class Dials:
     def message(self, call: ClaimedCall, trunk: TrunkConfig, message: Path) -> ipc.Dial:
         lang = call.settings.language
         media = {name: str(path) for name, path in self._prompts(lang).items()}
-        for name, digit in (("answer_prompt", call.drawn.answer),
-                            ("listen_prompt", call.drawn.listen)):
-            if digit is not None:
+        st = call.settings
+        for name, digit, default in (
+                ("answer_prompt", call.drawn.answer or st.answer_key, DEFAULT_ANSWER_KEY),
+                ("listen_prompt", call.drawn.listen or st.listen_key, DEFAULT_LISTEN_KEY)):
+            if digit not in (default, RANDOM):  # the prompt says the key that confirms
                 media[name] = str(self._key_prompts(lang, name, digit))
         if call.settings.connect_key is not None:  # the offer that says the connect key
             media["connect_offer"] = str(self._key_prompts(lang, "connect_offer",

@@ -297,18 +297,17 @@ def _prompt_findings(settings: CampaignSettings,
 
 
 def _key_prompt_findings(settings: CampaignSettings) -> list[Finding]:
-    """A random key plays the shipped prompt of its digit, a connect key the offer that says
-    it: each must be there and sound."""
-    from media.prompts import CONNECT_PROMPT, key_prompt_path
+    """A random key plays the shipped prompt of its digit, a fixed key the one that says it, a
+    connect key the offer that says it: each must be there and sound."""
+    from media.prompts import CONNECT_PROMPT, DEFAULT_KEYS, key_prompt_path
 
     findings: list[Finding] = []
     for name, on, key in (("answer_prompt", settings.answer_confirm, settings.answer_key),
                           ("listen_prompt", settings.listen_confirm, settings.listen_key),
                           (CONNECT_PROMPT, settings.connect_key is not None,
                            settings.connect_key)):
-        keys = RANDOM_DIGITS if on and key == RANDOM else (key or "") if on and \
-            name == CONNECT_PROMPT else ""
-        for digit in keys:
+        keys = "" if not on or key is None else RANDOM_DIGITS if key == RANDOM else key
+        for digit in keys.replace(DEFAULT_KEYS.get(name, ""), ""):  # 1, 9: checked above
             try:
                 validate_normalised(key_prompt_path(settings.language, name, digit))
             except DialerError as exc:

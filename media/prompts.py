@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from dialer.core.domain import DEFAULT_ANSWER_KEY, DEFAULT_LISTEN_KEY
 from dialer.core.errors import AudioError, ValidationError
-from dialer.core.keys import RANDOM_DIGITS
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +46,14 @@ PROMPT_TEXTS: dict[str, dict[str, str]] = {
 """What each shipped prompt says, by language then prompt name."""
 
 KEY_PROMPT_NAMES: tuple[str, ...] = ("answer_prompt", "listen_prompt")
-"""The prompts of a random key (``dialer.core.keys``): one file a digit of ``RANDOM_DIGITS``,
-``<name>_<digit>.wav``, saying the digit drawn for the call."""
+"""The prompts that say which key confirms: one file a key, ``<name>_<key>.wav`` (``star`` and
+``hash`` for * and #), for a random key's drawn digit (``dialer.core.keys``) and for a fixed key
+other than the default (1 to answer, 9 to listen: ``answer_prompt.wav``/``listen_prompt.wav``
+say those)."""
+
+DEFAULT_KEYS: dict[str, str] = {"answer_prompt": DEFAULT_ANSWER_KEY,
+                                "listen_prompt": DEFAULT_LISTEN_KEY}
+"""The key each confirmation prompt of ``PROMPT_TEXTS`` says."""
 
 KEY_PROMPT_TEXTS: dict[str, dict[str, str]] = {
     "en": {
@@ -60,22 +66,24 @@ KEY_PROMPT_TEXTS: dict[str, dict[str, str]] = {
         "listen_prompt": "Premi {digit} per confermare di aver ascoltato il messaggio.",
     },
 }
-"""The texts of the per-digit prompts, ``{digit}`` standing for the digit (as PROMPT_TEXTS)."""
+"""The texts of the per-key prompts, ``{digit}`` standing for the key as ``KEY_WORDS`` says it
+(as PROMPT_TEXTS)."""
 
 CONNECT_PROMPT = "connect_offer"
 """The prompt offering the connect key (``--connect-key``): one file a key,
-``connect_offer_<key>.wav`` (``star`` and ``hash`` for * and #)."""
+``connect_offer_<key>.wav``."""
 
-CONNECT_KEYS = "0123456789*#"
-CONNECT_KEY_FILES: dict[str, str] = {**{d: d for d in "0123456789"}, "*": "star", "#": "hash"}
+DTMF_KEYS = "0123456789*#"
+KEY_FILES: dict[str, str] = {**{d: d for d in "0123456789"}, "*": "star", "#": "hash"}
+"""How a key is spelt in a prompt's file name."""
 
 CONNECT_PROMPT_TEXTS: dict[str, str] = {
     "en": "To speak to a person now, press {key}.",
     "it": "Per parlare ora con una persona, premi {key}.",
 }
-"""The connect offer's text, ``{key}`` standing for the key as ``CONNECT_KEY_WORDS`` says it."""
+"""The connect offer's text, ``{key}`` standing for the key as ``KEY_WORDS`` says it."""
 
-CONNECT_KEY_WORDS: dict[str, dict[str, str]] = {
+KEY_WORDS: dict[str, dict[str, str]] = {
     "en": {"*": "star", "#": "hash"},
     "it": {"*": "asterisco", "#": "cancelletto"},
 }
@@ -116,33 +124,36 @@ def prompt_set(language: str) -> dict[str, Path]:
 
 
 def key_prompt_texts(language: str) -> dict[str, str]:
-    """Every per-digit prompt of ``language``: file stem (``answer_prompt_4``) -> its text."""
+    """Every per-key prompt of ``language``: file stem (``answer_prompt_4``) -> its text. The
+    default key of each prompt has none (the prompt itself says it)."""
     code = normalise_language(language)
-    return {f"{name}_{digit}": KEY_PROMPT_TEXTS[code][name].format(digit=digit)
-            for name in KEY_PROMPT_NAMES for digit in RANDOM_DIGITS}
+    words = KEY_WORDS[code]
+    return {f"{name}_{KEY_FILES[k]}": KEY_PROMPT_TEXTS[code][name].format(digit=words.get(k, k))
+            for name in KEY_PROMPT_NAMES for k in DTMF_KEYS if k != DEFAULT_KEYS[name]}
 
 
 def connect_prompt_texts(language: str) -> dict[str, str]:
     """Every connect offer of ``language``: file stem (``connect_offer_0``) -> its text."""
     code = normalise_language(language)
-    words = CONNECT_KEY_WORDS[code]
-    return {f"{CONNECT_PROMPT}_{CONNECT_KEY_FILES[k]}":
-            CONNECT_PROMPT_TEXTS[code].format(key=words.get(k, k)) for k in CONNECT_KEYS}
+    words = KEY_WORDS[code]
+    return {f"{CONNECT_PROMPT}_{KEY_FILES[k]}":
+            CONNECT_PROMPT_TEXTS[code].format(key=words.get(k, k)) for k in DTMF_KEYS}
 
 
 def key_prompt_path(language: str, name: str, digit: str) -> Path:
-    """Path of the shipped prompt ``name`` that says "press ``digit``": answer_prompt or
-    listen_prompt for a random key (digits 2-8), connect_offer for a connect key (0-9, *, #).
+    """Path of the shipped prompt ``name`` that says "press ``digit``" (a key 0-9, * or #):
+    answer_prompt or listen_prompt for a key that confirms (a random key's drawn digit, or a
+    fixed key; the default key is the prompt itself), connect_offer for a connect key.
     Raises as ``prompt_path``."""
     code = normalise_language(language)
-    if name == CONNECT_PROMPT and len(digit) == 1 and digit in CONNECT_KEYS:
-        stem = f"{name}_{CONNECT_KEY_FILES[digit]}"
-    elif name in KEY_PROMPT_NAMES and len(digit) == 1 and digit in RANDOM_DIGITS:
-        stem = f"{name}_{digit}"
-    else:
-        raise ValidationError(f"no prompt {name!r} for key {digit!r} (random keys: "
-                              f"{', '.join(KEY_PROMPT_NAMES)}, digits {RANDOM_DIGITS}; "
-                              f"{CONNECT_PROMPT}: {CONNECT_KEYS})")
+    if len(digit) != 1 or digit not in DTMF_KEYS or name not in (*KEY_PROMPT_NAMES,
+                                                                 CONNECT_PROMPT):
+        raise ValidationError(f"no prompt {name!r} for key {digit!r} (prompts "
+                              f"{', '.join((*KEY_PROMPT_NAMES, CONNECT_PROMPT))}, keys "
+                              f"{DTMF_KEYS})")
+    if DEFAULT_KEYS.get(name) == digit:
+        return prompt_path(code, name)
+    stem = f"{name}_{KEY_FILES[digit]}"
     path = PROMPTS_DIR / code / f"{stem}.wav"
     if not path.is_file():
         raise AudioError(f"{path}: shipped prompt missing from the installation")

@@ -18,10 +18,15 @@ from hypothesis import strategies as st
 from dialer.core.errors import AudioError, ValidationError
 from media.audio import AudioInfo, import_audio, validate_normalised, wav_seconds
 from media.prompts import (
+    CONNECT_PROMPT,
+    DEFAULT_KEYS,
+    KEY_FILES,
     KEY_PROMPT_NAMES,
+    KEY_WORDS,
     LANGUAGES,
     PROMPT_NAMES,
     PROMPT_TEXTS,
+    connect_prompt_texts,
     key_prompt_path,
     key_prompt_texts,
     prompt_path,
@@ -295,17 +300,29 @@ def test_shipped_prompts_exist_and_are_normalised(language: str) -> None:
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
-def test_every_digit_of_a_random_key_has_its_prompts(language: str) -> None:
+def test_every_key_has_its_prompts(language: str) -> None:
+    """A prompt that says each key: a random key's digit, a fixed key other than the default,
+    and the connect offer; the default key (1 to answer, 9 to listen) is the prompt itself."""
     texts = key_prompt_texts(language)
-    assert len(texts) == len(KEY_PROMPT_NAMES) * 7
+    assert len(texts) == len(KEY_PROMPT_NAMES) * 11
     for name in KEY_PROMPT_NAMES:
-        for digit in "2345678":
-            path = key_prompt_path(language, name, digit)
-            assert path.name == f"{name}_{digit}.wav"
-            assert digit in texts[f"{name}_{digit}"]  # "press 4", "premi 4"
+        for key in "0123456789*#":
+            path = key_prompt_path(language, name, key)
+            if key == DEFAULT_KEYS[name]:
+                assert path == prompt_path(language, name)
+                continue
+            stem = f"{name}_{KEY_FILES[key]}"
+            assert path.name == f"{stem}.wav"
+            said = KEY_WORDS[language].get(key, key)
+            assert said in texts[stem]  # "press 4", "premi 4", "press star", "premi cancelletto"
             validate_normalised(path)
             assert 1.0 < wav_seconds(path) < 8.0 and path.stat().st_size < 128 * 1024
-    for bad in ("1", "9", "0", "#", "44"):
+    for key, text in connect_prompt_texts(language).items():
+        path = key_prompt_path(language, CONNECT_PROMPT, key.rsplit("_", 1)[1]
+                               .replace("star", "*").replace("hash", "#"))
+        assert path.stem == key and text.startswith(("To speak", "Per parlare"))
+        validate_normalised(path)
+    for bad in ("44", "x", ""):
         with pytest.raises(ValidationError):
             key_prompt_path(language, "answer_prompt", bad)
     with pytest.raises(ValidationError):
