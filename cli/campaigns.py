@@ -306,7 +306,8 @@ def campaign_delete(campaign_id: int = typer.Argument(..., autocompletion=comple
                                    help="Campaign id."),
                     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
                     json_out: bool = JSON_RESULT) -> None:
-    """Delete a completed or terminated campaign; its history stays (dialer history show ID).
+    """Delete a completed or terminated campaign whose calls have all ended; its history stays
+    (dialer history show ID).
 
     Example: dialer campaign delete 3 --yes
     """

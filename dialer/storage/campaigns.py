@@ -403,6 +403,12 @@ class Campaigns(Templates, Dispatch):
             if not CampaignState(c.state).finished:
                 raise StateError(f"cannot delete campaign {campaign_id}: it is {c.state} "
                                  "(stop it first)")
+            calls = s.scalar(select(func.count()).select_from(AttemptRow).where(
+                AttemptRow.campaign_id == campaign_id, AttemptRow.ended_at.is_(None))) or 0
+            if calls:  # its end must still find the recipient it accounts for
+                raise StateError(f"cannot delete campaign {campaign_id}: {calls} call"
+                                 f"{'' if calls == 1 else 's'} still in progress (a stopped "
+                                 "campaign's calls are being hung up: try again in a moment)")
             s.execute(delete(RecipientRow).where(
                 RecipientRow.campaign_id == campaign_id))
             old = {"name": c.name, "template": c.template_name, "state": c.state}
