@@ -220,8 +220,9 @@ def test_any_sequence_ends_in_one_outcome_and_transfers_at_most_once_per_failure
         elif kind == "bye":
             cmds = r.bye()
         else:
-            code, final = value  # type: ignore[misc]
-            cmds = status(r, code, final)
+            assert isinstance(value, tuple)
+            code, final = value
+            cmds = status(r, int(code), bool(final))
         transfers += sum(isinstance(c, Transfer) for c in cmds)
         failures += sum(isinstance(c, Transferred) and c.result == "failed" for c in cmds)
         if any(isinstance(c, StartTimer) for c in cmds):
