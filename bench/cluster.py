@@ -45,6 +45,7 @@ import psycopg  # noqa: E402
 
 from dialer import ipc  # noqa: E402
 from dialer.config import Config, TrunkConfig  # noqa: E402
+from dialer.core.cluster import NodeLoad  # noqa: E402
 from dialer.core.domain import CampaignSettings, Kind  # noqa: E402
 from dialer.core.recipients import Recipient  # noqa: E402
 from dialer.daemon import Daemon  # noqa: E402
@@ -111,6 +112,9 @@ class WallGateway:
 
     def busy_slots(self) -> int:
         return len(self.calls)
+
+    def node_load(self) -> NodeLoad:
+        return NodeLoad(slots=self.capacity)
 
     def ready_count(self) -> int:
         return 1

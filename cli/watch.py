@@ -23,6 +23,7 @@ from cli.common import short_time
 from dialer import zones
 from dialer.bootstrap import settings_from_dict
 from dialer.core import window as windows
+from dialer.core.cluster import load_lines
 from dialer.core.domain import CampaignState, Limits, RecipientState
 from dialer.core.records import TrunkHealthView
 from dialer.core.waiting import Situation, tally, why_waiting, window_line
@@ -100,10 +101,11 @@ def situation(store: Any, campaign: Mapping[str, Any], now: float) -> Situation:
                 calls[r["kind"]] = calls.get(r["kind"], 0) + 1
     w = windows.window_of(settings.window, settings.window_days, settings.timezone)
     listed = campaign["recipients"] if isinstance(campaign["recipients"], list) else []
+    nodes = store.nodes()
     return Situation(state=campaign["state"], start_at=_ts(campaign.get("start_at")),
                      window=w, zones={} if w is None else zones.zone_map(
                          [None, *(r.get("timezone") for r in listed)], w.timezone),
-                     serving=serving(store.nodes(), now), limits=settings.limits,
+                     serving=serving(nodes, now), nodes=nodes, limits=settings.limits,
                      global_limits=store.get_settings().limits, calls=calls,
                      global_calls={"internal": running.internal, "external": running.external},
                      external_trunks=[t for t in health if t != "internal"],
@@ -115,7 +117,13 @@ def waiting_lines(recipients: Sequence[Mapping[str, Any]], s: Situation, now: fl
     reasons = [why_waiting(r["kind"], _ts(r.get("next_at")), s, now, r.get("timezone"))
                for r in recipients if r["state"] == RecipientState.IDLE.value]
     head = window_line(s, now)
-    return ([head] if head else []) + [f"{n} waiting: {reason}" for reason, n in tally(reasons)]
+    return ([head] if head else []) + [f"{n} waiting: {reason}" for reason, n in tally(reasons)] \
+        + _node_lines(s, bool(reasons))
+
+
+def _node_lines(s: Situation, idle: bool) -> list[str]:
+    """The nodes' pools, when they hold calls back: full, or workers late (the overload gate)."""
+    return load_lines(s.nodes, waiting=idle and s.state == CampaignState.ACTIVE.value)
 
 
 def kinds_waiting(progress: Mapping[str, Any], s: Situation, now: float) -> list[str]:
@@ -124,7 +132,8 @@ def kinds_waiting(progress: Mapping[str, Any], s: Situation, now: float) -> list
     idle = progress["recipients"].get(RecipientState.IDLE.value, {})
     head = window_line(s, now)
     return ([head] if head else []) + [f"{n} {kind} waiting: {why_waiting(kind, None, s, now)}"
-                                       for kind, n in sorted(idle.items()) if n]
+                                       for kind, n in sorted(idle.items()) if n] \
+        + _node_lines(s, any(idle.values()))
 
 
 def serving(nodes: Sequence[Mapping[str, Any]], now: float) -> bool:

@@ -511,7 +511,8 @@ class Daemon:
         ready = self.gateway.ready_count()
         self.metrics.set_pool(size=self._pool_wanted, ready=ready,
                               busy=self.gateway.busy_slots(),
-                              slots=ready * self.config.calls_per_worker)
+                              slots=ready * self.config.calls_per_worker,
+                              late=self.gateway.node_load().late)
         self.book.update_metrics()
         self.metrics.set_runs_sealed(self.store.runs_sealed)
         self.metrics.refresh_campaigns(self.store.list_campaigns)  # every 5 s, not every pass

@@ -19,6 +19,7 @@ import selectors
 from typing import Protocol
 
 from dialer import ipc, sipports
+from dialer.core.cluster import NodeLoad
 from dialer.pool import Worker, WorkerPool, worker_events
 
 logger = logging.getLogger("dialer.pool")
@@ -48,6 +49,9 @@ class Gateway(Protocol):
 
     def ready_count(self) -> int:
         """Workers ready to take calls."""
+
+    def node_load(self) -> NodeLoad:
+        """What the pool can carry now: slots of the workers taking calls, workers late."""
 
     def dial(self, message: ipc.Dial) -> int | None:
         """Place a call (``dialer.ipc`` ``dial`` fields); the worker index, None when full."""
@@ -137,6 +141,9 @@ class PoolGateway:
 
     def ready_count(self) -> int:
         return self.pool.ready_count()
+
+    def node_load(self) -> NodeLoad:
+        return self.pool.node_load()
 
     def dial(self, message: ipc.Dial) -> int | None:
         w = self.pool.dial(message)

@@ -112,7 +112,8 @@ class Membership:
             try:
                 if self.lease is not None and not self.fenced:
                     until = self.store.renew(node=self.node, generation=self.lease.generation,
-                                             now=now, terms=self.terms)
+                                             now=now, terms=self.terms,
+                                             load=self.gateway.node_load())
                     if until is None:
                         self.lost("the lease is no longer this node's (it ran out, or another "
                                   "node declared it lost)")

@@ -30,6 +30,8 @@ dialer_trunk_healthy                      gauge      ``trunk``: 0 while its heal
 dialer_worker_pool_size                   gauge      worker processes the pool wants
 dialer_workers_ready                      gauge      worker processes ready for calls
 dialer_worker_slots                       gauge      call slots of the ready workers
+dialer_workers_late                       gauge      workers running late: no new calls on them
+                                                     (the overload gate)
 dialer_worker_busy_slots                  gauge      call slots in use
 dialer_worker_restarts_total              counter    worker processes restarted after dying
 dialer_node_lease_valid                   gauge      ``node``: 1 while this node holds its lease and
@@ -259,6 +261,10 @@ class Metrics:
                                "SIP worker processes the pool wants running.", registry=r)
         self.workers_ready = Gauge("dialer_workers_ready", "SIP worker processes ready.",
                                    registry=r)
+        self.workers_late = Gauge("dialer_workers_late",
+                                  "SIP workers whose event loop runs late (the machine is short "
+                                  "of CPU): they take no new calls until they catch up.",
+                                  registry=r)
         self.worker_slots = Gauge("dialer_worker_slots", "Call slots of the ready workers.",
                                   registry=r)
         self.workers_busy = Gauge("dialer_worker_busy_slots", "Call slots in use in the pool.",
@@ -527,8 +533,10 @@ class Metrics:
     def set_trunk_health(self, trunk: str, healthy: bool) -> None:
         self.trunk_healthy.labels(trunk).set(1 if healthy else 0)
 
-    def set_pool(self, *, size: int, ready: int, busy: int, slots: int) -> None:
-        """The worker pool: wanted size, ready workers, busy slots, slots of the ready workers."""
+    def set_pool(self, *, size: int, ready: int, busy: int, slots: int, late: int = 0) -> None:
+        """The worker pool: wanted size, ready workers, busy slots, slots of the ready workers,
+        workers running late (taking no new calls)."""
+        self.workers_late.set(late)
         self.pool_size.set(size)
         self.workers_ready.set(ready)
         self.workers_busy.set(busy)

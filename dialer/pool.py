@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from dialer import ipc
+from dialer.core.cluster import NodeLoad
 from dialer.core.errors import ConfigError
 from dialer.files import private_dir, write_private
 from dialer.ipc import WIRE_VERSION, Channel, inheritable_pair
@@ -438,6 +439,13 @@ class WorkerPool:
 
     def ready_count(self) -> int:
         return sum(1 for w in self.workers.values() if w.ready)
+
+    def node_load(self) -> NodeLoad:
+        """The call slots of the workers that take calls, and the workers running late."""
+        return NodeLoad(slots=sum(self.calls_per_worker for w in self.workers.values()
+                                  if self._usable(w)),
+                        late=sum(1 for w in self.workers.values()
+                                 if w.ready and not w.channel.closed and w.overloaded))
 
     def dial(self, message: ipc.Dial) -> Worker | None:
         """Hand a call to the least busy ready worker; None when every slot is taken."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import sys
@@ -47,6 +48,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def dtmf_captures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """RFC 2833 captures with payload type 120 for keys 0-9: ``{"1": path, ...}``."""
     return make_dtmf_captures(tmp_path_factory.mktemp("dtmf"), DTMF_KEYS)
+
+
+@pytest.fixture(autouse=True)
+def _root_logging() -> Iterator[None]:
+    """Each test gets the root logger back as it found it: ``serve`` run in-process (Typer's
+    runner) installs a handler on the runner's stderr, which is closed once the test ends, and
+    every later test's log line then printed "--- Logging error ---" into its own output."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

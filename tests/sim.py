@@ -28,6 +28,7 @@ from dialer import ipc
 from dialer.config import Config, TrunkConfig
 from dialer.core import dialogue as dlg
 from dialer.core import outcome as oc
+from dialer.core.cluster import NodeLoad
 from dialer.core.domain import DialogueSettings
 from dialer.daemon import Daemon
 from dialer.gateway import GatewayEvent
@@ -143,6 +144,9 @@ class FakeGateway:
 
     def busy_slots(self) -> int:
         return len(self.calls)
+
+    def node_load(self) -> NodeLoad:
+        return NodeLoad(slots=self.capacity)
 
     def ready_count(self) -> int:
         return 1

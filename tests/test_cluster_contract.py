@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from dialer.core.cluster import LeaseTerms, settle_margin
+from dialer.core.cluster import LeaseTerms, NodeLoad, settle_margin
 from dialer.core.domain import Outcome
 from dialer.core.errors import LeaseLost, NodeConflict
 from dialer.testing.setup import ContractStore
@@ -36,6 +36,19 @@ def test_join_renew_leave_and_the_generation_grows(store: ContractStore) -> None
     assert join(store, at=NOW + 6) == 2
     rows = {n["name"]: n for n in store.nodes()}
     assert (rows[NODE]["state"], rows[NODE]["generation"]) == ("live", 2)
+
+
+def test_a_renewal_records_the_pools_load_for_the_cli(store: ContractStore) -> None:
+    g1 = join(store)
+    assert store.nodes()[0]["slots"] is None and store.nodes()[0]["late"] == 0  # not reported
+    store.renew(node=NODE, generation=g1, now=NOW + 3, terms=TERMS,
+                load=NodeLoad(slots=496, late=2))
+    [row] = store.nodes()
+    assert (row["slots"], row["late"]) == (496, 2)
+    store.renew(node=NODE, generation=g1, now=NOW + 6, terms=TERMS)  # no load: kept
+    store.renew(node=NODE, generation=g1, now=NOW + 9, terms=TERMS, load=NodeLoad(slots=500))
+    [row] = store.nodes()
+    assert (row["slots"], row["late"]) == (500, 0)
 
 
 def test_a_renewal_with_an_old_generation_or_after_the_lease_ended_fails(

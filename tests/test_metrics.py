@@ -54,7 +54,7 @@ def fill(m: Metrics) -> None:
     m.set_trunk("internal", True, 200)
     m.set_trunk("external", False, 403)
     m.set_trunk_health("external", False)
-    m.set_pool(size=3, ready=3, busy=3, slots=12)
+    m.set_pool(size=3, ready=3, busy=3, slots=12, late=1)
     m.worker_restarts.inc()
     m.scheduler_seconds.observe(0.003)
     m.call_started("a1", "internal", 100.0)

@@ -8,6 +8,7 @@ import pytest
 
 from dialer import ipc
 from dialer import pool as pool_mod
+from dialer.core.cluster import NodeLoad
 from dialer.core.errors import ConfigError
 from dialer.pool import Worker, WorkerPool, check_rtp_ranges
 
@@ -43,6 +44,16 @@ def test_an_overloaded_worker_gets_no_new_calls_until_it_catches_up() -> None:
     assert p.dial(ipc.Dial(call_id="c9")) is None
     p.on_message(p.workers[1], ipc.Load(overloaded=False, lag=0.01))
     assert p.free_slots() == 4
+
+
+def test_the_node_load_counts_the_slots_taking_calls_and_the_late_workers() -> None:
+    """What the node reports at each renewal (campaign watch's "running late" and "full")."""
+    p = _pool(3)
+    assert p.node_load() == NodeLoad(slots=12, late=0)
+    p.on_message(p.workers[2], ipc.Load(overloaded=True, lag=0.2))
+    assert p.node_load() == NodeLoad(slots=8, late=1)
+    p.workers[0].ready = False  # starting: neither slots nor late
+    assert p.node_load() == NodeLoad(slots=4, late=1)
 
 
 def test_new_calls_are_paced_by_the_setup_rate(monkeypatch: pytest.MonkeyPatch) -> None:

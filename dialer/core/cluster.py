@@ -18,8 +18,10 @@ hang-up takes to leave. Times are seconds since the epoch, as everywhere in the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 
 class NodeState(str, Enum):
@@ -144,3 +146,32 @@ def capacity_within_share(capacity: int | None, *, limit: int | None, live_nodes
         return capacity
     room = max(0, share(limit, live_nodes) - mine)
     return room if capacity is None else min(capacity, room)
+
+
+@dataclass(frozen=True)
+class NodeLoad:
+    """What a node's SIP worker pool can carry now, reported at each lease renewal."""
+
+    slots: int  # call slots of the ready workers that take new calls (not running late)
+    late: int = 0  # workers whose event loop runs late: they take no new calls meanwhile
+
+
+def load_lines(nodes: Sequence[Mapping[str, Any]], *, waiting: bool) -> list[str]:
+    """Why calls wait on the live nodes, as ``campaign watch`` and ``campaign show`` say it: a
+    node with workers running late (the machine is short of CPU), and, when recipients are
+    ``waiting`` to be called, a node whose every call slot is in use."""
+    out: list[str] = []
+    for n in nodes:
+        if n.get("state") != NodeState.LIVE.value:
+            continue
+        name, slots = n.get("name"), n.get("slots")
+        late, calls = int(n.get("late") or 0), int(n.get("calls") or 0)
+        if late:
+            out.append(f"node {name}: {late} SIP worker{'s' if late > 1 else ''} running late "
+                       "(the machine is short of CPU): no new calls there until they catch up")
+        if waiting and isinstance(slots, int) and calls >= slots:
+            out.append(f"node {name} is full: {calls} calls in progress, {slots} call slots "
+                       "([sip] workers x calls_per_worker, less those running late): new calls "
+                       "wait for a free one" if slots else
+                       f"node {name} has no SIP worker taking calls: new calls wait")
+    return out

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from dialer.core import chain, escalation
 from dialer.core.alerts import Alert, AlertAction, AlertRoute
-from dialer.core.cluster import LeaseTerms, NodeLease
+from dialer.core.cluster import LeaseTerms, NodeLease, NodeLoad
 from dialer.core.domain import CampaignSettings, Kind, Outcome
 from dialer.core.health import HealthPolicy
 from dialer.core.keys import RandomBelow
@@ -156,8 +156,10 @@ class DispatchPort(MailPort, Protocol):
         """Join the cluster: a new generation (fencing token) and a lease."""
         ...
 
-    def renew(self, *, node: str, generation: int, now: float, terms: LeaseTerms) -> float | None:
-        """Extend the lease; its new end, or None when it is no longer this node's."""
+    def renew(self, *, node: str, generation: int, now: float, terms: LeaseTerms,
+              load: NodeLoad | None = None) -> float | None:
+        """Extend the lease (and record the pool's ``load``); its new end, or None when it is
+        no longer this node's."""
         ...
 
     def leave(self, *, node: str, generation: int, now: float) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from dialer.core.domain import CampaignState, Limits
 from dialer.core.window import Window, is_open, waiting_text
@@ -38,6 +39,8 @@ class Situation:
     # the calling window (None: urgent) and the zones of its recipients (None: the campaign's)
     window: Window | None = None
     zones: Mapping[str | None, dt.tzinfo] = field(default_factory=dict)
+    # the nodes (``nodes()`` rows: state, calls, the pool's slots and late workers)
+    nodes: Sequence[Mapping[str, Any]] = ()
 
 
 def window_line(s: Situation, now: float) -> str | None:

@@ -237,6 +237,10 @@ class NodeRow(Base):
     heartbeat_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     lease_until: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     lease_seconds: Mapped[float] = mapped_column(Float)
+    # the node's pool at its last renewal (dialer.core.cluster.NodeLoad): call slots of the
+    # workers taking calls (None: not reported yet), workers running late
+    slots: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    late: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class TrunkHealthRow(Base):

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dialer.core import cluster
-from dialer.core.cluster import LeaseTerms, NodeLease, NodeState
+from dialer.core.cluster import LeaseTerms, NodeLease, NodeLoad, NodeState
 from dialer.core.domain import CampaignState, Outcome
 from dialer.core.errors import NodeConflict
 from dialer.storage.attempts import Attempts
@@ -91,17 +91,20 @@ class Nodes(Attempts, FastPath):
                 continue
         raise NodeConflict(f"node {node!r} is being started by another process")
 
-    def renew(self, *, node: str, generation: int, now: float, terms: LeaseTerms) -> float | None:
-        """Extend this node's lease to now + lease; the new end, or None when the lease is no
-        longer this node's (it ran out, or another node declared it lost): join again."""
+    def renew(self, *, node: str, generation: int, now: float, terms: LeaseTerms,
+              load: NodeLoad | None = None) -> float | None:
+        """Extend this node's lease to now + lease (and record its pool's ``load``); the new
+        end, or None when the lease is no longer this node's (it ran out, or another node
+        declared it lost): join again."""
         t = _NODES
+        pool = {} if load is None else {"slots": load.slots, "late": load.late}
         with self.session() as s:
             got = s.execute(
                 update(t).where(t.c.name == node, t.c.generation == generation,
                                 t.c.state == NodeState.LIVE.value,
                                 t.c.lease_until > to_dt(now))
                 .values(heartbeat_at=to_dt(now), lease_until=to_dt(now + terms.lease),
-                        lease_seconds=terms.lease)
+                        lease_seconds=terms.lease, **pool)
                 .returning(t.c.lease_until)).first()
         return now + terms.lease if got is not None else None
 
@@ -136,7 +139,8 @@ class Nodes(Attempts, FastPath):
                             "heartbeat_at": lease.heartbeat_at,
                             "lease_until": lease.lease_until,
                             "lease_seconds": lease.lease_seconds,
-                            "calls": int(calls.get(lease.name, 0))})
+                            "calls": int(calls.get(lease.name, 0)),
+                            "slots": row.slots, "late": row.late or 0})
             return out
 
     # ----- within a scheduling pass -----

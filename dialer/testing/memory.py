@@ -35,7 +35,6 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from dialer import zones
 from dialer.core import keys, lifecycle, routing, scheduler, window
-from dialer.core.cluster import NodeLease
 from dialer.core.domain import (
     CampaignSettings,
     CampaignState,
@@ -109,7 +108,7 @@ class MemoryStore(MemoryEscalations, MemoryMail, MemoryNodes, MemoryTrunks):
         self.events: list[_Event] = []
         self._ids = itertools.count(1)  # templates, campaigns, recipients, events: one sequence
         self._attempt_seq = itertools.count()
-        self.node_rows: dict[str, NodeLease] = {}
+        self.node_rows, self.node_loads = {}, {}  # types: MemoryNodes
 
     # ----- plumbing -----
 

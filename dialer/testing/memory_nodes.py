@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dialer.core import cluster
-from dialer.core.cluster import LeaseTerms, NodeLease, NodeState
+from dialer.core.cluster import LeaseTerms, NodeLease, NodeLoad, NodeState
 from dialer.core.domain import Outcome
 from dialer.core.errors import LeaseLost, NodeConflict
 from dialer.core.records import EndReport
@@ -25,6 +25,7 @@ class MemoryNodes:
     _lock: threading.RLock
     attempts: dict[str, _Attempt]
     node_rows: dict[str, NodeLease]
+    node_loads: dict[str, NodeLoad]  # each node's pool at its last renewal
 
     if TYPE_CHECKING:
         def finish_attempt(self, report: EndReport) -> Outcome | None: ...
@@ -51,13 +52,16 @@ class MemoryNodes:
                         generation=lease.generation, took_over=verdict.took_over)
             return lease
 
-    def renew(self, *, node: str, generation: int, now: float, terms: LeaseTerms) -> float | None:
+    def renew(self, *, node: str, generation: int, now: float, terms: LeaseTerms,
+              load: NodeLoad | None = None) -> float | None:
         with self._lock:
             row = self.node_rows.get(node)
             if row is None or row.generation != generation or not row.valid(now):
                 return None
             self.node_rows[node] = dataclasses.replace(
                 row, heartbeat_at=now, lease_until=now + terms.lease, lease_seconds=terms.lease)
+            if load is not None:
+                self.node_loads[node] = load
             return now + terms.lease
 
     def leave(self, *, node: str, generation: int, now: float) -> None:
@@ -78,7 +82,10 @@ class MemoryNodes:
             for a in self.attempts.values():
                 if a.ended_at is None:
                     calls[a.node] = calls.get(a.node, 0) + 1
-            return [{**dataclasses.asdict(n), "state": n.state.value, "calls": calls.get(name, 0)}
+            loads = self.node_loads
+            return [{**dataclasses.asdict(n), "state": n.state.value, "calls": calls.get(name, 0),
+                     "slots": loads[name].slots if name in loads else None,
+                     "late": loads[name].late if name in loads else 0}
                     for name, n in sorted(self.node_rows.items())]
 
     def _within_share(self, node: str, lease: int | None, now: float, limit: int | None,
