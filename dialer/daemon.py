@@ -508,11 +508,11 @@ class Daemon:
         # trunks are named after the kind of number they carry ([trunks.internal/external])
         self.metrics.set_calls_in_progress({("internal", "internal"): counts.internal,
                                             ("external", "external"): counts.external})
-        ready = self.gateway.ready_count()
+        ready, load = self.gateway.ready_count(), self.gateway.node_load()
         self.metrics.set_pool(size=self._pool_wanted, ready=ready,
                               busy=self.gateway.busy_slots(),
-                              slots=ready * self.config.calls_per_worker,
-                              late=self.gateway.node_load().late)
+                              slots=ready * self.config.calls_per_worker, late=load.late,
+                              lag=load.lag, wait=load.wait)
         self.book.update_metrics()
         self.metrics.set_runs_sealed(self.store.runs_sealed)
         self.metrics.refresh_campaigns(self.store.list_campaigns)  # every 5 s, not every pass

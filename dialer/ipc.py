@@ -44,8 +44,10 @@ Worker to daemon (``ev``):
 * ``ended``: ``call_id``, ``status``, ``reason``, ``q850``, ``outcome``, ``answered_at``,
   ``keys``, ``answer_confirmed_at``, ``listen_confirmed_at``, ``at``. Exactly one per ``dial``.
 * ``log``: ``level``, ``message`` (worker-side problems worth the daemon's log).
-* ``load``: ``overloaded`` (bool), ``lag`` (s): the worker's loop runs late (the machine is short
-  of CPU) or has caught up; an overloaded worker is given no new calls.
+* ``load``: ``overloaded`` (bool), ``lag`` (s), ``wait`` (share of a second): the worker's
+  threads wait for a CPU or its loop runs late (the machine is short of CPU), or it has caught
+  up; sent when that changes and every ``LOAD_REPORT_S`` (wire version 4); an overloaded worker
+  is given no new calls.
 
 Attaching (``sip.link``; this part of the wire does not change between versions, so that a
 daemon can let a worker of another version finish its calls):
@@ -371,8 +373,10 @@ class Log(Event, frozen=True, kw_only=True):
 
 class Load(Event, frozen=True, kw_only=True):
     EV: ClassVar[str] = "load"
+    OMIT: ClassVar[frozenset[str]] = frozenset({"seq", "wait"})
     overloaded: bool
     lag: float = 0.0
+    wait: float | None = None  # the largest share of the last second a thread waited for a CPU
 
 
 class Hello(Event, frozen=True, kw_only=True):

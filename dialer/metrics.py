@@ -32,6 +32,9 @@ dialer_workers_ready                      gauge      worker processes ready for 
 dialer_worker_slots                       gauge      call slots of the ready workers
 dialer_workers_late                       gauge      workers running late: no new calls on them
                                                      (the overload gate)
+dialer_worker_loop_lag_seconds            gauge      the latest worker loop (the gate's measure)
+dialer_worker_cpu_wait_ratio              gauge      the largest share of a second a worker thread
+                                                     waited for a CPU (the gate's measure)
 dialer_worker_busy_slots                  gauge      call slots in use
 dialer_worker_restarts_total              counter    worker processes restarted after dying
 dialer_node_lease_valid                   gauge      ``node``: 1 while this node holds its lease and
@@ -265,6 +268,12 @@ class Metrics:
                                   "SIP workers whose event loop runs late (the machine is short "
                                   "of CPU): they take no new calls until they catch up.",
                                   registry=r)
+        self.worker_lag = Gauge("dialer_worker_loop_lag_seconds",
+                                "How late the latest worker's event loop comes round (the "
+                                "overload gate's first measure).", registry=r)
+        self.worker_wait = Gauge("dialer_worker_cpu_wait_ratio",
+                                 "The largest share of the last second a worker thread waited "
+                                 "for a CPU (the overload gate's second measure).", registry=r)
         self.worker_slots = Gauge("dialer_worker_slots", "Call slots of the ready workers.",
                                   registry=r)
         self.workers_busy = Gauge("dialer_worker_busy_slots", "Call slots in use in the pool.",
@@ -533,10 +542,13 @@ class Metrics:
     def set_trunk_health(self, trunk: str, healthy: bool) -> None:
         self.trunk_healthy.labels(trunk).set(1 if healthy else 0)
 
-    def set_pool(self, *, size: int, ready: int, busy: int, slots: int, late: int = 0) -> None:
+    def set_pool(self, *, size: int, ready: int, busy: int, slots: int, late: int = 0,
+                 lag: float = 0.0, wait: float = 0.0) -> None:
         """The worker pool: wanted size, ready workers, busy slots, slots of the ready workers,
-        workers running late (taking no new calls)."""
+        workers running late (taking no new calls), the worst loop lag and CPU wait."""
         self.workers_late.set(late)
+        self.worker_lag.set(lag)
+        self.worker_wait.set(wait)
         self.pool_size.set(size)
         self.workers_ready.set(ready)
         self.workers_busy.set(busy)

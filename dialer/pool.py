@@ -127,6 +127,8 @@ class Worker:
     calls: set[str] = field(default_factory=set)
     failures: int = 0
     overloaded: bool = False  # the worker reports its event loop running late (``load``)
+    lag: float = 0.0  # its last ``load``: how late its loop runs (s)
+    wait: float = 0.0  # and the largest share of a second a thread of it waited for a CPU
     # Slots held by calls already over whose SIP transaction (CANCEL, BYE) is still unanswered
     # (``slots``): the worker frees them within its trunk's invite_timeout.
     held: int = 0
@@ -442,10 +444,11 @@ class WorkerPool:
 
     def node_load(self) -> NodeLoad:
         """The call slots of the workers that take calls, and the workers running late."""
-        return NodeLoad(slots=sum(self.calls_per_worker for w in self.workers.values()
-                                  if self._usable(w)),
-                        late=sum(1 for w in self.workers.values()
-                                 if w.ready and not w.channel.closed and w.overloaded))
+        live = [w for w in self.workers.values() if w.ready and not w.channel.closed]
+        return NodeLoad(slots=sum(self.calls_per_worker for w in live if not w.overloaded),
+                        late=sum(1 for w in live if w.overloaded),
+                        lag=max((w.lag for w in live), default=0.0),
+                        wait=max((w.wait for w in live), default=0.0))
 
     def dial(self, message: ipc.Dial) -> Worker | None:
         """Hand a call to the least busy ready worker; None when every slot is taken."""
@@ -479,11 +482,14 @@ class WorkerPool:
         elif isinstance(msg, ipc.Slots):
             w.held = max(0, msg.held)
         elif isinstance(msg, ipc.Load):
+            w.lag, w.wait = msg.lag, msg.wait or 0.0
+            if w.overloaded == msg.overloaded:
+                return  # the periodic report: the gauges take it
             w.overloaded = msg.overloaded
             (logger.warning if w.overloaded else logger.info)(
-                "worker %d %s (loop %.0f ms late)", w.index,
-                "overloaded: no new calls" if w.overloaded else "caught up",
-                1000 * msg.lag)
+                "worker %d %s (loop %.0f ms late, threads waited %.0f%% of a second for a CPU)",
+                w.index, "overloaded: no new calls" if w.overloaded else "caught up",
+                1000 * msg.lag, 100 * w.wait)
 
     def reap(self) -> list[tuple[Worker, set[str]]]:
         """Workers that have exited (or closed their channel): their lost calls, then restart."""

@@ -50,6 +50,7 @@ from dialer.core.domain import DialogueSettings, Outcome
 from dialer.ipc import Channel
 from sip import sockfilter, trust
 from sip.calls import Attempt, CallEvents, OutboundCall, Players, RejectedCall, TrunkAccount
+from sip.cpuwait import LOAD_REPORT_S, LOAD_SAMPLE_S, REPORT_STEP, CpuWait, overloaded
 from sip.endpoint import (
     create_endpoint,
     create_transports,
@@ -70,12 +71,8 @@ MAX_ACCOUNTS = 8  # the 9th Account.create() aborts the process
 POLL_MS = 50  # SIP, RTP and timers still wake libHandleEvents earlier (PJSUA2-NOTES)
 SHUTDOWN_GRACE = 3.0  # seconds to wait for BYE/CANCEL transactions when shutting down
 SHUTTING_DOWN = oc.SHUTTING_DOWN  # the reason of the calls a stopping worker cuts
-# Overload: how late the loop comes round (an average over about a second of iterations) past
-# which the worker asks for no new calls, and below which it takes them again. On a machine
-# short of CPU every process waits for a core; the calls in progress keep theirs.
-LAG_OVERLOAD_S = 0.10
-LAG_RECOVER_S = 0.03
 USER_AGENT = "alert-dialer"  # names no worker, version or library
+
 
 
 class Worker(CallEvents):
@@ -105,6 +102,10 @@ class Worker(CallEvents):
         self._redial: list[tuple[float, ipc.Dial]] = []  # (give up at, dial) after PJ_ETOOMANY
         self._stopping = False
         self._lag = 0.0  # moving average of how late each loop iteration came round (s)
+        self._wait = 0.0  # the last CpuWait sample
+        self._cpu = CpuWait()
+        self._load_at = self._report_at = time.monotonic()
+        self._reported = (0.0, 0.0)  # (lag, wait) last sent
         self._overloaded = False
         self.filter = trust.SourceFilter([])
         self.module: Module | None = None
@@ -247,14 +248,25 @@ class Worker(CallEvents):
         self.shutdown()
 
     def _watch_load(self, elapsed: float) -> None:
-        """Track how late the loop runs; tell the daemon when it crosses the thresholds."""
+        """Track how late the loop runs and how long the threads wait for a CPU; tell the
+        daemon when either crosses its threshold, and every ``LOAD_REPORT_S``."""
         self._lag = 0.95 * self._lag + 0.05 * max(0.0, elapsed - POLL_MS / 1000)
-        if self._overloaded != (self._lag > (LAG_RECOVER_S if self._overloaded
-                                             else LAG_OVERLOAD_S)):
-            self._overloaded = not self._overloaded
-            logger.warning("worker %d %s: loop %.0f ms late", self.index,
-                           "overloaded" if self._overloaded else "caught up", self._lag * 1000)
-            self.send(ipc.Load(overloaded=self._overloaded, lag=round(self._lag, 3)))
+        now = time.monotonic()
+        if now - self._load_at >= LOAD_SAMPLE_S:
+            self._load_at = now
+            self._wait = self._cpu.sample() or 0.0
+        over = overloaded(self._overloaded, lag=self._lag, wait=self._wait)
+        lag, wait = round(self._lag, 3), round(self._wait, 3)
+        if over == self._overloaded and (now - self._report_at < LOAD_REPORT_S or max(
+                abs(lag - self._reported[0]), abs(wait - self._reported[1])) < REPORT_STEP):
+            return
+        self._report_at, self._reported = now, (lag, wait)
+        if over != self._overloaded:
+            self._overloaded = over
+            logger.warning("worker %d %s: loop %.0f ms late, threads waited %.0f%% of a second "
+                           "for a CPU", self.index, "overloaded" if over else "caught up",
+                           self._lag * 1000, self._wait * 100)
+        self.send(ipc.Load(overloaded=over, lag=lag, wait=wait))
 
     def _handle(self, msg: ipc.Op, give_up: float | None = None) -> None:
         try:

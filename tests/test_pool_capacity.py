@@ -51,9 +51,11 @@ def test_the_node_load_counts_the_slots_taking_calls_and_the_late_workers() -> N
     p = _pool(3)
     assert p.node_load() == NodeLoad(slots=12, late=0)
     p.on_message(p.workers[2], ipc.Load(overloaded=True, lag=0.2))
-    assert p.node_load() == NodeLoad(slots=8, late=1)
+    assert p.node_load() == NodeLoad(slots=8, late=1, lag=0.2)
     p.workers[0].ready = False  # starting: neither slots nor late
-    assert p.node_load() == NodeLoad(slots=4, late=1)
+    assert p.node_load() == NodeLoad(slots=4, late=1, lag=0.2)
+    p.on_message(p.workers[1], ipc.Load(overloaded=False, lag=0.01, wait=0.07))
+    assert p.node_load() == NodeLoad(slots=4, late=1, lag=0.2, wait=0.07)  # the worst of each
 
 
 def test_new_calls_are_paced_by_the_setup_rate(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -690,3 +690,20 @@ def test_trusted_sources_change_when_the_daemon_says_so(worker: WorkerProc) -> N
     deadline = time.monotonic() + 5
     while answered("127.0.0.1"):
         assert time.monotonic() < deadline, "the old source is still heard"
+
+
+@pytest.mark.sip
+def test_the_load_reports_are_well_formed_and_rate_bounded(worker: WorkerProc) -> None:
+    """The overload gate's reports (``load``): on every change of the gate, else at most once
+    per LOAD_REPORT_S while a measure moves; each carries the loop lag and the CPU wait."""
+    from sip.cpuwait import LOAD_REPORT_S
+
+    started = time.monotonic()
+    call_id = worker.dial("200")
+    assert worker.ended(call_id)["outcome"] == "contacted"
+    elapsed = time.monotonic() - started
+    loads = [e for e in worker.events if e["ev"] == "load"]
+    assert all(isinstance(e["lag"], float) and isinstance(e["wait"], float) for e in loads)
+    changes = sum(1 for a, b in zip([{"overloaded": False}, *loads], loads, strict=False)
+                  if a["overloaded"] != b["overloaded"])
+    assert len(loads) - changes <= elapsed / LOAD_REPORT_S + 1, loads

@@ -154,6 +154,8 @@ class NodeLoad:
 
     slots: int  # call slots of the ready workers that take new calls (not running late)
     late: int = 0  # workers whose event loop runs late: they take no new calls meanwhile
+    lag: float = 0.0  # the latest loop of any worker (s); for the metrics, not stored
+    wait: float = 0.0  # the largest share of a second a worker's thread waited for a CPU
 
 
 def load_lines(nodes: Sequence[Mapping[str, Any]], *, waiting: bool) -> list[str]:
