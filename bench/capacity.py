@@ -67,6 +67,7 @@ if str(ROOT) not in sys.path:
 
 from testkit import DTMF_PAYLOAD_TYPE, Sipp, make_dtmf_captures  # noqa: E402
 from testkit.harness import Dialer  # noqa: E402
+from testkit.net import free_port  # noqa: E402
 from testkit.rtpquality import Capture, audio_figures  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -393,8 +394,9 @@ def run_dialer(args: argparse.Namespace, workdir: Path, captures: dict[str, Path
     answerer.start()
     cap = _audio_capture(args, answerer, workdir / "dialer-rtp.pcap")
     run.log = SippLog(answerer.log_file)
+    metrics_port = free_port()
     d = Dialer(workdir / "dialer", internal={"uri": answerer.uri},
-               external={"uri": answerer.uri}, workers=workers)
+               external={"uri": answerer.uri}, workers=workers, metrics_port=metrics_port)
     # RTP below the kernel's ephemeral ports (32768-60999), where SIP transports and SIPp bind.
     d.config.write_text(re.sub(r"(?m)^rtp_port = \d+$", f"rtp_port = {args.rtp_port}",
                                d.config.read_text()))
@@ -421,7 +423,7 @@ def run_dialer(args: argparse.Namespace, workdir: Path, captures: dict[str, Path
         _sample_loop(run, deadline, answerer,
                      pids=lambda: [daemon, *children(daemon)],
                      done=lambda: _db_counts(db, cid)[2] in ("completed", "incomplete"),
-                     db=db, campaign=cid, caller=caller)
+                     db=db, campaign=cid, caller=caller, gate=Gate(metrics_port))
         stopped = time.monotonic()
         d.stop(timeout=60)
         run.extra["stop_s"] = round(time.monotonic() - stopped, 1)
@@ -474,8 +476,45 @@ def run_sipp_caller(args: argparse.Namespace, workdir: Path, captures: dict[str,
     return run
 
 
+class Gate:
+    """The overload gate as the daemon's metrics show it, read every ``GATE_EVERY_S``: the worst
+    CPU wait of a worker thread, the worst loop lag, and the workers running late (peaks)."""
+
+    GAUGES = {"dialer_worker_cpu_wait_ratio": "wait", "dialer_worker_loop_lag_seconds": "lag",
+              "dialer_workers_late": "late"}
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.peak = {"wait": 0.0, "lag": 0.0, "late": 0.0}
+        self.at = 0.0
+
+    def read(self, now: float) -> None:
+        if now - self.at < GATE_EVERY_S:
+            return
+        self.at = now
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            with urllib.request.urlopen(self.url, timeout=2) as r:  # noqa: S310 - loopback
+                text = r.read().decode()
+        except OSError:
+            return
+        for family in text_string_to_metric_families(text):
+            key = self.GAUGES.get(family.name)
+            if key is None:
+                continue
+            for sample in family.samples:
+                self.peak[key] = max(self.peak[key], float(sample.value))
+
+
+GATE_EVERY_S = 2.0
+
+
 def _sample_loop(run: Run, deadline: float, answerer: Sipp, *, pids: Any, done: Any,
-                 db: Path | None, campaign: int | None, caller: Group) -> None:
+                 db: Path | None, campaign: int | None, caller: Group,
+                 gate: Gate | None = None) -> None:
     assert run.log is not None and answerer.process is not None
     ans = Group()
     last_pss = 0.0
@@ -502,6 +541,8 @@ def _sample_loop(run: Run, deadline: float, answerer: Sipp, *, pids: Any, done: 
         if now - last_pss >= PSS_EVERY_S and run.log.open:
             last_pss = now
             run.pss_peak = max(run.pss_peak, sum(proc_pss(p) for p in current))
+        if gate is not None and run.log.open:
+            gate.read(now)
         if not answerer.running():
             raise RuntimeError(f"the SIPp answerer died: {answerer.diagnostics()}")
         if finished_at is None and len(run.log.invites) and done():
@@ -515,6 +556,8 @@ def _sample_loop(run: Run, deadline: float, answerer: Sipp, *, pids: Any, done: 
             break
         time.sleep(max(0.0, SAMPLE_S - (time.monotonic() - now)))
     run.log.poll()
+    if gate is not None:
+        run.extra["gate"] = {k: round(v, 3) for k, v in gate.peak.items()}
 
 
 def _db_outcome(db: Path, campaign: int, log: SippLog) -> dict[str, Any]:
@@ -629,6 +672,10 @@ def table(d: dict[str, Any], s: dict[str, Any] | None) -> str:
         ("machine busy, mean over the run (% of one core)", d["machine_busy_mean_pct"],
          sv.get("machine_busy_mean_pct"), ""),
         ("caller processes", d["processes"], sv.get("processes"), ""),
+        ("gate: worst CPU wait of a worker thread (share of a second) / loop lag (ms) / "
+         "workers late, peaks",
+         (f"{d['gate']['wait']:.3f} / {1000 * d['gate']['lag']:.0f} / {d['gate']['late']:.0f}"
+          if d.get("gate") else None), None, ""),
         ("workers reporting overload (times) / answerer watchdog trips",
          f"{d.get('overload_signals')} / {d.get('answerer_watchdog_trips')}",
          f"- / {sv.get('answerer_watchdog_trips')}" if s else None, ""),

@@ -57,3 +57,6 @@ def test_capacity_bench_small_is_correct(tmp_path: Path) -> None:
     if audio is not None:
         assert audio["streams"] == RECIPIENTS and audio["short"] == 0, context
         assert audio["capture_dropped"] in (0, None), context
+    # The overload gate's measures were read from the daemon's metrics while calls were up.
+    gate = d["gate"]
+    assert set(gate) == {"wait", "lag", "late"} and 0.0 <= gate["wait"] <= 1.0, context
