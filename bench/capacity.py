@@ -68,7 +68,7 @@ if str(ROOT) not in sys.path:
 from testkit import DTMF_PAYLOAD_TYPE, Sipp, make_dtmf_captures  # noqa: E402
 from testkit.harness import Dialer  # noqa: E402
 from testkit.net import free_port  # noqa: E402
-from testkit.rtpquality import Capture, audio_figures  # noqa: E402
+from testkit.rtpquality import Capture, audio_figures, unsound  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 ANSWER_SCENARIO = ROOT / "tests" / "sipp" / "answer_confirm.xml"
@@ -621,6 +621,9 @@ def _audio_rows(d: dict[str, Any] | None, s: dict[str, Any] | None
     def short(f: dict[str, Any] | None) -> str | None:
         return None if f is None else f"{f['short']} / {f['capture_dropped']}"
 
+    def verdict(f: dict[str, Any] | None) -> str | None:
+        return None if f is None else "; ".join(unsound(f)) or "yes"
+
     return [
         ("audio streams received / packets / lost", counts(d), counts(s), ""),
         ("RTP jitter, RFC 3550, p50/p99/max (ms)", cell(d, "jitter_ms"), cell(s, "jitter_ms"), ""),
@@ -628,6 +631,8 @@ def _audio_rows(d: dict[str, Any] | None, s: dict[str, Any] | None
          cell(s, "worst_gap_ms"), ""),
         ("loss per stream p50/p99/max (%)", cell(d, "loss_pct"), cell(s, "loss_pct"), ""),
         ("streams shorter than the message / capture drops", short(d), short(s), ""),
+        ("sound (p99 jitter <= 20 ms, worst gap <= 60 ms, loss <= 0.1%, none short)",
+         verdict(d), verdict(s), ""),
     ]
 
 

@@ -187,3 +187,18 @@ def audio_figures(capture: Path, message_seconds: float) -> dict[str, Any]:
                          ("loss_pct", [100.0 * q.loss for q in qs])):
         figures[name] = [round(v, 2) for v in percentiles(values)]
     return figures
+
+
+SOUND = {"jitter_ms": 20.0, "worst_gap_ms": 60.0, "loss_pct": 0.1}
+"""What "sound" audio is (issue 16): over the calls, the 99th percentile of each figure at most
+this: RFC 3550 jitter 20 ms, the worst gap between two packets of a call 60 ms (three packets
+missing in a row), loss 0.1%; and no call short of the message."""
+
+
+def unsound(figures: dict[str, Any]) -> list[str]:
+    """Why the audio of ``audio_figures`` is not sound (empty: it is)."""
+    out = [f"{name} p99 {figures[name][1]:g} > {limit:g}" for name, limit in SOUND.items()
+           if figures[name][1] > limit]
+    if figures["short"]:
+        out.append(f"{figures['short']} streams short of the message")
+    return out

@@ -117,3 +117,13 @@ def test_a_capture_of_headers_only_still_counts_the_audio(tmp_path: Path) -> Non
     (q,) = [analyse(p) for p in streams(capture).values()]
     assert (q.expected, q.received, q.lost) == (250, 250, 0)
     assert q.audio_seconds == pytest.approx(250 * PTIME)
+
+
+def test_sound_is_every_p99_within_its_bound_and_no_stream_short() -> None:
+    from testkit.rtpquality import unsound
+
+    good = {"jitter_ms": [0.4, 19.0, 40.0], "worst_gap_ms": [20.0, 59.0, 300.0],
+            "loss_pct": [0.0, 0.1, 5.0], "short": 0}
+    assert unsound(good) == []  # the max may be bad: the 99th percentile decides
+    bad = {**good, "jitter_ms": [0.4, 21.0, 40.0], "short": 2}
+    assert unsound(bad) == ["jitter_ms p99 21 > 20", "2 streams short of the message"]
