@@ -129,6 +129,7 @@ class WorkerPool:
         self.wanted = size  # the ceiling the limits give (``resize``); ``scale`` works below it
         self.margin = elastic.MARGIN
         self.idle_grace = elastic.IDLE_GRACE
+        self.grow_step = elastic.GROW_STEP
         self.retired = 0  # workers retired because they were idle and not needed
 
     def start(self, size: int | None = None) -> None:
@@ -177,7 +178,7 @@ class WorkerPool:
              for w in running],
             starting=len(self.workers) - len(running) + len(self._restart_at), demand=demand,
             calls_per_worker=self.calls_per_worker, maximum=self.wanted, now=now,
-            margin=self.margin, idle_grace=self.idle_grace, pinned=(0,))
+            margin=self.margin, idle_grace=self.idle_grace, pinned=(0,), step=self.grow_step)
         if decision.start:
             self._grow(len(self.workers) + len(self._restart_at) + decision.start)
         for index in decision.retire:

@@ -44,8 +44,17 @@ def test_demand_is_the_calls_in_progress_unless_the_pass_was_full() -> None:
 
 def test_demand_above_the_pool_starts_the_missing_workers_in_one_step() -> None:
     s = decide([idle(0, NOW)], starting=0, demand=500, calls_per_worker=4, maximum=125,
-               now=NOW)
+               now=NOW, step=200)
     assert s == Scale(start=124)
+
+
+def test_growth_goes_by_steps() -> None:
+    s = decide([idle(0, NOW)], starting=0, demand=500, calls_per_worker=4, maximum=125,
+               now=NOW, step=16)
+    assert s == Scale(start=16)
+    s = decide([idle(0, NOW)], starting=112, demand=500, calls_per_worker=4, maximum=125,
+               now=NOW, step=16)
+    assert s == Scale(start=12)  # the last step: up to the target
 
 
 def test_workers_still_starting_count() -> None:
@@ -89,17 +98,18 @@ loads = st.lists(st.tuples(st.integers(0, 4), st.floats(0, NOW)), max_size=30)
 
 @given(loads=loads, starting=st.integers(0, 5), demand=st.integers(0, 200),
        maximum=st.integers(1, 40), grace=st.floats(0, 2 * NOW),
-       pinned=st.sets(st.integers(0, 5), max_size=2))
+       pinned=st.sets(st.integers(0, 5), max_size=2), step=st.integers(1, 50))
 def test_decisions_keep_the_rules(loads: list[tuple[int, float]], starting: int, demand: int,
-                                  maximum: int, grace: float, pinned: set[int]) -> None:
+                                  maximum: int, grace: float, pinned: set[int],
+                                  step: int) -> None:
     pool = [WorkerLoad(index=i, calls=c, idle_since=None if c else since)
             for i, (c, since) in enumerate(loads)]
     s = decide(pool, starting=starting, demand=demand, calls_per_worker=4, maximum=maximum,
-               now=NOW, idle_grace=grace, pinned=pinned)
+               now=NOW, idle_grace=grace, pinned=pinned, step=step)
     want = target(demand, calls_per_worker=4, maximum=maximum)
     have = len(pool) + starting
     assert not (s.start and s.retire)
-    assert s.start == max(0, want - have)
+    assert s.start == min(step, max(0, want - have))
     by_index = {w.index: w for w in pool}
     assert len(set(s.retire)) == len(s.retire) <= max(0, have - want)
     for i in s.retire:

@@ -7,9 +7,10 @@ room under the global limit when the last pass filled every free slot, else what
 
 * The target is the workers that demand needs, ``ceil(demand / calls_per_worker)``, plus
   ``margin`` spare workers, within ``[minimum, maximum]``. Below it, start the missing workers
-  at once: a worker takes a good fraction of a second to become ready, so it is started before
-  the calls that will need it (a pass that filled every slot says more are wanted: the daemon's
-  demand is then the whole limit, and the pool grows to it in one step).
+  at once (``step`` at a time: each start costs the daemon's loop a fork request): a worker
+  takes a good fraction of a second to become ready, so it is started before the calls that
+  will need it (a pass that filled every slot says more are wanted: the daemon's demand is
+  then the whole limit, and the pool grows towards it at every pass until it is there).
 * Above it, retire (finish calls, take none, exit) only workers that carry no call and have
   carried none for ``idle_grace`` seconds: hysteresis, so that a campaign's tail, a limit
   lowered for a minute or the gap between two campaigns does not stop and start processes.
@@ -23,6 +24,10 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 MARGIN = 1  # spare workers beyond the demand
+# Workers started per decision at most: a start costs the daemon's loop a fork request (~18 ms
+# each on a loaded 2-core machine: 124 at once blocked it 2.2 s, bench/RESULTS.md); each new
+# worker's ``ready`` runs a pass, and that pass's decision starts the next ones.
+GROW_STEP = 16
 IDLE_GRACE = 60.0  # seconds a worker must have been idle (and not needed) before it retires
 
 
@@ -66,15 +71,17 @@ def target(demand: int, *, calls_per_worker: int, maximum: int, minimum: int = 1
 
 def decide(workers: Sequence[WorkerLoad], *, starting: int, demand: int, calls_per_worker: int,
            maximum: int, now: float, minimum: int = 1, margin: int = MARGIN,
-           idle_grace: float = IDLE_GRACE, pinned: Collection[int] = ()) -> Scale:
+           idle_grace: float = IDLE_GRACE, pinned: Collection[int] = (),
+           step: int = GROW_STEP) -> Scale:
     """Start or retire workers for ``demand`` (see the module docstring). ``workers``: those
     running and not retiring; ``starting``: started, not ready yet (they count as workers);
-    ``pinned``: indexes never retired (worker 0 holds the trunks' registrations)."""
+    ``pinned``: indexes never retired (worker 0 holds the trunks' registrations); ``step``: at
+    most that many started at once."""
     want = target(demand, calls_per_worker=calls_per_worker, maximum=maximum, minimum=minimum,
                   margin=margin)
     have = len(workers) + starting
     if have < want:
-        return Scale(start=want - have)
+        return Scale(start=min(want - have, max(1, step)))
     if have == want:
         return Scale()
     idle = [w for w in workers if w.calls == 0 and w.idle_since is not None
