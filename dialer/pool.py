@@ -3,8 +3,9 @@
 One PJSUA2 process holds at most 4 calls, so capacity comes from several workers. The pool is
 elastic (``dialer.core.elastic``): it starts warm (the workers the global limit needs), then at
 every scheduling pass ``scale`` keeps workers for the calls in progress, the calls the scheduler
-could place now and a spare one, starting the missing ones at once (a worker needs a good
-fraction of a second to become ready) and retiring (finish the calls, take none, exit) those
+could place now and a spare one, starting the missing ones ahead of the calls (a worker needs
+a good fraction of a second to become ready; ``GROW_STEP`` a pass, so that the loop is not held
+up by the forks) and retiring (finish the calls, take none, exit) those
 idle for ``idle_grace`` seconds beyond that, never one with calls, never worker 0 (the trunks'
 registrations). A worker that dies takes only its own calls: the pool reports them as lost and
 starts a replacement.
