@@ -116,6 +116,9 @@ class WallGateway:
     def node_load(self) -> NodeLoad:
         return NodeLoad(slots=self.capacity)
 
+    def demand(self, calls: int) -> None:
+        pass  # a fixed number of simulated slots: nothing to start or retire
+
     def ready_count(self) -> int:
         return 1
 

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from dialer import ipc, messages
 from dialer.config import Config
+from dialer.core import elastic
 from dialer.core.domain import EmailPolicy, Outcome
 from dialer.core.errors import LeaseLost, StoreUnavailable
 from dialer.core.keys import RandomBelow
@@ -348,10 +349,11 @@ class Daemon:
         started = time.perf_counter()
         now = self.clock()
         self._last_tick = now
+        capacity = self.gateway.free_slots()
         tick = self.store.tick(now=now, node=self.config.node,
                                trunks=self.book.loads(), routes=self.book.routes,
-                               capacity=self.gateway.free_slots(),
-                               lease=self.membership.generation, draw=self._draw)
+                               capacity=capacity, lease=self.membership.generation,
+                               draw=self._draw)
         self.ticks += 1
         self.metrics.scheduler_seconds.observe(time.perf_counter() - started)
         self.metrics.after_pass(tick.settings, len(tick.waiting_window))
@@ -364,7 +366,7 @@ class Daemon:
             logger.warning("node %s declared lost: %d of its open call(s) settled as node_lost",
                            lost, calls)
         if tick.settings.version != self._settings_version:
-            # The limits changed: grow the pool to match (warm workers before they are needed).
+            # The limits changed: the ceiling of the elastic pool (demand below decides)
             self._settings_version = tick.settings.version
             self._pool_wanted = self._pool_size(tick.settings.limits.total)
             self.gateway.resize(self._pool_wanted)
@@ -378,6 +380,10 @@ class Daemon:
             self.gateway.hangup(cid)
         for call in tick.calls:
             self._dial(call)
+        self.gateway.demand(elastic.demand(  # grow ahead of it, retire idle workers late
+            in_progress=self.gateway.busy_slots(), placed=len(tick.calls), capacity=capacity,
+            limit=tick.settings.limits.total,
+            ceiling=self._pool_wanted * self.config.calls_per_worker))
         self.store.set_attempt_workers(self._assigned)
         self._assigned.clear()
         self._update_gauges()

@@ -20,7 +20,8 @@ from typing import Protocol
 
 from dialer import ipc, sipports
 from dialer.core.cluster import NodeLoad
-from dialer.pool import Worker, WorkerPool, worker_events
+from dialer.pool import Worker, WorkerPool
+from dialer.workerprep import worker_events
 
 logger = logging.getLogger("dialer.pool")
 
@@ -40,6 +41,10 @@ class Gateway(Protocol):
 
     def resize(self, size: int) -> None:
         """The limits changed: make room for about ``size`` workers."""
+
+    def demand(self, calls: int) -> None:
+        """After a pass: ``calls`` are in progress or could be placed now; have the workers
+        for them ready (grow ahead, retire idle ones late: ``dialer.core.elastic``)."""
 
     def free_slots(self) -> int:
         """How many more calls can be placed right now."""
@@ -132,6 +137,9 @@ class PoolGateway:
 
     def resize(self, size: int) -> None:
         self.pool.resize(size)
+
+    def demand(self, calls: int) -> None:
+        self.pool.scale(calls)
 
     def free_slots(self) -> int:
         return self.pool.free_slots()

@@ -1,9 +1,14 @@
 """The supervised pool of SIP worker processes (``python -m sip.worker``).
 
-One PJSUA2 process holds at most 4 calls, so capacity comes from several workers, all started
-ahead of demand (a warm pool: a worker needs a good fraction of a second to become ready). A
-worker that dies takes only its own calls: the pool reports them as lost and starts a
-replacement.
+One PJSUA2 process holds at most 4 calls, so capacity comes from several workers. The pool is
+elastic (``dialer.core.elastic``): it starts warm (the workers the global limit needs), then at
+every scheduling pass ``scale`` keeps workers for the calls in progress, the calls the scheduler
+could place now and a spare one, starting the missing ones ahead of the calls (a worker needs
+a good fraction of a second to become ready; ``GROW_STEP`` a pass, so that the loop is not held
+up by the forks) and retiring (finish the calls, take none, exit) those
+idle for ``idle_grace`` seconds beyond that, never one with calls, never worker 0 (the trunks'
+registrations). A worker that dies takes only its own calls: the pool reports them as lost and
+starts a replacement.
 
 Calls outlive the daemon. Each worker listens on a Unix socket of its own in the node's state
 directory (``<data dir>/run/<node>/w<index>-<token>.sock``, the directory 0700): the pool binds
@@ -22,11 +27,9 @@ This module starts processes and moves messages; it never imports pjsua2.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import resource
 import secrets
 import selectors
 import socket
@@ -39,11 +42,19 @@ from pathlib import Path
 from typing import Any
 
 from dialer import ipc
+from dialer.core import elastic
 from dialer.core.cluster import NodeLoad
 from dialer.core.errors import ConfigError
 from dialer.files import private_dir, write_private
 from dialer.ipc import WIRE_VERSION, Channel, inheritable_pair
 from dialer.procs import Adopted, ForkServer, Process
+from dialer.workerprep import (
+    FDS_PER_WORKER,
+    check_rtp_ranges,
+    digest,
+    raise_fd_limit,
+    worker_events,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,63 +63,12 @@ RESTART_BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0)
 # the same instant starves every process of the machine (the far end's too) and arrives no sooner.
 SETUP_RATE = 100.0
 SETUP_BURST = 100
-FDS_PER_WORKER = 4  # the daemon's end of the socketpair, with room for pipes and restarts
-EPHEMERAL_PORTS = "/proc/sys/net/ipv4/ip_local_port_range"
 ADOPT_TIMEOUT = 3.0  # seconds a starting daemon waits for the workers it finds to report
 SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes; longer paths go through /proc/self/fd
 
 
 class AnotherDaemon(ConfigError):
     """A worker of this node is attached to another running daemon."""
-
-
-def digest(init: ipc.Init) -> str:
-    """What a worker was configured with, as a short hash: a worker adopted by a daemon whose
-    configuration differs (trunks, bind, ports) retires instead of taking new calls. The trusted
-    sources are left out: they change at run time (``trust``) and are sent again on adoption."""
-    stable = {k: v for k, v in ipc.encode(init).items()
-              if k not in ("allowed_sources", "digest", "op", "wire")}
-    return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def worker_events(msgs: list[ipc.Message]) -> list[ipc.Event]:
-    """The events of what a worker sent (an operation from a worker is dropped, logged)."""
-    out: list[ipc.Event] = []
-    for m in msgs:
-        if isinstance(m, ipc.Event):
-            out.append(m)
-        else:
-            logger.error("IPC: a worker sent an operation (%s): dropped", m.OP)
-    return out
-
-
-def raise_fd_limit(wanted: int) -> int:
-    """Raise the soft RLIMIT_NOFILE towards ``wanted`` (never above the hard limit).
-
-    The workers inherit it. Returns the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    return soft
-
-
-def check_rtp_ranges(first: int, last: int) -> None:
-    """Refuse RTP ranges past port 65535; warn when they overlap the kernel's ephemeral ports
-    (where SIP transports bind port 0): pjsua then skips to ports that may belong to a
-    neighbouring worker, which works but costs failed binds."""
-    if last > 65535:
-        raise ConfigError(f"[sip] rtp_port: the workers need RTP ports {first}-{last}, past 65535;"
-                          f" lower rtp_port or the number of workers")
-    try:
-        with open(EPHEMERAL_PORTS) as f:
-            low, high = (int(x) for x in f.read().split())
-    except (OSError, ValueError):
-        return
-    if first <= high and last >= low:
-        logger.warning("RTP ports %d-%d overlap the ephemeral ports %d-%d: choose an rtp_port "
-                       "below %d", first, last, low, high, low - (last - first + 1))
 
 
 @dataclass
@@ -132,6 +92,7 @@ class Worker:
     # Slots held by calls already over whose SIP transaction (CANCEL, BYE) is still unanswered
     # (``slots``): the worker frees them within its trunk's invite_timeout.
     held: int = 0
+    idle_since: float | None = None  # monotonic: since when it has carried no call (elastic)
 
     @property
     def taken(self) -> int:
@@ -169,9 +130,15 @@ class WorkerPool:
         self.stopping = False
         self._tokens = float(SETUP_BURST)
         self._tokens_at = time.monotonic()
+        self.wanted = size  # the ceiling the limits give (``resize``); ``scale`` works below it
+        self.margin = elastic.MARGIN
+        self.idle_grace = elastic.IDLE_GRACE
+        self.grow_step = elastic.GROW_STEP
+        self.retired = 0  # workers retired because they were idle and not needed
 
     def start(self, size: int | None = None) -> None:
-        """Start ``size`` workers (default: the pool's maximum) ahead of any call."""
+        """Start ``size`` workers (default: the pool's maximum) ahead of any call; from then on
+        ``scale`` follows the demand."""
         if self.state_dir is not None:
             private_dir(self.state_dir)
         limit = raise_fd_limit(64 + FDS_PER_WORKER * self.size + 1024)
@@ -182,14 +149,51 @@ class WorkerPool:
         if last.rtp_port and first:
             check_rtp_ranges(first, last.rtp_port + (last.rtp_port_range or 0))
         self.resize(self.size if size is None else size)
+        self._grow(self.wanted)  # warm: idle ones retire after the grace if no demand comes
 
     def resize(self, size: int) -> None:
-        """Grow to ``size`` workers (never above the maximum). Shrinking is left to a restart:
-        idle workers cost memory, not calls."""
-        want = max(1, min(size, self.size))
-        for i in range(want):
+        """The limits give room for ``size`` workers (never above the maximum): the ceiling of
+        ``scale``, which starts workers when demand comes and retires idle ones."""
+        self.wanted = max(1, min(size, self.size))
+
+    def _grow(self, count: int) -> int:
+        """Have ``count`` workers (running, starting or due to restart): start the missing ones
+        at the lowest free indexes (one a retiring worker still holds too: the new process
+        takes the other RTP half and the alternative SIP port, as after an adoption)."""
+        started = 0
+        have = len(self.workers) + len(self._restart_at)
+        for i in range(self.size):
+            if have + started >= count:
+                break
             if i not in self.workers and i not in self._restart_at:
                 self._spawn(i)
+                started += 1
+        return started
+
+    def scale(self, demand: int) -> elastic.Scale:
+        """Grow ahead of ``demand`` (calls in progress plus those the scheduler could place
+        now), retire workers idle past the grace beyond it (``dialer.core.elastic``)."""
+        if self.stopping:
+            return elastic.Scale()
+        now = time.monotonic()
+        running = [w for w in self.workers.values() if w.ready]
+        decision = elastic.decide(
+            [elastic.WorkerLoad(index=w.index, calls=w.taken, idle_since=w.idle_since)
+             for w in running],
+            starting=len(self.workers) - len(running) + len(self._restart_at), demand=demand,
+            calls_per_worker=self.calls_per_worker, maximum=self.wanted, now=now,
+            margin=self.margin, idle_grace=self.idle_grace, pinned=(0,), step=self.grow_step)
+        if decision.start:
+            self._grow(len(self.workers) + len(self._restart_at) + decision.start)
+        for index in decision.retire:
+            w = self.workers.pop(index)
+            w.retiring = True
+            self.retiring[w.pid] = w
+            w.channel.send_msg(ipc.Retire())
+            self.retired += 1
+            logger.info("worker %d (pid %d) idle for %.0f s and not needed: retiring it",
+                        index, w.pid, now - (w.idle_since or now))
+        return decision
 
     def init_for(self, index: int, half: int = 0) -> ipc.Init:
         """``index``'s init message, its RTP ports in one ``half`` of the index's range."""
@@ -361,6 +365,7 @@ class WorkerPool:
         w = Worker(index=index, proc=Adopted(hello.pid), channel=ch,
                    started_at=time.monotonic(), ready=bool(hello.ready),
                    sip_port=hello.sip_port, calls=set(end.calls), adopted=True,
+                   idle_since=None if end.calls else time.monotonic(),
                    rtp_half=self._half_of(index, hello.rtp_port))
         why = None
         if hello.wire != WIRE_VERSION:
@@ -460,6 +465,7 @@ class WorkerPool:
         self._refill()
         self._tokens = max(0.0, self._tokens - 1)  # never refuses: the claim was bounded
         w.calls.add(message.call_id)
+        w.idle_since = None
         w.channel.send_msg(message)
         return w
 
@@ -475,10 +481,14 @@ class WorkerPool:
         if isinstance(msg, ipc.Ready):
             w.ready = True
             w.sip_port = msg.sip_port
+            if not w.calls:
+                w.idle_since = time.monotonic()
             self._failures[w.index] = 0
             logger.info("worker %d ready (pid %d, SIP port %s)", w.index, w.pid, w.sip_port)
         elif isinstance(msg, ipc.Ended):
             w.calls.discard(msg.call_id)
+            if not w.calls:
+                w.idle_since = time.monotonic()
         elif isinstance(msg, ipc.Slots):
             w.held = max(0, msg.held)
         elif isinstance(msg, ipc.Load):

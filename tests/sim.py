@@ -121,6 +121,7 @@ class FakeGateway:
         self.horizon: float | None = None  # poll never moves the clock past it
         self.fence_at: float | None = None  # the node's lease, as the daemon last told it
         self.fenced = 0  # calls hung up because the lease ran out (as a worker does)
+        self.demands: list[int] = []  # what the daemon told ``demand`` after each pass
 
     # ----- Gateway -----
 
@@ -138,6 +139,9 @@ class FakeGateway:
 
     def resize(self, size: int) -> None:
         pass
+
+    def demand(self, calls: int) -> None:
+        self.demands.append(calls)  # the simulated node has no processes to start
 
     def free_slots(self) -> int:
         return self.capacity - len(self.calls)

@@ -10,7 +10,8 @@ from dialer import ipc
 from dialer import pool as pool_mod
 from dialer.core.cluster import NodeLoad
 from dialer.core.errors import ConfigError
-from dialer.pool import Worker, WorkerPool, check_rtp_ranges
+from dialer.pool import Worker, WorkerPool
+from dialer.workerprep import check_rtp_ranges
 
 
 class _Channel:
