@@ -300,7 +300,8 @@ def test_campaign_lifecycle_from_the_cli(cli: Cli) -> None:
     cli.ok("campaign", "grant", str(cid), "--attempts", "2")
     assert cli.json("campaign show", "campaign", "show", str(cid))["state"] == "active"
     st = cli.store()
-    placed = [c.number for c in st.tick(now=time.time() + 5, node="test").calls]
+    calls = st.tick(now=time.time() + 5, node="test").calls
+    placed = [c.number for c in calls]
     st.dispose()
     detail = cli.json("campaign show", "campaign", "show", str(cid))
     assert detail["state"] == "active"
@@ -322,6 +323,13 @@ def test_campaign_lifecycle_from_the_cli(cli: Cli) -> None:
     one_error(cli("campaign", "stop", str(cid)), "not stopped: no answer to confirm it (add --yes)")
     assert cli.ok("campaign", "stop", str(cid), "--yes").strip() == "terminated"
     one_error(cli("campaign", "grant", str(cid), "--attempts", "1"), "terminated")
+    # its call is still being hung up: its end must find the recipient it accounts for
+    one_error(cli("campaign", "delete", str(cid), "--yes"), "1 call still in progress")
+    st = cli.store()
+    st.finish_attempt(EndReport(attempt_id=calls[0].attempt_id, outcome=Outcome.FAILED,
+                                at=time.time() + 6, reason="hung up by the dialer"))
+    st.dispose()
+    before_delete = cli.json("campaign attempts", "campaign", "attempts", str(cid), "2")
     cli.ok("campaign", "delete", str(cid), "--yes")
     one_error(cli("campaign", "show", str(cid)), f"no campaign with id {cid}")
     runs = cli.json("history list", "history", "list")
