@@ -57,3 +57,7 @@ def test_campaign_show_and_watch_say_the_node_is_full(cli: Cli) -> None:  # noqa
     assert "node n1: 1 SIP worker running late" in text
     frames = cli.ok("campaign", "watch", str(cid), "--json", "--once")
     assert "node n1 is full" in frames
+    [n] = cli.json("nodes", "nodes")  # validated against docs/cli-json.md
+    assert (n["calls"], n["slots"], n["late"]) == (2, 2, 1)
+    table = cli.ok("nodes")  # 80 columns: the cell may wrap
+    assert "2/2" in table and "late)" in table
