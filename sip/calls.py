@@ -9,7 +9,9 @@ Attempt frees it (issue 3856).
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -80,6 +82,33 @@ class Attempt:
     invite_deadline: float = float("inf")  # monotonic: no response by then -> unreachable
     hangup_deadline: float | None = None  # monotonic: hung up, and not over by then -> end it
     forced: tuple[Outcome, str] | None = None  # the outcome of a call we terminated ourselves
+
+
+class Deadlines(Protocol):
+    """What ``wait_ms`` reads of a call (an ``Attempt``)."""
+
+    timer: tuple[float, int] | None
+    ring_deadline: float
+    invite_deadline: float
+    hangup_deadline: float | None
+
+
+def wait_ms(now: float, attempts: Iterable[Deadlines], retired: list[tuple[float, Any]],
+            also: float | None, cap_ms: int) -> int:
+    """How long the worker's loop may wait in ``libHandleEvents`` (SIP and RTP wake it anyway):
+    ``cap_ms``, or less when a call's deadline (its dialogue timer, ring, INVITE or hang-up
+    timeout), the next retired player or ``also`` comes sooner. A deadline already past is the
+    current turn's business, never a reason to wait 0 (no busy loop on a stale one)."""
+    first = math.inf
+    for att in attempts:
+        for due in (att.timer[0] if att.timer else math.inf, att.ring_deadline,
+                    att.invite_deadline, att.hangup_deadline or math.inf):
+            if now < due < first:
+                first = due
+    for due in (retired[0][0] if retired else math.inf, also or math.inf):
+        if now < due < first:
+            first = due
+    return cap_ms if first == math.inf else max(1, min(cap_ms, math.ceil((first - now) * 1000)))
 
 
 class TrunkAccount(pj.Account):  # type: ignore[misc]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 TASKS = Path("/proc/self/task")
@@ -78,3 +79,43 @@ class CpuWait:
             return None
         worst = max((w - previous[t] for t, w in waits.items() if t in previous), default=0)
         return max(0.0, worst / 1e9 / elapsed)
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What the worker tells the daemon (``ipc.Load``); ``changed``: the gate just moved."""
+
+    overloaded: bool
+    lag: float
+    wait: float
+    changed: bool
+
+
+class LoadGate:
+    """A worker's overload gate: fed how late each loop turn came round, it samples the CPU
+    wait every ``LOAD_SAMPLE_S`` and says what to report (``step``): on every change of the
+    gate, else at most every ``LOAD_REPORT_S`` when a measure moved by ``REPORT_STEP``."""
+
+    def __init__(self, cpu: CpuWait | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._cpu, self._clock = cpu or CpuWait(), clock
+        self.lag = 0.0  # moving average of how late each loop turn came round (s)
+        self.wait = 0.0  # the last CPU wait sample
+        self.overloaded = False
+        self._sampled = self._reported_at = clock()
+        self._reported = (0.0, 0.0)
+
+    def step(self, late: float) -> LoadReport | None:
+        self.lag = 0.95 * self.lag + 0.05 * max(0.0, late)
+        now = self._clock()
+        if now - self._sampled >= LOAD_SAMPLE_S:
+            self._sampled = now
+            self.wait = self._cpu.sample() or 0.0
+        over = overloaded(self.overloaded, lag=self.lag, wait=self.wait)
+        lag, wait = round(self.lag, 3), round(self.wait, 3)
+        moved = max(abs(lag - self._reported[0]), abs(wait - self._reported[1]))
+        changed = over != self.overloaded
+        if not changed and (now - self._reported_at < LOAD_REPORT_S or moved < REPORT_STEP):
+            return None
+        self._reported_at, self._reported, self.overloaded = now, (lag, wait), over
+        return LoadReport(over, lag, wait, changed)

@@ -160,6 +160,8 @@ class Link:
         if self._tail:  # handled before any new daemon attaches (see below)
             tail, self._tail = self._tail, []
             return self._own(tail)
+        if self._quiet():
+            return []
         messages: list[ipc.Message] = []
         if self.attached and self.channel is not None:
             try:
@@ -177,6 +179,23 @@ class Link:
         if self.pending is not None:
             messages += self._read_pending()
         return self._own(messages)
+
+    def _quiet(self) -> bool:
+        """Whether no descriptor of the link is readable. One ``select`` with no wait instead of
+        a ``recv`` and an ``accept`` that fail, each raising (its strerror decoded) on every
+        turn of the worker's loop: that was the dearest step of an idle turn (issue 16)."""
+        fds = [self.channel.fileno()] if self.attached and self.channel is not None else []
+        if self.pending is not None:
+            if self.pending.closed:
+                return False  # receive drops it without reading
+            fds.append(self.pending.fileno())
+        elif self.listener is not None:
+            fds.append(self.listener.fileno())
+        try:
+            ready, _, _ = select.select(fds, [], [], 0)
+        except (OSError, ValueError):
+            return False  # let the reads find out what is wrong
+        return not ready
 
     def _own(self, messages: list[ipc.Message]) -> list[ipc.Op]:
         """Acknowledgements are the link's; the rest is the worker's (events are dropped)."""

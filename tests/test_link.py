@@ -7,6 +7,7 @@ import contextlib
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -227,3 +228,40 @@ def test_a_garbled_daemon_is_hung_up_on_and_the_worker_waits_for_the_next(
         if not link.attached:
             break
     assert not link.attached and link.detachable
+
+
+def test_an_idle_link_makes_no_failing_read_or_accept(tmp_path: Path) -> None:
+    """The worker turns ``receive`` 20 times a second: with nothing to read it must not try a
+    ``recv`` and an ``accept`` that fail (each an exception; issue 16). Counted, not timed."""
+    link, daemon, path = make(tmp_path, Clock())
+    assert link.channel is not None
+    reads: list[int] = []
+    accepts: list[int] = []
+    real_receive, real_accept = link.channel.receive, link._accept
+    def receive() -> list[dict[str, Any]]:
+        reads.append(1)
+        return real_receive()
+
+    def accept() -> None:
+        accepts.append(1)
+        real_accept()
+
+    link.channel.receive = receive  # type: ignore[method-assign]
+    link._accept = accept  # type: ignore[method-assign]
+    for _ in range(100):
+        assert link.receive() == []
+    assert (len(reads), len(accepts)) == (0, 0)
+    daemon.send({"op": "retire"})  # what arrives is still read, on the next turn
+    ops: list[ipc.Op] = []
+    for _ in range(20):
+        ops += link.receive()
+        if ops:
+            break
+    assert ops == [ipc.Retire()]
+    assert len(reads) >= 1
+    other = connect(path)  # and a daemon that connects is still answered
+    for _ in range(20):
+        link.receive()
+        if accepts:
+            break
+    assert accepts and other.receive()[0]["ev"] == "refused"

@@ -177,6 +177,24 @@ def worker(phones: PhoneSim, media: dict[str, str]) -> Iterator[WorkerProc]:
     w.stop()
 
 
+def _sleeps(pid: int) -> int:
+    """How many times the worker's main thread has blocked (each wait in libHandleEvents)."""
+    status = Path(f"/proc/{pid}/task/{pid}/status").read_text()
+    return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+
+
+@pytest.mark.sip
+def test_an_idle_worker_wakes_about_ten_times_a_second(worker: WorkerProc) -> None:
+    """Each turn of the loop costs CPU whether or not there is anything to do (issue 16): an
+    idle worker waits POLL_MS = 100 ms per turn, about 10 wake-ups a second (20 before).
+    Counted: the main thread's voluntary context switches over at least 3 s."""
+    start, before = time.monotonic(), _sleeps(worker.proc.pid)
+    while time.monotonic() - start < 3.0:
+        worker.pump(0.5)
+    elapsed, after = time.monotonic() - start, _sleeps(worker.proc.pid)
+    assert (after - before) / elapsed <= 15
+
+
 def test_q850_cause_is_parsed_from_a_reason_header() -> None:
     msg = "SIP/2.0 486 Busy Here\r\nReason: SIP;cause=486, Q.850;cause=17;text=\"busy\"\r\n\r\n"
     assert q850_cause(msg) == 17
