@@ -59,10 +59,10 @@ from dialer.workerprep import (
 logger = logging.getLogger(__name__)
 
 RESTART_BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0)
-# New calls a second at most, in bursts of at most SETUP_BURST: a surge of hundreds of INVITEs in
-# the same instant starves every process of the machine (the far end's too) and arrives no sooner.
+# New calls a second at most, in bursts of SETUP_BURST: hundreds of INVITEs at once starve a host.
 SETUP_RATE = 100.0
 SETUP_BURST = 100
+RETIRE_EXIT_S = 5.0  # a retiring worker that closed its channel has this long to exit itself
 ADOPT_TIMEOUT = 3.0  # seconds a starting daemon waits for the workers it finds to report
 SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes; longer paths go through /proc/self/fd
 
@@ -81,6 +81,7 @@ class Worker:
     started_at: float
     ready: bool = False
     retiring: bool = False  # another version or configuration: finishes its calls, takes none
+    closed_at: float | None = None  # monotonic: when a retiring worker's channel was seen closed
     adopted: bool = False
     rtp_half: int = 0  # which half of its index's RTP range it uses (WorkerPool._half)
     sip_port: int | None = None
@@ -534,10 +535,15 @@ class WorkerPool:
 
     @staticmethod
     def _gone(w: Worker) -> bool:
-        """Whether ``w`` exited or closed its channel (then it is killed: it is no use)."""
+        """Whether ``w`` exited or closed its channel (then it is killed: it is no use; one
+        retiring closes it on its way out: it gets ``RETIRE_EXIT_S`` to exit by itself)."""
         code = w.proc.poll()
         if code is None and not w.channel.closed:
             return False
+        if code is None and w.retiring:
+            w.closed_at = w.closed_at or time.monotonic()
+            if time.monotonic() - w.closed_at < RETIRE_EXIT_S:
+                return False
         if code is None:
             w.proc.kill()
             w.proc.wait()
