@@ -148,6 +148,14 @@ def test_nothing_reaches_a_connected_daemon_before_its_attach(tmp_path: Path) ->
     assert [m["ev"] for m in got] == ["hello", "ended", "reg", "attached"]
 
 
+def first_ops(link: Link, turns: int = 20) -> list[ipc.Op]:
+    """What the link returns on the first of ``turns`` turns that returns anything."""
+    for _ in range(turns):
+        if ops := link.receive():
+            return ops
+    return []
+
+
 def test_operations_after_attach_in_the_same_read_are_returned(tmp_path: Path) -> None:
     link, daemon, path = make(tmp_path, Clock())
     daemon.close()
@@ -155,12 +163,7 @@ def test_operations_after_attach_in_the_same_read_are_returned(tmp_path: Path) -
     new = connect(path)
     new.send({"op": "attach", "wire": WIRE_VERSION})
     new.send({"op": "retire"})
-    ops: list[ipc.Op] = []
-    for _ in range(20):
-        ops += link.receive()
-        if ops:
-            break
-    assert ops == [ipc.Retire()]
+    assert first_ops(link) == [ipc.Retire()]
 
 
 def test_a_second_daemon_is_refused_while_one_is_attached(tmp_path: Path) -> None:
@@ -252,12 +255,7 @@ def test_an_idle_link_makes_no_failing_read_or_accept(tmp_path: Path) -> None:
         assert link.receive() == []
     assert (len(reads), len(accepts)) == (0, 0)
     daemon.send({"op": "retire"})  # what arrives is still read, on the next turn
-    ops: list[ipc.Op] = []
-    for _ in range(20):
-        ops += link.receive()
-        if ops:
-            break
-    assert ops == [ipc.Retire()]
+    assert first_ops(link) == [ipc.Retire()]
     assert len(reads) >= 1
     other = connect(path)  # and a daemon that connects is still answered
     for _ in range(20):
