@@ -24,6 +24,11 @@ DTMF_KEYS = ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
 
 _rng = random.Random(os.getpid() ^ int(time.time() * 1000))
 
+# Ports handed out in this process and when: checked free but perhaps not bound yet, so never
+# handed out again before HANDED_OUT_S (by then the peer has bound it or given up).
+HANDED_OUT_S = 300.0
+_handed_out: dict[int, float] = {}
+
 
 def free_port(count: int = 1) -> int:
     """A port free on 127.0.0.1 for both UDP and TCP, with ``count - 1`` free ports after it.
@@ -32,11 +37,18 @@ def free_port(count: int = 1) -> int:
 
     Ports come from 10000-19999, below the kernel's ephemeral range (where the dialer's workers
     and every client socket get theirs) and below the RTP ranges the tests give the dialer
-    (20000 and up): between this check and the peer's bind, nobody else takes the port.
+    (20000 and up), and no port is handed out twice in a process (``_handed_out``): between this
+    check and the peer's bind, nobody else takes the port.
     """
+    now = time.monotonic()
+    for port, at in list(_handed_out.items()):
+        if now - at > HANDED_OUT_S:
+            del _handed_out[port]
     for _ in range(500):
         base = _rng.randrange(10000, 20000 - count)
-        if all(_port_free(base + i) for i in range(count)):
+        span = range(base, base + count)
+        if not any(p in _handed_out for p in span) and all(_port_free(p) for p in span):
+            _handed_out.update(dict.fromkeys(span, now))
             return base
     raise PeerError("no free port found on 127.0.0.1")
 
