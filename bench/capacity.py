@@ -631,6 +631,10 @@ def _audio_rows(d: dict[str, Any] | None, s: dict[str, Any] | None
          cell(s, "worst_gap_ms"), ""),
         ("loss per stream p50/p99/max (%)", cell(d, "loss_pct"), cell(s, "loss_pct"), ""),
         ("streams shorter than the message / capture drops", short(d), short(s), ""),
+        ("gaps of a packet or more (all streams)", cell(d, "gaps"), cell(s, "gaps"), ""),
+        ("where a stream's worst gap came, s into it, p50/p99/max", cell(d, "gap_at_s"),
+         cell(s, "gap_at_s"), ""),
+        ("worst gaps per 10 s of the run", cell(d, "gap_timeline"), cell(s, "gap_timeline"), ""),
         ("sound (p99 jitter <= 20 ms, worst gap <= 60 ms, loss <= 0.1%, none short)",
          verdict(d), verdict(s), ""),
     ]

@@ -39,7 +39,10 @@ class Packet:
 class Quality:
     """One stream: packets expected (from the sequence numbers) and received, lost and the
     ratio, the RFC 3550 interarrival jitter at the end and its worst value (ms), the worst gap
-    between two packets received in a row (ms), and the seconds of audio received."""
+    between two packets received in a row (ms), and the seconds of audio received. Where the
+    worst gap was: ``worst_gap_at`` seconds after the stream's first packet, and ``worst_gap_clock``
+    the arrival time of the packet that ended it (the capture's clock); ``gaps``: how many gaps
+    were over ``GAP_MS``."""
 
     expected: int
     received: int
@@ -49,6 +52,14 @@ class Quality:
     worst_jitter_ms: float
     worst_gap_ms: float
     audio_seconds: float
+    worst_gap_at: float = 0.0
+    worst_gap_clock: float = 0.0
+    gaps: int = 0
+
+
+GAP_MS = 30.0
+"""A gap worth counting: one 20 ms packet or more missing from its place (40 ms and up; the
+bound is half a packet under it)."""
 
 
 def analyse(packets: Sequence[Packet], clock_rate: int = 8000) -> Quality:
@@ -60,7 +71,8 @@ def analyse(packets: Sequence[Packet], clock_rate: int = 8000) -> Quality:
     first_ext = highest = packets[0].seq
     jitter = worst_jitter = 0.0
     prev: Packet | None = None
-    worst_gap = 0.0
+    worst_gap = worst_at = worst_clock = 0.0
+    gaps = 0
     samples = 0
     for p in packets:
         delta = (p.seq - max_seq) % SEQ_MOD  # RFC 3550, appendix A.1
@@ -80,7 +92,10 @@ def analyse(packets: Sequence[Packet], clock_rate: int = 8000) -> Quality:
             transit = (p.arrival - prev.arrival) * clock_rate - (p.timestamp - prev.timestamp)
             jitter += (abs(transit) - jitter) / 16.0  # RFC 3550, section 6.4.1
             worst_jitter = max(worst_jitter, jitter)
-            worst_gap = max(worst_gap, p.arrival - prev.arrival)
+            gap = p.arrival - prev.arrival
+            gaps += gap * 1000.0 > GAP_MS
+            if gap > worst_gap:
+                worst_gap, worst_at, worst_clock = gap, p.arrival - packets[0].arrival, p.arrival
         prev = p
     expected = highest - first_ext + 1
     lost = max(0, expected - len(seen))
@@ -88,7 +103,8 @@ def analyse(packets: Sequence[Packet], clock_rate: int = 8000) -> Quality:
                    loss=lost / expected if expected else 0.0,
                    jitter_ms=1000.0 * jitter / clock_rate,
                    worst_jitter_ms=1000.0 * worst_jitter / clock_rate,
-                   worst_gap_ms=1000.0 * worst_gap, audio_seconds=samples / clock_rate)
+                   worst_gap_ms=1000.0 * worst_gap, audio_seconds=samples / clock_rate,
+                   worst_gap_at=worst_at, worst_gap_clock=worst_clock, gaps=gaps)
 
 
 Stream = tuple[str, int, str, int, int]
@@ -176,17 +192,39 @@ class Capture:
 
 def audio_figures(capture: Path, message_seconds: float) -> dict[str, Any]:
     """The audio rows of the capacity bench, over every stream of ``capture``: p50 / p99 / max
-    of jitter, worst gap and loss, and the streams that carried less audio than the message."""
+    of jitter, worst gap and loss, and the streams that carried less audio than the message.
+    Where the gaps are: ``gap_at_s``, how far into its stream each worst gap over ``GAP_MS``
+    came (p50 / p99 / max), and ``gap_timeline``, those worst gaps per ``TIMELINE_S`` of the run
+    (the capture's first packet is 0)."""
     qs = [analyse(p) for p in streams(capture).values()]
     figures: dict[str, Any] = {"streams": len(qs), "packets": sum(q.received for q in qs),
                                "lost": sum(q.lost for q in qs),
-                               "short": sum(1 for q in qs if q.audio_seconds < message_seconds)}
+                               "short": sum(1 for q in qs if q.audio_seconds < message_seconds),
+                               "gaps": sum(q.gaps for q in qs)}
+    gapped = [q for q in qs if q.worst_gap_ms > GAP_MS]
+    figures["gap_at_s"] = [round(v, 2) for v in percentiles([q.worst_gap_at for q in gapped])]
+    figures["gap_timeline"] = timeline([q.worst_gap_clock for q in gapped],
+                                       min((q.worst_gap_clock - q.worst_gap_at for q in qs),
+                                           default=0.0))
     for name, values in (("jitter_ms", [q.jitter_ms for q in qs]),
                          ("worst_jitter_ms", [q.worst_jitter_ms for q in qs]),
                          ("worst_gap_ms", [q.worst_gap_ms for q in qs]),
                          ("loss_pct", [100.0 * q.loss for q in qs])):
         figures[name] = [round(v, 2) for v in percentiles(values)]
     return figures
+
+
+TIMELINE_S = 10.0
+
+
+def timeline(stamps: Sequence[float], start: float, step: float = TIMELINE_S) -> list[int]:
+    """How many of ``stamps`` fall in each ``step`` seconds from ``start``."""
+    if not stamps:
+        return []
+    counts = [0] * (int((max(stamps) - start) // step) + 1)
+    for t in stamps:
+        counts[max(0, int((t - start) // step))] += 1
+    return counts
 
 
 SOUND = {"jitter_ms": 20.0, "worst_gap_ms": 60.0, "loss_pct": 0.1}

@@ -127,3 +127,49 @@ def test_sound_is_every_p99_within_its_bound_and_no_stream_short() -> None:
     assert unsound(good) == []  # the max may be bad: the 99th percentile decides
     bad = {**good, "jitter_ms": [0.4, 21.0, 40.0], "short": 2}
     assert unsound(bad) == ["jitter_ms p99 21 > 20", "2 streams short of the message"]
+
+
+def test_where_the_worst_gap_was() -> None:
+    """The analysis says where a stream's worst gap came and how many gaps it had, so the bench
+    can tell gaps at a call's start (its setup) from gaps on the plateau."""
+    q = analyse(stream(500, drop=frozenset({100, 300, 301})))  # gaps at 2.02 s and 6.04 s
+    assert q.gaps == 2
+    assert q.worst_gap_ms == pytest.approx(60.0)
+    assert q.worst_gap_at == pytest.approx(302 * PTIME)
+    assert q.worst_gap_clock == pytest.approx(100.0 + 302 * PTIME)
+    assert analyse(stream(500)).gaps == 0
+
+
+def test_the_gaps_of_a_capture_are_placed_in_time(tmp_path: Path) -> None:
+    from testkit.rtpquality import audio_figures, timeline
+
+    capture = tmp_path / "answerer.pcap"
+    # A stream with a gap 1.0 s in, a second stream starting 25 s later with one 4.0 s in.
+    first = stream(500, drop=frozenset({50}))
+    second = [Packet(p.seq, p.timestamp, p.arrival + 25.0, p.samples)
+              for p in stream(500, start_seq=7, drop=frozenset({200, 201}))]
+    _write_pcap(capture, first, link="lo")
+    other = tmp_path / "other.pcap"
+    _write_pcap(other, second, link="lo")
+    merged = streams(capture) | {(k[0], k[1] + 1, *k[2:]): v for k, v in streams(other).items()}
+    # audio_figures reads one file: write both streams into one
+    both = tmp_path / "both.pcap"
+    with both.open("wb") as f:
+        writer = dpkt.pcap.Writer(f, linktype=dpkt.pcap.DLT_NULL)
+        for key, packets in merged.items():
+            for p in packets:
+                rtp = struct.pack("!BBHII", 0x80, 0, p.seq, p.timestamp, 0xC0FFEE) + b"\xff" * 160
+                udp = dpkt.udp.UDP(sport=key[1], dport=30000, data=rtp)
+                udp.ulen = len(udp)
+                ip = dpkt.ip.IP(src=socket.inet_aton("127.0.0.2"),
+                                dst=socket.inet_aton("127.0.0.1"), p=dpkt.ip.IP_PROTO_UDP,
+                                data=udp)
+                ip.len = len(ip)
+                writer.writepkt(bytes(dpkt.loopback.Loopback(family=socket.AF_INET, data=ip)),
+                                ts=p.arrival)
+    figures = audio_figures(both, 1.0)
+    assert figures["gaps"] == 2
+    assert figures["gap_at_s"] == [pytest.approx(1.02), pytest.approx(4.04), pytest.approx(4.04)]
+    # first gap at 1.02 s of the run, the second at 25 + 4.04 s: windows 0 and 2 of 10 s
+    assert figures["gap_timeline"] == [1, 0, 1]
+    assert timeline([], 0.0) == []
