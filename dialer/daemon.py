@@ -515,7 +515,8 @@ class Daemon:
         self.metrics.set_calls_in_progress({("internal", "internal"): counts.internal,
                                             ("external", "external"): counts.external})
         ready, load = self.gateway.ready_count(), self.gateway.node_load()
-        self.metrics.set_pool(size=self._pool_wanted, ready=ready,
+        self.metrics.set_pool(size=self.gateway.pool_size(), ceiling=self._pool_wanted,
+                              ready=ready,
                               busy=self.gateway.busy_slots(),
                               slots=ready * self.config.calls_per_worker, late=load.late,
                               lag=load.lag, wait=load.wait)

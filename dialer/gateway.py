@@ -55,6 +55,9 @@ class Gateway(Protocol):
     def ready_count(self) -> int:
         """Workers ready to take calls."""
 
+    def pool_size(self) -> int:
+        """Worker processes kept now, running or starting (the elastic pool's target)."""
+
     def node_load(self) -> NodeLoad:
         """What the pool can carry now: slots of the workers taking calls, workers late."""
 
@@ -149,6 +152,9 @@ class PoolGateway:
 
     def ready_count(self) -> int:
         return self.pool.ready_count()
+
+    def pool_size(self) -> int:
+        return self.pool.kept
 
     def node_load(self) -> NodeLoad:
         return self.pool.node_load()

@@ -27,7 +27,8 @@ dialer_trunk_registered                   gauge      ``trunk``: 1 when it can pl
 dialer_trunk_registration_status_code     gauge      ``trunk``: last REGISTER final status, 0 = none
 dialer_trunk_healthy                      gauge      ``trunk``: 0 while its health guard keeps it
                                                      out of service (``dialer.core.health``)
-dialer_worker_pool_size                   gauge      worker processes the pool wants
+dialer_worker_pool_size                   gauge      worker processes the elastic pool keeps now
+dialer_worker_pool_ceiling                gauge      the most it may keep (the global call limit's)
 dialer_workers_ready                      gauge      worker processes ready for calls
 dialer_worker_slots                       gauge      call slots of the ready workers
 dialer_workers_late                       gauge      workers running late: no new calls on them
@@ -261,7 +262,11 @@ class Metrics:
                                   "Final SIP status of the trunk's last REGISTER (0: none yet).",
                                   ["trunk"], registry=r)
         self.pool_size = Gauge("dialer_worker_pool_size",
-                               "SIP worker processes the pool wants running.", registry=r)
+                               "SIP worker processes the elastic pool keeps now, running or "
+                               "starting.", registry=r)
+        self.pool_ceiling = Gauge("dialer_worker_pool_ceiling",
+                                  "The most SIP worker processes the pool may keep (the global "
+                                  "call limit's, at most [sip] workers).", registry=r)
         self.workers_ready = Gauge("dialer_workers_ready", "SIP worker processes ready.",
                                    registry=r)
         self.workers_late = Gauge("dialer_workers_late",
@@ -542,10 +547,12 @@ class Metrics:
     def set_trunk_health(self, trunk: str, healthy: bool) -> None:
         self.trunk_healthy.labels(trunk).set(1 if healthy else 0)
 
-    def set_pool(self, *, size: int, ready: int, busy: int, slots: int, late: int = 0,
-                 lag: float = 0.0, wait: float = 0.0) -> None:
-        """The worker pool: wanted size, ready workers, busy slots, slots of the ready workers,
-        workers running late (taking no new calls), the worst loop lag and CPU wait."""
+    def set_pool(self, *, size: int, ready: int, busy: int, slots: int, ceiling: int | None = None,
+                 late: int = 0, lag: float = 0.0, wait: float = 0.0) -> None:
+        """The worker pool: the workers kept now and their ceiling, ready workers, busy slots,
+        slots of the ready workers, workers running late (taking no new calls), the worst loop
+        lag and CPU wait."""
+        self.pool_ceiling.set(size if ceiling is None else ceiling)
         self.workers_late.set(late)
         self.worker_lag.set(lag)
         self.worker_wait.set(wait)

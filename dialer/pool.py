@@ -4,11 +4,10 @@ One PJSUA2 process holds at most 4 calls, so capacity comes from several workers
 elastic (``dialer.core.elastic``): it starts warm (the workers the global limit needs), then at
 every scheduling pass ``scale`` keeps workers for the calls in progress, the calls the scheduler
 could place now and a spare one, starting the missing ones ahead of the calls (a worker needs
-a good fraction of a second to become ready; ``GROW_STEP`` a pass, so that the loop is not held
-up by the forks) and retiring (finish the calls, take none, exit) those
-idle for ``idle_grace`` seconds beyond that, never one with calls, never worker 0 (the trunks'
-registrations). A worker that dies takes only its own calls: the pool reports them as lost and
-starts a replacement.
+a good fraction of a second to become ready; ``GROW_STEP`` a pass, so that the forks do not hold
+the loop up) and retiring (finish the calls, take none, exit) those idle for ``idle_grace``
+seconds beyond that, never one with calls, never worker 0 (the trunks' registrations). A worker
+that dies takes only its own calls: the pool reports them as lost and starts a replacement.
 
 Calls outlive the daemon. Each worker listens on a Unix socket of its own in the node's state
 directory (``<data dir>/run/<node>/w<index>-<token>.sock``, the directory 0700): the pool binds
@@ -90,9 +89,7 @@ class Worker:
     overloaded: bool = False  # the worker reports its event loop running late (``load``)
     lag: float = 0.0  # its last ``load``: how late its loop runs (s)
     wait: float = 0.0  # and the largest share of a second a thread of it waited for a CPU
-    # Slots held by calls already over whose SIP transaction (CANCEL, BYE) is still unanswered
-    # (``slots``): the worker frees them within its trunk's invite_timeout.
-    held: int = 0
+    held: int = 0  # slots of calls over whose CANCEL or BYE is unanswered: freed in invite_timeout
     idle_since: float | None = None  # monotonic: since when it has carried no call (elastic)
 
     @property
@@ -108,8 +105,7 @@ class WorkerPool:
     """Starts, feeds and restarts the SIP workers."""
 
     def __init__(self, *, size: int, calls_per_worker: int,
-                 init_message: Callable[[int], ipc.Init],
-                 command: list[str] | None = None,
+                 init_message: Callable[[int], ipc.Init], command: list[str] | None = None,
                  state_dir: Path | None = None) -> None:
         """``state_dir``: where the workers' sockets live, so that they outlive the daemon;
         None: each worker is tied to this process by a socketpair and dies with it."""
@@ -157,12 +153,16 @@ class WorkerPool:
         ``scale``, which starts workers when demand comes and retires idle ones."""
         self.wanted = max(1, min(size, self.size))
 
+    @property
+    def kept(self) -> int:
+        """Workers running, starting or due to restart: ``scale``'s target (``wanted``: ceiling)."""
+        return len(self.workers) + len(self._restart_at)
+
     def _grow(self, count: int) -> int:
         """Have ``count`` workers (running, starting or due to restart): start the missing ones
         at the lowest free indexes (one a retiring worker still holds too: the new process
         takes the other RTP half and the alternative SIP port, as after an adoption)."""
-        started = 0
-        have = len(self.workers) + len(self._restart_at)
+        started, have = 0, self.kept
         for i in range(self.size):
             if have + started >= count:
                 break
@@ -181,11 +181,11 @@ class WorkerPool:
         decision = elastic.decide(
             [elastic.WorkerLoad(index=w.index, calls=w.taken, idle_since=w.idle_since)
              for w in running],
-            starting=len(self.workers) - len(running) + len(self._restart_at), demand=demand,
+            starting=self.kept - len(running), demand=demand,
             calls_per_worker=self.calls_per_worker, maximum=self.wanted, now=now,
             margin=self.margin, idle_grace=self.idle_grace, pinned=(0,), step=self.grow_step)
         if decision.start:
-            self._grow(len(self.workers) + len(self._restart_at) + decision.start)
+            self._grow(self.kept + decision.start)
         for index in decision.retire:
             w = self.workers.pop(index)
             w.retiring = True

@@ -122,6 +122,7 @@ class FakeGateway:
         self.fence_at: float | None = None  # the node's lease, as the daemon last told it
         self.fenced = 0  # calls hung up because the lease ran out (as a worker does)
         self.demands: list[int] = []  # what the daemon told ``demand`` after each pass
+        self.kept = 1  # the workers a real pool would keep (``pool_size``)
 
     # ----- Gateway -----
 
@@ -154,6 +155,9 @@ class FakeGateway:
 
     def ready_count(self) -> int:
         return 1
+
+    def pool_size(self) -> int:
+        return self.kept
 
     def next_wakeup_in(self) -> float | None:
         return None

@@ -209,3 +209,40 @@ def test_the_daemon_tells_the_demand_the_limit_while_recipients_wait_then_nothin
         sim.stop()
     finally:
         store.dispose()
+
+
+def test_the_pool_size_is_what_the_pool_keeps_not_the_ceiling(clock: list[float]) -> None:
+    """``dialer_worker_pool_size`` reported the limit's ceiling (``resize``) whatever the elastic
+    pool kept. ``kept``: the workers running or starting, what the gauge now shows."""
+    p = _pool(2)
+    p.resize(20)
+    assert p.kept == 2  # the ceiling is 20: the pool keeps the 2 it has
+    p.scale(40)  # 10 workers + 1 spare
+    assert p.kept == 11
+    assert PoolGateway(p).pool_size() == 11
+    for i in range(2, 11):
+        p.on_message(p.workers[i], ipc.Ready(sip_port=5060 + i))
+    p.idle_grace = 0.0
+    clock[0] += 1
+    p.scale(0)  # nothing to do: all but worker 0 retire
+    assert p.kept == 1
+
+
+def test_the_daemon_reports_the_pool_kept_and_its_ceiling(tmp_path: Path) -> None:
+    from dialer.storage.store import SqlStore
+    from tests.sim import T0, Simulation
+
+    store = SqlStore(f"sqlite:///{tmp_path / 'sim.db'}")
+    store.migrate()
+    try:
+        store.set_settings(actor="sim", now=T0, max_calls=400)
+        sim = Simulation(store, tmp_path / "data", capacity=4)
+        sim.gateway.kept = 3
+        sim.run(until=T0 + 1)
+        metrics = sim.daemon.metrics
+        assert metrics.pool_size._value.get() == 3
+        assert metrics.pool_ceiling._value.get() == min(
+            sim.daemon.config.workers, 100)
+        sim.stop()
+    finally:
+        store.dispose()
