@@ -193,10 +193,16 @@ class Players:
     def play(self, att: Attempt, prompt: str) -> str | None:
         """Replace the call's player with a fresh one on ``prompt`` (played once, from start).
 
+        Made before broken: the new player transmits before the old one stops. The bridge's
+        clock thread sends no RTP for a call that no player transmits to, so a tick between the
+        two (this thread preempted on a busy machine) was a gap in the audio at every prompt
+        change (tests/test_players.py, bench/RESULTS.md).
+
         Returns what went wrong worth the daemon's log, if anything."""
-        self.stop(att, connected=True)
+        old = (att.player, att.sink)
         path = att.media.get(prompt)
         if not path or att.call is None:
+            self.stop(att, connected=True)
             logger.warning("call %s: no audio for %s", att.call_id, prompt)
             return None
         try:
@@ -204,8 +210,11 @@ class Players:
             player.createPlayer(path, pj.PJMEDIA_FILE_NO_LOOP)
             sink = att.call.getAudioMedia(-1)
             player.startTransmit(sink)
+            self.stop(att, connected=True)  # the old one: after the new one transmits
             att.player, att.sink = player, sink
         except pj.Error as exc:
+            if (att.player, att.sink) == old:
+                self.stop(att, connected=True)
             # The dialogue's timer still runs, so the call goes on (silently) and ends.
             logger.error("call %s: cannot play %s: %s", att.call_id, path, exc.info())
             return f"cannot play {path}: {exc.reason}"
