@@ -519,7 +519,7 @@ class Daemon:
                               ready=ready,
                               busy=self.gateway.busy_slots(),
                               slots=ready * self.config.calls_per_worker, late=load.late,
-                              lag=load.lag, wait=load.wait)
+                              lag=load.lag, wait=load.wait, held=load.held)
         self.book.update_metrics()
         self.metrics.set_runs_sealed(self.store.runs_sealed)
         self.metrics.refresh_campaigns(self.store.list_campaigns)  # every 5 s, not every pass

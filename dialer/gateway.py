@@ -14,11 +14,14 @@ decision loop is written against it only, so it runs unchanged on:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import selectors
+import time
 from typing import Protocol
 
 from dialer import ipc, sipports
+from dialer.core import admission
 from dialer.core.cluster import NodeLoad
 from dialer.pool import Worker, WorkerPool
 from dialer.workerprep import worker_events
@@ -112,6 +115,7 @@ class PoolGateway:
         self.selector = selectors.DefaultSelector()
         self._registered: dict[int, Worker] = {}
         self._seen: dict[int, tuple[Worker, int]] = {}  # pid -> (worker, last seq returned)
+        self.hold = admission.Hold()  # the node's overload hold (dialer.core.admission)
 
     def attach(self) -> tuple[list[GatewayEvent], set[str]]:
         events: list[GatewayEvent] = []
@@ -145,7 +149,26 @@ class PoolGateway:
         self.pool.scale(calls)
 
     def free_slots(self) -> int:
-        return self.pool.free_slots()
+        """The pool's free slots, within the node's overload hold (stepped at every pass)."""
+        busy, load = self.pool.busy_slots(), self.pool.node_load()
+        was = self.hold.ceiling
+        self.hold = admission.step(self.hold, now=time.monotonic(), in_progress=busy,
+                                   late=load.late, ready=self.pool.ready_count(),
+                                   capacity=self.pool.wanted * self.pool.calls_per_worker,
+                                   per_worker=self.pool.calls_per_worker)
+        if self.hold.ceiling != was:
+            if self.hold.ceiling is None:
+                logger.warning("the workers keep up again: the overload hold is lifted")
+            elif was is None or self.hold.ceiling < was:
+                logger.warning("overloaded: %d of %d workers run late (CPU wait %.2f); this node "
+                               "now carries at most %d calls at once (%d in progress)", load.late,
+                               self.pool.ready_count(), load.wait, self.hold.ceiling, busy)
+            else:
+                logger.info("the workers keep up: the overload hold rises to %d calls",
+                            self.hold.ceiling)
+        free = self.pool.free_slots()
+        more = admission.room(self.hold, busy)
+        return free if more is None else min(free, more)
 
     def busy_slots(self) -> int:
         return self.pool.busy_slots()
@@ -157,7 +180,12 @@ class PoolGateway:
         return self.pool.kept
 
     def node_load(self) -> NodeLoad:
-        return self.pool.node_load()
+        load = self.pool.node_load()
+        if self.hold.ceiling is None:
+            return load
+        # held: the node carries no more than the ceiling (``campaign watch`` says it is full)
+        return dataclasses.replace(load, slots=min(load.slots, self.hold.ceiling),
+                                   held=self.hold.ceiling)
 
     def dial(self, message: ipc.Dial) -> int | None:
         w = self.pool.dial(message)

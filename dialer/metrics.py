@@ -6,8 +6,7 @@ durations are in seconds and end in ``_seconds``. The full set:
 ========================================  =========  ===============================================
 metric                                    type       labels / meaning
 ========================================  =========  ===============================================
-dialer_campaigns                          gauge      ``state``: campaigns in each state (all
-                                                     seven)
+dialer_campaigns                          gauge      ``state``: campaigns in each of 7 states
 dialer_campaign_state                     gauge      ``campaign``, ``state``: 1 for the current
                                                      state of each *live* campaign, 0 for its other
                                                      live states
@@ -32,10 +31,10 @@ dialer_worker_pool_ceiling                gauge      the most it may keep (the g
 dialer_workers_ready                      gauge      worker processes ready for calls
 dialer_worker_slots                       gauge      call slots of the ready workers
 dialer_workers_late                       gauge      workers running late: no new calls on them
-                                                     (the overload gate)
+dialer_node_call_ceiling                  gauge      the overload hold: calls this node carries at
+                                                     most (0: no hold; ``dialer.core.admission``)
 dialer_worker_loop_lag_seconds            gauge      the latest worker loop (the gate's measure)
-dialer_worker_cpu_wait_ratio              gauge      the largest share of a second a worker thread
-                                                     waited for a CPU (the gate's measure)
+dialer_worker_cpu_wait_ratio              gauge      worst CPU wait of a worker thread (of 1 s)
 dialer_worker_busy_slots                  gauge      call slots in use
 dialer_worker_restarts_total              counter    worker processes restarted after dying
 dialer_node_lease_valid                   gauge      ``node``: 1 while this node holds its lease and
@@ -48,21 +47,17 @@ dialer_database_up                        gauge      ``node``: 1 when its last t
 dialer_nodes_lost_total                   counter    ``node``: other nodes it declared lost
 dialer_node_lost_calls_total              counter    ``node``: calls of lost nodes it settled
 dialer_scheduler_decision_seconds         histogram  one scheduling pass (claim included)
-dialer_call_setup_seconds                 histogram  ``kind``: INVITE sent -> answered (answered
-                                                     only)
-dialer_call_ring_seconds                  histogram  ``kind``: first ringing -> answer or give-up
+dialer_call_setup_seconds                 histogram  ``kind``: INVITE sent -> answered
+dialer_call_ring_seconds                  histogram  ``kind``: first ringing -> answer, give-up
 dialer_campaign_info                      gauge      ``campaign``, ``name``, ``template``: 1 per
-                                                     *live* campaign (join on ``campaign``)
-dialer_emails_total                       counter    ``result`` (sent, failed): e-mails of
-                                                     campaign messages
-dialer_alertmanager_requests_total        counter    ``result``: webhook requests of the
-                                                     Alertmanager receiver (ok, bad_request,
-                                                     unauthorized,
-                                                     forbidden, not_found, method_not_allowed,
-                                                     too_large, unavailable)
-dialer_alertmanager_alerts_total          counter    ``action``: alerts it handled (launched,
-                                                     duplicate, unmatched, stopped, resolved,
-                                                     failed)
+                                                     *live* campaign
+dialer_emails_total                       counter    ``result`` (sent, failed): campaign e-mails
+dialer_alertmanager_requests_total        counter    ``result``: Alertmanager webhook requests
+                                                     (ok, bad_request, unauthorized, forbidden,
+                                                     not_found, method_not_allowed, too_large,
+                                                     unavailable)
+dialer_alertmanager_alerts_total          counter    ``action``: launched, duplicate, unmatched,
+                                                     stopped, resolved, failed
 dialer_alert_launches_total               counter    ``alertname``, ``template``: campaigns
                                                      launched by an alert
 dialer_build_info                         gauge      ``version``, ``python``: 1
@@ -269,6 +264,9 @@ class Metrics:
                                   "call limit's, at most [sip] workers).", registry=r)
         self.workers_ready = Gauge("dialer_workers_ready", "SIP worker processes ready.",
                                    registry=r)
+        self.call_ceiling = Gauge("dialer_node_call_ceiling",
+                                  "The overload hold: the calls this node carries at most while "
+                                  "its workers run late (0: no hold).", registry=r)
         self.workers_late = Gauge("dialer_workers_late",
                                   "SIP workers whose event loop runs late (the machine is short "
                                   "of CPU): they take no new calls until they catch up.",
@@ -548,11 +546,13 @@ class Metrics:
         self.trunk_healthy.labels(trunk).set(1 if healthy else 0)
 
     def set_pool(self, *, size: int, ready: int, busy: int, slots: int, ceiling: int | None = None,
-                 late: int = 0, lag: float = 0.0, wait: float = 0.0) -> None:
+                 late: int = 0, lag: float = 0.0, wait: float = 0.0,
+                 held: int | None = None) -> None:
         """The worker pool: the workers kept now and their ceiling, ready workers, busy slots,
         slots of the ready workers, workers running late (taking no new calls), the worst loop
         lag and CPU wait."""
         self.pool_ceiling.set(size if ceiling is None else ceiling)
+        self.call_ceiling.set(held or 0)
         self.workers_late.set(late)
         self.worker_lag.set(lag)
         self.worker_wait.set(wait)

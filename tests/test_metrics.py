@@ -76,7 +76,7 @@ def test_every_metric_has_samples_and_follows_the_naming_conventions() -> None:
         "dialer_calls_in_progress", "dialer_attempts", "dialer_confirmations",
         "dialer_max_calls", "dialer_max_active_campaigns", "dialer_trunk_registered",
         "dialer_trunk_registration_status_code", "dialer_worker_pool_size", "dialer_workers_ready",
-        "dialer_worker_pool_ceiling",
+        "dialer_worker_pool_ceiling", "dialer_node_call_ceiling",
         "dialer_worker_slots", "dialer_worker_busy_slots", "dialer_worker_restarts",
         "dialer_scheduler_decision_seconds", "dialer_call_setup_seconds",
         "dialer_call_ring_seconds"}

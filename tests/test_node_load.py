@@ -34,7 +34,8 @@ def test_late_workers_are_named_whatever_waits_and_stopped_nodes_are_not() -> No
     assert lines == ["node n1: 5 SIP workers running late (the machine is short of CPU): no "
                      "new calls there until they catch up",
                      "node n1 is full: 480 calls in progress, 480 call slots ([sip] workers x "
-                     "calls_per_worker, less those running late): new calls wait for a free one"]
+                     "calls_per_worker, less those running late, within the overload hold): new "
+                     "calls wait for a free one"]
 
 
 def test_campaign_show_and_watch_say_the_node_is_full(cli: Cli) -> None:  # noqa: F811

@@ -78,3 +78,44 @@ def test_rtp_ranges_past_65535_are_refused() -> None:
     with pytest.raises(ConfigError, match="65535"):
         check_rtp_ranges(64000, 66000)
     check_rtp_ranges(20000, 22000)
+
+
+def test_the_gateway_holds_the_node_below_its_calls_while_workers_run_late(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The node-level hold (dialer.core.admission) over the pool: 40 workers, 100 calls in
+    progress; 2 workers late (5%) step the node's ceiling to 90, so no new call goes out until
+    calls end below it; caught up, it rises and is lifted. Logged, and in the node's load."""
+    import logging
+
+    from dialer.gateway import PoolGateway
+
+    clock = [1000.0]
+    monkeypatch.setattr("dialer.gateway.time.monotonic", lambda: clock[0])
+    p = _pool(40)
+    p._tokens = 1e9  # the setup-rate budget is not what this test is about
+    monkeypatch.setattr(p, "_refill", lambda: 1e9)
+    for i in range(100):
+        p.dial(ipc.Dial(call_id=f"c{i}"))
+    gw = PoolGateway(p)
+    assert gw.free_slots() == 60  # no worker late: no hold
+    for i in (0, 1):
+        p.on_message(p.workers[i], ipc.Load(overloaded=True, lag=0.2, wait=0.3))
+    with caplog.at_level(logging.WARNING, logger="dialer.pool"):
+        assert gw.free_slots() == 0
+    assert gw.hold.ceiling == 90
+    assert "now carries at most 90 calls at once (100 in progress)" in caplog.text
+    assert gw.node_load().held == 90 and gw.node_load().slots == 90
+    for w in list(p.workers.values())[2:22]:  # 20 calls end on the workers taking calls
+        w.calls.discard(sorted(w.calls)[0])
+    assert p.busy_slots() == 80
+    clock[0] += 1
+    assert gw.free_slots() == 10  # 90 - 80 (the step down waits SETTLE_S)
+    for i in (0, 1):
+        p.on_message(p.workers[i], ipc.Load(overloaded=False, lag=0.01, wait=0.05))
+    clock[0] += 10
+    gw.free_slots()
+    assert gw.hold.ceiling == 95  # caught up: 5% up (a worker's calls at least)
+    for _ in range(40):
+        clock[0] += 10
+        gw.free_slots()
+    assert gw.hold.ceiling is None and gw.node_load().held is None

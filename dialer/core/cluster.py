@@ -156,6 +156,7 @@ class NodeLoad:
     late: int = 0  # workers whose event loop runs late: they take no new calls meanwhile
     lag: float = 0.0  # the latest loop of any worker (s); for the metrics, not stored
     wait: float = 0.0  # the largest share of a second a worker's thread waited for a CPU
+    held: int | None = None  # the overload hold's ceiling (dialer.core.admission); for metrics
 
 
 def load_lines(nodes: Sequence[Mapping[str, Any]], *, waiting: bool) -> list[str]:
@@ -173,7 +174,7 @@ def load_lines(nodes: Sequence[Mapping[str, Any]], *, waiting: bool) -> list[str
                        "(the machine is short of CPU): no new calls there until they catch up")
         if waiting and isinstance(slots, int) and calls >= slots:
             out.append(f"node {name} is full: {calls} calls in progress, {slots} call slots "
-                       "([sip] workers x calls_per_worker, less those running late): new calls "
-                       "wait for a free one" if slots else
+                       "([sip] workers x calls_per_worker, less those running late, within the "
+                       "overload hold): new calls wait for a free one" if slots else
                        f"node {name} has no SIP worker taking calls: new calls wait")
     return out
