@@ -65,10 +65,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from dialer.pressure import CpuPressure  # noqa: E402
 from testkit import DTMF_PAYLOAD_TYPE, Sipp, make_dtmf_captures  # noqa: E402
 from testkit.harness import Dialer  # noqa: E402
 from testkit.net import free_port  # noqa: E402
-from testkit.rtpquality import Capture, audio_figures, unsound  # noqa: E402
+from testkit.rtpquality import Capture, audio_figures, percentiles, unsound  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 ANSWER_SCENARIO = ROOT / "tests" / "sipp" / "answer_confirm.xml"
@@ -269,6 +270,7 @@ class Sample:
     rss: int
     answerer_cpu: float
     machine: tuple[float, float]
+    pressure: float | None = None  # the machine's CPU pressure (PSI some, share of time)
 
 
 @dataclass
@@ -306,7 +308,13 @@ class Run:
         answerer_pct = [(b.answerer_cpu - a.answerer_cpu) / max(1e-6, b.t - a.t) * 100
                         for a, b in zip(s, s[1:], strict=False)]
         rss_peak = max((x.rss for x in s), default=0)
+        psi = [x.pressure for x in s if x.pressure is not None and peak
+               and x.established >= 0.9 * peak]
         return {
+            "cpu_pressure_plateau": [round(v, 3) for v in percentiles(psi)] if psi else None,
+            "concurrent_after_60s": [min(x.established for x in s if x.t > 60),
+                                     max(x.established for x in s if x.t > 60)]
+            if any(x.t > 60 for x in s) else None,
             "peak_established": peak,
             "peak_db_answered": max((x.db_answered or 0 for x in s), default=None),
             "peak_db_open": max((x.db_open or 0 for x in s), default=None),
@@ -398,8 +406,9 @@ def run_dialer(args: argparse.Namespace, workdir: Path, captures: dict[str, Path
     d = Dialer(workdir / "dialer", internal={"uri": answerer.uri},
                external={"uri": answerer.uri}, workers=workers, metrics_port=metrics_port)
     # RTP below the kernel's ephemeral ports (32768-60999), where SIP transports and SIPp bind.
-    d.config.write_text(re.sub(r"(?m)^rtp_port = \d+$", f"rtp_port = {args.rtp_port}",
-                               d.config.read_text()))
+    text = re.sub(r"(?m)^rtp_port = \d+$", f"rtp_port = {args.rtp_port}", d.config.read_text())
+    d.config.write_text(re.sub(r"(?m)^overload_pressure = .*$",
+                               f"overload_pressure = {args.overload_pressure}", text))
     try:
         numbers = [str(100000 + i) for i in range(args.recipients)]
         d.template("bench", numbers, message=args.message, attempts=1, ring_timeout=30)
@@ -429,6 +438,11 @@ def run_dialer(args: argparse.Namespace, workdir: Path, captures: dict[str, Path
         run.extra["stop_s"] = round(time.monotonic() - stopped, 1)
         run.extra.update(_db_outcome(db, cid, run.log))
         run.extra["overload_signals"] = d.log_text().count("overloaded: no new calls")
+        held = [int(x) for x in re.findall(r"(?:carries at most|hold rises to) (\d+) calls",
+                                           d.log_text())]
+        run.extra["hold"] = {"steps": len(held), "lowest": min(held, default=None),
+                             "highest": max(held, default=None),
+                             "lifted": d.log_text().count("the overload hold is lifted")}
         run.extra["daemon_log_errors"] = sum(
             1 for line in d.log_text().splitlines() if " ERROR " in line or "Traceback" in line)
     finally:
@@ -517,6 +531,7 @@ def _sample_loop(run: Run, deadline: float, answerer: Sipp, *, pids: Any, done: 
                  gate: Gate | None = None) -> None:
     assert run.log is not None and answerer.process is not None
     ans = Group()
+    psi = CpuPressure()
     last_pss = 0.0
     finished_at: float | None = None
     t0 = time.monotonic()
@@ -532,7 +547,7 @@ def _sample_loop(run: Run, deadline: float, answerer: Sipp, *, pids: Any, done: 
             answered, opened, _ = _db_counts(db, campaign)
         run.samples.append(Sample(now - t0, len(run.log.open), answered, opened,
                                   caller.cpu_total, caller.rss_total, ans.cpu_total,
-                                  machine_busy()))
+                                  machine_busy(), psi.sample()))
         if caller.rss_total >= run.rss_peak_split[0] and current:
             first = caller.rss.get(current[0], 0)
             rest = [v for k, v in caller.rss.items() if k != current[0]]
@@ -685,6 +700,18 @@ def table(d: dict[str, Any], s: dict[str, Any] | None) -> str:
          "workers late, peaks",
          (f"{d['gate']['wait']:.3f} / {1000 * d['gate']['lag']:.0f} / {d['gate']['late']:.0f}"
           if d.get("gate") else None), None, ""),
+        ("machine CPU pressure on the plateau (PSI some: share of time) p50/p99/max",
+         "/".join(f"{x:g}" for x in d["cpu_pressure_plateau"])
+         if d.get("cpu_pressure_plateau") else None,
+         "/".join(f"{x:g}" for x in sv["cpu_pressure_plateau"])
+         if s and sv.get("cpu_pressure_plateau") else None, ""),
+        ("overload hold: steps / lowest / highest ceiling / times lifted",
+         (f"{d['hold']['steps']} / {d['hold']['lowest']} / {d['hold']['highest']} / "
+          f"{d['hold']['lifted']}") if d.get("hold") else None, None, ""),
+        ("concurrent calls after the first minute, min / max (answerer)",
+         "{} / {}".format(*d["concurrent_after_60s"]) if d.get("concurrent_after_60s") else None,
+         "{} / {}".format(*sv["concurrent_after_60s"])
+         if s and sv.get("concurrent_after_60s") else None, ""),
         ("workers reporting overload (times) / answerer watchdog trips",
          f"{d.get('overload_signals')} / {d.get('answerer_watchdog_trips')}",
          f"- / {sv.get('answerer_watchdog_trips')}" if s else None, ""),
@@ -715,6 +742,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="[sip] rtp_port: first RTP port, each worker takes 20 above it; 30000 "
                    "keeps up to 135 workers clear of the test peers' ports (10000-29999) and "
                    "the kernel's ephemeral ports (32768-)")
+    p.add_argument("--overload-pressure", type=float, default=0.30,
+                   help="[sip] overload_pressure of the dialer (the product's default; 0: the "
+                   "overload hold follows the workers' lateness only)")
     p.add_argument("--timeout", type=float, default=0.0,
                    help="seconds a run may take (default: from the sizes)")
     p.add_argument("--audio", action=argparse.BooleanOptionalAction,

@@ -122,6 +122,9 @@ class WallGateway:
     def ready_count(self) -> int:
         return 1
 
+    def pool_size(self) -> int:
+        return 1
+
     def dial(self, message: ipc.Dial) -> int | None:
         now = time.time()
         self.calls[message.call_id] = now

@@ -92,7 +92,8 @@ def daemon(config: Config) -> Daemon:
     def workers(init_message: WorkerInit) -> Gateway:
         return PoolGateway(WorkerPool(size=config.workers,
                                       calls_per_worker=config.calls_per_worker,
-                                      init_message=init_message, state_dir=config.state_dir))
+                                      init_message=init_message, state_dir=config.state_dir),
+                           overload_pressure=config.overload_pressure)
 
     from dialer.sdnotify import Notifier
 

@@ -99,6 +99,9 @@ class Config:
     bind: str = "127.0.0.1"
     workers: int = 4
     calls_per_worker: int = MAX_CALLS_PER_WORKER
+    # the node's overload hold steps down over this CPU pressure (dialer.core.admission; 0: the
+    # hold follows the workers' lateness only)
+    overload_pressure: float = 0.30
     rtp_port: int = 10000  # below the kernel's ephemeral ports (32768-60999 on Linux)
     # Worker i listens on sip_port + i (UDP and TCP), so a PBX can allow the range; a worker
     # that replaces one still finishing its calls takes sip_port + workers + i. 0: any port.
@@ -255,6 +258,7 @@ def _config(f: ConfigFile, path: Path | None, base: Path, secrets: bool) -> Conf
         bind=f.sip.bind,
         workers=f.sip.workers,
         calls_per_worker=f.sip.calls_per_worker,
+        overload_pressure=f.sip.overload_pressure,
         rtp_port=f.sip.rtp_port,
         sip_port=f.sip.port,
         sip_log_level=f.sip.log_level,

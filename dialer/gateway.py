@@ -20,7 +20,7 @@ import selectors
 import time
 from typing import Protocol
 
-from dialer import ipc, sipports
+from dialer import ipc, pressure, sipports
 from dialer.core import admission
 from dialer.core.cluster import NodeLoad
 from dialer.pool import Worker, WorkerPool
@@ -110,12 +110,17 @@ class Gateway(Protocol):
 class PoolGateway:
     """The ``Gateway`` over the supervised pool of SIP worker processes."""
 
-    def __init__(self, pool: WorkerPool) -> None:
+    def __init__(self, pool: WorkerPool,
+                 overload_pressure: float = admission.PRESSURE_OVERLOAD) -> None:
+        """``overload_pressure``: the machine's CPU pressure over which the node's hold steps
+        down (``[sip] overload_pressure``; 0: the hold follows the workers' lateness only)."""
         self.pool = pool
         self.selector = selectors.DefaultSelector()
         self._registered: dict[int, Worker] = {}
         self._seen: dict[int, tuple[Worker, int]] = {}  # pid -> (worker, last seq returned)
         self.hold = admission.Hold()  # the node's overload hold (dialer.core.admission)
+        self.overload_pressure = overload_pressure
+        self.pressure = pressure.CpuPressure()
 
     def attach(self) -> tuple[list[GatewayEvent], set[str]]:
         events: list[GatewayEvent] = []
@@ -152,17 +157,21 @@ class PoolGateway:
         """The pool's free slots, within the node's overload hold (stepped at every pass)."""
         busy, load = self.pool.busy_slots(), self.pool.node_load()
         was = self.hold.ceiling
+        cpu = self.pressure.sample() if self.overload_pressure > 0 else None
         self.hold = admission.step(self.hold, now=time.monotonic(), in_progress=busy,
                                    late=load.late, ready=self.pool.ready_count(),
                                    capacity=self.pool.wanted * self.pool.calls_per_worker,
-                                   per_worker=self.pool.calls_per_worker)
+                                   per_worker=self.pool.calls_per_worker, pressure=cpu,
+                                   pressure_overload=self.overload_pressure)
         if self.hold.ceiling != was:
             if self.hold.ceiling is None:
                 logger.warning("the workers keep up again: the overload hold is lifted")
             elif was is None or self.hold.ceiling < was:
-                logger.warning("overloaded: %d of %d workers run late (CPU wait %.2f); this node "
-                               "now carries at most %d calls at once (%d in progress)", load.late,
-                               self.pool.ready_count(), load.wait, self.hold.ceiling, busy)
+                logger.warning("overloaded: %d of %d workers run late (CPU wait %.2f), CPU "
+                               "pressure %s; this node now carries at most %d calls at once (%d "
+                               "in progress)", load.late, self.pool.ready_count(), load.wait,
+                               "unknown" if cpu is None else f"{cpu:.2f}", self.hold.ceiling,
+                               busy)
             else:
                 logger.info("the workers keep up: the overload hold rises to %d calls",
                             self.hold.ceiling)

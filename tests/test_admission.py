@@ -6,7 +6,9 @@ a sound level, it holds near that level instead of swinging between none and all
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -92,3 +94,37 @@ def test_a_simulated_node_is_held_near_its_sound_level() -> None:
             seen.append(calls)
         now += 0.25
     assert min(seen) >= 430 and max(seen) <= 600, (min(seen), max(seen))
+
+
+def test_the_machines_cpu_pressure_holds_the_node_too() -> None:
+    h = step(Hold(), now=0.0, in_progress=400, late=0, ready=100, capacity=1200, pressure=0.35)
+    assert h == Hold(360, 0.0)
+    # under the threshold but over 2/3 of it: not caught up, the ceiling stays
+    assert step(h, now=10.0, in_progress=360, late=0, ready=100, capacity=1200,
+                pressure=0.25) == h
+    assert step(h, now=10.0, in_progress=360, late=0, ready=100, capacity=1200,
+                pressure=0.10).ceiling == 378
+    # another threshold (``[sip] overload_pressure``), and None: not known, not used
+    assert step(Hold(), now=0.0, in_progress=400, late=0, ready=100, capacity=1200,
+                pressure=0.35, pressure_overload=0.5) == Hold()
+    assert step(Hold(), now=0.0, in_progress=400, late=0, ready=100, capacity=1200,
+                pressure=None) == Hold()
+
+
+def test_the_pressure_is_the_share_of_time_tasks_waited(tmp_path: Path) -> None:
+    from dialer.pressure import CpuPressure, read_stall_us
+
+    psi = tmp_path / "cpu"
+    psi.write_text("some avg10=1.00 avg60=0.50 avg300=0.10 total=1000000\n"
+                   "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    assert read_stall_us(psi) == 1_000_000
+    assert read_stall_us(tmp_path / "none") is None
+    now = [0.0]
+    p = CpuPressure(read=lambda: read_stall_us(psi), clock=lambda: now[0])
+    assert p.sample() == 0.0
+    psi.write_text("some avg10=1.00 avg60=0.50 avg300=0.10 total=1400000\n")
+    now[0] = 0.5
+    assert p.sample() == 0.0  # under SAMPLE_S: the last share
+    now[0] = 2.0
+    assert p.sample() == pytest.approx(0.2)  # 0.4 s of stall in 2 s
+    assert CpuPressure(read=lambda: None).sample() is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -97,6 +98,8 @@ def test_the_gateway_holds_the_node_below_its_calls_while_workers_run_late(
     for i in range(100):
         p.dial(ipc.Dial(call_id=f"c{i}"))
     gw = PoolGateway(p)
+    cpu = [0.05]
+    gw.pressure = SimpleNamespace(sample=lambda: cpu[0])  # type: ignore[assignment]
     assert gw.free_slots() == 60  # no worker late: no hold
     for i in (0, 1):
         p.on_message(p.workers[i], ipc.Load(overloaded=True, lag=0.2, wait=0.3))
@@ -115,7 +118,21 @@ def test_the_gateway_holds_the_node_below_its_calls_while_workers_run_late(
     clock[0] += 10
     gw.free_slots()
     assert gw.hold.ceiling == 95  # caught up: 5% up (a worker's calls at least)
+    cpu[0] = 0.25  # the machine still busy (over 2/3 of 0.30): the ceiling stays
+    clock[0] += 10
+    gw.free_slots()
+    assert gw.hold.ceiling == 95
+    cpu[0] = 0.05
     for _ in range(40):
         clock[0] += 10
         gw.free_slots()
     assert gw.hold.ceiling is None and gw.node_load().held is None
+    cpu[0] = 0.45  # no worker late, but the machine short of CPU: held again
+    clock[0] += 10
+    with caplog.at_level(logging.WARNING, logger="dialer.pool"):
+        gw.free_slots()
+    assert gw.hold.ceiling == 72  # 10% below the 80 in progress
+    assert "CPU pressure 0.45" in caplog.text
+    off = PoolGateway(p, overload_pressure=0)  # [sip] overload_pressure = 0: not read at all
+    off.pressure = SimpleNamespace(sample=lambda: 1.0)
+    assert off.free_slots() > 0 and off.hold.ceiling is None

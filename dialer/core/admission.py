@@ -15,6 +15,12 @@ way TCP finds the rate a path carries (additive increase, multiplicative decreas
   worker's calls at least), until it is above what the pool can carry, and the hold is lifted.
 * Some workers late but under the share: the ceiling stays where it is.
 
+The machine's CPU pressure (``dialer.pressure``: the share of time tasks waited for a CPU, the
+kernel's PSI) counts too: over ``pressure_overload`` (``[sip] overload_pressure``, default
+``PRESSURE_OVERLOAD``) the node is overloaded, and it has caught up only under
+``PRESSURE_RECOVER`` of it. The default is set from the capacity bench (bench/RESULTS.md): the
+pressure where the audio stopped being sound on 2 cores.
+
 ``step`` is called at every scheduling pass with what the pool sees; ``room`` says how many more
 calls the hold lets the node place (None: no hold).
 """
@@ -30,6 +36,8 @@ SETTLE_S = 3.0
 INCREASE = 0.05
 RAISE_EVERY_S = 5.0
 FLOOR = 4  # the hold never goes below one worker's calls
+PRESSURE_OVERLOAD = 0.30  # the default of [sip] overload_pressure
+PRESSURE_RECOVER = 2 / 3  # of the overload threshold: caught up below it
 
 
 @dataclass(frozen=True)
@@ -41,21 +49,28 @@ class Hold:
     at: float = -math.inf
 
 
-def overloaded(*, late: int, ready: int) -> bool:
-    """Whether enough of the node's ready workers run late to step the hold down."""
-    return late > 0 and late >= max(1, math.ceil(LATE_SHARE * ready))
+def overloaded(*, late: int, ready: int, pressure: float | None = None,
+               pressure_overload: float = PRESSURE_OVERLOAD) -> bool:
+    """Whether enough of the node's ready workers run late, or the machine's CPU pressure is
+    high enough, to step the hold down."""
+    return ((late > 0 and late >= max(1, math.ceil(LATE_SHARE * ready)))
+            or (pressure is not None and pressure > pressure_overload))
 
 
 def step(hold: Hold, *, now: float, in_progress: int, late: int, ready: int, capacity: int,
-         per_worker: int = 4) -> Hold:
+         per_worker: int = 4, pressure: float | None = None,
+         pressure_overload: float = PRESSURE_OVERLOAD) -> Hold:
     """The hold after this pass. ``capacity``: the calls the pool could carry with every worker
-    it may run (above it a ceiling means nothing: the hold is lifted)."""
-    if overloaded(late=late, ready=ready):
+    it may run (above it a ceiling means nothing: the hold is lifted); ``pressure``: the
+    machine's CPU pressure (None: unknown, or not to be used)."""
+    if overloaded(late=late, ready=ready, pressure=pressure,
+                  pressure_overload=pressure_overload):
         if now - hold.at < SETTLE_S:
             return hold
         base = in_progress if hold.ceiling is None else min(hold.ceiling, in_progress)
         return Hold(max(FLOOR, math.floor(base * (1.0 - DECREASE))), now)
-    if hold.ceiling is None or late or now - hold.at < RAISE_EVERY_S:
+    if (hold.ceiling is None or late or now - hold.at < RAISE_EVERY_S
+            or (pressure is not None and pressure >= PRESSURE_RECOVER * pressure_overload)):
         return hold
     up = hold.ceiling + max(per_worker, math.ceil(hold.ceiling * INCREASE))
     return Hold(None, now) if up >= capacity else Hold(up, now)
