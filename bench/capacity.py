@@ -116,7 +116,11 @@ def proc_pss(pid: int) -> int:
 def children(pid: int) -> list[int]:
     """Every descendant of ``pid`` (the workers are the fork server's children, since 46300d2)."""
     out: list[int] = []
-    for tid in os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}/task") else []:
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:  # it exited (a worker retiring): no descendants to count
+        return out
+    for tid in tids:
         text = _read(f"/proc/{pid}/task/{tid}/children") or ""
         for child in (int(p) for p in text.split()):
             out += [child, *children(child)]

@@ -43,16 +43,24 @@ def test_caught_up_the_ceiling_rises_then_the_hold_is_lifted() -> None:
     h = Hold(400, 0.0)
     assert step(h, now=4.0, in_progress=400, late=0, ready=120, capacity=480) == h  # too soon
     h = step(h, now=5.0, in_progress=400, late=0, ready=120, capacity=480)
-    assert h == Hold(420, 5.0)
+    assert h == Hold(420, 5.0)  # 5%
     h = step(h, now=10.0, in_progress=420, late=0, ready=120, capacity=480)
     assert h == Hold(441, 10.0)
     h = step(h, now=15.0, in_progress=441, late=0, ready=120, capacity=480)
     assert h == Hold(464, 15.0)
     assert step(h, now=20.0, in_progress=464, late=0, ready=120, capacity=480) == Hold(None, 20.0)
+    # low, it rises by four workers' calls at least
+    assert step(Hold(40, 0.0), now=5.0, in_progress=40, late=0, ready=120,
+                capacity=480) == Hold(56, 5.0)
 
 
-def test_never_below_one_workers_calls() -> None:
-    assert step(Hold(), now=0.0, in_progress=2, late=1, ready=1, capacity=400).ceiling == 4
+def test_never_below_one_workers_calls_and_no_hold_of_a_few_calls() -> None:
+    assert step(Hold(5), now=0.0, in_progress=30, late=1, ready=1, capacity=400).ceiling == 4
+    # the pool's start loads the machine with no call in progress: nothing to hold back
+    assert step(Hold(), now=0.0, in_progress=0, late=0, ready=300, capacity=1200,
+                pressure=0.84) == Hold()
+    assert step(Hold(), now=0.0, in_progress=admission.MIN_CALLS - 1, late=3, ready=10,
+                capacity=400) == Hold()
 
 
 @given(st.integers(0, 2000), st.integers(0, 300), st.integers(1, 300), st.floats(0, 1e6))
@@ -61,7 +69,7 @@ def test_the_hold_never_lets_more_calls_in_while_overloaded(in_progress: int, la
     before = Hold(in_progress + 10, now - 100.0)
     after = step(before, now=now, in_progress=in_progress, late=late, ready=ready,
                  capacity=4 * 300)
-    if admission.overloaded(late=late, ready=ready):
+    if admission.overloaded(late=late, ready=ready) and in_progress >= admission.MIN_CALLS:
         assert after.ceiling is not None
         assert after.ceiling <= max(admission.FLOOR, in_progress)
     else:

@@ -10,9 +10,12 @@ way TCP finds the rate a path carries (additive increase, multiplicative decreas
 * **Overloaded** (at least ``LATE_SHARE`` of the ready workers late, and at least one): the
   node's ceiling steps down to ``DECREASE`` below the calls in progress, and again at most every
   ``SETTLE_S`` (a step takes that long to show in the workers' measures) while it lasts. The
-  calls in progress go on; new calls wait until calls end below the ceiling.
+  calls in progress go on; new calls wait until calls end below the ceiling. With fewer than
+  ``MIN_CALLS`` in progress there is nothing to hold back: what loads the machine then is not
+  the calls (the pool's own start forks hundreds of workers: CPU pressure 0.84 with no call).
 * **Caught up** (no worker late) for ``RAISE_EVERY_S``: the ceiling rises by ``INCREASE`` (a
-  worker's calls at least), until it is above what the pool can carry, and the hold is lifted.
+  few workers' calls at least), until it is above what the pool can carry, and the hold is
+  lifted.
 * Some workers late but under the share: the ceiling stays where it is.
 
 The machine's CPU pressure (``dialer.pressure``: the share of time tasks waited for a CPU, the
@@ -36,6 +39,8 @@ SETTLE_S = 3.0
 INCREASE = 0.05
 RAISE_EVERY_S = 5.0
 FLOOR = 4  # the hold never goes below one worker's calls
+MIN_CALLS = 20  # calls in progress under which the node is never held
+RAISE_MIN_WORKERS = 4  # the ceiling rises by at least this many workers' calls
 PRESSURE_OVERLOAD = 0.30  # the default of [sip] overload_pressure
 PRESSURE_RECOVER = 2 / 3  # of the overload threshold: caught up below it
 
@@ -63,8 +68,8 @@ def step(hold: Hold, *, now: float, in_progress: int, late: int, ready: int, cap
     """The hold after this pass. ``capacity``: the calls the pool could carry with every worker
     it may run (above it a ceiling means nothing: the hold is lifted); ``pressure``: the
     machine's CPU pressure (None: unknown, or not to be used)."""
-    if overloaded(late=late, ready=ready, pressure=pressure,
-                  pressure_overload=pressure_overload):
+    if in_progress >= MIN_CALLS and overloaded(late=late, ready=ready, pressure=pressure,
+                                               pressure_overload=pressure_overload):
         if now - hold.at < SETTLE_S:
             return hold
         base = in_progress if hold.ceiling is None else min(hold.ceiling, in_progress)
@@ -72,7 +77,7 @@ def step(hold: Hold, *, now: float, in_progress: int, late: int, ready: int, cap
     if (hold.ceiling is None or late or now - hold.at < RAISE_EVERY_S
             or (pressure is not None and pressure >= PRESSURE_RECOVER * pressure_overload)):
         return hold
-    up = hold.ceiling + max(per_worker, math.ceil(hold.ceiling * INCREASE))
+    up = hold.ceiling + max(RAISE_MIN_WORKERS * per_worker, math.ceil(hold.ceiling * INCREASE))
     return Hold(None, now) if up >= capacity else Hold(up, now)
 
 
