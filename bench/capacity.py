@@ -746,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="[sip] rtp_port: first RTP port, each worker takes 20 above it; 30000 "
                    "keeps up to 135 workers clear of the test peers' ports (10000-29999) and "
                    "the kernel's ephemeral ports (32768-)")
-    p.add_argument("--overload-pressure", type=float, default=0.30,
+    p.add_argument("--overload-pressure", type=float, default=0.50,
                    help="[sip] overload_pressure of the dialer (the product's default; 0: the "
                    "overload hold follows the workers' lateness only)")
     p.add_argument("--timeout", type=float, default=0.0,

@@ -101,7 +101,7 @@ class Config:
     calls_per_worker: int = MAX_CALLS_PER_WORKER
     # the node's overload hold steps down over this CPU pressure (dialer.core.admission; 0: the
     # hold follows the workers' lateness only)
-    overload_pressure: float = 0.30
+    overload_pressure: float = 0.50
     rtp_port: int = 10000  # below the kernel's ephemeral ports (32768-60999 on Linux)
     # Worker i listens on sip_port + i (UDP and TCP), so a PBX can allow the range; a worker
     # that replaces one still finishing its calls takes sip_port + workers + i. 0: any port.

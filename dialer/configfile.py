@@ -242,7 +242,7 @@ class SipFile(Table):
     reject_code: Annotated[int, _checked(_reject_code)] = 403
     drain_timeout: Annotated[float, secs(0, 3600)] = 60.0
     orphan_timeout: Annotated[float, secs(1, 3600)] = 60.0
-    overload_pressure: Annotated[float, Field(ge=0.0, le=1.0)] = 0.30
+    overload_pressure: Annotated[float, Field(ge=0.0, le=1.0)] = 0.50
 
 
 class NumbersFile(Table):

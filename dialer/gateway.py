@@ -151,7 +151,8 @@ class PoolGateway:
         self.pool.resize(size)
 
     def demand(self, calls: int) -> None:
-        self.pool.scale(calls)
+        # held: no workers for more than the ceiling (starting them loads the machine further)
+        self.pool.scale(calls if self.hold.ceiling is None else min(calls, self.hold.ceiling))
 
     def free_slots(self) -> int:
         """The pool's free slots, within the node's overload hold (stepped at every pass)."""

@@ -105,16 +105,16 @@ def test_a_simulated_node_is_held_near_its_sound_level() -> None:
 
 
 def test_the_machines_cpu_pressure_holds_the_node_too() -> None:
-    h = step(Hold(), now=0.0, in_progress=400, late=0, ready=100, capacity=1200, pressure=0.35)
+    h = step(Hold(), now=0.0, in_progress=400, late=0, ready=100, capacity=1200, pressure=0.55)
     assert h == Hold(360, 0.0)
-    # under the threshold but over 2/3 of it: not caught up, the ceiling stays
+    # under the threshold (0.50) but over 2/3 of it: not caught up, the ceiling stays
     assert step(h, now=10.0, in_progress=360, late=0, ready=100, capacity=1200,
-                pressure=0.25) == h
+                pressure=0.40) == h
     assert step(h, now=10.0, in_progress=360, late=0, ready=100, capacity=1200,
                 pressure=0.10).ceiling == 378
     # another threshold (``[sip] overload_pressure``), and None: not known, not used
     assert step(Hold(), now=0.0, in_progress=400, late=0, ready=100, capacity=1200,
-                pressure=0.35, pressure_overload=0.5) == Hold()
+                pressure=0.55, pressure_overload=0.6) == Hold()
     assert step(Hold(), now=0.0, in_progress=400, late=0, ready=100, capacity=1200,
                 pressure=None) == Hold()
 

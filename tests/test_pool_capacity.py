@@ -106,6 +106,10 @@ def test_the_gateway_holds_the_node_below_its_calls_while_workers_run_late(
     with caplog.at_level(logging.WARNING, logger="dialer.pool"):
         assert gw.free_slots() == 0
     assert gw.hold.ceiling == 90
+    asked: list[int] = []
+    monkeypatch.setattr(p, "scale", asked.append)
+    gw.demand(1200)  # the daemon asks for the whole limit: workers for the ceiling only
+    assert asked == [90]
     assert "now carries at most 90 calls at once (100 in progress)" in caplog.text
     assert gw.node_load().held == 90 and gw.node_load().slots == 90
     for w in list(p.workers.values())[2:22]:  # 20 calls end on the workers taking calls
@@ -118,7 +122,7 @@ def test_the_gateway_holds_the_node_below_its_calls_while_workers_run_late(
     clock[0] += 10
     gw.free_slots()
     assert gw.hold.ceiling == 106  # caught up: 5% up, four workers' calls at least
-    cpu[0] = 0.25  # the machine still busy (over 2/3 of 0.30): the ceiling stays
+    cpu[0] = 0.40  # the machine still busy (over 2/3 of 0.50): the ceiling stays
     clock[0] += 10
     gw.free_slots()
     assert gw.hold.ceiling == 106
@@ -127,12 +131,12 @@ def test_the_gateway_holds_the_node_below_its_calls_while_workers_run_late(
         clock[0] += 10
         gw.free_slots()
     assert gw.hold.ceiling is None and gw.node_load().held is None
-    cpu[0] = 0.45  # no worker late, but the machine short of CPU: held again
+    cpu[0] = 0.65  # no worker late, but the machine short of CPU: held again
     clock[0] += 10
     with caplog.at_level(logging.WARNING, logger="dialer.pool"):
         gw.free_slots()
     assert gw.hold.ceiling == 72  # 10% below the 80 in progress
-    assert "CPU pressure 0.45" in caplog.text
+    assert "CPU pressure 0.65" in caplog.text
     off = PoolGateway(p, overload_pressure=0)  # [sip] overload_pressure = 0: not read at all
     off.pressure = SimpleNamespace(sample=lambda: 1.0)
     assert off.free_slots() > 0 and off.hold.ceiling is None

@@ -41,7 +41,7 @@ RAISE_EVERY_S = 5.0
 FLOOR = 4  # the hold never goes below one worker's calls
 MIN_CALLS = 20  # calls in progress under which the node is never held
 RAISE_MIN_WORKERS = 4  # the ceiling rises by at least this many workers' calls
-PRESSURE_OVERLOAD = 0.30  # the default of [sip] overload_pressure
+PRESSURE_OVERLOAD = 0.50  # the default of [sip] overload_pressure
 PRESSURE_RECOVER = 2 / 3  # of the overload threshold: caught up below it
 
 
