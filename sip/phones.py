@@ -28,6 +28,7 @@ calls are not logged. Needs no privileges: any port above 1024 (or 0 with ``--re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
@@ -278,7 +279,7 @@ class Phones:
         assert self.ep is not None
         while not self.stopping:
             self.ep.libHandleEvents(20)
-            self._graveyard.clear()
+            self.sweep_graveyard()
             now = time.monotonic()
             for seq, (due, call_id, action) in sorted(self._timers.items(),
                                                       key=lambda kv: kv[1][0]):
@@ -295,6 +296,19 @@ class Phones:
                 except Exception:  # noqa: BLE001 - one call's trouble must not stop the others
                     logger.exception("call %s: timer action failed", call_id)
         self.shutdown()
+
+    def sweep_graveyard(self) -> None:
+        """Free the disconnected calls, but none whose slot a live call holds now.
+
+        A freed pjsua2 ``Call`` hangs up its slot (upstream issue 3856): an INVITE that arrived
+        in the same event turn as the call's end took that slot, and freeing the old object then
+        declined it (603) before it was answered. Such a call stays until the slot is free."""
+        held: set[int] = set()
+        for rec in self.calls.values():
+            if rec.call is not None:
+                with contextlib.suppress(pj.Error):
+                    held.add(rec.call.getId())
+        self._graveyard = [c for c in self._graveyard if c.getId() in held]
 
     def shutdown(self) -> None:
         assert self.ep is not None

@@ -81,3 +81,32 @@ def test_final_answers_carry_code_and_q850(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+class _Dead:
+    """A disconnected pj.Call as the graveyard holds it: only its slot id matters."""
+
+    def __init__(self, slot: int) -> None:
+        self.slot = slot
+
+    def getId(self) -> int:  # noqa: N802 - pjsua2's name
+        return self.slot
+
+
+def test_a_dead_call_is_not_freed_while_a_new_call_holds_its_slot() -> None:
+    """pjsua2 hangs up a freed Call's slot (upstream issue 3856): when an INVITE reused the slot
+    of a call that ended in the same event turn, freeing the old object after the turn declined
+    the new call (the demo's 'hangs up, then ok' phone ended 'rejected 603' once in five runs:
+    the dialer saw 603 Decline 1 ms after its INVITE). The graveyard keeps such a call until its
+    slot is free again."""
+    from types import SimpleNamespace
+
+    phones = Phones({}, None)
+    phones._graveyard = [_Dead(2), _Dead(3)]
+    live = SimpleNamespace(call=_Dead(2))
+    phones.calls = {"new": live}  # type: ignore[dict-item]
+    phones.sweep_graveyard()
+    assert [c.getId() for c in phones._graveyard] == [2]  # slot 3 free: freed; 2 kept
+    phones.calls = {}
+    phones.sweep_graveyard()
+    assert phones._graveyard == []
