@@ -316,9 +316,7 @@ class Run:
                and x.established >= 0.9 * peak]
         return {
             "cpu_pressure_plateau": [round(v, 3) for v in percentiles(psi)] if psi else None,
-            "concurrent_after_60s": [min(x.established for x in s if x.t > 60),
-                                     max(x.established for x in s if x.t > 60)]
-            if any(x.t > 60 for x in s) else None,
+
             "peak_established": peak,
             "peak_db_answered": max((x.db_answered or 0 for x in s), default=None),
             "peak_db_open": max((x.db_open or 0 for x in s), default=None),
@@ -408,11 +406,11 @@ def run_dialer(args: argparse.Namespace, workdir: Path, captures: dict[str, Path
     run.log = SippLog(answerer.log_file)
     metrics_port = free_port()
     d = Dialer(workdir / "dialer", internal={"uri": answerer.uri},
-               external={"uri": answerer.uri}, workers=workers, metrics_port=metrics_port)
+               external={"uri": answerer.uri}, workers=workers, metrics_port=metrics_port,
+               sip={"overload_pressure": args.overload_pressure})
     # RTP below the kernel's ephemeral ports (32768-60999), where SIP transports and SIPp bind.
-    text = re.sub(r"(?m)^rtp_port = \d+$", f"rtp_port = {args.rtp_port}", d.config.read_text())
-    d.config.write_text(re.sub(r"(?m)^overload_pressure = .*$",
-                               f"overload_pressure = {args.overload_pressure}", text))
+    d.config.write_text(re.sub(r"(?m)^rtp_port = \d+$", f"rtp_port = {args.rtp_port}",
+                               d.config.read_text()))
     try:
         numbers = [str(100000 + i) for i in range(args.recipients)]
         d.template("bench", numbers, message=args.message, attempts=1, ring_timeout=30)
@@ -712,10 +710,6 @@ def table(d: dict[str, Any], s: dict[str, Any] | None) -> str:
         ("overload hold: steps / lowest / highest ceiling / times lifted",
          (f"{d['hold']['steps']} / {d['hold']['lowest']} / {d['hold']['highest']} / "
           f"{d['hold']['lifted']}") if d.get("hold") else None, None, ""),
-        ("concurrent calls after the first minute, min / max (answerer)",
-         "{} / {}".format(*d["concurrent_after_60s"]) if d.get("concurrent_after_60s") else None,
-         "{} / {}".format(*sv["concurrent_after_60s"])
-         if s and sv.get("concurrent_after_60s") else None, ""),
         ("workers reporting overload (times) / answerer watchdog trips",
          f"{d.get('overload_signals')} / {d.get('answerer_watchdog_trips')}",
          f"- / {sv.get('answerer_watchdog_trips')}" if s else None, ""),

@@ -265,8 +265,8 @@ class Metrics:
         self.workers_ready = Gauge("dialer_workers_ready", "SIP worker processes ready.",
                                    registry=r)
         self.call_ceiling = Gauge("dialer_node_call_ceiling",
-                                  "The overload hold: the calls this node carries at most while "
-                                  "its workers run late (0: no hold).", registry=r)
+                                  "The overload hold: the most calls this node carries while "
+                                  "short of CPU (0: no hold).", registry=r)
         self.workers_late = Gauge("dialer_workers_late",
                                   "SIP workers whose event loop runs late (the machine is short "
                                   "of CPU): they take no new calls until they catch up.",

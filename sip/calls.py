@@ -199,7 +199,6 @@ class Players:
         change (tests/test_players.py, bench/RESULTS.md).
 
         Returns what went wrong worth the daemon's log, if anything."""
-        old = (att.player, att.sink)
         path = att.media.get(prompt)
         if not path or att.call is None:
             self.stop(att, connected=True)
@@ -213,8 +212,7 @@ class Players:
             self.stop(att, connected=True)  # the old one: after the new one transmits
             att.player, att.sink = player, sink
         except pj.Error as exc:
-            if (att.player, att.sink) == old:
-                self.stop(att, connected=True)
+            self.stop(att, connected=True)  # the new one failed: the old one stops all the same
             # The dialogue's timer still runs, so the call goes on (silently) and ends.
             logger.error("call %s: cannot play %s: %s", att.call_id, path, exc.info())
             return f"cannot play {path}: {exc.reason}"

@@ -55,6 +55,7 @@ class Quality:
     worst_gap_at: float = 0.0
     worst_gap_clock: float = 0.0
     gaps: int = 0
+    start: float = 0.0  # the first packet's arrival (the capture's clock)
 
 
 GAP_MS = 30.0
@@ -104,7 +105,8 @@ def analyse(packets: Sequence[Packet], clock_rate: int = 8000) -> Quality:
                    jitter_ms=1000.0 * jitter / clock_rate,
                    worst_jitter_ms=1000.0 * worst_jitter / clock_rate,
                    worst_gap_ms=1000.0 * worst_gap, audio_seconds=samples / clock_rate,
-                   worst_gap_at=worst_at, worst_gap_clock=worst_clock, gaps=gaps)
+                   worst_gap_at=worst_at, worst_gap_clock=worst_clock, gaps=gaps,
+                   start=packets[0].arrival)
 
 
 Stream = tuple[str, int, str, int, int]
@@ -204,8 +206,7 @@ def audio_figures(capture: Path, message_seconds: float) -> dict[str, Any]:
     gapped = [q for q in qs if q.worst_gap_ms > GAP_MS]
     figures["gap_at_s"] = [round(v, 2) for v in percentiles([q.worst_gap_at for q in gapped])]
     figures["gap_timeline"] = timeline([q.worst_gap_clock for q in gapped],
-                                       min((q.worst_gap_clock - q.worst_gap_at for q in qs),
-                                           default=0.0))
+                                       min((q.start for q in qs), default=0.0))
     for name, values in (("jitter_ms", [q.jitter_ms for q in qs]),
                          ("worst_jitter_ms", [q.worst_jitter_ms for q in qs]),
                          ("worst_gap_ms", [q.worst_gap_ms for q in qs]),

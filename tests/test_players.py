@@ -67,3 +67,19 @@ def test_a_prompt_without_audio_stops_the_last_one(players: calls.Players) -> No
     assert players.play(att, "goodbye") is None  # no file for it: silence, not the old prompt
     assert _Player.log[-1] == "stop p1"
     assert att.player is None
+
+
+def test_a_prompt_that_cannot_play_stops_the_last_one(players: calls.Players,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    att = _attempt()
+    players.play(att, "answer_prompt")
+
+    def broken(self: _Player, path: str, options: int) -> None:
+        import pjsua2
+
+        raise pjsua2.Error()
+
+    monkeypatch.setattr(_Player, "createPlayer", broken)
+    problem = players.play(att, "message")
+    assert problem is not None and "cannot play m.wav" in problem
+    assert _Player.log[-1] == "stop p1" and att.player is None
